@@ -61,7 +61,11 @@ class BlobStore(Protocol):
         ...
 
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Yield the blob's bytes in chunks, for streaming responses."""
+        """Yield the blob's bytes in chunks, for streaming responses.
+
+        A missing blob raises :class:`BlobNotFoundError` from the call itself, before the
+        first chunk, so a streaming response can still answer "not found".
+        """
         ...
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
@@ -69,7 +73,10 @@ class BlobStore(Protocol):
         ...
 
     def local_path(self, key: str) -> Path | None:
-        """The blob's path on a local filesystem, or None when the store is not local."""
+        """The blob's path on a local filesystem, or None when the store is not local.
+
+        A local store raises :class:`BlobNotFoundError` when the blob is absent.
+        """
         ...
 
     def exists(self, key: str) -> bool: ...

@@ -1,0 +1,42 @@
+# Two commands for a newcomer:  `make run`  and  `make test`.
+# Everything else is installed into ./.venv from uv.lock (uv itself into ./.uv).
+
+PYTHON ?= python3
+UV := .uv/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: run test install lint bench bench-quick clean
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet "uv>=0.5"
+
+install: $(UV)
+	$(UV) sync --frozen --all-extras --quiet
+
+## Start the platform on the embedded default (SQLite + ./cloudfilm-data), with demo data.
+run: install
+	$(VENV)/bin/cloudfilm serve --data cloudfilm-data
+
+## The whole test suite: lint, layers, unit, integration (SQLite and PostgreSQL), interop.
+test: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pytest -n 2 --dist loadgroup tests
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(VENV)/bin/python bench/dicomweb_bench.py
+
+bench-quick: install
+	$(VENV)/bin/python bench/dicomweb_bench.py --quick
+
+clean:
+	rm -rf $(VENV) .uv .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,68 @@
+"""Run ``cloudfilm serve`` for a benchmark, the same way ``orthanc.py`` runs Orthanc.
+
+``with Cloudfilm(index="postgresql") as srv: ...`` starts
+``.venv/bin/cloudfilm serve --data DIR --host 127.0.0.1 --port P`` with a fresh data folder
+(and a fresh ``bench_cloudfilm`` database), waits for ``GET /healthz`` to answer 200, and
+stops it by PID at exit, recording ``peak_rss`` and ``cpu_total``.
+"""
+
+from __future__ import annotations
+
+from harness import BENCH_DIR, ManagedServer, ServerUnavailable, recreate_pg_database
+
+EXE = BENCH_DIR.parent / ".venv" / "bin" / "cloudfilm"
+DATABASE_URL_ENV = "CLOUDFILM_DATABASE_URL"
+
+
+class Cloudfilm(ManagedServer):
+    """cloudfilm with an empty archive: its embedded SQLite default, or ``index="postgresql"``."""
+
+    name = "cloudfilm"
+
+    def __init__(
+        self,
+        *,
+        index: str = "sqlite",
+        pg_database: str = "bench_cloudfilm",
+        extra_args: tuple[str, ...] = (),
+        keep: bool = False,
+    ) -> None:
+        super().__init__(keep=keep)
+        self.index = index
+        self.extra_args = extra_args
+        if index == "postgresql":
+            self.pg_database = pg_database
+
+    def prepare(self) -> tuple[list[str], dict[str, str]]:
+        if not EXE.exists():
+            raise ServerUnavailable(
+                f"{EXE} does not exist: the cloudfilm server is not installed yet "
+                "(uv sync, and a `cloudfilm serve` command)"
+            )
+        env: dict[str, str] = {}
+        if self.index == "postgresql":
+            assert self.pg_database is not None
+            recreate_pg_database(self.pg_database)
+            env[DATABASE_URL_ENV] = (
+                f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.pg_database}"
+            )
+        elif self.index != "sqlite":
+            raise ValueError(f"index must be sqlite or postgresql, not {self.index!r}")
+        data = self.workdir / "data"
+        argv = [str(EXE), "serve", "--data", str(data), "--host", "127.0.0.1",
+                "--port", str(self.http_port), *self.extra_args]
+        return argv, env
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/healthz"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicomweb"
+
+
+if __name__ == "__main__":  # smoke test: start, check /healthz, stop
+    with Cloudfilm() as srv:
+        print(f"cloudfilm answers at {srv.dicomweb}")
+    print(f"peak RSS {srv.peak_rss / 2**20:.0f} MiB, CPU {srv.cpu_total:.2f} s")

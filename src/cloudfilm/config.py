@@ -1,0 +1,113 @@
+"""Settings: environment variables (``CLOUDFILM_*``) over an optional TOML file over defaults.
+
+Nested sections use ``__`` in environment names (``CLOUDFILM_HTTP__PORT=8080``). The two
+settings operators set most have flat names: ``CLOUDFILM_DATABASE_URL`` and
+``CLOUDFILM_STORAGE_URL``. Defaults give the embedded platform: SQLite and a local folder
+under ``data_dir``, no services to start.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says what is accepted."""
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8042, ge=1, le=65535)
+    # STOW-RS bodies larger than this are refused with 413 before they fill the disk.
+    max_upload_bytes: int = Field(8 * 1024**3, ge=1024)
+    # QIDO-RS answers at most this many matches per request; clients page with offset.
+    max_query_results: int = Field(10_000, ge=1)
+
+
+class DimseSettings(BaseModel):
+    ae_title: str = "CLOUDFILM"
+    port: int = Field(11112, ge=1, le=65535)
+    enabled: bool = True
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str) -> str:
+        if not 1 <= len(value.strip()) <= 16 or "\\" in value:
+            raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value.strip()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDFILM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("cloudfilm-data")
+    database_url: str | None = None
+    storage_url: str | None = None
+    http: HttpSettings = HttpSettings()
+    dimse: DimseSettings = DimseSettings()
+    log_json: bool = False
+    # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
+    auto_migrate: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get("CLOUDFILM_CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return str((self.data_dir / "blobs").resolve())
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings once (composition root); turn validation errors into one clear message."""
+    toml_file = os.environ.get("CLOUDFILM_CONFIG")
+    if toml_file:
+        try:
+            with open(toml_file, "rb") as fh:
+                tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"CLOUDFILM_CONFIG: cannot read {toml_file}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"CLOUDFILM_CONFIG: {toml_file} is not valid TOML: {exc}") from exc
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "CLOUDFILM_" + "__".join(str(p).upper() for p in err["loc"])
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

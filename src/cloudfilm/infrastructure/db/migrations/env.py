@@ -1,0 +1,35 @@
+"""Alembic environment: the URL comes from the caller (``cloudfilm db upgrade``), not a file."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import pool
+
+from cloudfilm.infrastructure.db.models import Base
+from cloudfilm.infrastructure.db.session import create_db_engine
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=True, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_db_engine(config.get_main_option("sqlalchemy.url") or "",
+                              poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata,
+                          render_as_batch=True, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline migrations are not supported; give a database URL")
+run_migrations_online()

@@ -1,0 +1,173 @@
+"""QIDO-style searches over the index: conditions in, rows out, one SQL statement per level.
+
+The service decides what each query parameter means (:class:`Condition`); this module only
+turns conditions into SQL on the right column. Text matching uses ``LIKE`` with an escape
+character so that ``%`` and ``_`` in values are literal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, select
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db.models import Instance, Patient, Series, Study
+
+Kind = Literal["exact", "wildcard", "list", "range", "words", "contains"]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``kind``: exact; wildcard (SQL LIKE pattern); list (IN); range ((low, high), either
+    may be ""); words (match whole words of a search-key column, LIKE pattern per word);
+    contains (substring, case-insensitive)."""
+
+    keyword: str
+    kind: Kind
+    value: Any
+
+
+COLUMNS: dict[str, Any] = {
+    "PatientID": Patient.patient_id,
+    "IssuerOfPatientID": Patient.issuer_of_patient_id,
+    "PatientName": Patient.name_search,
+    "PatientBirthDate": Patient.birth_date,
+    "PatientSex": Patient.sex,
+    "StudyInstanceUID": Study.study_instance_uid,
+    "StudyDate": Study.study_date,
+    "StudyTime": Study.study_time,
+    "AccessionNumber": Study.accession_number,
+    "ReferringPhysicianName": Study.referring_physician_name,
+    "StudyDescription": Study.study_description,
+    "StudyID": Study.study_id,
+    "InstitutionName": Study.institution_name,
+    "SeriesInstanceUID": Series.series_instance_uid,
+    "Modality": Series.modality,
+    "SeriesNumber": Series.series_number,
+    "SeriesDescription": Series.series_description,
+    "BodyPartExamined": Series.body_part_examined,
+    "PerformedProcedureStepStartDate": Series.performed_procedure_step_start_date,
+    "PerformedProcedureStepStartTime": Series.performed_procedure_step_start_time,
+    "SOPInstanceUID": Instance.sop_instance_uid,
+    "SOPClassUID": Instance.sop_class_uid,
+    "InstanceNumber": Instance.instance_number,
+    "NumberOfFrames": Instance.number_of_frames,
+    "Rows": Instance.rows,
+    "Columns": Instance.columns,
+}
+
+STUDY_KEYS = frozenset(k for k, c in COLUMNS.items() if c.class_ in (Patient, Study)) | {
+    "ModalitiesInStudy"
+}
+SERIES_KEYS = frozenset(k for k, c in COLUMNS.items() if c.class_ is Series)
+INSTANCE_KEYS = frozenset(k for k, c in COLUMNS.items() if c.class_ is Instance)
+
+
+def _where(cond: Condition) -> ColumnElement[bool]:
+    if cond.keyword == "ModalitiesInStudy":
+        inner = Condition("Modality", cond.kind, cond.value)
+        return exists().where(Series.study_fk == Study.id, _where(inner))
+    col = COLUMNS[cond.keyword]
+    if cond.kind == "exact":
+        return col == cond.value  # type: ignore[no-any-return]
+    if cond.kind == "list":
+        return col.in_(list(cond.value)) if cond.value else false()  # type: ignore[no-any-return]
+    if cond.kind == "wildcard":
+        return col.like(cond.value, escape="\\")  # type: ignore[no-any-return]
+    if cond.kind == "range":
+        low, high = cond.value
+        parts = []
+        if low:
+            parts.append(col >= low)
+        if high:
+            parts.append(col <= high)
+        # An open range still excludes empty values (PS3.4 C.2.2.2.5).
+        return and_(col != "", *parts)
+    if cond.kind == "words":
+        return and_(*(col.like(f"% {w} %", escape="\\") for w in cond.value))
+    if cond.kind == "contains":
+        return func.upper(col).like(f"%{cond.value}%", escape="\\")  # type: ignore[no-any-return]
+    raise ValueError(f"unknown condition kind {cond.kind}")
+
+
+def search_studies(
+    session: Session, conditions: Sequence[Condition], *, limit: int, offset: int
+) -> list[Any]:
+    stmt: Select[Any] = (
+        select(Study, Patient.patient_id)
+        .join(Patient, Patient.id == Study.patient_fk)
+        .where(*(_where(c) for c in conditions))
+        .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    needs_series = [c for c in conditions if c.keyword in SERIES_KEYS]
+    if needs_series:
+        stmt = stmt.where(exists().where(Series.study_fk == Study.id, *map(_where, needs_series)))
+    return list(session.execute(stmt).all())
+
+
+def modalities_by_study(session: Session, study_ids: Sequence[int]) -> dict[int, list[str]]:
+    if not study_ids:
+        return {}
+    rows = session.execute(
+        select(Series.study_fk, Series.modality)
+        .where(Series.study_fk.in_(study_ids), Series.modality != "")
+        .distinct()
+        .order_by(Series.study_fk, Series.modality)
+    ).all()
+    found: dict[int, list[str]] = {}
+    for study_fk, modality in rows:
+        found.setdefault(study_fk, []).append(modality)
+    return found
+
+
+def search_series(
+    session: Session, conditions: Sequence[Condition], *, limit: int, offset: int
+) -> list[Any]:
+    stmt: Select[Any] = (
+        select(Series, Study.study_instance_uid)
+        .join(Study, Study.id == Series.study_fk)
+        .where(*(_where(c) for c in conditions if c.keyword not in STUDY_KEYS))
+        .order_by(Study.id, Series.series_number, Series.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    stmt = _with_study_filters(stmt, conditions)
+    return list(session.execute(stmt).all())
+
+
+def search_instances(
+    session: Session, conditions: Sequence[Condition], *, limit: int, offset: int,
+    with_metadata: bool = False,
+) -> list[Any]:
+    columns: list[Any] = [
+        Instance.id, Instance.sop_instance_uid, Instance.sop_class_uid, Instance.instance_number,
+        Instance.number_of_frames, Instance.rows, Instance.columns, Instance.transfer_syntax_uid,
+        Series.series_instance_uid, Series.modality, Study.study_instance_uid,
+    ]  # fmt: skip
+    if with_metadata:
+        columns.append(Instance.metadata_json)
+    stmt: Select[Any] = (
+        select(*columns)
+        .join(Series, Series.id == Instance.series_fk)
+        .join(Study, Study.id == Instance.study_fk)
+        .where(*(_where(c) for c in conditions if c.keyword not in STUDY_KEYS))
+        .order_by(Series.id, Instance.instance_number, Instance.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    stmt = _with_study_filters(stmt, conditions)
+    return list(session.execute(stmt).all())
+
+
+def _with_study_filters(stmt: Select[Any], conditions: Sequence[Condition]) -> Select[Any]:
+    study_conds = [c for c in conditions if c.keyword in STUDY_KEYS]
+    if not study_conds:
+        return stmt
+    if any(c.keyword in COLUMNS and COLUMNS[c.keyword].class_ is Patient for c in study_conds):
+        stmt = stmt.join(Patient, Patient.id == Study.patient_fk)
+    return stmt.where(*(_where(c) for c in study_conds))

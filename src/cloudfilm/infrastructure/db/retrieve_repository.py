@@ -1,0 +1,48 @@
+"""Lookups behind retrieval: which blobs make up a study, series or instance, and metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db.models import Instance, Series, Study
+
+
+def _scoped(stmt: Select[Any], study_uid: str, series_uid: str | None,
+            sop_uid: str | None) -> Select[Any]:
+    stmt = stmt.join(Series, Series.id == Instance.series_fk).join(
+        Study, Study.id == Instance.study_fk
+    ).where(Study.study_instance_uid == study_uid)
+    if series_uid is not None:
+        stmt = stmt.where(Series.series_instance_uid == series_uid)
+    if sop_uid is not None:
+        stmt = stmt.where(Instance.sop_instance_uid == sop_uid)
+    return stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+
+
+def instances(session: Session, study_uid: str, series_uid: str | None = None,
+              sop_uid: str | None = None) -> list[Any]:
+    stmt = select(
+        Instance.sop_instance_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
+        Instance.blob_key, Instance.size_bytes, Instance.sha256, Instance.number_of_frames,
+        Series.series_instance_uid, Study.study_instance_uid, Study.hospital_id,
+    )  # fmt: skip
+    return list(session.execute(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
+
+
+def metadata(session: Session, study_uid: str, series_uid: str | None = None,
+             sop_uid: str | None = None) -> list[str]:
+    stmt = select(Instance.metadata_json)
+    return list(session.scalars(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
+
+
+def referenced_blob_keys(session: Session, keys: list[str]) -> set[str]:
+    from cloudfilm.infrastructure.db.models import InstanceVersion
+
+    found = set(session.scalars(select(Instance.blob_key).where(Instance.blob_key.in_(keys))))
+    found |= set(
+        session.scalars(select(InstanceVersion.blob_key).where(InstanceVersion.blob_key.in_(keys)))
+    )
+    return found

@@ -1,0 +1,238 @@
+"""STOW-RS (PS3.18 10.5): multipart/related uploads, spooled to disk, then ingested.
+
+The whole body is spooled first (streamed, never held in memory) and checked complete
+before any object is ingested, so a truncated upload stores nothing and a resend is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from python_multipart.multipart import MultipartParser
+
+from cloudfilm.interfaces.api.dicomweb.common import base_url, services
+from cloudfilm.interfaces.api.dicomweb.media import parse_media_type
+from cloudfilm.interfaces.api.errors import HttpProblem
+from cloudfilm.interfaces.dimse.status import store_failure_status
+from cloudfilm.services.archive.ingest import Sender, StoredInstance
+from cloudfilm.services.errors import CloudfilmError
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+_DICOM_TYPES = {"application/dicom", ""}
+
+
+class _Spool:
+    """Callbacks for python-multipart that write each part to its own temp file."""
+
+    def __init__(self, folder: Path, limit: int) -> None:
+        self.folder = folder
+        self.limit = limit
+        self.received = 0
+        self.parts: list[tuple[Path, str]] = []
+        self.finished = False
+        self._fh: Any = None
+        self._header_field = b""
+        self._header_value = b""
+        self._content_type = ""
+
+    def on_part_begin(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="stow-", suffix=".part", dir=self.folder)
+        self._fh = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.parts.append((Path(name), ""))
+        self._content_type = ""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self._header_field.strip().lower() == b"content-type":
+            self._content_type = parse_media_type(self._header_value.decode("latin-1")).type
+        self._header_field = self._header_value = b""
+
+    def on_headers_finished(self) -> None:
+        path, _ = self.parts[-1]
+        self.parts[-1] = (path, self._content_type)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._fh.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        self._fh.close()
+        self._fh = None
+
+    def on_end(self) -> None:
+        self.finished = True
+
+    def cleanup(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        for path, _ in self.parts:
+            path.unlink(missing_ok=True)
+
+
+async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
+    content_type = request.headers.get("content-type", "")
+    media = parse_media_type(content_type)
+    spool = _Spool(folder, limit)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HttpProblem(413, f"the upload declares {declared} bytes; the limit is {limit} "
+                          "(CLOUDFILM_HTTP__MAX_UPLOAD_BYTES)", code="too-large")
+    if media.type == "application/dicom":
+        # A single bare object is accepted too (some gateways send one per request).
+        spool.on_part_begin()
+        spool.parts[-1] = (spool.parts[-1][0], "application/dicom")
+        async for chunk in request.stream():
+            spool.received += len(chunk)
+            if spool.received > limit:
+                spool.cleanup()
+                raise HttpProblem(413, f"the upload exceeds {limit} bytes", code="too-large")
+            await run_in_threadpool(spool.on_part_data, chunk, 0, len(chunk))
+        spool.on_part_end()
+        spool.finished = True
+        return spool
+    if media.type != "multipart/related":
+        raise HttpProblem(415, f"Content-Type must be multipart/related; type=\"application/"
+                          f"dicom\" (or application/dicom), got {content_type or 'none'!r}",
+                          code="unsupported-media-type")
+    if media.params.get("type", "application/dicom").lower() != "application/dicom":
+        raise HttpProblem(415, f"only type=\"application/dicom\" parts are accepted, got "
+                          f"type={media.params.get('type')!r}", code="unsupported-media-type")
+    boundary = media.params.get("boundary")
+    if not boundary:
+        raise HttpProblem(400, "the multipart/related Content-Type has no boundary parameter",
+                          code="no-boundary")
+    parser = MultipartParser(boundary, callbacks=_callbacks(spool))
+    try:
+        async for chunk in request.stream():
+            spool.received += len(chunk)
+            if spool.received > limit:
+                raise HttpProblem(413, f"the upload exceeds {limit} bytes "
+                                  "(CLOUDFILM_HTTP__MAX_UPLOAD_BYTES)", code="too-large")
+            await run_in_threadpool(parser.write, chunk)
+        parser.finalize()
+    except HttpProblem:
+        spool.cleanup()
+        raise
+    except Exception as exc:  # python-multipart raises its own errors on malformed bodies
+        spool.cleanup()
+        raise HttpProblem(400, f"malformed multipart body: {exc}", code="bad-multipart") from exc
+    if not spool.finished:
+        spool.cleanup()
+        raise HttpProblem(400, "the multipart body ended before its closing boundary "
+                          f"(--{boundary}--): the upload was truncated; nothing was stored",
+                          code="truncated")
+    return spool
+
+
+def _callbacks(spool: _Spool) -> dict[str, Any]:
+    names = ("on_part_begin", "on_part_data", "on_part_end", "on_header_field",
+             "on_header_value", "on_header_end", "on_headers_finished", "on_end")
+    return {name: getattr(spool, name) for name in names}
+
+
+@router.post("/studies", summary="STOW-RS: store instances")
+async def store_instances(request: Request) -> Response:
+    return await _store(request, None)
+
+
+@router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+async def store_study_instances(request: Request, study: str) -> Response:
+    return await _store(request, study)
+
+
+async def _store(request: Request, study: str | None) -> Response:
+    svc = services(request)
+    spool = await _spool_body(request, svc.spool_dir, svc.limits.max_upload_bytes)
+    try:
+        if not spool.parts:
+            raise HttpProblem(400, "the multipart body holds no parts", code="empty")
+        sender = Sender(door="stow-rs", remote=request.client.host if request.client else "")
+        outcomes = await run_in_threadpool(_ingest_all, svc, spool.parts, sender, study)
+    finally:
+        spool.cleanup()
+    return _response(outcomes, base_url(request), study)
+
+
+def _ingest_all(svc: Any, parts: list[tuple[Path, str]], sender: Sender,
+                study: str | None) -> list[StoredInstance | tuple[str, str, int, str]]:
+    results: list[StoredInstance | tuple[str, str, int, str]] = []
+    for path, content_type in parts:
+        if content_type not in _DICOM_TYPES:
+            results.append(("", "", 0xC000, f"part has Content-Type {content_type}; "
+                                              "expected application/dicom"))
+            continue
+        try:
+            results.append(svc.ingest.ingest_file(path, sender=sender, move=True,
+                                                  expected_study_uid=study))
+        except CloudfilmError as exc:
+            sop_class, sop_uid = _uids_if_readable(path)
+            results.append((sop_class, sop_uid, store_failure_status(exc), exc.message))
+    return results
+
+
+def _uids_if_readable(path: Path) -> tuple[str, str]:
+    try:
+        from pydicom import dcmread
+
+        ds = dcmread(path, stop_before_pixels=True, force=True,
+                     specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        return str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+    except Exception:
+        return "", ""
+
+
+def _response(outcomes: list[Any], base: str, study: str | None) -> Response:
+    referenced, failed = [], []
+    study_uids: set[str] = set()
+    for item in outcomes:
+        if isinstance(item, StoredInstance):
+            study_uids.add(item.study_instance_uid)
+            entry: dict[str, Any] = {
+                "00081150": {"vr": "UI", "Value": [item.sop_class_uid]},
+                "00081155": {"vr": "UI", "Value": [item.sop_instance_uid]},
+                "00081190": {"vr": "UR", "Value": [
+                    f"{base}/studies/{item.study_instance_uid}/series/"
+                    f"{item.series_instance_uid}/instances/{item.sop_instance_uid}"]},
+            }
+            if item.warnings:
+                # 0xB000 "coercion of data elements" is the closest standard warning.
+                entry["00081196"] = {"vr": "US", "Value": [0xB000]}
+            referenced.append(entry)
+        else:
+            sop_class, sop_uid, reason, message = item
+            fail: dict[str, Any] = {"00081197": {"vr": "US", "Value": [reason]}}
+            if sop_class:
+                fail["00081150"] = {"vr": "UI", "Value": [sop_class]}
+            if sop_uid:
+                fail["00081155"] = {"vr": "UI", "Value": [sop_uid]}
+            # ErrorComment (0000,0902) is not a data set attribute; put the reason in
+            # a text attribute clients show: TextValue of the failed item.
+            fail["0040A160"] = {"vr": "UT", "Value": [message]}
+            failed.append(fail)
+    body: dict[str, Any] = {}
+    if study or len(study_uids) == 1:
+        uid = study or next(iter(study_uids))
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{uid}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    status = 200 if not failed else (202 if referenced else 409)
+    if status == 200 and any("00081196" in r for r in referenced):
+        status = 202
+    return Response(orjson.dumps(body), status_code=status,
+                    media_type="application/dicom+json")

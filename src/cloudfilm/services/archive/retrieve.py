@@ -1,0 +1,240 @@
+"""Retrieve from the archive (WADO-RS/URI, C-MOVE/C-GET and downloads share this).
+
+Objects stream from the blob store in 1 MiB chunks, so a 2 GB study never sits in memory.
+Pixels are decoded only for rendered images and for uncompressed frames of a compressed
+object; objects are sent as stored unless the client asks for another transfer syntax.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID,
+)
+
+from cloudfilm.infrastructure.db import retrieve_repository as rr
+from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.infrastructure.dicom import render, transfer_syntax
+from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError
+from cloudfilm.services.errors import (
+    InvalidQueryError,
+    NotAcceptableError,
+    NotFoundError,
+    ResourceUnavailableError,
+)
+
+_UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+_CACHE_ENTRIES = 64
+_CACHE_MAX_OBJECT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    sha256: str
+    number_of_frames: int | None
+    hospital_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    data: bytes
+    media_type: str
+    transfer_syntax_uid: str
+
+
+class RetrieveService:
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._datasets: OrderedDict[str, Dataset] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- whole objects ---------------------------------------------------------------------
+
+    def locate(self, study_uid: str, series_uid: str | None = None,
+               sop_uid: str | None = None) -> list[StoredObject]:
+        """The stored objects of a study, series or instance, in series/instance order.
+
+        Raises
+        ------
+        NotFoundError
+            Nothing is stored under these UIDs.
+        """
+        try:
+            with self._db.read() as session:
+                rows = rr.instances(session, study_uid, series_uid, sop_uid)
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if not rows:
+            raise NotFoundError(_what(study_uid, series_uid, sop_uid) + " is not in the archive")
+        return [
+            StoredObject(r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid,
+                         r.sop_class_uid, r.transfer_syntax_uid, r.blob_key, r.size_bytes,
+                         r.sha256, r.number_of_frames, r.hospital_id)
+            for r in rows
+        ]
+
+    def check_transfer_syntax(self, objects: list[StoredObject], wanted: str | None) -> None:
+        """Raise :class:`NotAcceptableError` before streaming if any object cannot be sent."""
+        for obj in objects:
+            self._target_syntax(obj, wanted)
+
+    def object_chunks(self, obj: StoredObject, wanted: str | None = None) -> Iterator[bytes]:
+        """Yield the object's Part 10 bytes, as stored or transcoded to ``wanted``."""
+        target = self._target_syntax(obj, wanted)
+        if target == obj.transfer_syntax_uid:
+            try:
+                yield from self._blobs.iter_chunks(obj.blob_key)
+            except BlobStoreError as exc:
+                raise ResourceUnavailableError(str(exc)) from exc
+            return
+        ds = self._load(obj)
+        yield render.transcode(ds, target)
+
+    def _target_syntax(self, obj: StoredObject, wanted: str | None) -> str:
+        if wanted in (None, "", "*") or wanted == obj.transfer_syntax_uid:
+            return obj.transfer_syntax_uid
+        if wanted in _UNCOMPRESSED and transfer_syntax.can_decode(obj.transfer_syntax_uid):
+            return wanted
+        raise NotAcceptableError(
+            f"instance {obj.sop_instance_uid} is stored as {_ts_name(obj.transfer_syntax_uid)} "
+            f"and cannot be sent as {_ts_name(wanted)}; ask for transfer-syntax=* (as stored) "
+            f"or {ExplicitVRLittleEndian}"
+        )
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def metadata(self, study_uid: str, series_uid: str | None = None,
+                 sop_uid: str | None = None) -> bytes:
+        """DICOM JSON array of the instances' headers, from precomputed rows (one query).
+
+        Bulk data URIs start with ``{{BASE}}``, which the door replaces by its base URL.
+        """
+        try:
+            with self._db.read() as session:
+                docs = rr.metadata(session, study_uid, series_uid, sop_uid)
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if not docs:
+            raise NotFoundError(_what(study_uid, series_uid, sop_uid) + " is not in the archive")
+        return ("[" + ",".join(docs) + "]").encode()
+
+    # -- frames, rendered images, bulk data ------------------------------------------------
+
+    def frames(self, obj: StoredObject, numbers: list[int], wanted: str | None) -> list[Frame]:
+        """Frames (1-based numbers) as stored (``wanted`` ``*`` or the stored syntax) or as
+        uncompressed little endian bytes (``wanted`` None or an uncompressed syntax)."""
+        count = obj.number_of_frames or 1
+        for n in numbers:
+            if not 1 <= n <= count:
+                raise NotFoundError(
+                    f"frame {n} does not exist; instance {obj.sop_instance_uid} has "
+                    f"{count} frame(s), numbered from 1"
+                )
+        ds = self._load(obj)
+        stored = obj.transfer_syntax_uid
+        compressed = transfer_syntax.is_compressed(stored)
+        as_stored = wanted == "*" or wanted == stored or (not compressed and wanted is None)
+        out: list[Frame] = []
+        try:
+            for n in numbers:
+                if as_stored and compressed:
+                    out.append(Frame(render.encapsulated_frame(ds, n - 1),
+                                     transfer_syntax.frame_media_type(stored), stored))
+                elif as_stored or wanted in (None, *_UNCOMPRESSED):
+                    data = (render.frame_bytes_uncompressed(ds, n - 1) if not compressed
+                            else render.decoded_frame_bytes(ds, n - 1))
+                    out.append(Frame(data, "application/octet-stream",
+                                     str(ExplicitVRLittleEndian)))
+                else:
+                    raise NotAcceptableError(
+                        f"frames of {obj.sop_instance_uid} are stored as {_ts_name(stored)}; "
+                        f"cannot send them as {_ts_name(wanted)}"
+                    )
+        except render.RenderError as exc:
+            raise NotAcceptableError(str(exc)) from exc
+        return out
+
+    def rendered(self, obj: StoredObject, *, frame: int = 1, media_type: str = "image/jpeg",
+                 window: tuple[float, float, str] | None = None,
+                 viewport: tuple[int, int] | None = None, quality: int | None = None) -> bytes:
+        count = obj.number_of_frames or 1
+        if not 1 <= frame <= count:
+            raise NotFoundError(f"frame {frame} does not exist; the instance has {count}")
+        ds = self._load(obj)
+        try:
+            return render.render_frame(ds, frame - 1, media_type=media_type, window=window,
+                                       viewport=viewport, quality=quality)
+        except render.RenderError as exc:
+            raise NotAcceptableError(str(exc)) from exc
+
+    def bulkdata(self, obj: StoredObject, tag: str) -> bytes:
+        try:
+            tag_int = int(tag, 16)
+        except ValueError:
+            raise InvalidQueryError(f"bulk data tag {tag!r} is not 8 hex digits") from None
+        ds = self._load(obj)
+        if tag_int not in ds:
+            raise NotFoundError(f"instance {obj.sop_instance_uid} has no element {tag}")
+        value = ds[tag_int].value
+        if isinstance(value, bytes):
+            return value
+        raise NotFoundError(f"element {tag} of {obj.sop_instance_uid} is not bulk data")
+
+    def _load(self, obj: StoredObject) -> Dataset:
+        with self._lock:
+            cached = self._datasets.get(obj.blob_key)
+            if cached is not None:
+                self._datasets.move_to_end(obj.blob_key)
+                return cached
+        try:
+            path = self._blobs.local_path(obj.blob_key)
+            if path is not None:
+                ds = dcmread(path)
+            else:
+                with self._blobs.open(obj.blob_key) as fh:
+                    ds = dcmread(io.BytesIO(fh.read()))
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if obj.size <= _CACHE_MAX_OBJECT:
+            with self._lock:
+                self._datasets[obj.blob_key] = ds
+                while len(self._datasets) > _CACHE_ENTRIES:
+                    self._datasets.popitem(last=False)
+        return ds
+
+
+def _what(study: str, series: str | None, sop: str | None) -> str:
+    if sop is not None:
+        return f"instance {sop} (series {series}, study {study})"
+    if series is not None:
+        return f"series {series} of study {study}"
+    return f"study {study}"
+
+
+def _ts_name(uid: str | None) -> str:
+    if not uid:
+        return "the default transfer syntax"
+    name = UID(uid).name
+    return f"{name} ({uid})" if name != uid else uid
+
+
+def describe(obj: StoredObject) -> dict[str, Any]:
+    return {"sop_instance_uid": obj.sop_instance_uid, "size": obj.size}

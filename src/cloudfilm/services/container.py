@@ -1,0 +1,31 @@
+"""The services every door shares, built once by the composition root (``cloudfilm.app``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudfilm.services.archive.ingest import IngestService
+from cloudfilm.services.archive.maintenance import MaintenanceService
+from cloudfilm.services.archive.query import QueryService
+from cloudfilm.services.archive.retrieve import RetrieveService
+from cloudfilm.services.health import HealthService
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_upload_bytes: int
+    max_query_results: int
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    ingest: IngestService
+    query: QueryService
+    retrieve: RetrieveService
+    health: HealthService
+    maintenance: MaintenanceService
+    limits: Limits
+    # Where doors spool incoming objects before ingest (same filesystem as local blobs,
+    # so that a stored object is renamed into place, not copied).
+    spool_dir: Path

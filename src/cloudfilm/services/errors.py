@@ -1,0 +1,61 @@
+"""Service errors. They know no protocol: each door maps them to its own statuses in one module.
+
+Every message says what is wrong and, where it can, how to fix it; ``code`` is a short,
+stable machine-readable word for logs, metrics and tests.
+"""
+
+from __future__ import annotations
+
+
+class CloudfilmError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInstanceError(CloudfilmError):
+    """The object is not DICOM, is truncated, or lacks what the archive needs."""
+
+    code = "invalid-instance"
+
+
+class UnsupportedSOPClassError(CloudfilmError):
+    code = "unsupported-sop-class"
+
+
+class InstanceConflictError(CloudfilmError):
+    """A different object under a SOP Instance UID the archive already holds elsewhere."""
+
+    code = "instance-conflict"
+
+
+class InvalidQueryError(CloudfilmError):
+    code = "invalid-query"
+
+
+class NotFoundError(CloudfilmError):
+    code = "not-found"
+
+
+class NotAuthorizedError(CloudfilmError):
+    code = "not-authorized"
+
+
+class NotAcceptableError(CloudfilmError):
+    """The representation asked for cannot be produced (media type, transfer syntax)."""
+
+    code = "not-acceptable"
+
+
+class ResourceUnavailableError(CloudfilmError):
+    """Database, disk or object storage is unreachable or full; retrying later may work."""
+
+    code = "resource-unavailable"
+
+
+class UnknownDestinationError(CloudfilmError):
+    code = "unknown-destination"

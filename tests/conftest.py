@@ -1,0 +1,111 @@
+"""Shared fixtures: both index databases, services on a temp folder, an HTTP client.
+
+Every test that takes ``db_url`` runs twice: on SQLite (a migrated template file copied per
+test: real commits, WAL) and on PostgreSQL (one migrated database per xdist worker, tables
+truncated before each test). PostgreSQL comes from ``CLOUDFILM_TEST_PG_URL`` (default
+127.0.0.1:5432, trust auth); unreachable means skip locally and fail under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from cloudfilm.app import build_services, configure_dicom_libraries
+from cloudfilm.config import Settings
+from cloudfilm.infrastructure.db import migrate
+from cloudfilm.infrastructure.db.models import Base
+from cloudfilm.services.container import Services
+
+PG_ADMIN_URL = os.environ.get(
+    "CLOUDFILM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = bool(os.environ.get("CI"))
+SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "dicom"
+
+configure_dicom_libraries()
+
+
+def shared_file(relative: str) -> Path:
+    """A file of the shared real-data set; skips the test when the set is absent (not in CI)."""
+    path = SHARED_TESTDATA / relative
+    if not path.exists():
+        if IN_CI:
+            pytest.fail(f"shared test data missing in CI: {path}")
+        pytest.skip(f"shared test data not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "index.sqlite3"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database(worker_id: str) -> Iterator[str]:
+    name = f"cloudfilm_test_{worker_id}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    migrate.upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "index.sqlite3"
+        shutil.copyfile(template, target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("pg_database")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = build_services(settings)
+    yield built
+    built.health._db.dispose()  # noqa: SLF001 - tests release pooled connections
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[object]:
+    from fastapi.testclient import TestClient
+
+    from cloudfilm.interfaces.api.http import create_app
+
+    with TestClient(create_app(services)) as test_client:
+        yield test_client
