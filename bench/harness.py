@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
@@ -182,7 +183,10 @@ class ManagedServer:
             pids = self._pids()
             self.peak_rss = sum(peak_rss_bytes(pid) for pid in pids)
             self.cpu_total = sum(cpu_seconds(pid) for pid in pids)
-            children = [psutil.Process(pid) for pid in pids[1:] if psutil.pid_exists(pid)]
+            children = []
+            for pid in pids[1:]:
+                with suppress(psutil.Error):
+                    children.append(psutil.Process(pid))
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
@@ -190,8 +194,8 @@ class ManagedServer:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
             for child in children:  # e.g. worker processes left behind by their parent
-                if child.is_running():
-                    child.kill()
+                with suppress(psutil.Error):
+                    child.kill()  # psutil checks that the PID still names the same process
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -18,11 +18,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 FOV_MM = 380.0  # typical adult body reconstruction field of view
 _UID_NS = uuid.UUID("6f1c2a52-8f0e-4a55-9d0b-6b7a3c1e2d40")
@@ -30,9 +31,16 @@ _FAMILY = ["Virtanen", "Korhonen", "Smith", "Garcia", "Nguyen", "Müller", "Ross
 _GIVEN = ["Anna", "Mikko", "John", "Maria", "Linh", "Jonas", "Giulia", "Piotr", "Aino", "Omar"]
 
 
-def make_uid(*parts: object) -> str:
+def make_uid(*parts: object) -> UID:
     """Return a deterministic ``2.25.`` UID (PS3.5 B.2) derived from ``parts``."""
-    return f"2.25.{uuid.uuid5(_UID_NS, '/'.join(map(str, parts))).int}"
+    return UID(f"2.25.{uuid.uuid5(_UID_NS, '/'.join(map(str, parts))).int}")
+
+
+class Patient(TypedDict):
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
 
 
 class _Phantom:
@@ -248,7 +256,7 @@ def to_bytes(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def random_patient(rng: np.random.Generator, index: int) -> dict[str, str]:
+def random_patient(rng: np.random.Generator, index: int) -> Patient:
     """Patient demographics for synthetic study ``index``."""
     born = dt.date(1930, 1, 1) + dt.timedelta(days=int(rng.integers(0, 80 * 365)))
     return {
@@ -290,11 +298,11 @@ def make_small_studies(
         yield patient["patient_id"], to_bytes(ds)
 
 
-def write_ct_study(folder: Path, n_slices: int, **kwargs: object) -> list[Path]:
+def write_ct_study(folder: Path, n_slices: int, **kwargs: Any) -> list[Path]:
     """Write one CT series as ``folder/NNNN.dcm``; ``kwargs`` go to :func:`make_ct_series`."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, ds in enumerate(make_ct_series(n_slices, **kwargs)):  # type: ignore[arg-type]
+    for i, ds in enumerate(make_ct_series(n_slices, **kwargs)):
         path = folder / f"{i:04d}.dcm"
         path.write_bytes(to_bytes(ds))
         paths.append(path)

@@ -98,7 +98,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 def services(settings: Settings) -> Iterator[Services]:
     built = build_services(settings)
     yield built
-    built.health._db.dispose()  # noqa: SLF001 - tests release pooled connections
+    built.health._db.dispose()
 
 
 @pytest.fixture

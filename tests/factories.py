@@ -80,3 +80,19 @@ def multipart(parts: Iterable[bytes], *, content_type: str = "application/dicom"
         body += part + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def split_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
+    """Parts of a multipart/related body as (part Content-Type, payload)."""
+    boundary = content_type.split("boundary=")[1].split(";")[0].strip().strip('"')
+    parts = []
+    for chunk in body.split(f"--{boundary}".encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, payload = chunk.partition(b"\r\n\r\n")
+        part_type = ""
+        for line in head.decode("latin-1").split("\r\n"):
+            if line.lower().startswith("content-type:"):
+                part_type = line.split(":", 1)[1].strip()
+        parts.append((part_type, payload[:-2] if payload.endswith(b"\r\n") else payload))
+    return parts

@@ -24,6 +24,7 @@ from cloudfilm.services.archive.query import QueryService
 from cloudfilm.services.archive.retrieve import RetrieveService
 from cloudfilm.services.container import Limits, Services
 from cloudfilm.services.health import HealthService
+from cloudfilm.services.network.peers import PeerService
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -76,6 +77,7 @@ def build_services(settings: Settings) -> Services:
         retrieve=RetrieveService(db, blobs),
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
+        peers=PeerService(db),
         limits=Limits(max_upload_bytes=settings.http.max_upload_bytes,
                       max_query_results=settings.http.max_query_results),
         spool_dir=spool,

@@ -37,8 +37,22 @@ class HttpSettings(BaseModel):
 
 class DimseSettings(BaseModel):
     ae_title: str = "CLOUDFILM"
+    # Loopback by default, like HTTP; a province deployment sets 0.0.0.0 (or its LAN address).
+    host: str = "127.0.0.1"
     port: int = Field(11112, ge=1, le=65535)
     enabled: bool = True
+    # Largest P-DATA PDU we accept; 4 MiB keeps a 512x512 CT slice to one PDU while bounding
+    # the buffer per association (0 would mean unlimited).
+    max_pdu: int = Field(4 * 1024 * 1024, ge=4096)
+    # Concurrent associations; more are rejected as "local limit exceeded" (PS3.8 9.3.4).
+    max_associations: int = Field(16, ge=1, le=1000)
+    # Seconds without traffic before an association is aborted (ARTIM/DIMSE/network).
+    timeout: float = Field(60.0, gt=0)
+    # DICOM TLS (PS3.15 B.1): set certificate and key to listen with TLS; with a CA file,
+    # peers must present a certificate it signed (mutual TLS).
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_ca_certificates: Path | None = None
 
     @field_validator("ae_title")
     @classmethod

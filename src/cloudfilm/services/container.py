@@ -10,6 +10,7 @@ from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
 from cloudfilm.services.archive.retrieve import RetrieveService
 from cloudfilm.services.health import HealthService
+from cloudfilm.services.network.peers import PeerService
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Services:
     retrieve: RetrieveService
     health: HealthService
     maintenance: MaintenanceService
+    peers: PeerService
     limits: Limits
     # Where doors spool incoming objects before ingest (same filesystem as local blobs,
     # so that a stored object is renamed into place, not copied).

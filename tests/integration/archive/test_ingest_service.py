@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
+from tests.factories import make_ct, to_bytes
 
 from cloudfilm.infrastructure.db.models import Instance, InstanceVersion, Series, Study
 from cloudfilm.services.archive.ingest import Sender
@@ -17,7 +18,6 @@ from cloudfilm.services.errors import (
     ResourceUnavailableError,
     UnsupportedSOPClassError,
 )
-from tests.factories import make_ct, to_bytes
 
 SENDER = Sender(hospital_code="H1", hospital_name="Hospital One", door="test")
 
@@ -29,7 +29,7 @@ def _write(tmp_path: Path, data: bytes, name: str = "obj.dcm") -> Path:
 
 
 def _count(services: Services, model: type) -> int:
-    with services.ingest._db.read() as session:  # noqa: SLF001
+    with services.ingest._db.read() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
@@ -39,7 +39,7 @@ def test_store_then_resend_is_a_duplicate(services: Services, tmp_path: Path) ->
     again = services.ingest.ingest_file(path, sender=SENDER)
     assert (first.outcome, again.outcome) == ("stored", "duplicate")
     assert _count(services, Instance) == 1
-    with services.ingest._db.read() as session:  # noqa: SLF001
+    with services.ingest._db.read() as session:
         study = session.scalars(select(Study)).one()
         assert (study.num_instances, study.num_series) == (1, 1)
         assert study.size_bytes == path.stat().st_size
@@ -51,7 +51,7 @@ def test_counters_follow_series_and_instances(services: Services, tmp_path: Path
     for i in range(5):
         ds = make_ct(study_uid=study, series_uid=series[i % 2], instance_number=i + 1)
         services.ingest.ingest_file(_write(tmp_path, to_bytes(ds), f"{i}.dcm"), sender=SENDER)
-    with services.ingest._db.read() as session:  # noqa: SLF001
+    with services.ingest._db.read() as session:
         row = session.scalars(select(Study)).one()
         assert (row.num_series, row.num_instances) == (2, 5)
         counts = sorted(session.scalars(select(Series.num_instances)))
@@ -67,12 +67,12 @@ def test_changed_object_replaces_and_keeps_the_old_version(
     result = services.ingest.ingest_file(_write(tmp_path, to_bytes(ds), "b.dcm"), sender=SENDER)
     assert result.outcome == "replaced"
     assert _count(services, Instance) == 1
-    with services.ingest._db.read() as session:  # noqa: SLF001
+    with services.ingest._db.read() as session:
         old_sha, old_key = session.execute(
             select(InstanceVersion.sha256, InstanceVersion.blob_key)).one()
         current_sha = session.scalars(select(Instance.sha256)).one()
     assert old_sha != current_sha
-    assert services.retrieve._blobs.exists(old_key)  # noqa: SLF001 - old blob is kept
+    assert services.retrieve._blobs.exists(old_key)
 
 
 def test_same_uid_from_another_hospital_is_refused(services: Services, tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_invalid_headers_are_refused_and_nothing_remains(
         services.ingest.ingest_file(_write(tmp_path, to_bytes(ds)), sender=SENDER)
     assert info.value.code == code
     assert _count(services, Instance) == 0
-    assert list(services.retrieve._blobs.iter_blobs()) == []  # noqa: SLF001
+    assert list(services.retrieve._blobs.iter_blobs()) == []
 
 
 def test_non_dicom_and_truncated_files_are_refused(services: Services, tmp_path: Path) -> None:
@@ -131,10 +131,10 @@ def test_index_failure_removes_the_new_blob(
     def broken(*args: object, **kwargs: object) -> None:
         raise DatabaseUnavailableError("disk I/O error")
 
-    monkeypatch.setattr(archive_repository, "add_instance", broken)
+    monkeypatch.setattr(archive_repository, "add_instances", broken)
     with pytest.raises(ResourceUnavailableError):
         services.ingest.ingest_file(_write(tmp_path, to_bytes(make_ct())), sender=SENDER)
-    assert list(services.retrieve._blobs.iter_blobs()) == []  # noqa: SLF001
+    assert list(services.retrieve._blobs.iter_blobs()) == []
     assert _count(services, Instance) == 0
     assert _count(services, Study) == 0  # the whole transaction rolled back
 
@@ -154,10 +154,24 @@ def test_sweeper_removes_only_unreferenced_old_blobs(services: Services, tmp_pat
     services.ingest.ingest_file(_write(tmp_path, to_bytes(make_ct())), sender=SENDER)
     orphan = tmp_path / "orphan.dcm"
     orphan.write_bytes(b"x" * 100)
-    blobs = services.retrieve._blobs  # noqa: SLF001
+    blobs = services.retrieve._blobs
     blobs.put_file("ab/cd/" + "ab" * 32 + ".dcm", orphan)
     young = services.maintenance.sweep_orphans(min_age_seconds=3600)
     assert young.removed == 0
     report = services.maintenance.sweep_orphans(min_age_seconds=0)
     assert report.removed == 1 and report.scanned == 2
     assert len(list(blobs.iter_blobs())) == 1
+
+
+def test_late_resend_of_a_superseded_version_changes_nothing(
+    services: Services, tmp_path: Path
+) -> None:
+    ds = make_ct()
+    first = to_bytes(ds)
+    ds.StudyDescription = "corrected"
+    second = to_bytes(ds)
+    services.ingest.ingest_file(_write(tmp_path, first, "1.dcm"), sender=SENDER)
+    services.ingest.ingest_file(_write(tmp_path, second, "2.dcm"), sender=SENDER)
+    late = services.ingest.ingest_file(_write(tmp_path, first, "3.dcm"), sender=SENDER)
+    assert late.outcome == "duplicate"
+    assert _count(services, InstanceVersion) == 1

@@ -165,3 +165,21 @@ class InstanceVersion(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     superseded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     superseded_by_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class DicomPeer(Base):
+    """A hospital's DICOM application entity: who may associate, and where C-MOVE sends.
+
+    Only calling AE titles registered here are accepted by the DIMSE listener; objects they
+    send are recorded for ``hospital_code`` (PS3.8 7.1.1.4, calling AE title).
+    """
+
+    __tablename__ = "dicom_peer"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    hospital_code: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

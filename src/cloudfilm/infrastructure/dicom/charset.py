@@ -73,6 +73,7 @@ _NOT_CHINESE_RE = re.compile(
     "[^\x00-\x7f\u00b7\u2010-\u206f\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff"
     "\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]"
 )
+_NOT_HANGUL_RE = re.compile("[^\x00-\x7f\uac00-\ud7a3]")
 # Latin-1 bytes that are not letters (C1 controls, symbols, x and division sign), or two
 # non-ASCII bytes in a row: rare in Western names, the rule in GB-encoded Chinese.
 _SUSPICIOUS_LATIN1_RE = re.compile(b"[\x80-\xbf\xd7\xf7]|[\x80-\xff]{2}")
@@ -177,6 +178,12 @@ def _as_chinese(raw: bytes) -> str | None:
     return text
 
 
+def _is_hangul(raw: bytes) -> bool:
+    """Return whether `raw` also reads as EUC-KR Korean (same byte ranges as GB2312)."""
+    text = _strict(raw, "euc_kr")
+    return text is not None and _NOT_HANGUL_RE.search(text) is None
+
+
 def _as_utf8(raw: bytes) -> str | None:
     return _strict(raw, "utf-8")
 
@@ -194,7 +201,10 @@ def _decode_plain(raw: bytes, cs: _Charset, warnings: list[str]) -> str:
         if _SUSPICIOUS_LATIN1_RE.search(raw):
             text = _as_chinese(raw)
             if text is not None:
-                warnings.append(f"non-ASCII bytes labelled {label} read as GB18030")
+                warnings.append(
+                    f"non-ASCII bytes labelled {label} read as GB18030"
+                    + (" (they are also valid EUC-KR Hangul)" if _is_hangul(raw) else "")
+                )
                 return text
         if len(cs.codecs) > 1:
             # Code extensions declared but no escape sequence used: try the G1 sets.

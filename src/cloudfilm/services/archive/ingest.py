@@ -3,8 +3,8 @@
 Order of work, so that a success is only ever reported for a durable, indexed object:
 
 1. parse the header (pixels are never decoded) and validate what the archive needs;
-2. hash the bytes; if the SOP Instance UID is known with the same hash, it is a resend:
-   answer success without storing anything;
+2. hash the bytes; if the SOP Instance UID is known with the same hash (current or a
+   superseded version), it is a resend: answer success without storing anything;
 3. write the blob (content-addressed key; fsynced or acknowledged by the object store);
 4. index patient, study, series and instance in ONE transaction, then commit;
 5. return; the door answers its peer only now.
@@ -41,6 +41,7 @@ from cloudfilm.infrastructure.dicom.part10 import ParsedHeader, Part10Error, rea
 from cloudfilm.infrastructure.dicom.uids import is_valid_uid
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.errors import (
+    CloudfilmError,
     InstanceConflictError,
     InvalidInstanceError,
     ResourceUnavailableError,
@@ -103,10 +104,37 @@ class _Header:
     warnings: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class IngestItem:
+    """One file for :meth:`IngestService.ingest_files`."""
+
+    path: Path
+    move: bool = False
+    expected_study_uid: str | None = None
+    # SHA-256 the door computed while writing the file (saves reading it again).
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    index: int
+    item: IngestItem
+    header: _Header
+    sha256: str
+    key: str
+    metadata_json: str
+    study_json: str
+    series_json: str
+
+
+IngestResult = StoredInstance | CloudfilmError
+
+
 class IngestService:
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self._db = db
         self._blobs = blobs
+        self._hospitals: dict[str, int] = {}
 
     def ingest_file(
         self,
@@ -138,60 +166,117 @@ class IngestService:
         ----------
         PS3.18 10.5 (STOW-RS), PS3.4 B.2.3 (C-STORE statuses).
         """
+        item = IngestItem(path, move, expected_study_uid)
+        result = self.ingest_files([item], sender=sender)[0]
+        if isinstance(result, CloudfilmError):
+            raise result
+        return result
+
+    def ingest_files(self, items: list[IngestItem], *, sender: Sender) -> list[IngestResult]:
+        """Store and index several files; one result (or error) per file, in order.
+
+        The batch is indexed in one transaction (one commit, one fsync of the index for up
+        to hundreds of objects); if that transaction fails, each object is indexed alone so
+        that one bad object cannot fail the others. Every result is final when this returns.
+        """
         started = time.perf_counter()
-        header = _read_and_validate(path)
-        if expected_study_uid is not None and header.study_uid != expected_study_uid:
-            raise InvalidInstanceError(
-                f"StudyInstanceUID {header.study_uid} does not match the study "
-                f"{expected_study_uid} in the request URL",
-                code="study-mismatch",
-            )
-        sha256 = _sha256(path)
-        size = header.parsed.size
-        key = blob_key(sha256)
+        results: list[IngestResult | None] = [None] * len(items)
+        prepared: list[_Prepared] = []
+        later: list[int] = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            try:
+                entry = _prepare(index, item)
+            except CloudfilmError as exc:
+                results[index] = exc
+                continue
+            if entry.header.sop_instance_uid in seen:
+                later.append(index)  # the same SOP Instance twice in one batch: after it
+                continue
+            seen.add(entry.header.sop_instance_uid)
+            prepared.append(entry)
 
         with self._db.read() as session:
-            current = repo.instance_by_uid(session, header.sop_instance_uid)
-            if current is not None and current.sha256 == sha256:
-                return _result(header, "duplicate", size, sha256)
+            known = repo.known_versions(
+                session, [(p.header.sop_instance_uid, p.sha256) for p in prepared]
+            )
+        to_store: list[_Prepared] = []
+        for entry in prepared:
+            if (entry.header.sop_instance_uid, entry.sha256) in known:
+                results[entry.index] = _result(entry, "duplicate")
+                continue
+            try:
+                self._blobs.put_file(entry.key, entry.item.path, move=entry.item.move)
+            except BlobStoreError as exc:
+                results[entry.index] = ResourceUnavailableError(f"cannot store the object: {exc}")
+                continue
+            to_store.append(entry)
 
-        try:
-            self._blobs.put_file(key, path, move=move)
-        except BlobStoreError as exc:
-            raise ResourceUnavailableError(f"cannot store the object: {exc}") from exc
-
-        try:
-            outcome = self._index(header, key=key, sha256=sha256, size=size, sender=sender)
-        except BaseException:
-            self._forget_blob(key)
-            raise
+        for entry, outcome in zip(to_store, self._index(to_store, sender), strict=True):
+            if isinstance(outcome, CloudfilmError):
+                self._forget_blob(entry.key)
+                results[entry.index] = outcome
+            else:
+                results[entry.index] = _result(entry, outcome)
+        if later:
+            again = self.ingest_files([items[i] for i in later], sender=sender)
+            for index, result in zip(later, again, strict=True):
+                results[index] = result
+        final = [r for r in results if r is not None]
         logger.info(
-            "cloudfilm.archive.instance_stored",
+            "cloudfilm.archive.instances_stored",
             extra={
-                "sop_instance_uid": header.sop_instance_uid,
-                "outcome": outcome,
+                "count": len(items),
+                "stored": sum(isinstance(r, StoredInstance) for r in final),
                 "hospital": sender.hospital_code,
                 "door": sender.door,
                 "ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
-        return _result(header, outcome, size, sha256)
+        return final
 
-    def _index(
-        self, header: _Header, *, key: str, sha256: str, size: int, sender: Sender
-    ) -> Outcome:
+    def _index(self, entries: list[_Prepared], sender: Sender) -> list[Outcome | CloudfilmError]:
+        if not entries:
+            return []
+        try:
+            return list(self._index_batch(entries, sender))
+        except CloudfilmError as exc:
+            if len(entries) == 1:
+                return [exc]
+        except IntegrityError:
+            pass  # a concurrent ingest created a row first; settle it one object at a time
+        return [self._index_one(entry, sender) for entry in entries]
+
+    def _index_one(self, entry: _Prepared, sender: Sender) -> Outcome | CloudfilmError:
         for attempt in range(3):
             try:
-                with self._db.write() as session:
-                    return _index_in(session, header, key, sha256, size, sender)
+                return self._index_batch([entry], sender)[0]
+            except CloudfilmError as exc:
+                return exc
             except IntegrityError:
-                # A concurrent ingest created the same study/series/instance first: retry
-                # and find it (or find ourselves a duplicate).
                 if attempt == 2:
-                    raise
-            except DatabaseUnavailableError as exc:
-                raise ResourceUnavailableError(str(exc)) from exc
+                    return ResourceUnavailableError(
+                        "the index kept changing under a concurrent ingest; send again"
+                    )
         raise AssertionError("unreachable")
+
+    def _index_batch(self, entries: list[_Prepared], sender: Sender) -> list[Outcome]:
+        try:
+            with self._db.write() as session:
+                hospital = self._hospital(session, sender)
+                outcomes = _index_in(session, entries, hospital)
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        # Cached only once committed: a rolled-back insert must not leave a stale id.
+        self._hospitals[sender.hospital_code] = hospital
+        return outcomes
+
+    def _hospital(self, session: Any, sender: Sender) -> int:
+        cached = self._hospitals.get(sender.hospital_code)
+        if cached is not None:
+            return cached
+        now = datetime.now(UTC)
+        return repo.hospital_id(session, sender.hospital_code, name=sender.hospital_name, now=now)
 
     def _forget_blob(self, key: str) -> None:
         try:
@@ -203,51 +288,110 @@ class IngestService:
             logger.warning("cloudfilm.archive.blob_cleanup_failed", extra={"key": key})
 
 
-def _index_in(
-    session: Any, header: _Header, key: str, sha256: str, size: int, sender: Sender
-) -> Outcome:
-    now = datetime.now(UTC)
-    ds = header.parsed.dataset
-    hospital = repo.hospital_id(session, sender.hospital_code, name=sender.hospital_name, now=now)
-    current = repo.instance_by_uid(session, header.sop_instance_uid)
-    if current is not None and current.sha256 == sha256:
-        return "duplicate"
-
-    patient_fk = repo.upsert_patient(
-        session, hospital_id=hospital, values={**header.patient, "updated_at": now}
-    )
+def _prepare(index: int, item: IngestItem) -> _Prepared:
+    """Everything that needs no database: parse, validate, hash, build the JSON documents."""
+    header = _read_and_validate(item.path)
+    if item.expected_study_uid is not None and header.study_uid != item.expected_study_uid:
+        raise InvalidInstanceError(
+            f"StudyInstanceUID {header.study_uid} does not match the study "
+            f"{item.expected_study_uid} in the request URL",
+            code="study-mismatch",
+        )
+    sha256 = item.sha256 or _sha256(item.path)
     full_json = json_model.dataset_to_json_dict(
-        ds,
+        header.parsed.dataset,
         bulk_base=f"{BULK_BASE}/studies/{header.study_uid}/series/{header.series_uid}"
         f"/instances/{header.sop_instance_uid}",
         has_pixel_data=header.parsed.has_pixel_data,
     )
     full_json["00083002"] = {"vr": "UI", "Value": [header.parsed.transfer_syntax_uid]}
+    return _Prepared(
+        index=index,
+        item=item,
+        header=header,
+        sha256=sha256,
+        key=blob_key(sha256),
+        metadata_json=orjson.dumps(full_json).decode(),
+        study_json=_subset_json(full_json, _STUDY_GROUP_TAGS, group="0010"),
+        series_json=_subset_json(full_json, _SERIES_TAGS),
+    )
 
-    study = repo.study_by_uid(session, header.study_uid)
-    if study is None:
-        study = repo.create_study(session, _study_values(ds, header, full_json, patient_fk,
-                                                         hospital, now))
-    elif study.patient_fk != patient_fk:
-        raise InstanceConflictError(
-            f"study {header.study_uid} is already held for another patient; "
-            "correct the PatientID or the StudyInstanceUID and send again",
-            code="study-patient-conflict",
-        )
-    series = repo.series_by_uid(session, header.series_uid)
-    new_series = series is None
-    if series is None:
-        series = repo.create_series(session, _series_values(ds, header, full_json, study.id, now))
-    elif series.study_fk != study.id:
-        raise InstanceConflictError(
-            f"series {header.series_uid} already belongs to another study",
-            code="series-study-conflict",
-        )
 
-    values = {
+def _index_in(session: Any, entries: list[_Prepared], hospital: int) -> list[Outcome]:
+    now = datetime.now(UTC)
+    sops = [e.header.sop_instance_uid for e in entries]
+    current = repo.instances_by_uid(session, sops)
+    known = repo.known_versions(session, [(e.header.sop_instance_uid, e.sha256) for e in entries])
+    studies = repo.studies_by_uid(session, {e.header.study_uid for e in entries})
+    series = repo.series_by_uid(session, {e.header.series_uid for e in entries})
+    patients: dict[tuple[str, str], int] = {}
+    created_series: set[str] = set()
+    new_rows: list[dict[str, Any]] = []
+    outcomes: list[Outcome] = []
+    for entry in entries:
+        header, ds = entry.header, entry.header.parsed.dataset
+        if (header.sop_instance_uid, entry.sha256) in known:
+            outcomes.append("duplicate")
+            continue
+        pkey = (header.patient["patient_id"], header.patient["issuer_of_patient_id"])
+        if pkey not in patients:
+            patients[pkey] = repo.upsert_patient(
+                session, hospital_id=hospital, values={**header.patient, "updated_at": now}
+            )
+        patient_fk = patients[pkey]
+        study = studies.get(header.study_uid)
+        if study is None:
+            study = repo.create_study(
+                session, _study_values(ds, header, entry.study_json, patient_fk, hospital, now)
+            )
+            studies[header.study_uid] = study
+        if study.patient_fk != patient_fk:
+            raise InstanceConflictError(
+                f"study {header.study_uid} is already held for another patient; "
+                "correct the PatientID or the StudyInstanceUID and send again",
+                code="study-patient-conflict",
+            )
+        found = series.get(header.series_uid)
+        new_series = False
+        if found is None:
+            found, new_series = repo.create_series(
+                session, _series_values(ds, header, entry.series_json, study.id, now)
+            )
+            series[header.series_uid] = found
+            if new_series:
+                created_series.add(header.series_uid)
+        elif found.study_fk != study.id:
+            raise InstanceConflictError(
+                f"series {header.series_uid} already belongs to another study",
+                code="series-study-conflict",
+            )
+        values = _instance_values(entry, ds, found.id, study.id, hospital, now)
+        values["_new_series"] = new_series
+        existing = current.get(header.sop_instance_uid)
+        if existing is None:
+            new_rows.append(values)
+            outcomes.append("stored")
+            continue
+        if existing.series_fk != found.id or existing.hospital_id != hospital:
+            raise InstanceConflictError(
+                f"SOP Instance {header.sop_instance_uid} is already stored with different "
+                "content from another sender or in another series; a SOP Instance UID must "
+                "be unique",
+            )
+        repo.replace_instance(session, existing, values, now=now)
+        outcomes.append("replaced")
+    repo.add_instances(session, new_rows)
+    return outcomes
+
+
+def _instance_values(
+    entry: _Prepared, ds: Dataset, series_fk: int, study_fk: int, hospital: int, now: datetime
+) -> dict[str, Any]:
+    header = entry.header
+    return {
         "sop_instance_uid": header.sop_instance_uid,
-        "series_fk": series.id,
-        "study_fk": study.id,
+        "series_fk": series_fk,
+        "study_fk": study_fk,
         "hospital_id": hospital,
         "sop_class_uid": header.sop_class_uid,
         "instance_number": _int(ds.get("InstanceNumber")),
@@ -255,23 +399,13 @@ def _index_in(
         "rows": _int(ds.get("Rows")),
         "columns": _int(ds.get("Columns")),
         "transfer_syntax_uid": header.parsed.transfer_syntax_uid,
-        "blob_key": key,
-        "size_bytes": size,
-        "sha256": sha256,
+        "blob_key": entry.key,
+        "size_bytes": header.parsed.size,
+        "sha256": entry.sha256,
         "received_at": now,
         "warnings": "\n".join(header.warnings),
-        "metadata_json": orjson.dumps(full_json).decode(),
+        "metadata_json": entry.metadata_json,
     }
-    if current is None:
-        repo.add_instance(session, values, new_series=new_series)
-        return "stored"
-    if current.series_fk != series.id or current.hospital_id != hospital:
-        raise InstanceConflictError(
-            f"SOP Instance {header.sop_instance_uid} is already stored with different content "
-            "from another sender or in another series; a SOP Instance UID must be unique",
-        )
-    repo.replace_instance(session, current, values, now=now)
-    return "replaced"
 
 
 def _read_and_validate(path: Path) -> _Header:
@@ -348,7 +482,7 @@ def _decoded_text(ds: Dataset, tag: int, warnings: list[str]) -> str:
 
 
 def _study_values(
-    ds: Dataset, header: _Header, full_json: dict[str, Any], patient_fk: int, hospital: int,
+    ds: Dataset, header: _Header, attributes_json: str, patient_fk: int, hospital: int,
     now: datetime,
 ) -> dict[str, Any]:
     warnings: list[str] = []
@@ -365,12 +499,12 @@ def _study_values(
         "institution_name": _decoded_text(ds, 0x00080080, warnings)[:256],
         "received_at": now,
         "updated_at": now,
-        "attributes_json": _subset_json(full_json, _STUDY_GROUP_TAGS, group="0010"),
+        "attributes_json": attributes_json,
     }
 
 
 def _series_values(
-    ds: Dataset, header: _Header, full_json: dict[str, Any], study_fk: int, now: datetime
+    ds: Dataset, header: _Header, attributes_json: str, study_fk: int, now: datetime
 ) -> dict[str, Any]:
     warnings: list[str] = []
     return {
@@ -384,7 +518,7 @@ def _series_values(
         "performed_procedure_step_start_time": _s(ds, "PerformedProcedureStepStartTime", 16),
         "received_at": now,
         "updated_at": now,
-        "attributes_json": _subset_json(full_json, _SERIES_TAGS),
+        "attributes_json": attributes_json,
     }
 
 
@@ -413,14 +547,15 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _result(header: _Header, outcome: Outcome, size: int, sha256: str) -> StoredInstance:
+def _result(entry: _Prepared, outcome: Outcome) -> StoredInstance:
+    header = entry.header
     return StoredInstance(
         sop_class_uid=header.sop_class_uid,
         sop_instance_uid=header.sop_instance_uid,
         study_instance_uid=header.study_uid,
         series_instance_uid=header.series_uid,
         outcome=outcome,
-        size=size,
-        sha256=sha256,
+        size=header.parsed.size,
+        sha256=entry.sha256,
         warnings=tuple(header.warnings),
     )

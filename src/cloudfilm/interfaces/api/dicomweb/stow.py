@@ -6,6 +6,7 @@ before any object is ingested, so a truncated upload stores nothing and a resend
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -22,7 +23,7 @@ from cloudfilm.interfaces.api.dicomweb.common import base_url, services
 from cloudfilm.interfaces.api.dicomweb.media import parse_media_type
 from cloudfilm.interfaces.api.errors import HttpProblem
 from cloudfilm.interfaces.dimse.status import store_failure_status
-from cloudfilm.services.archive.ingest import Sender, StoredInstance
+from cloudfilm.services.archive.ingest import IngestItem, Sender, StoredInstance
 from cloudfilm.services.errors import CloudfilmError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class _Spool:
         self.limit = limit
         self.received = 0
         self.parts: list[tuple[Path, str]] = []
+        self.digests: list[Any] = []
         self.finished = False
         self._fh: Any = None
         self._header_field = b""
@@ -49,6 +51,7 @@ class _Spool:
         fd, name = tempfile.mkstemp(prefix="stow-", suffix=".part", dir=self.folder)
         self._fh = os.fdopen(fd, "wb", buffering=1 << 20)
         self.parts.append((Path(name), ""))
+        self.digests.append(hashlib.sha256())
         self._content_type = ""
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -67,7 +70,9 @@ class _Spool:
         self.parts[-1] = (path, self._content_type)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self._fh.write(data[start:end])
+        view = memoryview(data)[start:end]
+        self._fh.write(view)
+        self.digests[-1].update(view)
 
     def on_part_end(self) -> None:
         self._fh.close()
@@ -161,27 +166,35 @@ async def _store(request: Request, study: str | None) -> Response:
         if not spool.parts:
             raise HttpProblem(400, "the multipart body holds no parts", code="empty")
         sender = Sender(door="stow-rs", remote=request.client.host if request.client else "")
-        outcomes = await run_in_threadpool(_ingest_all, svc, spool.parts, sender, study)
+        digests = [d.hexdigest() for d in spool.digests]
+        outcomes = await run_in_threadpool(_ingest_all, svc, spool.parts, digests, sender, study)
     finally:
         spool.cleanup()
     return _response(outcomes, base_url(request), study)
 
 
-def _ingest_all(svc: Any, parts: list[tuple[Path, str]], sender: Sender,
+def _ingest_all(svc: Any, parts: list[tuple[Path, str]], digests: list[str], sender: Sender,
                 study: str | None) -> list[StoredInstance | tuple[str, str, int, str]]:
-    results: list[StoredInstance | tuple[str, str, int, str]] = []
-    for path, content_type in parts:
+    results: list[StoredInstance | tuple[str, str, int, str] | None] = [None] * len(parts)
+    items: list[IngestItem] = []
+    positions: list[int] = []
+    for index, (path, content_type) in enumerate(parts):
         if content_type not in _DICOM_TYPES:
-            results.append(("", "", 0xC000, f"part has Content-Type {content_type}; "
-                                              "expected application/dicom"))
+            results[index] = ("", "", 0xC000, f"part has Content-Type {content_type}; "
+                                              "expected application/dicom")
             continue
-        try:
-            results.append(svc.ingest.ingest_file(path, sender=sender, move=True,
-                                                  expected_study_uid=study))
-        except CloudfilmError as exc:
-            sop_class, sop_uid = _uids_if_readable(path)
-            results.append((sop_class, sop_uid, store_failure_status(exc), exc.message))
-    return results
+        items.append(IngestItem(path, move=True, expected_study_uid=study,
+                                sha256=digests[index]))
+        positions.append(index)
+    # One call for the whole request: the index commits once for all its objects.
+    for index, outcome in zip(positions, svc.ingest.ingest_files(items, sender=sender),
+                              strict=True):
+        if isinstance(outcome, CloudfilmError):
+            sop_class, sop_uid = _uids_if_readable(parts[index][0])
+            results[index] = (sop_class, sop_uid, store_failure_status(outcome), outcome.message)
+        else:
+            results[index] = outcome
+    return [r for r in results if r is not None]
 
 
 def _uids_if_readable(path: Path) -> tuple[str, str]:

@@ -1,0 +1,1 @@
+"""Network registries the protocol doors consult (DICOM peers)."""
