@@ -72,7 +72,7 @@ def build_services(settings: Settings) -> Services:
     blobs = open_blob_store(settings.effective_storage_url, data_dir=data_dir)
     spool = _spool_dir(settings, data_dir)
     return Services(
-        ingest=IngestService(db, blobs),
+        ingest=IngestService(db, blobs, spool),
         query=QueryService(db),
         retrieve=RetrieveService(db, blobs),
         health=HealthService(db, blobs),

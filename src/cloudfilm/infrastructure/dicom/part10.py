@@ -37,6 +37,8 @@ class ParsedHeader:
     transfer_syntax_uid: str
     has_pixel_data: bool
     size: int
+    is_part10: bool
+    """False for a raw data set without preamble, "DICM" prefix and file meta group."""
 
 
 def read_header(path: Path) -> ParsedHeader:
@@ -49,6 +51,9 @@ def read_header(path: Path) -> ParsedHeader:
     """
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
+        fh.seek(128)
+        is_part10 = fh.read(4) == b"DICM"
+        fh.seek(0)
         try:
             ds = dcmread(fh, stop_before_pixels=True)
         except InvalidDicomError:
@@ -70,7 +75,21 @@ def read_header(path: Path) -> ParsedHeader:
             has_pixels = "PixelData" in dcmread(path, force=True)
     if len(ds) == 0:
         raise Part10Error("the file holds no DICOM data elements")
-    return ParsedHeader(dataset=ds, transfer_syntax_uid=ts, has_pixel_data=has_pixels, size=size)
+    return ParsedHeader(dataset=ds, transfer_syntax_uid=ts, has_pixel_data=has_pixels, size=size,
+                        is_part10=is_part10)
+
+
+def write_part10(source: Path, target: Path) -> None:
+    """Rewrite a raw data set (no preamble or file meta) as a conformant Part 10 file.
+
+    The archive stores and serves Part 10 files only (PS3.10 7.1), so that every client can
+    read what it retrieves; a peer that sent a bare data set gets it back with a preamble.
+    """
+    try:
+        ds = dcmread(source, force=True)
+        ds.save_as(target, enforce_file_format=True)
+    except Exception as exc:
+        raise Part10Error(f"cannot rewrite the data set as a DICOM file: {exc}") from exc
 
 
 def _read_without_preamble(fh: BinaryIO) -> Dataset:

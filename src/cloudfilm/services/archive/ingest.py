@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +39,12 @@ from sqlalchemy.exc import IntegrityError
 from cloudfilm.infrastructure.db import archive_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import charset, json_model
-from cloudfilm.infrastructure.dicom.part10 import ParsedHeader, Part10Error, read_header
+from cloudfilm.infrastructure.dicom.part10 import (
+    ParsedHeader,
+    Part10Error,
+    read_header,
+    write_part10,
+)
 from cloudfilm.infrastructure.dicom.uids import is_valid_uid
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.errors import (
@@ -131,9 +138,11 @@ IngestResult = StoredInstance | CloudfilmError
 
 
 class IngestService:
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, work_dir: Path) -> None:
         self._db = db
         self._blobs = blobs
+        # Scratch space on the blob store's filesystem (rewritten raw data sets).
+        self._work_dir = work_dir
         self._hospitals: dict[str, int] = {}
 
     def ingest_file(
@@ -186,7 +195,7 @@ class IngestService:
         seen: set[str] = set()
         for index, item in enumerate(items):
             try:
-                entry = _prepare(index, item)
+                entry = _prepare(index, item, self._work_dir)
             except CloudfilmError as exc:
                 results[index] = exc
                 continue
@@ -288,9 +297,12 @@ class IngestService:
             logger.warning("cloudfilm.archive.blob_cleanup_failed", extra={"key": key})
 
 
-def _prepare(index: int, item: IngestItem) -> _Prepared:
+def _prepare(index: int, item: IngestItem, work_dir: Path) -> _Prepared:
     """Everything that needs no database: parse, validate, hash, build the JSON documents."""
     header = _read_and_validate(item.path)
+    if not header.parsed.is_part10:
+        item = _as_part10(item, work_dir)
+        header = _read_and_validate(item.path)
     if item.expected_study_uid is not None and header.study_uid != item.expected_study_uid:
         raise InvalidInstanceError(
             f"StudyInstanceUID {header.study_uid} does not match the study "
@@ -315,6 +327,20 @@ def _prepare(index: int, item: IngestItem) -> _Prepared:
         study_json=_subset_json(full_json, _STUDY_GROUP_TAGS, group="0010"),
         series_json=_subset_json(full_json, _SERIES_TAGS),
     )
+
+
+def _as_part10(item: IngestItem, work_dir: Path) -> IngestItem:
+    fd, name = tempfile.mkstemp(prefix="part10-", suffix=".dcm", dir=work_dir)
+    os.close(fd)
+    target = Path(name)
+    try:
+        write_part10(item.path, target)
+    except Part10Error as exc:
+        target.unlink(missing_ok=True)
+        raise InvalidInstanceError(str(exc)) from exc
+    if item.move:
+        item.path.unlink(missing_ok=True)
+    return IngestItem(target, move=True, expected_study_uid=item.expected_study_uid)
 
 
 def _index_in(session: Any, entries: list[_Prepared], hospital: int) -> list[Outcome]:

@@ -32,7 +32,7 @@ def _dicom_syntax(accept: list[MediaRange]) -> str | None:
     for media in accept:
         if media.type == "multipart/related":
             part = media.params.get("type", "application/dicom").lower()
-            if part == "application/dicom":
+            if part in ("application/dicom", "*/*", "*"):
                 return media.params.get("transfer-syntax")
         elif media.type in ("*/*", "multipart/*", "application/dicom"):
             return media.params.get("transfer-syntax")
@@ -134,6 +134,8 @@ def _frame_syntax(accept: list[MediaRange]) -> tuple[str | None, str | None]:
         if media.type == "multipart/related":
             part = media.params.get("type", "application/octet-stream").lower()
             ts = media.params.get("transfer-syntax")
+            if part in ("*/*", "*", "image/*"):
+                return "*", None  # any representation: send what is stored, cheapest
             if part == "application/octet-stream":
                 return (ts if ts == "*" else None), None
             return (ts or "*"), part

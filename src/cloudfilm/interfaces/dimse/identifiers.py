@@ -1,0 +1,205 @@
+"""C-FIND/C-MOVE/C-GET identifiers to search parameters and back (PS3.4 C.2.2, C.4).
+
+The archive's one search service speaks (keyword, value) parameters, as QIDO-RS does; this
+module turns an identifier into them and turns the service's DICOM JSON matches into
+response identifiers holding exactly the requested keys (PS3.4 C.4.1.1.3.2).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from cloudfilm.services.archive.query import Level, parse_search
+from cloudfilm.services.errors import InvalidQueryError
+
+Model = Literal["patient", "study"]
+QRLevel = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
+
+_SEARCH_LEVEL: dict[str, Level] = {
+    "PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance",
+}
+_MODEL_LEVELS: dict[Model, tuple[str, ...]] = {
+    "patient": ("PATIENT", "STUDY", "SERIES", "IMAGE"),
+    "study": ("STUDY", "SERIES", "IMAGE"),
+}
+# Attributes of the PATIENT level (PS3.4 Table C.6-1): a patient query matches only these.
+PATIENT_KEYS = frozenset(
+    {"PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex"}
+)
+_NOT_RETURN_KEYS = frozenset({0x00080005, 0x00080052})  # SpecificCharacterSet, Q/R level
+_RETRIEVE_URL = "00081190"  # DICOMweb URL relative to a base a DIMSE peer does not have
+_PATIENT_COUNTS = ("00201200", "00201202", "00201204")  # Number of Patient Related *
+
+
+@dataclass(frozen=True, slots=True)
+class FindQuery:
+    """One C-FIND request: its level, search parameters and requested return keys."""
+
+    level: QRLevel
+    params: tuple[tuple[str, str], ...]
+    requested: tuple[tuple[int, str], ...]  # (tag, VR) in identifier order
+
+    @property
+    def search_level(self) -> Level:
+        return _SEARCH_LEVEL[self.level]
+
+
+def query_level(identifier: Dataset, model: Model) -> QRLevel:
+    """The identifier's QueryRetrieveLevel, checked against the information model.
+
+    Raises
+    ------
+    InvalidQueryError
+        Missing, unknown, or not a level of the model (PS3.4 C.6.1.1, C.6.2.1).
+    """
+    level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if not level:
+        raise InvalidQueryError("QueryRetrieveLevel (0008,0052) is missing")
+    if level not in _MODEL_LEVELS[model]:
+        raise InvalidQueryError(
+            f"QueryRetrieveLevel {level!r} is not a level of the {model.title()} Root model "
+            f"(use {', '.join(_MODEL_LEVELS[model])})"
+        )
+    return level  # type: ignore[return-value]
+
+
+def parse_find(identifier: Dataset, model: Model) -> FindQuery:
+    """Turn a C-FIND identifier into search parameters and return keys.
+
+    Non-empty keys the archive matches on become parameters; empty keys, ``*``, sequences
+    and keys it cannot match on are return keys only (universal matching, PS3.4 C.2.2.2.3
+    lets an SCP treat optional keys it does not support that way).
+
+    Raises
+    ------
+    InvalidQueryError
+        Bad level, or a value the search service cannot read (e.g. a malformed date).
+    """
+    level = query_level(identifier, model)
+    search_level = _SEARCH_LEVEL[level]
+    params: list[tuple[str, str]] = []
+    requested: list[tuple[int, str]] = []
+    for elem in identifier:
+        tag = int(elem.tag)
+        if tag in _NOT_RETURN_KEYS or elem.tag.group == 0x0002:
+            continue
+        requested.append((tag, elem.VR))
+        keyword = elem.keyword
+        if not keyword or elem.VR == "SQ" or elem.tag.is_private:
+            continue
+        value = element_text(elem)
+        if value in ("", "*"):
+            continue
+        if level == "PATIENT" and keyword not in PATIENT_KEYS:
+            continue
+        if matchable(search_level, keyword):
+            params.append((keyword, value))
+    if search_level == "instance":
+        extra = [kw for kw in (_keyword(tag) for tag, _ in requested) if kw]
+        if extra:
+            params.append(("includefield", ",".join(extra)))
+    return FindQuery(level, tuple(params), tuple(requested))
+
+
+def element_text(elem: DataElement) -> str:
+    """An element's value as the text a QIDO parameter would carry."""
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return ""  # binary values are not matching keys
+    if isinstance(value, (list, MultiValue)):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+@functools.lru_cache(maxsize=1024)
+def matchable(level: Level, keyword: str) -> bool:
+    """Whether the search service matches ``keyword`` at ``level`` (probe with universal)."""
+    try:
+        parse_search(level, [(keyword, "")])
+    except InvalidQueryError:
+        return False
+    return True
+
+
+def _keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or ""
+
+
+def group_by_patient(studies: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Study matches folded into patient matches (PatientID + issuer), with counts.
+
+    References
+    ----------
+    PS3.4 C.6.1.1.2: Number of Patient Related Studies/Series/Instances.
+    """
+    patients: dict[tuple[str, str], dict[str, Any]] = {}
+    for study in studies:
+        key = (_first(study, "00100020"), _first(study, "00100021"))
+        found = patients.get(key)
+        if found is None:
+            found = {k: v for k, v in study.items() if k.startswith("0010")}
+            for tag in _PATIENT_COUNTS:
+                found[tag] = {"vr": "IS", "Value": [0]}
+            patients[key] = found
+        found["00201200"]["Value"][0] += 1
+        found["00201202"]["Value"][0] += int(_first(study, "00201206") or 0)
+        found["00201204"]["Value"][0] += int(_first(study, "00201208") or 0)
+    return list(patients.values())
+
+
+def _first(doc: dict[str, Any], tag: str) -> str:
+    values = doc.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def response_identifier(match: dict[str, Any], query: FindQuery, ae_title: str) -> Dataset:
+    """The C-FIND response identifier: each requested key, valued from the match or empty.
+
+    References
+    ----------
+    PS3.4 C.4.1.1.3.2 (response identifier), C.4.1.1.3.1 (zero-length for unknown values).
+    """
+    doc: dict[str, Any] = {}
+    for tag, _vr in query.requested:
+        key = f"{tag:08X}"
+        item = match.get(key)
+        if item is None or key == _RETRIEVE_URL or "BulkDataURI" in item:
+            continue
+        doc[key] = item
+    ds = Dataset.from_json(doc) if doc else Dataset()
+    for tag, vr in query.requested:
+        if tag not in ds:
+            ds.add_new(tag, vr, None)
+    # Values come back as Unicode text from the index: UTF-8 says so (PS3.5 6.1.2.3).
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = query.level
+    ds.RetrieveAETitle = ae_title
+    return ds
+
+
+def uid_list(identifier: Dataset, keyword: str, *, required: bool) -> list[str]:
+    """The UIDs of a unique key (single value or list of UIDs, PS3.4 C.2.2.2.2).
+
+    Raises
+    ------
+    InvalidQueryError
+        ``required`` and the key is absent or empty (PS3.4 C.4.2.2.1: the unique keys of
+        the retrieve level and above must be present).
+    """
+    elem = identifier.data_element(keyword) if keyword in identifier else None
+    text = element_text(elem) if elem is not None else ""
+    uids = [u.strip() for u in text.split("\\") if u.strip()]
+    if required and not uids:
+        raise InvalidQueryError(f"{keyword} is required to retrieve at this level")
+    return uids
