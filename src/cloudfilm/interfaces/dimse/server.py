@@ -1,0 +1,231 @@
+"""The DIMSE listener: Verification, Storage and Query/Retrieve SCP on one AE title.
+
+Association control: only calling AE titles in the peer registry are accepted; others get
+A-ASSOCIATE-RJ "calling AE title not recognised" (PS3.8 9.3.4, result 1, source 1, reason
+3). Unsupported presentation contexts are rejected one by one by pynetdicom's negotiation
+(abstract or transfer syntax not supported, PS3.8 9.3.3.2).
+
+Shutdown: the listening socket closes first (new connections are refused), associations in
+flight get a grace period to finish, and those still open are then aborted. A C-STORE is
+answered Success only after the instance is durable, so an abort loses nothing that was
+acknowledged; the sender resends what it did not see acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEG2000MC,
+    JPEG2000MCLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    QueryRetrievePresentationContexts,
+    VerificationPresentationContexts,
+)
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from cloudfilm.interfaces.dimse import handlers
+from cloudfilm.services.container import Services
+from cloudfilm.services.errors import ResourceUnavailableError
+from cloudfilm.services.network.peers import PeerService
+
+logger = logging.getLogger(__name__)
+
+
+def _htj2k_syntaxes() -> list[str]:
+    import pydicom.uid as uids
+
+    names = ("HTJ2KLossless", "HTJ2KLosslessRPCL", "HTJ2K")
+    return [str(getattr(uids, n)) for n in names if hasattr(uids, n)]
+
+
+# The syntaxes hospitals send (PS3.5 Annex A); HTJ2K where this pydicom defines it.
+STORAGE_TRANSFER_SYNTAXES: list[str] = [
+    str(uid) for uid in (
+        ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+        JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
+        JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000,
+        JPEG2000MCLossless, JPEG2000MC, RLELossless,
+    )
+] + _htj2k_syntaxes()
+
+_QR_FIND = (PatientRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelFind)
+_QR_RETRIEVE = (PatientRootQueryRetrieveInformationModelMove,
+                StudyRootQueryRetrieveInformationModelMove,
+                PatientRootQueryRetrieveInformationModelGet,
+                StudyRootQueryRetrieveInformationModelGet)
+# Matches no AE title (titles have no control characters): "nobody is registered".
+_NOBODY = "\x00"
+
+
+class RegistryAE(AE):  # type: ignore[misc]
+    """An AE whose accepted calling AE titles are read from the peer registry.
+
+    pynetdicom compares the calling AE title with ``require_calling_aet`` during
+    negotiation; reading the registry there (one indexed query per association) makes a
+    peer registered by another process acceptable at its next association.
+    """
+
+    def __init__(self, ae_title: str, peers: PeerService) -> None:
+        super().__init__(ae_title=ae_title)
+        self._registry = peers
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        try:
+            titles = [peer.ae_title for peer in self._registry.list()]
+        except ResourceUnavailableError:
+            logger.error("cloudfilm.dimse.peer_registry_unavailable")
+            return [_NOBODY]
+        return titles or [_NOBODY]
+
+
+class DimseServer:
+    """One listening AE: build it from :class:`Services`, :meth:`start`, :meth:`stop`."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        ae_title: str,
+        host: str = "127.0.0.1",
+        port: int = 11112,
+        max_pdu: int = 4 * 1024 * 1024,
+        max_associations: int = 16,
+        timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.services = services
+        self.ae_title = ae_title
+        self.host = host
+        self._port = port
+        self._ssl_context = ssl_context
+        self.gateway = handlers.Gateway(services, ae_title, max_pdu, timeout)
+        self.ae = _build_ae(services.peers, ae_title, max_pdu, max_associations, timeout)
+        self._server: ThreadedAssociationServer | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The bound port (differs from the configured one when that was 0)."""
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return self._port
+
+    @property
+    def active_associations(self) -> list[Any]:
+        return list(self._server.active_associations) if self._server else []
+
+    def start(self) -> None:
+        gw = self.gateway
+        evt_handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, handlers.set_nodelay),
+            (evt.EVT_CONN_CLOSE, handlers.discard_partial_dataset),
+            (evt.EVT_C_ECHO, handlers.handle_echo),
+            (evt.EVT_C_STORE, handlers.handle_store, [gw]),
+            (evt.EVT_C_FIND, handlers.handle_find, [gw]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [gw]),
+            (evt.EVT_C_GET, handlers.handle_get, [gw]),
+            (evt.EVT_ACCEPTED, handlers.on_accepted, [gw]),
+            (evt.EVT_REJECTED, handlers.on_rejected),
+            (evt.EVT_ABORTED, handlers.on_aborted),
+        ]
+        self._server = self.ae.start_server(
+            (self.host, self._port), block=False, evt_handlers=evt_handlers,
+            ssl_context=self._ssl_context,
+        )
+        logger.info("cloudfilm.dimse.listening", extra={
+            "ae_title": self.ae_title, "host": self.host, "port": self.port,
+            "tls": self._ssl_context is not None})
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Refuse new associations, let open ones finish for ``grace`` s, abort the rest."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        assocs = list(server.active_associations)
+        server.shutdown()  # stops accepting and closes the listening socket
+        deadline = time.monotonic() + grace
+        for assoc in assocs:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        left = [a for a in assocs if a.is_alive()]
+        for assoc in left:
+            assoc.abort()
+        logger.info("cloudfilm.dimse.stopped", extra={"aborted": len(left)})
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` has run (for ``cloudfilm dimse``)."""
+        while not self._stopped.wait(0.5):
+            pass
+
+
+def _build_ae(peers: PeerService, ae_title: str, max_pdu: int, max_associations: int,
+              timeout: float) -> RegistryAE:
+    ae = RegistryAE(ae_title, peers)
+    ae.maximum_pdu_size = max_pdu
+    ae.maximum_associations = max_associations
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = min(timeout, 10.0)
+    for cx in AllStoragePresentationContexts:
+        # Both roles: we are Storage SCP for C-STORE and Storage SCU inside C-GET.
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES,
+                                 scu_role=True, scp_role=True)
+    for cx in VerificationPresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian,
+                                                      ImplicitVRLittleEndian])
+    qr = {str(c.abstract_syntax) for c in QueryRetrievePresentationContexts}
+    for sop_class in (*_QR_FIND, *_QR_RETRIEVE):
+        assert str(sop_class) in qr
+        ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                                             DeflatedExplicitVRLittleEndian])
+    # C-MOVE sub-associations: propose whatever the handler passes as contexts.
+    return ae
+
+
+def tls_context(certificate: Path, private_key: Path,
+                ca_certificates: Path | None = None) -> ssl.SSLContext:
+    """A server-side TLS context for DICOM TLS (PS3.15 B.1); CA given -> mutual TLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=str(certificate), keyfile=str(private_key))
+    if ca_certificates is not None:
+        context.load_verify_locations(cafile=str(ca_certificates))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def supported_transfer_syntaxes() -> Sequence[str]:
+    return tuple(STORAGE_TRANSFER_SYNTAXES)
