@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -94,7 +95,7 @@ class _Charset:
     warnings: tuple[str, ...]
 
 
-def _normalise_terms(specific_character_set: str | list[str] | None) -> tuple[str, ...]:
+def _normalise_terms(specific_character_set: str | Sequence[str] | None) -> tuple[str, ...]:
     if specific_character_set is None:
         return ("",)
     if isinstance(specific_character_set, str):
@@ -294,7 +295,7 @@ def _decode_iso2022(
 
 def decode_text(
     raw: bytes,
-    specific_character_set: str | list[str] | None,
+    specific_character_set: str | Sequence[str] | None,
     *,
     vr: str | None = None,
 ) -> tuple[str, list[str]]:
@@ -305,7 +306,7 @@ def decode_text(
     raw : bytes
         The encoded value as stored (trailing space and NUL padding is removed). A
         multi-valued element keeps its ``\\`` separators.
-    specific_character_set : str, list of str or None
+    specific_character_set : str, sequence of str or None
         The value of (0008,0005) *Specific Character Set* that applies to the element: a
         list, a backslash-separated string, or ``None``/empty for the default repertoire.
     vr : str, optional
@@ -433,7 +434,7 @@ def split_person_name(name: str) -> PersonName:
 
 
 def decode_person_name(
-    raw: bytes, specific_character_set: str | list[str] | None
+    raw: bytes, specific_character_set: str | Sequence[str] | None
 ) -> tuple[PersonName, list[str]]:
     """Decode a single-valued PN element and split it (see :func:`decode_text`).
 
@@ -441,7 +442,7 @@ def decode_person_name(
     ----------
     raw : bytes
         The encoded PN value.
-    specific_character_set : str, list of str or None
+    specific_character_set : str, sequence of str or None
         The applicable (0008,0005) value.
 
     Returns

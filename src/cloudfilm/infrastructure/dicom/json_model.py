@@ -214,7 +214,8 @@ def _number_handler(vr: str) -> _Handler:
         if rest:
             raise ValueError(f"{vr} length {length} is not a multiple of {size}")
         if little and _NATIVE_LITTLE:
-            return memoryview(value).cast(code).tolist()
+            view: Any = memoryview(value)  # typeshed wants a literal format code
+            return list(view.cast(code).tolist())
         return list(struct.unpack(("<" if little else ">") + code * n, value))
 
     return handler
@@ -430,7 +431,7 @@ def _convert(
             handler = _HANDLERS.get(vr) if vr is not None else None
             value = elem.value
             if vr is None or vr in _AMBIGUOUS_VRS:
-                pass  # pydicom's conversion below
+                pass  # pydicom's conversion, below
             elif not value:
                 out[key] = {"vr": vr}
                 continue
@@ -453,10 +454,9 @@ def _convert(
                     continue
                 out[key] = {"vr": vr, "Value": json_value} if json_value else {"vr": vr}
                 continue
-            elem = ds[tag]  # pydicom's conversion, for context-dependent VRs
-        elif type(elem) is RawDataElement:
-            elem = ds[tag]  # deferred read
-        out[key] = _from_element(elem, charset, ctx, prefix + key)
+        # pydicom's own conversion: context-dependent VRs, deferred reads, created elements
+        converted: DataElement = ds[tag] if isinstance(elem, RawDataElement) else elem
+        out[key] = _from_element(converted, charset, ctx, prefix + key)
     return out
 
 

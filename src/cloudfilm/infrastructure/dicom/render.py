@@ -24,7 +24,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import get_frame
 from pydicom.filewriter import dcmwrite
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_voi_lut, decompress, pixel_array
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels.utils import decompress, pixel_array
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -104,6 +105,9 @@ def _transfer_syntax_uid(ds: Dataset) -> UID:
 def _pixel_tag(ds: Dataset) -> int:
     for tag in _PIXEL_TAGS:
         if tag in ds:
+            value = ds[tag].value
+            if value is None or len(value) == 0:
+                raise RenderError("the Pixel Data element is present but empty")
             return tag
     raise RenderError(
         "the object has no Pixel Data (7FE0,0010), Float Pixel Data or Double Float "
@@ -322,13 +326,31 @@ def decode_frame(ds: Dataset, index: int) -> NDArray[Any]:
     ts_uid = _transfer_syntax_uid(ds)
     if ts_uid == "1.2.840.10008.1.2.1.98":
         return _decode_encapsulated_uncompressed(ds, index)
+    entry = transfer_syntax.get(ts_uid)
+    if _int(ds, "BitsAllocated", 0) == 1 and entry is not None and not entry.is_encapsulated:
+        # pydicom 3.0.2 mis-sizes frames of bit-packed data that do not start on a byte
+        # boundary (e.g. frame 3 of 5 x 7 pixels); unpack our own frame slice instead.
+        rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+        samples = _int(ds, "SamplesPerPixel", 1)
+        frame = np.frombuffer(frame_bytes_uncompressed(ds, index), dtype=np.uint8)
+        bits = np.unpackbits(frame, bitorder="little")[: rows * columns * samples]
+        shape = (rows, columns) if samples == 1 else (rows, columns, samples)
+        return bits.reshape(shape)
     if not transfer_syntax.can_decode(ts_uid):
         raise RenderError(
             f"pixel data in {_ts_name(ts_uid)} cannot be decoded on this server; "
             "ask for the frames as stored (transfer-syntax=*)"
         )
+    source = ds
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        # A raw dataset (no Part 10 header, ACR-NEMA style): pydicom's decoders need the
+        # syntax in file_meta. Give it to a shallow copy; the cached dataset stays as is.
+        source = copy.copy(ds)
+        source.file_meta = FileMetaDataset()
+        source.file_meta.TransferSyntaxUID = ts_uid
     try:
-        arr: NDArray[Any] = pixel_array(ds, index=index, as_rgb=True)
+        arr: NDArray[Any] = pixel_array(source, index=index, as_rgb=True)
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
         raise RenderError(f"cannot decode frame {index} ({_ts_name(ts_uid)}): {exc}") from exc
     return arr
@@ -422,8 +444,6 @@ def _first_number(value: Any) -> float | None:
 def _modality_values(arr: NDArray[Any], ds: Dataset, index: int) -> NDArray[Any]:
     """Apply the Modality LUT stage (PS3.3 C.11.1): slope/intercept or a LUT."""
     if "ModalityLUTSequence" in ds:
-        from pydicom.pixels import apply_modality_lut
-
         result: NDArray[Any] = apply_modality_lut(arr, ds).astype(np.float64, copy=False)
         return result
     slope = _first_number(
@@ -535,7 +555,8 @@ def _colour_8bit(arr: NDArray[Any], ds: Dataset) -> NDArray[np.uint8]:
         return arr
     bits_stored = _int(ds, "BitsStored", arr.dtype.itemsize * 8)
     shift = max(bits_stored - 8, 0)
-    return np.clip(arr.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+    out: NDArray[np.uint8] = np.clip(arr.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+    return out
 
 
 def _render_image(ds: Dataset, index: int, window: tuple[float, float, str] | None) -> Image.Image:

@@ -246,7 +246,7 @@ def frame_media_type(uid: str) -> str:
 @lru_cache(maxsize=1)
 def _decodable() -> frozenset[str]:
     """Probe pydicom's pixel data decoders once for every known syntax."""
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
 
     found: set[str] = set()
     for uid in TRANSFER_SYNTAXES:

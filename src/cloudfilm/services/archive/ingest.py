@@ -502,7 +502,8 @@ def _decoded_text(ds: Dataset, tag: int, warnings: list[str]) -> str:
     raw = elem.value
     if not isinstance(raw, bytes):
         return str(ds[tag].value or "")
-    text, problems = charset.decode_text(raw, ds.get("SpecificCharacterSet"))
+    vr = "PN" if tag in (0x00100010, 0x00080090) else None
+    text, problems = charset.decode_text(raw, ds.get("SpecificCharacterSet"), vr=vr)
     warnings.extend(f"({tag >> 16:04X},{tag & 0xFFFF:04X}): {p}" for p in problems)
     return text.strip()
 

@@ -24,7 +24,7 @@ from pydicom.uid import (
 
 from cloudfilm.infrastructure.db import retrieve_repository as rr
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.infrastructure.dicom import render, transfer_syntax
+from cloudfilm.infrastructure.dicom import json_model, render, transfer_syntax
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError
 from cloudfilm.services.errors import (
     InvalidQueryError,
@@ -150,6 +150,8 @@ class RetrieveService:
                 )
         ds = self._load(obj)
         stored = obj.transfer_syntax_uid
+        if transfer_syntax.get(stored) is None:
+            raise NotAcceptableError(f"frames of transfer syntax {stored} cannot be extracted")
         compressed = transfer_syntax.is_compressed(stored)
         as_stored = wanted == "*" or wanted == stored or (not compressed and wanted is None)
         out: list[Frame] = []
@@ -185,18 +187,23 @@ class RetrieveService:
         except render.RenderError as exc:
             raise NotAcceptableError(str(exc)) from exc
 
-    def bulkdata(self, obj: StoredObject, tag: str) -> bytes:
-        try:
-            tag_int = int(tag, 16)
-        except ValueError:
-            raise InvalidQueryError(f"bulk data tag {tag!r} is not 8 hex digits") from None
+    def bulkdata(self, obj: StoredObject, path: str) -> bytes:
+        """The value of the element a metadata BulkDataURI points at (``TTTTTTTT``, or
+        ``SSSSSSSS/i/TTTTTTTT`` inside a sequence item)."""
         ds = self._load(obj)
-        if tag_int not in ds:
-            raise NotFoundError(f"instance {obj.sop_instance_uid} has no element {tag}")
-        value = ds[tag_int].value
+        try:
+            elem = json_model.bulk_element(ds, path)
+        except (ValueError, KeyError, IndexError):
+            raise InvalidQueryError(f"bulk data path {path!r} is not TTTTTTTT or "
+                                    "SSSSSSSS/item/TTTTTTTT in hex") from None
+        if elem is None:
+            raise NotFoundError(f"instance {obj.sop_instance_uid} has no element {path}")
+        value = elem.value
         if isinstance(value, bytes):
             return value
-        raise NotFoundError(f"element {tag} of {obj.sop_instance_uid} is not bulk data")
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        return json_model_value_bytes(elem)
 
     def _load(self, obj: StoredObject) -> Dataset:
         with self._lock:
@@ -221,6 +228,17 @@ class RetrieveService:
         return ds
 
 
+def json_model_value_bytes(elem: Any) -> bytes:
+    """Numbers or text sent as bulk data: little endian bytes as they would be encoded."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_data_element(buffer, elem)
+    return bytes(buffer.getvalue()[8:])
+
+
 def _what(study: str, series: str | None, sop: str | None) -> str:
     if sop is not None:
         return f"instance {sop} (series {series}, study {study})"
@@ -235,6 +253,3 @@ def _ts_name(uid: str | None) -> str:
     name = UID(uid).name
     return f"{name} ({uid})" if name != uid else uid
 
-
-def describe(obj: StoredObject) -> dict[str, Any]:
-    return {"sop_instance_uid": obj.sop_instance_uid, "size": obj.size}

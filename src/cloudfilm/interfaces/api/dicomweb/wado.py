@@ -164,7 +164,7 @@ async def retrieve_frames(request: Request, study: str, series: str, instance: s
     return Response(body, media_type=media)
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+@router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag:path}",
             summary="WADO-RS: retrieve bulk data of one attribute")
 async def retrieve_bulkdata(request: Request, study: str, series: str, instance: str,
                             tag: str) -> Response:
