@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,6 +145,7 @@ class IngestService:
         # Scratch space on the blob store's filesystem (rewritten raw data sets).
         self._work_dir = work_dir
         self._hospitals: dict[str, int] = {}
+        self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
 
     def ingest_file(
         self,
@@ -209,17 +211,18 @@ class IngestService:
             known = repo.known_versions(
                 session, [(p.header.sop_instance_uid, p.sha256) for p in prepared]
             )
-        to_store: list[_Prepared] = []
+        new: list[_Prepared] = []
         for entry in prepared:
             if (entry.header.sop_instance_uid, entry.sha256) in known:
                 results[entry.index] = _result(entry, "duplicate")
-                continue
-            try:
-                self._blobs.put_file(entry.key, entry.item.path, move=entry.item.move)
-            except BlobStoreError as exc:
-                results[entry.index] = ResourceUnavailableError(f"cannot store the object: {exc}")
-                continue
-            to_store.append(entry)
+            else:
+                new.append(entry)
+        to_store: list[_Prepared] = []
+        for entry, error in zip(new, self._put_blobs(new), strict=True):
+            if error is None:
+                to_store.append(entry)
+            else:
+                results[entry.index] = error
 
         for entry, outcome in zip(to_store, self._index(to_store, sender), strict=True):
             if isinstance(outcome, CloudfilmError):
@@ -243,6 +246,21 @@ class IngestService:
             },
         )
         return final
+
+    def _put_blobs(self, entries: list[_Prepared]) -> list[CloudfilmError | None]:
+        """Write the blobs of a batch concurrently: each write waits on its own fsync (or
+        S3 PUT), and the filesystem journal commits concurrent fsyncs together."""
+
+        def put(entry: _Prepared) -> CloudfilmError | None:
+            try:
+                self._blobs.put_file(entry.key, entry.item.path, move=entry.item.move)
+            except BlobStoreError as exc:
+                return ResourceUnavailableError(f"cannot store the object: {exc}")
+            return None
+
+        if len(entries) <= 1:
+            return [put(entry) for entry in entries]
+        return list(self._writers.map(put, entries))
 
     def _index(self, entries: list[_Prepared], sender: Sender) -> list[Outcome | CloudfilmError]:
         if not entries:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,7 @@ async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
         # A single bare object is accepted too (some gateways send one per request).
         spool.on_part_begin()
         spool.parts[-1] = (spool.parts[-1][0], "application/dicom")
-        async for chunk in request.stream():
-            spool.received += len(chunk)
-            if spool.received > limit:
-                spool.cleanup()
-                raise HttpProblem(413, f"the upload exceeds {limit} bytes", code="too-large")
+        async for chunk in _batched(request, spool, limit):
             await run_in_threadpool(spool.on_part_data, chunk, 0, len(chunk))
         spool.on_part_end()
         spool.finished = True
@@ -122,11 +119,7 @@ async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
                           code="no-boundary")
     parser = MultipartParser(boundary, callbacks=_callbacks(spool))
     try:
-        async for chunk in request.stream():
-            spool.received += len(chunk)
-            if spool.received > limit:
-                raise HttpProblem(413, f"the upload exceeds {limit} bytes "
-                                  "(CLOUDFILM_HTTP__MAX_UPLOAD_BYTES)", code="too-large")
+        async for chunk in _batched(request, spool, limit):
             await run_in_threadpool(parser.write, chunk)
         parser.finalize()
     except HttpProblem:
@@ -141,6 +134,28 @@ async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
                           f"(--{boundary}--): the upload was truncated; nothing was stored",
                           code="truncated")
     return spool
+
+
+# The server hands the body over in ~64 KiB pieces; parsing and writing them in batches of
+# this size costs one thread hop per batch instead of one per piece (which was ~15% of a
+# STOW-RS request's CPU time, measured with py-spy).
+_BATCH_BYTES = 2 << 20
+
+
+async def _batched(request: Request, spool: _Spool, limit: int) -> AsyncIterator[bytes]:
+    pending = bytearray()
+    async for chunk in request.stream():
+        spool.received += len(chunk)
+        if spool.received > limit:
+            spool.cleanup()
+            raise HttpProblem(413, f"the upload exceeds {limit} bytes "
+                              "(CLOUDFILM_HTTP__MAX_UPLOAD_BYTES)", code="too-large")
+        pending += chunk
+        if len(pending) >= _BATCH_BYTES:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
 
 
 def _callbacks(spool: _Spool) -> dict[str, Any]:
