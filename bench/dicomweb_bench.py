@@ -28,7 +28,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from harness import (
     BENCH_DIR,
     WORK_DIR,
     ManagedServer,
+    PgCpuMeter,
     ServerUnavailable,
     pg_backend_cpu_seconds,
 )
@@ -349,22 +350,25 @@ class Suite:
     def ingest(self, key: str, rounds: list[list[bytes]], per_request: int, clients: int
                ) -> None:
         rates, cpu_ms, pg_ms, errors = [], [], [], 0
+        pg = self.srv.pg_database
         for parts in rounds:
             bodies = [stow_body(parts[i:i + per_request])
                       for i in range(0, len(parts), per_request)]
-            cpu0, pg0 = self.cpu()
-            stored, failed, took = stow_parallel(self.base, bodies, clients)
-            self.settle()
-            cpu1, pg1 = self.cpu()
+            cpu0 = self.srv.cpu_seconds()
+            with PgCpuMeter(pg) if pg else nullcontext() as meter:
+                stored, failed, took = stow_parallel(self.base, bodies, clients)
+                self.settle()
+            cpu = self.srv.cpu_seconds() - cpu0
             errors += failed
             rates.append(stored / took)
-            cpu_ms.append((cpu1 - cpu0) * 1000 / max(1, stored))
-            pg_ms.append((pg1 - pg0) * 1000 / max(1, stored))
+            cpu_ms.append(cpu * 1000 / max(1, stored))
+            if meter is not None:
+                pg_ms.append(meter.seconds * 1000 / max(1, stored))
             log(f"  {key}: {stored} stored, {failed} failed, {stored / took:.1f} inst/s")
         suffix = key.removeprefix("ingest_")
         self.put(key, statistics.median(rates), errors, samples=rates)
         self.put(f"cpu_{suffix}", statistics.median(cpu_ms), samples=cpu_ms)
-        if self.srv.pg_database:
+        if pg_ms:
             self.put(f"pg_cpu_{suffix}", statistics.median(pg_ms), samples=pg_ms)
 
     def run_ingest(self) -> None:
@@ -533,6 +537,7 @@ def main() -> None:
     names = [n for n in SERVERS if n in args.servers.split(",")]
 
     started = dt.datetime.now()
+    load_before = os.getloadavg()[0]
     data = prepare_data(plan)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
@@ -569,10 +574,13 @@ def main() -> None:
     stem.with_suffix(".md").write_text(md)
     stem.with_suffix(".json").write_text(json.dumps({
         "started": started.isoformat(), "seconds": took, "args": vars(args),
-        "plan": asdict(plan), "host": host_info(), "skipped": skipped,
+        "plan": asdict(plan), "host": host_info(), "load_before": load_before,
+        "skipped": skipped,
         "table": rows, "markdown": md, "results": results,
     }, indent=1))
-    print(f"{took:.0f} s; wrote {stem}.json and .md")
+    # Other work on the two cores moves every figure; say how busy the machine was.
+    print(f"load average (1 min) before the run {load_before:.2f}; {took:.0f} s; "
+          f"wrote {stem}.json and .md")
 
 
 def host_info() -> dict[str, Any]:

@@ -12,10 +12,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import psutil
@@ -71,11 +73,7 @@ def recreate_pg_database(name: str) -> None:
 
 
 def pg_backend_cpu_seconds(database: str) -> float:
-    """CPU time of the PostgreSQL backends now connected to ``database``.
-
-    Backends that connected and left between two readings are missed; both servers keep a
-    connection pool, so the figure covers nearly all of their database work.
-    """
+    """CPU time of the PostgreSQL backends connected to ``database`` right now."""
     import psycopg
 
     with psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5) as conn:
@@ -83,6 +81,54 @@ def pg_backend_cpu_seconds(database: str) -> float:
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
         ).fetchall()
     return sum(cpu_seconds(pid) for (pid,) in rows)
+
+
+class PgCpuMeter:
+    """CPU used by the backends of ``database`` while the ``with`` block runs.
+
+    A pool may close connections (SQLAlchemy's overflow) before the block ends, so the
+    backends are sampled every 0.1 s and each one's last reading counts; only a backend that
+    lives less than that between two samples escapes.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+
+    def _sample(self, conn: Any) -> None:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
+        ).fetchall()
+        for (pid,) in rows:
+            cpu = cpu_seconds(pid)
+            if cpu:
+                self.last[pid] = cpu
+
+    def _poll(self, conn: Any) -> None:
+        while not self._stop.wait(0.1):
+            self._sample(conn)
+
+    def __enter__(self) -> PgCpuMeter:
+        import psycopg
+
+        self._conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5)
+        self._sample(self._conn)
+        self.first = dict(self.last)
+        self._thread = threading.Thread(target=self._poll, args=(self._conn,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample(self._conn)
+        self._conn.close()
+
+    @property
+    def seconds(self) -> float:
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
 class ManagedServer:

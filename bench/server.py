@@ -1,14 +1,15 @@
 """Run ``cloudfilm serve`` for a benchmark, the same way ``orthanc.py`` runs Orthanc.
 
 ``with Cloudfilm(index="postgresql") as srv: ...`` starts
-``.venv/bin/cloudfilm serve --data DIR --host 127.0.0.1 --port P`` with a fresh data folder
+``.venv/bin/cloudfilm serve --data DIR --host 127.0.0.1 --port P`` (and its DIMSE listener on
+a free loopback port, so that it never meets another cloudfilm on 11112) with a fresh data folder
 (and a fresh ``bench_cloudfilm`` database), waits for ``GET /healthz`` to answer 200, and
 stops it by PID at exit, recording ``peak_rss`` and ``cpu_total``.
 """
 
 from __future__ import annotations
 
-from harness import BENCH_DIR, ManagedServer, ServerUnavailable, recreate_pg_database
+from harness import BENCH_DIR, ManagedServer, ServerUnavailable, free_port, recreate_pg_database
 
 EXE = BENCH_DIR.parent / ".venv" / "bin" / "cloudfilm"
 DATABASE_URL_ENV = "CLOUDFILM_DATABASE_URL"
@@ -24,11 +25,13 @@ class Cloudfilm(ManagedServer):
         *,
         index: str = "sqlite",
         pg_database: str = "bench_cloudfilm",
+        dicom_port: int | None = None,
         extra_args: tuple[str, ...] = (),
         keep: bool = False,
     ) -> None:
         super().__init__(keep=keep)
         self.index = index
+        self.dicom_port = dicom_port or free_port()
         self.extra_args = extra_args
         if index == "postgresql":
             self.pg_database = pg_database
@@ -50,7 +53,8 @@ class Cloudfilm(ManagedServer):
             raise ValueError(f"index must be sqlite or postgresql, not {self.index!r}")
         data = self.workdir / "data"
         argv = [str(EXE), "serve", "--data", str(data), "--host", "127.0.0.1",
-                "--port", str(self.http_port), *self.extra_args]
+                "--port", str(self.http_port), "--dicom-host", "127.0.0.1",
+                "--dicom-port", str(self.dicom_port), *self.extra_args]
         return argv, env
 
     @property

@@ -6,6 +6,7 @@ Library-wide settings of pydicom/pynetdicom are made here once, never per reques
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -13,11 +14,12 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
-from cloudfilm.config import Settings
+from cloudfilm.config import ConfigError, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.interfaces.api.http import create_app
+from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -61,6 +63,17 @@ def configure_dicom_libraries() -> None:
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
 
+    from pynetdicom import _config as pynetdicom_config
+
+    # C-STORE data sets are written to a temp file as P-DATA arrives, not assembled in
+    # memory, so a 2 GB multiframe object costs one PDU of RAM per association.
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    # pynetdicom's standard handlers log every message and identifier (patient names);
+    # our handlers log events without personal data (STYLE.md 6).
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+
 
 def build_services(settings: Settings) -> Services:
     data_dir = settings.data_dir.resolve()
@@ -93,6 +106,35 @@ def _spool_dir(settings: Settings, data_dir: Path) -> Path:
     return spool
 
 
+def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
+    """The DIMSE listener on the same :class:`Services` as the HTTP app (not started)."""
+    dimse = settings.dimse
+    context = None
+    if dimse.tls_certificate is not None or dimse.tls_private_key is not None:
+        if dimse.tls_certificate is None or dimse.tls_private_key is None:
+            raise ConfigError("DICOM TLS needs both CLOUDFILM_DIMSE__TLS_CERTIFICATE and "
+                              "CLOUDFILM_DIMSE__TLS_PRIVATE_KEY")
+        context = tls_context(dimse.tls_certificate, dimse.tls_private_key,
+                              dimse.tls_ca_certificates)
+    return DimseServer(
+        services, ae_title=dimse.ae_title, host=dimse.host, port=dimse.port,
+        max_pdu=dimse.max_pdu, max_associations=dimse.max_associations,
+        timeout=dimse.timeout, ssl_context=context,
+    )
+
+
 def build_http_app(settings: Settings) -> FastAPI:
     configure_dicom_libraries()
     return create_app(build_services(settings))
+
+
+def freeze_startup_objects() -> None:
+    """Exclude start-up objects from garbage collection, and collect less often.
+
+    pydicom's data dictionaries, SQLAlchemy's and FastAPI's structures are hundreds of
+    thousands of long-lived objects; without this every full collection walks them, which
+    made a 300-instance QIDO search take 8 ms instead of 3 ms (measured here).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)

@@ -17,8 +17,8 @@ from tests.conftest import shared_file
 from tests.factories import make_ct, to_bytes
 
 from cloudfilm.app import build_services
+from cloudfilm.cli.importer import run_import
 from cloudfilm.config import Settings
-from cloudfilm.interfaces.cli.importer import run_import
 from cloudfilm.services.container import Services
 
 

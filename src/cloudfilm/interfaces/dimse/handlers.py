@@ -8,6 +8,7 @@ association's thread; they share one :class:`Gateway` built by the composition r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -23,13 +24,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-)
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
@@ -59,11 +54,11 @@ from cloudfilm.services.network.peers import Peer
 
 logger = logging.getLogger(__name__)
 
-_PATIENT_ROOT = {
-    str(PatientRootQueryRetrieveInformationModelFind),
-    str(PatientRootQueryRetrieveInformationModelMove),
-    str(PatientRootQueryRetrieveInformationModelGet),
-}
+VERIFICATION = "1.2.840.10008.1.1"
+# Patient Root Q/R FIND, MOVE, GET (PS3.4 C.6.1.3); pynetdicom.sop_class builds these names
+# dynamically, which type checkers cannot see.
+_PATIENT_ROOT = {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2",
+                 "1.2.840.10008.5.1.4.1.2.1.3"}
 _UNCOMPRESSED = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
 # PS3.8 9.3.2.2: at most 128 presentation contexts in one A-ASSOCIATE-RQ.
 _MAX_CONTEXTS = 128
@@ -106,10 +101,8 @@ def set_nodelay(event: Event) -> None:
     """
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # the peer already closed; nothing to tune
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # the peer already closed; nothing to tune
-            pass
 
 
 def _failure(status: int, message: str) -> Dataset:
@@ -133,6 +126,10 @@ def _log_failure(what: str, status: int, exc: BaseException, event: Event, **ext
         logger.warning(f"cloudfilm.dimse.{what}_failed", extra={**fields, "reason": exc.message})
     else:
         logger.exception(f"cloudfilm.dimse.{what}_failed", extra=fields)
+
+
+def _request(event: Event) -> Any:
+    return event.request
 
 
 def _model(sop_class_uid: Any) -> Model:
@@ -179,7 +176,7 @@ def handle_store(event: Event, gateway: Gateway) -> int | Dataset:
     PS3.4 B.2.3 (C-STORE statuses), PS3.7 9.1.1 (C-STORE), PS3.7 C.4.1 (ErrorComment).
     """
     started = time.perf_counter()
-    request = event.request
+    request: Any = event.request
     path, spooled = _received_file(event, gateway)
     try:
         peer = gateway.peer_for(event.assoc)
@@ -264,7 +261,7 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
     """
     started = time.perf_counter()
     try:
-        query = parse_find(_identifier(event), _model(event.request.AffectedSOPClassUID))
+        query = parse_find(_identifier(event), _model(_request(event).AffectedSOPClassUID))
         matches = run_find(gateway, query)
     except Exception as exc:
         status = st.find_failure_status(exc)
@@ -279,7 +276,7 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
         yield st.PENDING, response_identifier(match, query, gateway.ae_title)
         sent += 1
     logger.info("cloudfilm.dimse.c_find", extra={
-        "level": query.level, "matches": sent, "calling_ae": event.assoc.requestor.ae_title,
+        "qr_level": query.level, "matches": sent, "calling_ae": event.assoc.requestor.ae_title,
         "ms": round((time.perf_counter() - started) * 1000, 2)})
 
 
@@ -397,8 +394,7 @@ def _has_context(assoc: Any, sop_class: str, syntax: str) -> bool:
 
 def _suboperations(event: Event, gateway: Gateway, objects: list[StoredObject],
                    holder: dict[str, Any]) -> Iterator[tuple[int | Dataset, Any]]:
-    completed = 0
-    for obj in objects:
+    for completed, obj in enumerate(objects):
         if event.is_cancelled:
             logger.info("cloudfilm.dimse.retrieve_cancelled",
                         extra={"completed": completed, "remaining": len(objects) - completed})
@@ -412,7 +408,6 @@ def _suboperations(event: Event, gateway: Gateway, objects: list[StoredObject],
             ds = Dataset()  # an empty data set counts as a failed sub-operation
             ds.SOPInstanceUID = obj.sop_instance_uid
         yield st.PENDING, ds
-        completed += 1
 
 
 def handle_move(event: Event, gateway: Gateway) -> Iterator[Any]:
@@ -451,14 +446,16 @@ def handle_move(event: Event, gateway: Gateway) -> Iterator[Any]:
 
     try:
         objects = locate_for_retrieve(gateway, _identifier(event),
-                                      _model(event.request.AffectedSOPClassUID))
+                                      _model(_request(event).AffectedSOPClassUID))
         failure = None
         if len(objects) > _MAX_SUBOPERATIONS:
             raise InvalidQueryError(f"{len(objects)} objects match; a C-MOVE can send at most "
                                     f"{_MAX_SUBOPERATIONS}: retrieve series by series")
     except Exception as exc:
         objects, failure = [], exc
-    kwargs = {"contexts": store_contexts(objects) or [build_context(ExplicitVRLittleEndian)],
+    # Nothing to send (failure): Verification, which every Storage SCP accepts, lets the
+    # association succeed so that the failure status can be reported.
+    kwargs = {"contexts": store_contexts(objects) or [build_context(VERIFICATION)],
               "max_pdu": gateway.max_pdu, "evt_handlers": [(evt.EVT_CONN_OPEN, remember)]}
     yield peer.host, peer.port, kwargs
     if failure is not None:
@@ -489,7 +486,7 @@ def handle_get(event: Event, gateway: Gateway) -> Iterator[Any]:
     """
     try:
         objects = locate_for_retrieve(gateway, _identifier(event),
-                                      _model(event.request.AffectedSOPClassUID))
+                                      _model(_request(event).AffectedSOPClassUID))
         if len(objects) > _MAX_SUBOPERATIONS:
             raise InvalidQueryError(f"{len(objects)} objects match; a C-GET can send at most "
                                     f"{_MAX_SUBOPERATIONS}: retrieve series by series")

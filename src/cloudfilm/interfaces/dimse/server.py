@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
+    JPEG2000,
+    JPEG2000MC,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
-    JPEG2000MC,
     JPEG2000MCLossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -40,16 +40,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.presentation import (
     AllStoragePresentationContexts,
-    QueryRetrievePresentationContexts,
     VerificationPresentationContexts,
-)
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -69,26 +60,32 @@ def _htj2k_syntaxes() -> list[str]:
 
 
 # The syntaxes hospitals send (PS3.5 Annex A); HTJ2K where this pydicom defines it.
+# pynetdicom accepts the first of OUR syntaxes that a proposed context lists, so the order
+# is a preference: compressed first, because a sender that offers [JPEG, Explicit VR LE] in
+# one context (dcmtk storescu does) holds the JPEG and may be unable to decompress it, and
+# we store objects as sent. Lossless before lossy; uncompressed last.
 STORAGE_TRANSFER_SYNTAXES: list[str] = [
     str(uid) for uid in (
-        ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-        JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
-        JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000,
-        JPEG2000MCLossless, JPEG2000MC, RLELossless,
+        JPEGLSLossless, JPEG2000Lossless, JPEG2000MCLossless, JPEGLosslessSV1, JPEGLossless,
+        RLELossless,
     )
-] + _htj2k_syntaxes()
+] + _htj2k_syntaxes() + [
+    str(uid) for uid in (
+        JPEGLSNearLossless, JPEG2000, JPEG2000MC, JPEGBaseline8Bit, JPEGExtended12Bit,
+        DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+    )
+]
 
-_QR_FIND = (PatientRootQueryRetrieveInformationModelFind,
-            StudyRootQueryRetrieveInformationModelFind)
-_QR_RETRIEVE = (PatientRootQueryRetrieveInformationModelMove,
-                StudyRootQueryRetrieveInformationModelMove,
-                PatientRootQueryRetrieveInformationModelGet,
-                StudyRootQueryRetrieveInformationModelGet)
+# Patient Root and Study Root FIND, MOVE, GET (PS3.4 C.6.1.3, C.6.2.3).
+_QUERY_RETRIEVE = (
+    "1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3",
+    "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3",
+)
 # Matches no AE title (titles have no control characters): "nobody is registered".
 _NOBODY = "\x00"
 
 
-class RegistryAE(AE):  # type: ignore[misc]
+class RegistryAE(AE):
     """An AE whose accepted calling AE titles are read from the peer registry.
 
     pynetdicom compares the calling AE title with ``require_calling_aet`` during
@@ -100,7 +97,7 @@ class RegistryAE(AE):  # type: ignore[misc]
         super().__init__(ae_title=ae_title)
         self._registry = peers
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[misc]
     def require_calling_aet(self) -> list[str]:
         try:
             titles = [peer.ae_title for peer in self._registry.list()]
@@ -201,17 +198,14 @@ def _build_ae(peers: PeerService, ae_title: str, max_pdu: int, max_associations:
     ae.connection_timeout = min(timeout, 10.0)
     for cx in AllStoragePresentationContexts:
         # Both roles: we are Storage SCP for C-STORE and Storage SCU inside C-GET.
-        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES,
+        ae.add_supported_context(str(cx.abstract_syntax), STORAGE_TRANSFER_SYNTAXES,
                                  scu_role=True, scp_role=True)
     for cx in VerificationPresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian,
+        ae.add_supported_context(str(cx.abstract_syntax), [ExplicitVRLittleEndian,
                                                       ImplicitVRLittleEndian])
-    qr = {str(c.abstract_syntax) for c in QueryRetrievePresentationContexts}
-    for sop_class in (*_QR_FIND, *_QR_RETRIEVE):
-        assert str(sop_class) in qr
+    for sop_class in _QUERY_RETRIEVE:
         ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                                              DeflatedExplicitVRLittleEndian])
-    # C-MOVE sub-associations: propose whatever the handler passes as contexts.
     return ae
 
 

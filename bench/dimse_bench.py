@@ -1,0 +1,251 @@
+"""DIMSE benchmark: cloudfilm against Orthanc's DICOM server, in the same run.
+
+Measures, with TCP_NODELAY=1 on every side (BENCHMARKING.md):
+
+* C-STORE ingest of synthetic 512x512 CT with dcmtk ``storescu`` over 1 and 4
+  simultaneous associations (instances/s, server CPU ms per instance);
+* C-FIND study level over one open association (pynetdicom SCU), p50/p95 ms;
+* C-MOVE of a 300-instance series to a dcmtk ``storescp`` (seconds, instances/s).
+
+Both servers use their embedded SQLite index and fsync each object. Run
+``.venv/bin/python bench/dimse_bench.py [--instances 2000] [--repeats 3]``; the Markdown
+table goes to stdout and ``bench/out/dimse-*.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import BENCH_DIR, WORK_DIR, free_port
+from orthanc import Orthanc
+from server import EXE, Cloudfilm
+from synth import write_ct_study
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+SCU_AE = "BENCHSCU"
+DEST_AE = "BENCHDEST"
+SERIES = 250
+MOVE_SERIES = 300
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare(instances: int) -> tuple[list[list[Path]], list[Path]]:
+    """Series of synthetic CT (cached in bench/work), plus one 300-slice series to move."""
+    root = WORK_DIR / f"dimse-data-{instances}"
+    n_series = max(1, instances // SERIES)
+    series = []
+    for k in range(n_series):
+        folder = root / f"ct-{k:03d}"
+        paths = sorted(folder.glob("*.dcm"))
+        if len(paths) != SERIES:
+            log(f"generating {folder.name} ({SERIES} slices)")
+            paths = write_ct_study(folder, SERIES, patient_id=f"DIMSE{k:04d}",
+                                   patient_name=f"Bench^Patient{k}", seed=k)
+        series.append(paths)
+    folder = root / "move"
+    move = sorted(folder.glob("*.dcm"))
+    if len(move) != MOVE_SERIES:
+        log("generating the 300-slice series to move")
+        move = write_ct_study(folder, MOVE_SERIES, patient_id="DIMSEMOVE",
+                              patient_name="Bench^Move", seed=999)
+    return series, move
+
+
+def storescu(port: int, aec: str, files: list[Path]) -> None:
+    subprocess.run(["storescu", "-aet", SCU_AE, "-aec", aec, "127.0.0.1", str(port),
+                    *map(str, files)], env=ENV, check=True, capture_output=True)
+
+
+def store_rate(srv: Any, port: int, aec: str, files: list[Path], assocs: int) -> dict[str, float]:
+    groups = [files[i::assocs] for i in range(assocs)]
+    cpu0 = srv.cpu_seconds()
+    start = time.perf_counter()
+    procs = [subprocess.Popen(["storescu", "-aet", SCU_AE, "-aec", aec, "127.0.0.1", str(port),
+                               *map(str, g)], env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for g in groups]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
+    wall = time.perf_counter() - start
+    cpu = srv.cpu_seconds() - cpu0
+    return {"rate": len(files) / wall, "cpu_ms": cpu * 1000 / len(files)}
+
+
+def find_latency(port: int, aec: str, patient_ids: list[str], n: int = 200) -> dict[str, float]:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    def nodelay(event: Any) -> None:
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    ae = AE(ae_title=SCU_AE)
+    ae.dimse_timeout = 10
+    ae.add_requested_context(FIND)
+    assoc = ae.associate("127.0.0.1", port, ae_title=aec,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
+    assert assoc.is_established, "C-FIND association refused"
+    times = []
+    for i in range(n):
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.PatientID = patient_ids[i % len(patient_ids)]
+        ident.StudyInstanceUID = ""
+        ident.PatientName = ""
+        ident.StudyDate = ""
+        ident.ModalitiesInStudy = ""
+        ident.NumberOfStudyRelatedInstances = ""
+        start = time.perf_counter()
+        rsps = list(assoc.send_c_find(ident, FIND))
+        times.append((time.perf_counter() - start) * 1000)
+        assert "Status" in rsps[-1][0], f"no C-FIND response for query {i}"
+    assert rsps[-1][0].Status == 0 and len(rsps) == 2, rsps[-1][0]
+    assoc.release()
+    times = times[10:]  # warm-up
+    return {"p50": statistics.median(times),
+            "p95": statistics.quantiles(times, n=20)[18]}
+
+
+def move_time(port: int, aec: str, study_uid: str, dest_port: int) -> dict[str, float]:
+    out = Path(tempfile.mkdtemp(prefix="dimse-dest-", dir=WORK_DIR))
+    dest = subprocess.Popen(["storescp", "-aet", DEST_AE, "-od", str(out), "+xa", "+B",
+                             str(dest_port)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        start = time.perf_counter()
+        subprocess.run(["movescu", "-S", "-aet", SCU_AE, "-aec", aec, "-aem", DEST_AE,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                        "127.0.0.1", str(port)], env=ENV, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        count = len(list(out.iterdir()))
+    finally:
+        dest.terminate()
+        dest.wait(timeout=10)
+        subprocess.run(["rm", "-rf", str(out)], check=False)
+    assert count == MOVE_SERIES, f"{count} instances arrived"
+    return {"seconds": wall, "rate": MOVE_SERIES / wall}
+
+
+def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: int
+               ) -> dict[str, Any]:
+    from pydicom import dcmread
+
+    results: dict[str, list[float]] = {}
+    dest_port = free_port()
+    for rep in range(repeats):
+        dicom_port = free_port()
+        if kind == "cloudfilm":
+            srv: Any = Cloudfilm(extra_args=("--dicom-port", str(dicom_port),
+                                             "--ae-title", "CLOUDFILM"))
+            aec = "CLOUDFILM"
+        else:
+            srv = Orthanc(dicom_port=dicom_port, aet="BENCHORTHANC")
+            aec = "BENCHORTHANC"
+        with srv:
+            if kind == "cloudfilm":
+                data = srv.workdir / "data"
+                for ae, p in ((SCU_AE, 104), (DEST_AE, dest_port)):
+                    subprocess.run([str(EXE), "peers", "add", "--data", str(data), ae,
+                                    "127.0.0.1", str(p), "--hospital", "BENCH"],
+                                   check=True, capture_output=True, env=ENV)
+            else:
+                # Orthanc answers C-FIND/C-MOVE only for known modalities.
+                for name, ae, p in (("dest", DEST_AE, dest_port), ("scu", SCU_AE, 104)):
+                    httpx.put(f"http://127.0.0.1:{srv.http_port}/modalities/{name}",
+                              json={"AET": ae, "Host": "127.0.0.1", "Port": p}
+                              ).raise_for_status()
+            half = len(series) // 2 or 1
+            one = [p for s in series[:half] for p in s]
+            four = [p for s in series[half:] for p in s] or one
+            log(f"{kind} #{rep + 1}: C-STORE {len(one)} over 1 association")
+            r1 = store_rate(srv, dicom_port, aec, one, 1)
+            log(f"{kind} #{rep + 1}: C-STORE {len(four)} over 4 associations")
+            r4 = store_rate(srv, dicom_port, aec, four, 4)
+            storescu(dicom_port, aec, move)
+            pids = [str(dcmread(s[0], stop_before_pixels=True).PatientID) for s in series]
+            log(f"{kind} #{rep + 1}: C-FIND x200")
+            try:
+                f = find_latency(dicom_port, aec, pids)
+            except Exception as exc:  # reported as missing, the rest still runs
+                log(f"{kind}: C-FIND failed: {exc!r}")
+                f = {}
+            log(f"{kind} #{rep + 1}: C-MOVE {MOVE_SERIES}")
+            m = move_time(dicom_port, aec,
+                          str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID),
+                          dest_port)
+        for key, value in (("store1", r1["rate"]), ("store1_cpu", r1["cpu_ms"]),
+                           ("store4", r4["rate"]), ("store4_cpu", r4["cpu_ms"]),
+                           ("find_p50", f.get("p50")), ("find_p95", f.get("p95")),
+                           ("move_s", m["seconds"])):
+            if value is not None:
+                results.setdefault(key, []).append(value)
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
+ROWS = [
+    ("store1", "C-STORE, 1 association (inst/s)", True),
+    ("store1_cpu", "  server CPU per instance (ms)", False),
+    ("store4", "C-STORE, 4 associations (inst/s)", True),
+    ("store4_cpu", "  server CPU per instance (ms)", False),
+    ("find_p50", "C-FIND study level p50 (ms)", False),
+    ("find_p95", "C-FIND study level p95 (ms)", False),
+    ("move_s", f"C-MOVE {MOVE_SERIES}-instance series (s)", False),
+]
+
+
+def table(cf: dict[str, float], orthanc: dict[str, float], n: int, repeats: int) -> str:
+    lines = [f"DIMSE, {n} synthetic 512x512 CT instances (525 KB), SQLite index, "
+             f"TCP_NODELAY=1, median of {repeats} run(s)", "",
+             "| metric | cloudfilm | Orthanc 1.10 | cloudfilm / Orthanc |",
+             "|---|---|---|---|"]
+    for key, label, higher_better in ROWS:
+        a, b = cf.get(key), orthanc.get(key)
+        ratio = (a / b) if a and b else None
+        note = "" if ratio is None else (f"{ratio:.2f}x" if higher_better
+                                         else f"{ratio:.2f}x (lower is better)")
+        lines.append(f"| {label} | {a:.1f} | {b:.1f} | {note} |" if a and b else
+                     f"| {label} | {a} | {b} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    series, move = prepare(args.instances)
+    n = sum(len(s) for s in series)
+    cf = run_server("cloudfilm", series, move, args.repeats)
+    orthanc = run_server("orthanc", series, move, args.repeats)
+    text = table(cf, orthanc, n, args.repeats)
+    print(text)
+    out = BENCH_DIR / "out"
+    out.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    (out / f"dimse-{stamp}.md").write_text(text + "\n")
+    (out / f"dimse-{stamp}.json").write_text(json.dumps({"cloudfilm": cf, "orthanc": orthanc,
+                                                         "instances": n}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

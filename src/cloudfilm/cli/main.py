@@ -1,0 +1,265 @@
+"""The ``cloudfilm`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cloudfilm.config import ConfigError, Settings, load_settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _common(data: Path | None) -> dict[str, Any]:
+    return {"data_dir": data} if data is not None else {}
+
+
+data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
+                           help="Data folder of the embedded default (index and blobs). "
+                                "[env CLOUDFILM_DATA_DIR; default ./cloudfilm-data]")
+
+
+@click.group()
+@click.version_option(package_name="cloudfilm")
+def cli() -> None:
+    """cloudfilm: a regional medical-imaging cloud (DICOM archive, DICOMweb, DIMSE)."""
+
+
+def _dimse_overrides(settings: Settings, ae_title: str | None, dicom_host: str | None,
+                     dicom_port: int | None) -> None:
+    if ae_title:
+        settings.dimse.ae_title = ae_title
+    if dicom_host:
+        settings.dimse.host = dicom_host
+    if dicom_port is not None:
+        settings.dimse.port = dicom_port
+
+
+ae_title_option = click.option("--ae-title", default=None,
+                               help="Our DICOM AE title [env CLOUDFILM_DIMSE__AE_TITLE]")
+dicom_host_option = click.option("--dicom-host", default=None,
+                                 help="DIMSE bind address [env CLOUDFILM_DIMSE__HOST]")
+dicom_port_option = click.option("--dicom-port", type=int, default=None,
+                                 help="DIMSE port [env CLOUDFILM_DIMSE__PORT; default 11112]")
+
+
+@cli.command()
+@data_option
+@click.option("--host", default=None, help="HTTP bind address [env CLOUDFILM_HTTP__HOST]")
+@click.option("--port", type=int, default=None, help="HTTP port [env CLOUDFILM_HTTP__PORT]")
+@ae_title_option
+@dicom_host_option
+@dicom_port_option
+def serve(data: Path | None, host: str | None, port: int | None, ae_title: str | None,
+          dicom_host: str | None, dicom_port: int | None) -> None:
+    """Run the platform: HTTP (DICOMweb, REST, pages) and the DIMSE listener."""
+    import uvicorn
+
+    from cloudfilm.app import (
+        build_dimse_server,
+        build_services,
+        configure_dicom_libraries,
+        configure_logging,
+        freeze_startup_objects,
+    )
+    from cloudfilm.interfaces.api.http import create_app
+
+    settings = _settings(**_common(data))
+    if host:
+        settings.http.host = host
+    if port:
+        settings.http.port = port
+    _dimse_overrides(settings, ae_title, dicom_host, dicom_port)
+    configure_logging(json=settings.log_json)
+    configure_dicom_libraries()
+    services = build_services(settings)
+    app = create_app(services)
+    freeze_startup_objects()
+    dimse = None
+    if settings.dimse.enabled:
+        dimse = _start_dimse(build_dimse_server, services, settings)
+    click.echo(f"cloudfilm: DICOMweb at http://{settings.http.host}:{settings.http.port}"
+               f"/dicomweb, API docs at /docs; data in {settings.data_dir.resolve()}", err=True)
+    try:
+        # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
+        uvicorn.run(app, host=settings.http.host, port=settings.http.port,
+                    log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+    finally:
+        if dimse is not None:
+            dimse.stop(grace=30)
+
+
+def _start_dimse(build: Any, services: Any, settings: Settings) -> Any:
+    from cloudfilm.config import ConfigError
+
+    try:
+        dimse = build(services, settings)
+        dimse.start()
+    except (ConfigError, OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot start the DIMSE listener on "
+                                   f"{settings.dimse.host}:{settings.dimse.port}: {exc}") from exc
+    click.echo(f"cloudfilm: DIMSE AE {settings.dimse.ae_title} on "
+               f"{settings.dimse.host}:{dimse.port}", err=True)
+    return dimse
+
+
+@cli.command()
+@data_option
+@ae_title_option
+@dicom_host_option
+@dicom_port_option
+def dimse(data: Path | None, ae_title: str | None, dicom_host: str | None,
+          dicom_port: int | None) -> None:
+    """Run only the DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)."""
+    import signal
+
+    from cloudfilm.app import (
+        build_dimse_server,
+        build_services,
+        configure_dicom_libraries,
+        configure_logging,
+        freeze_startup_objects,
+    )
+
+    settings = _settings(**_common(data))
+    _dimse_overrides(settings, ae_title, dicom_host, dicom_port)
+    configure_logging(json=settings.log_json)
+    configure_dicom_libraries()
+    services = build_services(settings)
+    freeze_startup_objects()
+    server = _start_dimse(build_dimse_server, services, settings)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        import threading
+
+        # stop() waits for associations; run it off the signal handler's frame.
+        threading.Thread(target=server.stop, kwargs={"grace": 30}, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.wait()
+
+
+@cli.group()
+def peers() -> None:
+    """DICOM peers: the hospitals' AE titles allowed to associate, and C-MOVE destinations."""
+
+
+@peers.command("add")
+@data_option
+@click.argument("ae_title")
+@click.argument("host")
+@click.argument("port", type=int)
+@click.option("--hospital", "hospital_code", required=True,
+              help="Code of the hospital whose objects this AE sends.")
+@click.option("--description", default="", help="Free text, e.g. the hospital's name.")
+def peers_add(data: Path | None, ae_title: str, host: str, port: int, hospital_code: str,
+              description: str) -> None:
+    """Register AE_TITLE at HOST:PORT for a hospital."""
+    from cloudfilm.services.errors import CloudfilmError
+
+    services = _peer_services(data)
+    try:
+        peer = services.peers.register(ae_title, host, port, hospital_code=hospital_code,
+                                       description=description)
+    except CloudfilmError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"registered {peer.ae_title} at {peer.host}:{peer.port} "
+               f"for hospital {peer.hospital_code}")
+
+
+@peers.command("list")
+@data_option
+def peers_list(data: Path | None) -> None:
+    """List registered peers."""
+    rows = _peer_services(data).peers.list()
+    if not rows:
+        click.echo("no DICOM peers registered (cloudfilm peers add AE HOST PORT --hospital X)")
+    for p in rows:
+        click.echo(f"{p.ae_title:<16}  {p.host}:{p.port:<5}  {p.hospital_code:<12}  "
+                   f"{p.description}")
+
+
+@peers.command("remove")
+@data_option
+@click.argument("ae_title")
+def peers_remove(data: Path | None, ae_title: str) -> None:
+    """Remove the peer AE_TITLE (its next association is rejected)."""
+    from cloudfilm.services.errors import CloudfilmError
+
+    try:
+        _peer_services(data).peers.remove(ae_title)
+    except CloudfilmError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"removed {ae_title.strip()}")
+
+
+def _peer_services(data: Path | None) -> Any:
+    from cloudfilm.app import build_services
+
+    return build_services(_settings(**_common(data)))
+
+
+@cli.command("import")
+@data_option
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--workers", default=4, show_default=True, help="Files ingested in parallel.")
+def import_(data: Path | None, paths: tuple[Path, ...], workers: int) -> None:
+    """Import DICOM files and folders (recursively) through the ingest pipeline."""
+    from cloudfilm.app import build_services, configure_dicom_libraries
+    from cloudfilm.cli.importer import run_import
+
+    settings = _settings(**_common(data))
+    configure_dicom_libraries()
+    summary = run_import(build_services(settings), list(paths), workers=workers)
+    sys.exit(0 if summary.failed == 0 else 1)
+
+
+@cli.group()
+def db() -> None:
+    """Index database schema."""
+
+
+@db.command("upgrade")
+@data_option
+def db_upgrade(data: Path | None) -> None:
+    """Migrate the index database to the latest schema."""
+    from cloudfilm.infrastructure.db import migrate
+
+    settings = _settings(**_common(data))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.effective_database_url)
+    click.echo("database is at the latest schema")
+
+
+@cli.group()
+def storage() -> None:
+    """Blob storage upkeep."""
+
+
+@storage.command("sweep")
+@data_option
+@click.option("--min-age", default=3600.0, show_default=True,
+              help="Only blobs older than this many seconds are removed.")
+@click.option("--dry-run", is_flag=True, help="List orphans without removing them.")
+def storage_sweep(data: Path | None, min_age: float, dry_run: bool) -> None:
+    """Remove blobs that no index record references (left by a crash mid-ingest)."""
+    from cloudfilm.app import build_services
+
+    services = build_services(_settings(**_common(data)))
+    report = services.maintenance.sweep_orphans(min_age_seconds=min_age, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"scanned {report.scanned} blobs; {len(report.orphans)} orphans; "
+               f"{verb} {len(report.orphans) if dry_run else report.removed}")
+
+
+if __name__ == "__main__":
+    cli()
