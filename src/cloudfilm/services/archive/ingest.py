@@ -207,10 +207,15 @@ class IngestService:
             seen.add(entry.header.sop_instance_uid)
             prepared.append(entry)
 
-        with self._db.read() as session:
-            known = repo.known_versions(
-                session, [(p.header.sop_instance_uid, p.sha256) for p in prepared]
-            )
+        known: set[tuple[str, str]] = set()
+        if len(prepared) > 1:
+            # Batches are often whole resends: skip their blob writes. A single object goes
+            # straight on: its content-addressed blob rewrite is harmless, and the index
+            # transaction recognises the resend anyway (one transaction instead of two).
+            with self._db.read() as session:
+                known = repo.known_versions(
+                    session, [(p.header.sop_instance_uid, p.sha256) for p in prepared]
+                )
         new: list[_Prepared] = []
         for entry in prepared:
             if (entry.header.sop_instance_uid, entry.sha256) in known:
@@ -365,7 +370,12 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int) -> list[Out
     now = datetime.now(UTC)
     sops = [e.header.sop_instance_uid for e in entries]
     current = repo.instances_by_uid(session, sops)
-    known = repo.known_versions(session, [(e.header.sop_instance_uid, e.sha256) for e in entries])
+    known = {(uid, row.sha256) for uid, row in current.items()}
+    changed = [(e.header.sop_instance_uid, e.sha256) for e in entries
+               if e.header.sop_instance_uid in current
+               and (e.header.sop_instance_uid, e.sha256) not in known]
+    if changed:  # a resend of a superseded version is a duplicate too
+        known |= repo.known_versions(session, changed)
     studies = repo.studies_by_uid(session, {e.header.study_uid for e in entries})
     series = repo.series_by_uid(session, {e.header.series_uid for e in entries})
     patients: dict[tuple[str, str], int] = {}

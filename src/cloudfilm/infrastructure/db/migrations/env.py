@@ -23,6 +23,11 @@ def run_migrations_online() -> None:
     engine = create_db_engine(config.get_main_option("sqlalchemy.url") or "",
                               poolclass=pool.NullPool)
     with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # Batch migrations rebuild tables (copy, drop, rename); with foreign keys on,
+            # dropping a referenced table fails. Set outside any transaction, where SQLite
+            # honours it (Alembic's documented batch-mode recipe).
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         context.configure(connection=conn, target_metadata=target_metadata,
                           render_as_batch=True, compare_type=True)
         with context.begin_transaction():
