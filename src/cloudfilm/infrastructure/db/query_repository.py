@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from cloudfilm.infrastructure.db.models import Instance, Patient, Series, Study
 
@@ -94,10 +94,10 @@ def _where(cond: Condition) -> ColumnElement[bool]:
 
 
 def search_studies(
-    session: Session, conditions: Sequence[Condition], *, limit: int, offset: int
+    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int
 ) -> list[Any]:
     stmt: Select[Any] = (
-        select(Study, Patient.patient_id)
+        select(*Study.__table__.c, Patient.patient_id)
         .join(Patient, Patient.id == Study.patient_fk)
         .where(*(_where(c) for c in conditions))
         .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
@@ -107,13 +107,13 @@ def search_studies(
     needs_series = [c for c in conditions if c.keyword in SERIES_KEYS]
     if needs_series:
         stmt = stmt.where(exists().where(Series.study_fk == Study.id, *map(_where, needs_series)))
-    return list(session.execute(stmt).all())
+    return list(conn.execute(stmt).all())
 
 
-def modalities_by_study(session: Session, study_ids: Sequence[int]) -> dict[int, list[str]]:
+def modalities_by_study(conn: Connection, study_ids: Sequence[int]) -> dict[int, list[str]]:
     if not study_ids:
         return {}
-    rows = session.execute(
+    rows = conn.execute(
         select(Series.study_fk, Series.modality)
         .where(Series.study_fk.in_(study_ids), Series.modality != "")
         .distinct()
@@ -126,10 +126,10 @@ def modalities_by_study(session: Session, study_ids: Sequence[int]) -> dict[int,
 
 
 def search_series(
-    session: Session, conditions: Sequence[Condition], *, limit: int, offset: int
+    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int
 ) -> list[Any]:
     stmt: Select[Any] = (
-        select(Series, Study.study_instance_uid)
+        select(*Series.__table__.c, Study.study_instance_uid)
         .join(Study, Study.id == Series.study_fk)
         .where(*(_where(c) for c in conditions if c.keyword not in STUDY_KEYS))
         .order_by(Study.id, Series.series_number, Series.id)
@@ -137,11 +137,11 @@ def search_series(
         .offset(offset)
     )
     stmt = _with_study_filters(stmt, conditions)
-    return list(session.execute(stmt).all())
+    return list(conn.execute(stmt).all())
 
 
 def search_instances(
-    session: Session, conditions: Sequence[Condition], *, limit: int, offset: int,
+    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int,
     with_metadata: bool = False,
 ) -> list[Any]:
     columns: list[Any] = [
@@ -161,7 +161,7 @@ def search_instances(
         .offset(offset)
     )
     stmt = _with_study_filters(stmt, conditions)
-    return list(session.execute(stmt).all())
+    return list(conn.execute(stmt).all())
 
 
 def _with_study_filters(stmt: Select[Any], conditions: Sequence[Condition]) -> Select[Any]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, select
 
 from cloudfilm.infrastructure.db.models import Instance, Series, Study
 
@@ -22,27 +21,27 @@ def _scoped(stmt: Select[Any], study_uid: str, series_uid: str | None,
     return stmt.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
 
 
-def instances(session: Session, study_uid: str, series_uid: str | None = None,
+def instances(conn: Connection, study_uid: str, series_uid: str | None = None,
               sop_uid: str | None = None) -> list[Any]:
     stmt = select(
         Instance.sop_instance_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
         Instance.blob_key, Instance.size_bytes, Instance.sha256, Instance.number_of_frames,
         Series.series_instance_uid, Study.study_instance_uid, Study.hospital_id,
     )  # fmt: skip
-    return list(session.execute(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
+    return list(conn.execute(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
 
 
-def metadata(session: Session, study_uid: str, series_uid: str | None = None,
+def metadata(conn: Connection, study_uid: str, series_uid: str | None = None,
              sop_uid: str | None = None) -> list[str]:
     stmt = select(Instance.metadata_json)
-    return list(session.scalars(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
+    return list(conn.scalars(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
 
 
-def referenced_blob_keys(session: Session, keys: list[str]) -> set[str]:
+def referenced_blob_keys(conn: Connection, keys: list[str]) -> set[str]:
     from cloudfilm.infrastructure.db.models import InstanceVersion
 
-    found = set(session.scalars(select(Instance.blob_key).where(Instance.blob_key.in_(keys))))
+    found = set(conn.scalars(select(Instance.blob_key).where(Instance.blob_key.in_(keys))))
     found |= set(
-        session.scalars(select(InstanceVersion.blob_key).where(InstanceVersion.blob_key.in_(keys)))
+        conn.scalars(select(InstanceVersion.blob_key).where(InstanceVersion.blob_key.in_(keys)))
     )
     return found

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -82,6 +82,19 @@ class Database:
         """A read-only unit of work (rolled back at the end)."""
         with self._session(write=False) as session:
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only Core connection (rolled back at the end).
+
+        For hot read paths (QIDO, C-FIND, WADO lookups): an ORM Session's set-up and
+        tear-down cost about a fifth of a C-FIND's CPU time (profiled).
+        """
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
 
     @contextmanager
     def _session(self, *, write: bool) -> Iterator[Session]:

@@ -91,6 +91,8 @@ class Gateway:
 
 # -- helpers -----------------------------------------------------------------------------
 
+_DUL_POLL_SECONDS = 0.0002
+
 
 def set_nodelay(event: Event) -> None:
     """EVT_CONN_OPEN: disable Nagle, or each DIMSE message waits ~40 ms for a delayed ACK.
@@ -103,6 +105,9 @@ def set_nodelay(event: Event) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # the peer already closed; nothing to tune
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # pynetdicom's DUL thread sleeps this long between polls when idle (default 1 ms); each
+    # request/response crosses it twice.
+    event.assoc.dul._run_loop_delay = _DUL_POLL_SECONDS
 
 
 def _failure(status: int, message: str) -> Dataset:

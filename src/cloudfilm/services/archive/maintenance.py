@@ -47,7 +47,7 @@ class MaintenanceService:
 
     def _sweep_batch(self, keys: list[str], cutoff: float, dry_run: bool,
                      report: SweepReport) -> None:
-        with self._db.read() as session:
+        with self._db.reading() as session:
             used = rr.referenced_blob_keys(session, keys)
         for key in keys:
             if key in used or self._blobs.modified_at(key) > cutoff:
@@ -55,7 +55,7 @@ class MaintenanceService:
             report.orphans.append(key)
             if not dry_run:
                 # Re-check just before deleting: a resend may have indexed it meanwhile.
-                with self._db.read() as session:
+                with self._db.reading() as session:
                     if rr.referenced_blob_keys(session, [key]):
                         continue
                 self._blobs.delete(key)

@@ -116,19 +116,19 @@ class QueryService:
     def search(self, request: SearchRequest) -> SearchResult:
         """Run a search; rows come back in a stable order (newest study first)."""
         try:
-            with self._db.read() as session:
+            with self._db.reading() as session:
                 fetch = request.limit + 1
                 if request.level == "study":
                     rows = qr.search_studies(session, request.conditions, limit=fetch,
                                              offset=request.offset)
-                    ids = [row.Study.id for row in rows[: request.limit]]
+                    ids = [row.id for row in rows[: request.limit]]
                     modalities = qr.modalities_by_study(session, ids)
-                    matches = [_study_json(r.Study, modalities.get(r.Study.id, []))
+                    matches = [_study_json(r, modalities.get(r.id, []))
                                for r in rows[: request.limit]]
                 elif request.level == "series":
                     rows = qr.search_series(session, request.conditions, limit=fetch,
                                             offset=request.offset)
-                    matches = [_series_json(r.Series, r.study_instance_uid)
+                    matches = [_series_json(r, r.study_instance_uid)
                                for r in rows[: request.limit]]
                 else:
                     extra = request.include_all or bool(request.include_fields - _INSTANCE_COLS)

@@ -78,7 +78,7 @@ class RetrieveService:
             Nothing is stored under these UIDs.
         """
         try:
-            with self._db.read() as session:
+            with self._db.reading() as session:
                 rows = rr.instances(session, study_uid, series_uid, sop_uid)
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
@@ -128,7 +128,7 @@ class RetrieveService:
         Bulk data URIs start with ``{{BASE}}``, which the door replaces by its base URL.
         """
         try:
-            with self._db.read() as session:
+            with self._db.reading() as session:
                 docs = rr.metadata(session, study_uid, series_uid, sop_uid)
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
