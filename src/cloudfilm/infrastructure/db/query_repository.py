@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, select
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, select
 
 from cloudfilm.infrastructure.db.models import Instance, Patient, Series, Study
 
