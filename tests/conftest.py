@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from cloudfilm.app import build_services, configure_dicom_libraries
-from cloudfilm.config import Settings
+from cloudfilm.config import SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.models import Base
 from cloudfilm.services.container import Services
@@ -50,7 +51,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_database(worker_id: str) -> Iterator[str]:
-    name = f"cloudfilm_test_{worker_id}"
+    # Unique per run: two runs on one PostgreSQL server must not drop each other's database.
+    name = f"cloudfilm_test_{os.getppid() if worker_id != 'master' else os.getpid()}_{worker_id}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -89,9 +91,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+# Fixed test secrets (a PostgreSQL deployment must configure them; see app.resolve_secrets).
+TEST_SECURITY = SecuritySettings(
+    national_id_key=SecretStr("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+    national_id_hmac_key=SecretStr("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="),
+    admin_token=SecretStr("test-admin-token"),
+)
+
+
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False)
+    return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False,
+                    security=TEST_SECURITY)
 
 
 @pytest.fixture

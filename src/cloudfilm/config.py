@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -62,6 +62,20 @@ class DimseSettings(BaseModel):
         return value.strip()
 
 
+class SecuritySettings(BaseModel):
+    """Secrets, base64 (standard or URL-safe). None has a default value: when unset, the
+    embedded platform (SQLite under ``data_dir``) generates random ones once into
+    ``<data_dir>/secrets.toml`` (mode 0600) and reuses them; a PostgreSQL deployment must
+    set them (``app.resolve_secrets``)."""
+
+    # AES-256-GCM key (32 bytes) that encrypts national ID numbers at rest.
+    national_id_key: SecretStr | None = None
+    # HMAC-SHA256 key (at least 32 bytes) of the look-up hash of national IDs.
+    national_id_hmac_key: SecretStr | None = None
+    # Bearer token of the administrators' REST API (/api/v1/hospitals, /api/v1/residents).
+    admin_token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -74,6 +88,7 @@ class Settings(BaseSettings):
     storage_url: str | None = None
     http: HttpSettings = HttpSettings()
     dimse: DimseSettings = DimseSettings()
+    security: SecuritySettings = SecuritySettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

@@ -261,5 +261,15 @@ def storage_sweep(data: Path | None, min_age: float, dry_run: bool) -> None:
                f"{verb} {len(report.orphans) if dry_run else report.removed}")
 
 
+def _register_identity() -> None:
+    from cloudfilm.cli.hospitals import hospitals, residents
+
+    cli.add_command(hospitals)
+    cli.add_command(residents)
+
+
+_register_identity()
+
+
 if __name__ == "__main__":
     cli()

@@ -10,6 +10,9 @@ from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
 from cloudfilm.services.archive.retrieve import RetrieveService
 from cloudfilm.services.health import HealthService
+from cloudfilm.services.identity.credentials import CredentialService
+from cloudfilm.services.identity.hospitals import HospitalService
+from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.peers import PeerService
 
 
@@ -27,6 +30,9 @@ class Services:
     health: HealthService
     maintenance: MaintenanceService
     peers: PeerService
+    hospitals: HospitalService
+    credentials: CredentialService
+    residents: ResidentService
     limits: Limits
     # Where doors spool incoming objects before ingest (same filesystem as local blobs,
     # so that a stored object is renamed into place, not copied).

@@ -59,3 +59,28 @@ class ResourceUnavailableError(CloudfilmError):
 
 class UnknownDestinationError(CloudfilmError):
     code = "unknown-destination"
+
+
+class InvalidInputError(CloudfilmError):
+    """A request field is malformed (national ID, hospital code, phone...); the message
+    names the field."""
+
+    code = "invalid-input"
+
+
+class AlreadyExistsError(CloudfilmError):
+    """The thing to create exists already (hospital code, identifier, family link)."""
+
+    code = "already-exists"
+
+
+class IdentityConflictError(CloudfilmError):
+    """The operation would merge or relink identities wrongly; review it explicitly."""
+
+    code = "identity-conflict"
+
+
+class NotAuthenticatedError(CloudfilmError):
+    """No valid credential: unknown, revoked, or of an inactive hospital."""
+
+    code = "not-authenticated"

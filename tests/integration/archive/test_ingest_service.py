@@ -175,3 +175,33 @@ def test_late_resend_of_a_superseded_version_changes_nothing(
     late = services.ingest.ingest_file(_write(tmp_path, first, "3.dcm"), sender=SENDER)
     assert late.outcome == "duplicate"
     assert _count(services, InstanceVersion) == 1
+
+
+def test_a_failed_blob_write_fails_only_its_object(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudfilm.infrastructure.storage.base import BlobStoreError
+    from cloudfilm.services.archive.ingest import IngestItem
+
+    blobs = services.retrieve._blobs
+    original = blobs.put_file
+    objects = [make_ct(instance_number=i) for i in range(3)]
+    doomed = objects[1].SOPInstanceUID
+
+    def flaky(key: str, path: Path, *, move: bool = False) -> None:
+        from pydicom import dcmread
+
+        if dcmread(path, stop_before_pixels=True).SOPInstanceUID == doomed:
+            raise BlobStoreError("disk full (ENOSPC)")
+        original(key, path, move=move)
+
+    monkeypatch.setattr(blobs, "put_file", flaky)
+    items = [IngestItem(_write(tmp_path, to_bytes(ds), f"{i}.dcm")) for i, ds in
+             enumerate(objects)]
+    results = services.ingest.ingest_files(items, sender=SENDER)
+    assert isinstance(results[1], ResourceUnavailableError)
+    assert "disk full" in results[1].message
+    assert [r.outcome for r in (results[0], results[2])] == ["stored", "stored"]
+    assert _count(services, Instance) == 2
+    with services.ingest._db.read() as session:
+        assert doomed not in set(session.scalars(select(Instance.sop_instance_uid)))

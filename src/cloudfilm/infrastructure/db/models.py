@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,7 +40,13 @@ class Base(DeclarativeBase):
 
 
 class Hospital(Base):
-    """A producing/sending organisation. The identity issue grows this into the registry."""
+    """A producing/sending organisation: the hospital registry.
+
+    Rows are created by ``cloudfilm hospitals add`` / the admin API, or on demand by ingest
+    for a sender not registered yet (``LOCAL``, a DIMSE peer's code); those keep empty
+    registry fields until an administrator completes them. Its AE titles are the
+    ``dicom_peer`` rows with the same ``hospital_code``.
+    """
 
     __tablename__ = "hospital"
 
@@ -46,6 +54,18 @@ class Hospital(Base):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # tertiary / secondary / primary (or "" when not registered yet), grade e.g. "A".
+    level: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    grade: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    city: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    county: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Where its DICOM headers carry the national ID: none / patient_id / other_patient_ids
+    # (item with IssuerOfPatientID = national_id_issuer) / tag (national_id_tag, "GGGGEEEE").
+    national_id_source: Mapped[str] = mapped_column(String(32), default="none",
+                                                    server_default="none")
+    national_id_issuer: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    national_id_tag: Mapped[str] = mapped_column(String(8), default="", server_default="")
 
 
 class Patient(Base):
@@ -183,3 +203,117 @@ class DicomPeer(Base):
     hospital_code: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Resident(Base):
+    """A person of the province: the master patient index entry.
+
+    The national ID is never stored in clear: ``national_id_hash`` (HMAC-SHA256, keyed)
+    finds it, ``national_id_enc`` (AES-GCM) restores it for the few who may see it, and
+    ``national_id_masked`` is what everyone else sees.
+    """
+
+    __tablename__ = "resident"
+    __table_args__ = (Index(None, "merged_into"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    national_id_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    national_id_enc: Mapped[str | None] = mapped_column(String(128))
+    national_id_masked: Mapped[str] = mapped_column(String(18), default="")
+    name: Mapped[str] = mapped_column(String(324), default="")
+    name_search: Mapped[str] = mapped_column(String(400), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(1), default="")
+    phone: Mapped[str] = mapped_column(String(32), default="")
+    # active, or merged (into ``merged_into``; reversed by unmerge).
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("resident.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ResidentIdentifier(Base):
+    """Another identity document of a resident (passport, HK/Macao or Taiwan permit)."""
+
+    __tablename__ = "resident_identifier"
+    __table_args__ = (UniqueConstraint("type", "issuer", "value_hash"), Index(None, "resident_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("resident.id"))
+    type: Mapped[str] = mapped_column(String(32))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    value_hash: Mapped[str] = mapped_column(String(64))
+    value_enc: Mapped[str] = mapped_column(String(256))
+    value_masked: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PatientLink(Base):
+    """Links one hospital's patient record to a resident.
+
+    ``state``: linked; conflict (flagged for review: ``resident_id`` is the current link if
+    any, ``candidate_resident_id`` the other claim); unlinked (explicitly undone). A patient
+    without a row is unmatched.
+    """
+
+    __tablename__ = "patient_link"
+    __table_args__ = (Index(None, "resident_id"), Index(None, "state"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_fk: Mapped[int] = mapped_column(ForeignKey("patient.id"), unique=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("resident.id"))
+    candidate_resident_id: Mapped[int | None] = mapped_column(ForeignKey("resident.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(256), default="")
+    source: Mapped[str] = mapped_column(String(16), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FamilyLink(Base):
+    """``related_resident_id`` is the parent or guardian of ``resident_id``."""
+
+    __tablename__ = "family_link"
+    __table_args__ = (UniqueConstraint("resident_id", "related_resident_id", "relation"),
+                      Index(None, "related_resident_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("resident.id"))
+    related_resident_id: Mapped[int] = mapped_column(ForeignKey("resident.id"))
+    relation: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HospitalCredential(Base):
+    """An API credential of a hospital: only the SHA-256 of the token is kept."""
+
+    __tablename__ = "hospital_credential"
+    __table_args__ = (Index(None, "hospital_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    label: Mapped[str] = mapped_column(String(128), default="")
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdentityEvent(Base):
+    """One identity operation (link, unlink, merge, conflict, ...), for review and undo.
+
+    ``detail`` is JSON without personal data (ids and reasons only).
+    """
+
+    __tablename__ = "identity_event"
+    __table_args__ = (Index(None, "resident_id"), Index(None, "patient_fk"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    resident_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    other_resident_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"))
+    patient_fk: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hospital_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    detail: Mapped[str] = mapped_column(Text, default="{}")

@@ -8,11 +8,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from cloudfilm.services.errors import (
+    AlreadyExistsError,
     CloudfilmError,
+    IdentityConflictError,
     InstanceConflictError,
+    InvalidInputError,
     InvalidInstanceError,
     InvalidQueryError,
     NotAcceptableError,
+    NotAuthenticatedError,
     NotAuthorizedError,
     NotFoundError,
     ResourceUnavailableError,
@@ -24,11 +28,15 @@ logger = logging.getLogger(__name__)
 HTTP_STATUS: dict[type[CloudfilmError], int] = {
     InvalidInstanceError: 400,
     InvalidQueryError: 400,
+    InvalidInputError: 400,
+    NotAuthenticatedError: 401,
     NotAuthorizedError: 403,
     NotFoundError: 404,
     NotAcceptableError: 406,
     UnsupportedSOPClassError: 409,
     InstanceConflictError: 409,
+    AlreadyExistsError: 409,
+    IdentityConflictError: 409,
     ResourceUnavailableError: 503,
 }
 
@@ -60,7 +68,10 @@ def install(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             logger.warning("cloudfilm.http.unavailable", extra={"error": exc.message})
-        return problem(status, exc.code, exc.message)
+        response = problem(status, exc.code, exc.message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(HttpProblem)
     async def _http_problem(request: Request, exc: HttpProblem) -> JSONResponse:

@@ -26,7 +26,8 @@ import logging
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from pydicom.uid import UID
 from sqlalchemy.exc import IntegrityError
 
 from cloudfilm.infrastructure.db import archive_repository as repo
+from cloudfilm.infrastructure.db import identity_repository
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import charset, json_model
 from cloudfilm.infrastructure.dicom.part10 import (
@@ -55,6 +57,8 @@ from cloudfilm.services.errors import (
     ResourceUnavailableError,
     UnsupportedSOPClassError,
 )
+from cloudfilm.services.identity import mpi, names
+from cloudfilm.services.identity.protection import IdProtector
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +142,25 @@ class _Prepared:
 IngestResult = StoredInstance | CloudfilmError
 
 
+class _BlobWriteFailedError(Exception):
+    """Some blobs of a batch could not be written; the batch's transaction must not commit."""
+
+    def __init__(self, entries: list[_Prepared]) -> None:
+        super().__init__(f"{len(entries)} blob(s) could not be written")
+        self.entries = entries
+
+_ID_SOURCE_TTL = 30.0
+
+
 class IngestService:
-    def __init__(self, db: Database, blobs: BlobStore, work_dir: Path) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
+                 protector: IdProtector | None = None) -> None:
         self._db = db
+        # With a protector, patients are linked to residents at ingest (services/identity).
+        self._protector = protector
+        # hospital id -> (national ID source settings, monotonic expiry): read at most every
+        # _ID_SOURCE_TTL seconds, so a registry change reaches running ingest quickly.
+        self._id_sources: dict[int, tuple[tuple[str, str, str], float]] = {}
         self._blobs = blobs
         # Scratch space on the blob store's filesystem (rewritten raw data sets).
         self._work_dir = work_dir
@@ -222,15 +242,16 @@ class IngestService:
                 results[entry.index] = _result(entry, "duplicate")
             else:
                 new.append(entry)
-        to_store: list[_Prepared] = []
-        for entry, error in zip(new, self._put_blobs(new), strict=True):
-            if error is None:
-                to_store.append(entry)
-            else:
-                results[entry.index] = error
-
-        for entry, outcome in zip(to_store, self._index(to_store, sender), strict=True):
-            if isinstance(outcome, CloudfilmError):
+        # Blob writes run while the index statements run; the transaction commits only once
+        # every blob of the batch is durable (see _index_batch), so the order "blob durable,
+        # then index committed" holds while the two waits overlap.
+        writes = {entry.index: self._writers.submit(self._put_blob, entry) for entry in new}
+        outcomes = self._index(new, sender, writes)
+        for entry, outcome in zip(new, outcomes, strict=True):
+            write_error = writes[entry.index].result()
+            if write_error is not None:
+                results[entry.index] = write_error
+            elif isinstance(outcome, CloudfilmError):
                 self._forget_blob(entry.key)
                 results[entry.index] = outcome
             else:
@@ -252,37 +273,51 @@ class IngestService:
         )
         return final
 
-    def _put_blobs(self, entries: list[_Prepared]) -> list[CloudfilmError | None]:
-        """Write the blobs of a batch concurrently: each write waits on its own fsync (or
-        S3 PUT), and the filesystem journal commits concurrent fsyncs together."""
+    def _put_blob(self, entry: _Prepared) -> CloudfilmError | None:
+        """Write one blob (in the writer pool: each waits on its own fsync or S3 PUT, and the
+        filesystem journal commits concurrent fsyncs together)."""
+        try:
+            self._blobs.put_file(entry.key, entry.item.path, move=entry.item.move)
+        except BlobStoreError as exc:
+            return ResourceUnavailableError(f"cannot store the object: {exc}")
+        return None
 
-        def put(entry: _Prepared) -> CloudfilmError | None:
-            try:
-                self._blobs.put_file(entry.key, entry.item.path, move=entry.item.move)
-            except BlobStoreError as exc:
-                return ResourceUnavailableError(f"cannot store the object: {exc}")
-            return None
-
-        if len(entries) <= 1:
-            return [put(entry) for entry in entries]
-        return list(self._writers.map(put, entries))
-
-    def _index(self, entries: list[_Prepared], sender: Sender) -> list[Outcome | CloudfilmError]:
+    def _index(self, entries: list[_Prepared], sender: Sender,
+               writes: dict[int, Future[CloudfilmError | None]]
+               ) -> list[Outcome | CloudfilmError]:
         if not entries:
             return []
+
+        def blobs_durable(batch: list[_Prepared]) -> None:
+            failed = [e for e in batch if writes[e.index].result() is not None]
+            if failed:
+                raise _BlobWriteFailedError(failed)
+
         try:
-            return list(self._index_batch(entries, sender))
+            return list(self._index_batch(entries, sender, blobs_durable))
+        except _BlobWriteFailedError as exc:
+            # Index the others without them; the failed ones get their write error.
+            failed = {e.index for e in exc.entries}
+            rest = [e for e in entries if e.index not in failed]
+            by_index = dict(zip((e.index for e in rest),
+                                self._index(rest, sender, writes), strict=True))
+            placeholder = ResourceUnavailableError("the object could not be stored")
+            return [by_index.get(e.index, placeholder) for e in entries]
         except CloudfilmError as exc:
             if len(entries) == 1:
                 return [exc]
         except IntegrityError:
             pass  # a concurrent ingest created a row first; settle it one object at a time
-        return [self._index_one(entry, sender) for entry in entries]
+        return [self._index_one(entry, sender, blobs_durable) for entry in entries]
 
-    def _index_one(self, entry: _Prepared, sender: Sender) -> Outcome | CloudfilmError:
+    def _index_one(self, entry: _Prepared, sender: Sender,
+                   blobs_durable: Callable[[list[_Prepared]], None]
+                   ) -> Outcome | CloudfilmError:
         for attempt in range(3):
             try:
-                return self._index_batch([entry], sender)[0]
+                return self._index_batch([entry], sender, blobs_durable)[0]
+            except _BlobWriteFailedError:
+                return ResourceUnavailableError("the object could not be stored")
             except CloudfilmError as exc:
                 return exc
             except IntegrityError:
@@ -292,11 +327,21 @@ class IngestService:
                     )
         raise AssertionError("unreachable")
 
-    def _index_batch(self, entries: list[_Prepared], sender: Sender) -> list[Outcome]:
+    def _index_batch(self, entries: list[_Prepared], sender: Sender,
+                     blobs_durable: Callable[[list[_Prepared]], None]) -> list[Outcome]:
         try:
             with self._db.write() as session:
                 hospital = self._hospital(session, sender)
-                outcomes = _index_in(session, entries, hospital)
+                patients: dict[int, Dataset] = {}
+                outcomes = _index_in(session, entries, hospital, patients)
+                if self._protector is not None:
+                    # Same transaction, in a savepoint: a linking failure never fails the
+                    # store (mpi.link_at_ingest); 0-1 statements per batch once linked.
+                    source = self._id_source(session, hospital)
+                    mpi.link_at_ingest(session, self._protector, hospital_id=hospital,
+                                       id_source=source, patients=patients)
+                # Commit (at the end of this block) only once the blobs are durable.
+                blobs_durable(entries)
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         # Cached only once committed: a rolled-back insert must not leave a stale id.
@@ -309,6 +354,16 @@ class IngestService:
             return cached
         now = datetime.now(UTC)
         return repo.hospital_id(session, sender.hospital_code, name=sender.hospital_name, now=now)
+
+    def _id_source(self, session: Any, hospital: int) -> tuple[str, str, str]:
+        cached = self._id_sources.get(hospital)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        row = identity_repository.hospital_id_source(session, hospital)
+        source = (row.national_id_source, row.national_id_issuer, row.national_id_tag) \
+            if row is not None else ("none", "", "")
+        self._id_sources[hospital] = (source, time.monotonic() + _ID_SOURCE_TTL)
+        return source
 
     def _forget_blob(self, key: str) -> None:
         try:
@@ -366,7 +421,8 @@ def _as_part10(item: IngestItem, work_dir: Path) -> IngestItem:
     return IngestItem(target, move=True, expected_study_uid=item.expected_study_uid)
 
 
-def _index_in(session: Any, entries: list[_Prepared], hospital: int) -> list[Outcome]:
+def _index_in(session: Any, entries: list[_Prepared], hospital: int,
+              patients_out: dict[int, Dataset] | None = None) -> list[Outcome]:
     now = datetime.now(UTC)
     sops = [e.header.sop_instance_uid for e in entries]
     current = repo.instances_by_uid(session, sops)
@@ -393,6 +449,8 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int) -> list[Out
                 session, hospital_id=hospital, values={**header.patient, "updated_at": now}
             )
         patient_fk = patients[pkey]
+        if patients_out is not None:
+            patients_out.setdefault(patient_fk, ds)
         study = studies.get(header.study_uid)
         if study is None:
             study = repo.create_study(
@@ -516,7 +574,8 @@ def _patient_values(ds: Dataset, warnings: list[str]) -> dict[str, Any]:
         "issuer_of_patient_id": str(ds.get("IssuerOfPatientID", "") or "")[:64],
         "patient_name": name[:324],
         # Padded with spaces so that whole components match as LIKE '% WORD %'.
-        "name_search": f" {charset.name_search_keys(name)[:396]} ",
+        # Characters and pinyin (services/identity/names.py): `王小东` or `wang` both match.
+        "name_search": f" {names.search_keys(name)[:396]} ",
         "birth_date": str(ds.get("PatientBirthDate", "") or "")[:8],
         "sex": str(ds.get("PatientSex", "") or "")[:16],
     }

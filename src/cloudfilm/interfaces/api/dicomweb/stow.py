@@ -23,6 +23,7 @@ from python_multipart.multipart import MultipartParser
 from cloudfilm.interfaces.api.dicomweb.common import base_url, services
 from cloudfilm.interfaces.api.dicomweb.media import parse_media_type
 from cloudfilm.interfaces.api.errors import HttpProblem
+from cloudfilm.interfaces.api.rest.identity import bearer
 from cloudfilm.interfaces.dimse.status import store_failure_status
 from cloudfilm.services.archive.ingest import IngestItem, Sender, StoredInstance
 from cloudfilm.services.errors import CloudfilmError
@@ -176,11 +177,20 @@ async def store_study_instances(request: Request, study: str) -> Response:
 
 async def _store(request: Request, study: str | None) -> Response:
     svc = services(request)
+    remote = request.client.host if request.client else ""
+    # Without credentials: the embedded, unauthenticated local mode records LOCAL. With a
+    # hospital credential the hospital comes from it alone (never from the request), and a
+    # wrong or revoked one is a 401 before any byte is spooled.
+    sender = Sender(door="stow-rs", remote=remote)
+    token = bearer(request.headers.get("authorization"))
+    if token is not None:
+        hospital = await run_in_threadpool(svc.credentials.authenticate, token)
+        sender = Sender(hospital_code=hospital.code, hospital_name=hospital.name,
+                        door="stow-rs", remote=remote)
     spool = await _spool_body(request, svc.spool_dir, svc.limits.max_upload_bytes)
     try:
         if not spool.parts:
             raise HttpProblem(400, "the multipart body holds no parts", code="empty")
-        sender = Sender(door="stow-rs", remote=request.client.host if request.client else "")
         digests = [d.hexdigest() for d in spool.digests]
         outcomes = await run_in_threadpool(_ingest_all, svc, spool.parts, digests, sender, study)
     finally:

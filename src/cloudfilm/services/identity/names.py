@@ -1,0 +1,81 @@
+"""Name search keys with pinyin, and the name comparison the MPI uses for conflicts.
+
+Chinese users search a patient by characters (``王小东``) or by pinyin typed without tones
+(``wangxiaodong``, ``wang``); a header often carries only the ideographic group. pypinyin
+gives the reading of each character (most common reading for polyphones, which is what a
+registration clerk types too).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin
+
+from cloudfilm.infrastructure.dicom import charset
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_SPLIT = re.compile(r"[\s=^\\,]+")
+
+
+@lru_cache(maxsize=4096)
+def search_keys(name: str) -> str:
+    """``charset.name_search_keys`` plus pinyin keys of every ideographic component.
+
+    Parameters
+    ----------
+    name
+        A decoded PN value (``Wang^XiaoDong=王^小东=``) or a plain name (``王小东``).
+
+    Returns
+    -------
+    str
+        Space-separated upper-case keys, e.g. ``"王 小东 王小东 WANG XIAODONG WANGXIAODONG"``
+        for ``"=王^小东"``; match whole components with ``LIKE '% KEY %'``.
+    """
+    keys = dict.fromkeys(charset.name_search_keys(name).split())
+    normalised = unicodedata.normalize("NFKC", name)
+    for value in normalised.split("\\"):
+        for group in value.split("="):
+            if not _HAN.search(group):
+                continue
+            components = [c for c in _SPLIT.split(group.replace("^", " ")) if c]
+            readings = [_pinyin(c) for c in components]
+            for reading in readings:
+                keys.setdefault(reading, None)
+            if len(readings) > 1 or (readings and len(components[0]) > 1):
+                keys.setdefault("".join(readings), None)
+            if len(components) == 1 and len(components[0]) >= 2:
+                # "王小东" typed without a separator: surname (first character) and given name
+                keys.setdefault(_pinyin(components[0][0]), None)
+                keys.setdefault(_pinyin(components[0][1:]), None)
+    return " ".join(k for k in keys if k)
+
+
+def _pinyin(text: str) -> str:
+    return "".join(lazy_pinyin(text, style=Style.NORMAL, errors="ignore")).upper()
+
+
+def full_name_forms(name: str) -> set[str]:
+    """Whole-name forms of a name (each group's components joined, ideographic groups also
+    in pinyin): two names denote the same person's name when these sets intersect."""
+    forms: set[str] = set()
+    normalised = unicodedata.normalize("NFKC", name).upper()
+    for group in normalised.split("\\", 1)[0].split("="):
+        joined = "".join(c for c in _SPLIT.split(group.replace("^", " ")) if c)
+        if not joined:
+            continue
+        forms.add(joined)
+        if _HAN.search(joined):
+            forms.add(_pinyin(joined))
+    return forms
+
+
+def same_name(a: str, b: str) -> bool | None:
+    """True/False when both names are known; None when either is empty (no evidence)."""
+    fa, fb = full_name_forms(a), full_name_forms(b)
+    if not fa or not fb:
+        return None
+    return bool(fa & fb)
