@@ -9,6 +9,9 @@ stops it by PID at exit, recording ``peak_rss`` and ``cpu_total``.
 
 from __future__ import annotations
 
+import base64
+import os
+
 from harness import BENCH_DIR, ManagedServer, ServerUnavailable, free_port, recreate_pg_database
 
 EXE = BENCH_DIR.parent / ".venv" / "bin" / "cloudfilm"
@@ -49,6 +52,9 @@ class Cloudfilm(ManagedServer):
             env[DATABASE_URL_ENV] = (
                 f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.pg_database}"
             )
+            # A PostgreSQL deployment must bring its own secrets (no generated defaults).
+            for name in ("NATIONAL_ID_KEY", "NATIONAL_ID_HMAC_KEY", "ADMIN_TOKEN"):
+                env[f"CLOUDFILM_SECURITY__{name}"] = base64.b64encode(os.urandom(32)).decode()
         elif self.index != "sqlite":
             raise ValueError(f"index must be sqlite or postgresql, not {self.index!r}")
         data = self.workdir / "data"
