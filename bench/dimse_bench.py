@@ -125,13 +125,23 @@ def find_latency(port: int, aec: str, patient_ids: list[str], n: int = 200) -> d
             "p95": statistics.quantiles(times, n=20)[18]}
 
 
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
 def move_time(port: int, aec: str, study_uid: str, dest_port: int) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="dimse-dest-", dir=WORK_DIR))
     dest = subprocess.Popen(["storescp", "-aet", DEST_AE, "-od", str(out), "+xa", "+B",
                              str(dest_port)], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        _wait_for_port(dest_port)  # a fixed sleep lost the race under load (movescu exit 67)
         start = time.perf_counter()
         subprocess.run(["movescu", "-S", "-aet", SCU_AE, "-aec", aec, "-aem", DEST_AE,
                         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
