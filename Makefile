@@ -17,8 +17,11 @@ $(UV):
 install: $(UV)
 	$(UV) sync --frozen --all-extras --quiet
 
-## Start the platform on the embedded default (SQLite + ./cloudfilm-data), with demo data.
+## Start the platform on the embedded default (SQLite + ./cloudfilm-data), with demo data:
+## the demo province is loaded over C-STORE and STOW-RS first (a rerun adds nothing).
 run: install
+	$(VENV)/bin/cloudfilm demo --size small --data cloudfilm-data
+	@echo "cloudfilm: look at http://127.0.0.1:8042/dicomweb/studies?limit=20 and /docs (Ctrl-C stops)"
 	$(VENV)/bin/cloudfilm serve --data cloudfilm-data
 
 ## The whole test suite: lint, layers, unit, integration (SQLite and PostgreSQL), interop.

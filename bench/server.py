@@ -55,6 +55,10 @@ class Cloudfilm(ManagedServer):
             # A PostgreSQL deployment must bring its own secrets (no generated defaults).
             for name in ("NATIONAL_ID_KEY", "NATIONAL_ID_HMAC_KEY", "ADMIN_TOKEN"):
                 env[f"CLOUDFILM_SECURITY__{name}"] = base64.b64encode(os.urandom(32)).decode()
+            # The bench talks as the loopback operator, like Orthanc's open REST API here;
+            # a PostgreSQL deployment refuses that unless told to.
+            env["CLOUDFILM_SECURITY__LOCAL_MODE"] = "open"
+            env["CLOUDFILM_SECURITY__ALLOW_OPEN_LOCAL_MODE"] = "true"
         elif self.index != "sqlite":
             raise ValueError(f"index must be sqlite or postgresql, not {self.index!r}")
         data = self.workdir / "data"

@@ -96,6 +96,12 @@ TEST_SECURITY = SecuritySettings(
     national_id_key=SecretStr("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
     national_id_hmac_key=SecretStr("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="),
     admin_token=SecretStr("test-admin-token"),
+    # Existing DICOMweb tests run as the local operator: Starlette's TestClient reports the
+    # client host "testclient", listed here (production lists only loopback addresses).
+    # Explicit "open" on PostgreSQL needs the explicit override, as in production.
+    local_mode="open",
+    local_clients=["127.0.0.1", "::1", "testclient"],
+    allow_open_local_mode=True,
 )
 
 

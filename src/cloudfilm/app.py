@@ -7,6 +7,7 @@ Library-wide settings of pydicom/pynetdicom are made here once, never per reques
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import sys
@@ -23,11 +24,17 @@ from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.interfaces.api.http import create_app
 from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
+from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
+from cloudfilm.services.access.audit import AuditService
+from cloudfilm.services.access.consent import ConsentService, GrantSettings
+from cloudfilm.services.access.otp import OneTimeCodes, RateLimiter
+from cloudfilm.services.access.policy import AccessPolicy
+from cloudfilm.services.access.sms import OutboxSmsSender, SmsSender, SmsService, Templates
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
 from cloudfilm.services.archive.retrieve import RetrieveService
-from cloudfilm.services.container import Limits, Services
+from cloudfilm.services.container import Limits, LocalAccess, Services
 from cloudfilm.services.health import HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
@@ -99,10 +106,37 @@ def build_services(settings: Settings) -> Services:
     security = resolve_secrets(settings, data_dir)
     protector = _protector(security)
     peers = PeerService(db)
+    local = local_access(settings)
+    policy = AccessPolicy()
+    audit = AuditService(db, address_key=_address_key(security))
+    sms = SmsService(_sms_sender(settings, db, protector), db, protector, Templates(
+        sign_name=settings.sms.sign_name, code=settings.sms.template_code,
+        grant_request=settings.sms.template_grant_request,
+        grant_notice=settings.sms.template_grant_notice))
+    access = settings.access
+    codes = OneTimeCodes(protector, ttl_seconds=access.otp_ttl_seconds,
+                         max_attempts=access.otp_max_attempts)
+    limiter = RateLimiter()
+    accounts = AccountService(db, protector, sms, codes, limiter, AccessPolicySettings(
+        session_hours=access.session_hours,
+        otp_sends_per_phone_hour=access.otp_sends_per_phone_hour,
+        otp_sends_per_requester_hour=access.otp_sends_per_requester_hour,
+        otp_checks_per_15min=access.otp_checks_per_15min,
+        lockout_failures=access.lockout_failures,
+        lockout_window_minutes=access.lockout_window_minutes,
+        lockout_minutes=access.lockout_minutes), audit=audit)
+    consent = ConsentService(db, protector, sms, codes, limiter, GrantSettings(
+        default_grant_hours=min(access.default_grant_hours, access.max_grant_hours),
+        max_grant_hours=access.max_grant_hours,
+        in_person_grant_hours=min(access.in_person_grant_hours, access.max_grant_hours),
+        break_glass_hours=min(access.break_glass_hours, access.max_grant_hours),
+        otp_sends_per_phone_hour=access.otp_sends_per_phone_hour,
+        otp_sends_per_requester_hour=access.otp_sends_per_requester_hour,
+        otp_checks_per_15min=access.otp_checks_per_15min), audit=audit)
     return Services(
-        ingest=IngestService(db, blobs, spool, protector=protector),
-        query=QueryService(db),
-        retrieve=RetrieveService(db, blobs),
+        ingest=IngestService(db, blobs, spool, protector=protector, audit=audit),
+        query=QueryService(db, policy, audit),
+        retrieve=RetrieveService(db, blobs, policy, audit),
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
         peers=peers,
@@ -110,10 +144,47 @@ def build_services(settings: Settings) -> Services:
         credentials=CredentialService(
             db, security.admin_token.get_secret_value() if security.admin_token else None),
         residents=ResidentService(db, protector),
+        accounts=accounts,
+        sms=sms,
+        consent=consent,
         limits=Limits(max_upload_bytes=settings.http.max_upload_bytes,
                       max_query_results=settings.http.max_query_results),
         spool_dir=spool,
+        policy=policy,
+        audit=audit,
+        local_access=local,
     )
+
+
+def local_access(settings: Settings) -> LocalAccess:
+    """Whether unauthenticated loopback requests act as the local operator.
+
+    Unset ``security.local_mode``: open for the embedded SQLite platform (one machine, one
+    operator), closed with a server database, which several machines share.
+
+    Raises
+    ------
+    ConfigError
+        ``local_mode="open"`` with a server database and no explicit
+        ``security.allow_open_local_mode``.
+    """
+    security = settings.security
+    sqlite = settings.effective_database_url.startswith("sqlite")
+    mode = security.local_mode or ("open" if sqlite else "closed")
+    if mode == "open" and not sqlite and not security.allow_open_local_mode:
+        raise ConfigError(
+            "CLOUDFILM_SECURITY__LOCAL_MODE=open lets unauthenticated local requests read "
+            "every study; with a server database it is refused unless "
+            "CLOUDFILM_SECURITY__ALLOW_OPEN_LOCAL_MODE=true (a one-machine installation)")
+    return LocalAccess(open=mode == "open", clients=frozenset(security.local_clients))
+
+
+def _address_key(security: SecuritySettings) -> bytes:
+    # Derived from the national-ID HMAC key (no new secret to back up): a keyed hash, so
+    # that the 2^32 IPv4 addresses cannot be tried against the trail without the key.
+    assert security.national_id_hmac_key is not None
+    secret = security.national_id_hmac_key.get_secret_value().encode()
+    return hashlib.sha256(b"cloudfilm-client-address-v1\0" + secret).digest()
 
 
 _SECRET_NAMES = ("national_id_key", "national_id_hmac_key", "admin_token")
@@ -182,6 +253,24 @@ def _protector(security: SecuritySettings) -> IdProtector:
         )
     except InvalidKeyError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _sms_sender(settings: Settings, db: Database, protector: IdProtector) -> SmsSender:
+    """The configured SMS backend: the local outbox (default) or a provider's HTTP API."""
+    sms = settings.sms
+    if sms.backend == "outbox":
+        if not settings.effective_database_url.startswith("sqlite"):
+            # Allowed (staging, demos), but nothing reaches anyone's phone.
+            logging.getLogger(__name__).warning("cloudfilm.sms.outbox_only")
+        return OutboxSmsSender(db, protector)
+    from cloudfilm.infrastructure.sms.http import HttpSmsSender
+
+    if not sms.endpoint or not sms.access_key or sms.secret is None:
+        raise ConfigError("the http SMS backend needs CLOUDFILM_SMS__ENDPOINT, "
+                          "CLOUDFILM_SMS__ACCESS_KEY and CLOUDFILM_SMS__SECRET")
+    return HttpSmsSender(sms.endpoint, access_key=sms.access_key,
+                         secret=sms.secret.get_secret_value(), sign_name=sms.sign_name,
+                         timeout=sms.timeout)
 
 
 def _spool_dir(settings: Settings, data_dir: Path) -> Path:

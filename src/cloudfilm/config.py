@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -74,6 +74,62 @@ class SecuritySettings(BaseModel):
     national_id_hmac_key: SecretStr | None = None
     # Bearer token of the administrators' REST API (/api/v1/hospitals, /api/v1/residents).
     admin_token: SecretStr | None = None
+    # HTTP requests without credentials: "open" lets clients listed in ``local_clients``
+    # (loopback) act as the local operator, "closed" answers 401. Unset: open for the
+    # embedded SQLite platform, closed with a server database (PostgreSQL).
+    local_mode: Literal["open", "closed"] | None = None
+    # TCP peer addresses that count as local (never taken from X-Forwarded-For).
+    local_clients: list[str] = ["127.0.0.1", "::1"]
+    # An explicit local_mode="open" with a server database is refused at start-up unless
+    # this is true (one machine running PostgreSQL, nobody else on the network).
+    allow_open_local_mode: bool = False
+
+
+class SmsSettings(BaseModel):
+    """Text messages (one-time codes, grant notices).
+
+    ``outbox`` (default) keeps messages in the local ``sms_outbox`` table and sends nothing:
+    for the embedded platform, demos and tests (``cloudfilm sms outbox`` shows them).
+    ``http`` posts each message to an SMS provider's HTTP API (``endpoint``), signing the
+    request with ``access_key``/``secret``; the secret has no default.
+    """
+
+    backend: Literal["outbox", "http"] = "outbox"
+    endpoint: str = ""
+    access_key: str = ""
+    secret: SecretStr | None = None
+    # The registered signature shown before every message ("【云胶片】").
+    sign_name: str = "cloudfilm"
+    # Provider template ids; the outbox renders the same templates locally.
+    template_code: str = "SMS_CODE"
+    template_grant_request: str = "SMS_GRANT_REQUEST"
+    template_grant_notice: str = "SMS_GRANT_NOTICE"
+    timeout: float = Field(10.0, gt=0)
+
+
+class AccessSettings(BaseModel):
+    """Accounts, sessions, one-time codes and authorisation grants."""
+
+    # Grant durations in hours: what a doctor gets by default, the most a resident can
+    # authorise, a doctor-assisted in-person consent, and an emergency (break-glass) access.
+    default_grant_hours: int = Field(72, ge=1)
+    max_grant_hours: int = Field(720, ge=1)
+    in_person_grant_hours: int = Field(24, ge=1)
+    break_glass_hours: int = Field(4, ge=1)
+    # Signed-in sessions (opaque ``cfs_`` tokens) live this long.
+    session_hours: int = Field(12, ge=1, le=24 * 30)
+    # One-time SMS codes: lifetime, wrong guesses allowed per code.
+    otp_ttl_seconds: int = Field(300, ge=30, le=3600)
+    otp_max_attempts: int = Field(5, ge=1, le=20)
+    # Codes sent per phone and per requester (client address or account) in an hour.
+    otp_sends_per_phone_hour: int = Field(5, ge=1)
+    otp_sends_per_requester_hour: int = Field(20, ge=1)
+    # Code checks (sign-in, grant confirmation) per phone/requester in 15 minutes.
+    otp_checks_per_15min: int = Field(10, ge=1)
+    # Password sign-in: this many failures within the window lock the account.
+    lockout_failures: int = Field(5, ge=1)
+    lockout_window_minutes: int = Field(15, ge=1)
+    lockout_minutes: int = Field(15, ge=1)
 
 
 class Settings(BaseSettings):
@@ -89,6 +145,8 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     dimse: DimseSettings = DimseSettings()
     security: SecuritySettings = SecuritySettings()
+    sms: SmsSettings = SmsSettings()
+    access: AccessSettings = AccessSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

@@ -20,6 +20,7 @@ from tests.integration.dimse.support import (
 )
 
 from cloudfilm.interfaces.dimse.server import DimseServer
+from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.container import Services
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
@@ -102,7 +103,8 @@ def _stored_sha256(services: Services, path: Path) -> tuple[str, str]:
     from pydicom import dcmread
 
     ds = dcmread(path, stop_before_pixels=True)
-    obj = services.retrieve.locate(str(ds.StudyInstanceUID), None, str(ds.SOPInstanceUID))[0]
+    obj = services.retrieve.locate(str(ds.StudyInstanceUID), None, str(ds.SOPInstanceUID),
+                                   actor=LOCAL_OPERATOR)[0]
     return obj.sop_instance_uid, dataset_sha256(b"".join(services.retrieve.object_chunks(obj)))
 
 

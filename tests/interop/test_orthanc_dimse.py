@@ -28,6 +28,7 @@ from tests.integration.dimse.support import (
 )
 
 from cloudfilm.interfaces.dimse.server import DimseServer
+from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.container import Services
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
@@ -82,8 +83,10 @@ def orthanc(scp: DimseServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
 def test_orthanc_pushes_and_receives_a_move(scp: DimseServer, services: Services,
                                             orthanc: dict[str, Any]) -> None:
     base = orthanc["base"]
+    # Orthanc is a second AE of the SCU's hospital: a hospital system retrieves only the
+    # studies its hospital produced (services/access/policy.py).
     services.peers.register(ORTHANC_AE, "127.0.0.1", orthanc["dicom_port"],
-                            hospital_code="H-ORTHANC", description="Orthanc hospital")
+                            hospital_code="H-SCU", description="Orthanc hospital")
     files = [shared_file(f) for f in FILES]
     ids = [httpx.post(f"{base}/instances", content=f.read_bytes()).json()["ID"] for f in files]
     job = httpx.post(f"{base}/modalities/cloudfilm/store", json=ids, timeout=60)
@@ -92,7 +95,8 @@ def test_orthanc_pushes_and_receives_a_move(scp: DimseServer, services: Services
     stored: dict[str, str] = {}
     for f in files:
         ds = dcmread(f, stop_before_pixels=True)
-        obj = services.retrieve.locate(str(ds.StudyInstanceUID), None, str(ds.SOPInstanceUID))[0]
+        obj = services.retrieve.locate(str(ds.StudyInstanceUID), None, str(ds.SOPInstanceUID),
+                                   actor=LOCAL_OPERATOR)[0]
         stored[obj.sop_instance_uid] = dataset_sha256(
             b"".join(services.retrieve.object_chunks(obj)))
         assert obj.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID  # kept as sent

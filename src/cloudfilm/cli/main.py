@@ -261,6 +261,24 @@ def storage_sweep(data: Path | None, min_age: float, dry_run: bool) -> None:
                f"{verb} {len(report.orphans) if dry_run else report.removed}")
 
 
+def _register_demo() -> None:
+    from cloudfilm.cli.demo import demo
+
+    cli.add_command(demo)
+
+
+_register_demo()
+
+
+def _register_audit() -> None:
+    from cloudfilm.cli.audit import audit
+
+    cli.add_command(audit)
+
+
+_register_audit()
+
+
 def _register_identity() -> None:
     from cloudfilm.cli.hospitals import hospitals, residents
 
@@ -269,6 +287,16 @@ def _register_identity() -> None:
 
 
 _register_identity()
+
+
+def _register_access() -> None:
+    from cloudfilm.cli.access import accounts, sms
+
+    cli.add_command(accounts)
+    cli.add_command(sms)
+
+
+_register_access()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudfilm.services.access.accounts import AccountService
+from cloudfilm.services.access.audit import AuditService
+from cloudfilm.services.access.consent import ConsentService
+from cloudfilm.services.access.policy import AccessPolicy
+from cloudfilm.services.access.sms import SmsService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -23,6 +28,15 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalAccess:
+    """Who may call the HTTP API without credentials (``security.local_mode``): when
+    ``open``, clients whose TCP peer address is in ``clients`` act as the local operator."""
+
+    open: bool
+    clients: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Services:
     ingest: IngestService
     query: QueryService
@@ -33,7 +47,14 @@ class Services:
     hospitals: HospitalService
     credentials: CredentialService
     residents: ResidentService
+    # Accounts and sessions, text messages, authorisation grants (issue 5 part B).
+    accounts: AccountService
+    sms: SmsService
+    consent: ConsentService
     limits: Limits
     # Where doors spool incoming objects before ingest (same filesystem as local blobs,
     # so that a stored object is renamed into place, not copied).
     spool_dir: Path
+    policy: AccessPolicy
+    audit: AuditService
+    local_access: LocalAccess

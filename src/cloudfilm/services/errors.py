@@ -84,3 +84,14 @@ class NotAuthenticatedError(CloudfilmError):
     """No valid credential: unknown, revoked, or of an inactive hospital."""
 
     code = "not-authenticated"
+
+
+class RateLimitedError(CloudfilmError):
+    """Too many attempts (codes sent or checked, failed sign-ins); ``retry_after`` says
+    in how many seconds the caller may try again."""
+
+    code = "rate-limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(int(retry_after), 1)

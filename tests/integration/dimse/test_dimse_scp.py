@@ -36,6 +36,7 @@ from tests.integration.dimse.support import (
 
 from cloudfilm.interfaces.dimse import status as st
 from cloudfilm.interfaces.dimse.server import DimseServer
+from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import (
     InstanceConflictError,
@@ -127,7 +128,7 @@ def test_store_records_sending_hospital_and_is_durable(dimse: DimseServer, servi
     datasets = _series(2)
     statuses = _store(dimse, *datasets)
     assert [s.Status for s in statuses] == [0, 0]
-    objs = services.retrieve.locate(datasets[0].StudyInstanceUID)
+    objs = services.retrieve.locate(datasets[0].StudyInstanceUID, actor=LOCAL_OPERATOR)
     assert len(objs) == 2
     engine = create_engine(settings.effective_database_url)
     with engine.connect() as conn:
@@ -215,7 +216,7 @@ def test_abort_mid_transfer_leaves_nothing(services: Services, monkeypatch: pyte
     from cloudfilm.services.errors import NotFoundError
 
     with pytest.raises(NotFoundError):
-        services.retrieve.locate(ds.StudyInstanceUID)
+        services.retrieve.locate(ds.StudyInstanceUID, actor=LOCAL_OPERATOR)
 
 
 # -- C-FIND ----------------------------------------------------------------------------

@@ -604,3 +604,21 @@ def test_factory_error_never_shows_the_secret(tmp_path: Path) -> None:
         open_blob_store("s3://bucket?access_key=AK&secret_key=TOPSECRET&typo=1", data_dir=tmp_path)
 
     assert "TOPSECRET" not in str(excinfo.value)
+
+
+def test_stale_spool_files_in_sub_folders_are_removed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from cloudfilm.infrastructure.storage.local import LocalBlobStore
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    incoming = tmp_path / "blobs" / ".tmp" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    stale, fresh = incoming / "stow-old.part", incoming / "stow-new.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    old = time.time() - 3 * 86400
+    os.utime(stale, (old, old))
+    assert store.remove_stale_temp_files() == 1
+    assert not stale.exists() and fresh.exists()

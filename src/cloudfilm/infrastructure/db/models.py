@@ -317,3 +317,186 @@ class IdentityEvent(Base):
     patient_fk: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hospital_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+# --- accounts, sign-in, SMS and authorisation grants (issue 5, revision 0004) -------------
+
+
+class Account(Base):
+    """A person who signs in: doctor, resident, platform or hospital administrator.
+
+    ``kind``: doctor / hospital_admin (both belong to ``hospital_id``), resident (bound to
+    ``resident_id``, signs in with the phone), admin (platform). Phones are kept like
+    national IDs: keyed hash to find, AES-GCM to text them, masked to show.
+    """
+
+    __tablename__ = "account"
+    __table_args__ = (Index(None, "hospital_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    hospital_id: Mapped[int | None] = mapped_column(ForeignKey("hospital.id"))
+    department: Mapped[str] = mapped_column(String(128), default="")
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("resident.id"), unique=True)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    phone_enc: Mapped[str | None] = mapped_column(String(128))
+    phone_masked: Mapped[str] = mapped_column(String(16), default="")
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    first_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuthSession(Base):
+    """A signed-in session: only the SHA-256 of the opaque ``cfs_`` token is stored."""
+
+    __tablename__ = "auth_session"
+    __table_args__ = (Index(None, "account_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OtpCode(Base):
+    """A one-time SMS code: HMAC of the code only, single use, a few attempts.
+
+    ``purpose``: sign_in (``subject`` = phone hash) or grant (``subject`` = ``grant:<id>``).
+    """
+
+    __tablename__ = "otp_code"
+    __table_args__ = (Index(None, "purpose", "subject"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(80))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SmsOutbox(Base):
+    """Messages of the local "outbox" SMS backend (development and the embedded platform):
+    nothing leaves the machine; the text is kept so that a person can read it here."""
+
+    __tablename__ = "sms_outbox"
+    __table_args__ = (Index(None, "phone_hash"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    phone_hash: Mapped[str] = mapped_column(String(64))
+    phone_masked: Mapped[str] = mapped_column(String(16), default="")
+    template: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class AccessGrant(Base):
+    """A doctor's authorisation to see a resident's studies (all, or ``study_uids``).
+
+    ``mode``: sms / portal / in_person / break_glass; ``status``: requested / active /
+    denied / revoked / expired (an active grant past ``expires_at`` is expired even before
+    its status says so). ``evidence`` is JSON without clear personal data;
+    ``review_status``: "" (no review needed) / pending / accepted / flagged.
+    """
+
+    __tablename__ = "access_grant"
+    __table_args__ = (
+        Index(None, "doctor_account_id", "status"),
+        Index(None, "resident_id", "status"),
+        Index(None, "hospital_id", "review_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    doctor_account_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    resident_id: Mapped[int] = mapped_column(ForeignKey("resident.id"))
+    scope_all: Mapped[bool] = mapped_column(Boolean, default=True)
+    study_uids: Mapped[str] = mapped_column(Text, default="[]")
+    purpose: Mapped[str] = mapped_column(String(256), default="")
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    hours: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str] = mapped_column(String(64), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str] = mapped_column(String(64), default="")
+    evidence: Mapped[str] = mapped_column(Text, default="{}")
+    review_status: Mapped[str] = mapped_column(String(16), default="")
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reviewed_by: Mapped[str] = mapped_column(String(64), default="")
+    review_note: Mapped[str] = mapped_column(String(256), default="")
+
+
+class RateLimitEvent(Base):
+    """One counted attempt in a rate-limit bucket (``sms-send:phone:<hash>``...); a table,
+    so that every process of a deployment counts the same attempts."""
+
+    __tablename__ = "rate_limit_event"
+    __table_args__ = (Index(None, "bucket", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """One audit record: an access decision, sign-in, grant or link change, export.
+
+    Append-only (database triggers refuse UPDATE and DELETE) and hash-chained in ``seq``
+    order: ``hash = SHA-256(prev_hash + canonical JSON of the row)`` (``services.access.
+    audit``). No foreign keys: a record outlives what it names. No personal data: ids,
+    UIDs, a keyed hash of the client address, reasons.
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index(None, "resident_id", "seq"),
+        Index(None, "actor_subject", "seq"),
+        Index(None, "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # operator / hospital / doctor / resident / admin
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_subject: Mapped[str] = mapped_column(String(128))
+    actor_hospital_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_hospital_code: Mapped[str] = mapped_column(String(64), default="")
+    actor_display: Mapped[str] = mapped_column(String(256), default="")
+    actor_department: Mapped[str] = mapped_column(String(128), default="")
+    address_hash: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(32))
+    resource_type: Mapped[str] = mapped_column(String(16), default="")
+    resource_uid: Mapped[str] = mapped_column(String(64), default="")
+    resident_id: Mapped[int | None] = mapped_column(BigInteger)
+    # allowed / denied (decisions), success / failure (sign-ins, changes)
+    outcome: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(128), default="")
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The audit chain's last ``seq`` and ``hash``: one row (id 1), locked by each appender
+    so that concurrent writers extend one chain, and compared by ``audit verify`` so that a
+    removed tail is detected."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, select
+from sqlalchemy.orm import aliased
 
 from cloudfilm.infrastructure.db.models import Instance, Patient, Series, Study
 
@@ -65,11 +66,17 @@ SERIES_KEYS = frozenset(k for k, c in COLUMNS.items() if c.class_ is Series)
 INSTANCE_KEYS = frozenset(k for k, c in COLUMNS.items() if c.class_ is Instance)
 
 
-def _where(cond: Condition) -> ColumnElement[bool]:
+def _where(cond: Condition, column: Any = None) -> ColumnElement[bool]:
     if cond.keyword == "ModalitiesInStudy":
+        # An alias of series: in a series or instance search the outer query already has
+        # `series`, and correlating it away left the EXISTS without a FROM (a 500 found by
+        # tests/integration/fuzz).
+        other = aliased(Series)
         inner = Condition("Modality", cond.kind, cond.value)
-        return exists().where(Series.study_fk == Study.id, _where(inner))
+        return exists().where(other.study_fk == Study.id, _where(inner, other.modality))
     col = COLUMNS[cond.keyword]
+    if column is not None:
+        col = column
     if cond.kind == "exact":
         return col == cond.value  # type: ignore[no-any-return]
     if cond.kind == "list":
@@ -93,8 +100,11 @@ def _where(cond: Condition) -> ColumnElement[bool]:
 
 
 def search_studies(
-    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int
+    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[Any]:
+    """Matching studies, newest first; ``visible`` is the access policy's restriction on
+    ``study`` (applied in the statement so that LIMIT/OFFSET count visible rows only)."""
     stmt: Select[Any] = (
         select(*Study.__table__.c, Patient.patient_id)
         .join(Patient, Patient.id == Study.patient_fk)
@@ -106,6 +116,8 @@ def search_studies(
     needs_series = [c for c in conditions if c.keyword in SERIES_KEYS]
     if needs_series:
         stmt = stmt.where(exists().where(Series.study_fk == Study.id, *map(_where, needs_series)))
+    if visible is not None:
+        stmt = stmt.where(visible)
     return list(conn.execute(stmt).all())
 
 
@@ -125,7 +137,8 @@ def modalities_by_study(conn: Connection, study_ids: Sequence[int]) -> dict[int,
 
 
 def search_series(
-    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int
+    conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[Any]:
     stmt: Select[Any] = (
         select(*Series.__table__.c, Study.study_instance_uid)
@@ -136,12 +149,14 @@ def search_series(
         .offset(offset)
     )
     stmt = _with_study_filters(stmt, conditions)
+    if visible is not None:
+        stmt = stmt.where(visible)
     return list(conn.execute(stmt).all())
 
 
 def search_instances(
     conn: Connection, conditions: Sequence[Condition], *, limit: int, offset: int,
-    with_metadata: bool = False,
+    with_metadata: bool = False, visible: ColumnElement[bool] | None = None,
 ) -> list[Any]:
     columns: list[Any] = [
         Instance.id, Instance.sop_instance_uid, Instance.sop_class_uid, Instance.instance_number,
@@ -160,6 +175,8 @@ def search_instances(
         .offset(offset)
     )
     stmt = _with_study_filters(stmt, conditions)
+    if visible is not None:
+        stmt = stmt.where(visible)
     return list(conn.execute(stmt).all())
 
 

@@ -1,6 +1,8 @@
 """Engine and transactions for SQLite (embedded) and PostgreSQL (production).
 
-Services use :meth:`Database.write` and :meth:`Database.read`; the block commits on exit.
+Services use :meth:`Database.write` and :meth:`Database.read` (ORM Sessions), or
+:meth:`Database.reading` and :meth:`Database.writing` (Core connections, hot paths); a write
+block commits on exit.
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns) and
 write transactions start with ``BEGIN IMMEDIATE``, so concurrent writers queue on the
 busy timeout instead of failing when a reader upgrades to a writer.
@@ -93,6 +95,22 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 yield conn
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A read-write Core connection in a transaction, committed when the block ends
+        without error (``BEGIN IMMEDIATE`` on SQLite).
+
+        For short hot writes (the audit record of each QIDO/WADO request): no ORM Session
+        set-up, one transaction.
+        """
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(cloudfilm_write=True)
+                with conn.begin():
+                    yield conn
         except OperationalError as exc:
             raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
 

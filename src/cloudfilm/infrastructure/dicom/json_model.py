@@ -455,7 +455,15 @@ def _convert(
                 out[key] = {"vr": vr, "Value": json_value} if json_value else {"vr": vr}
                 continue
         # pydicom's own conversion: context-dependent VRs, deferred reads, created elements
-        converted: DataElement = ds[tag] if isinstance(elem, RawDataElement) else elem
+        try:
+            converted: DataElement = ds[tag] if isinstance(elem, RawDataElement) else elem
+        except (NotImplementedError, ValueError, KeyError, struct.error) as exc:
+            # pydicom cannot read it (e.g. a VR that does not exist, found by the fuzz
+            # tests): keep the bytes reachable, as for an unreadable value above.
+            if ctx.warnings is not None:
+                ctx.warnings.append(f"({prefix}{key}) element not readable: {exc}")
+            out[key] = ctx.bulk("UN", prefix + key)
+            continue
         out[key] = _from_element(converted, charset, ctx, prefix + key)
     return out
 

@@ -16,7 +16,12 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _LONG_VRS = {
@@ -66,6 +71,11 @@ def read_header(path: Path) -> ParsedHeader:
         if not ts:
             ts = ImplicitVRLittleEndian if not ds.is_little_endian or ds.is_implicit_VR else ""
             ts = ts or str(ImplicitVRLittleEndian)
+        if not UID(ts).is_transfer_syntax:
+            # pydicom guessed its way through the header, but nothing can frame, decode or
+            # serve the pixels of an unknown syntax (found by tests/integration/fuzz).
+            raise Part10Error(f"the file meta TransferSyntaxUID {ts[:64]!r} is not a known "
+                              "transfer syntax (PS3.5 Annex A, PS3.6 Annex A)")
         pos = fh.tell()
         has_pixels = False
         if ts != DeflatedExplicitVRLittleEndian and pos < size:

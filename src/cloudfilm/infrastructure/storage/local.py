@@ -223,11 +223,14 @@ class LocalBlobStore:
         removed = 0
         cutoff = time.time() - older_than
         try:
-            with os.scandir(self._tmp) as entries:
-                for entry in entries:
+            # Recursive: the doors spool uploads in sub-folders (``.tmp/incoming``) and a
+            # request killed mid-upload leaves its spool file there (17 after 10 SIGKILLs).
+            for folder, _dirs, files in os.walk(self._tmp):
+                for name in files:
+                    path = os.path.join(folder, name)
                     try:
-                        if entry.is_file() and entry.stat().st_mtime < cutoff:
-                            os.unlink(entry.path)
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
                             removed += 1
                     except FileNotFoundError:
                         continue

@@ -19,6 +19,7 @@ from cloudfilm.services.errors import (
     NotAuthenticatedError,
     NotAuthorizedError,
     NotFoundError,
+    RateLimitedError,
     ResourceUnavailableError,
     UnsupportedSOPClassError,
 )
@@ -37,6 +38,7 @@ HTTP_STATUS: dict[type[CloudfilmError], int] = {
     InstanceConflictError: 409,
     AlreadyExistsError: 409,
     IdentityConflictError: 409,
+    RateLimitedError: 429,
     ResourceUnavailableError: 503,
 }
 
@@ -71,6 +73,8 @@ def install(app: FastAPI) -> None:
         response = problem(status, exc.code, exc.message)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimitedError):
+            response.headers["Retry-After"] = str(exc.retry_after)  # RFC 9110 10.2.3
         return response
 
     @app.exception_handler(HttpProblem)

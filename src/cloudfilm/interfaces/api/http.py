@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from cloudfilm.interfaces.api import errors
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
-from cloudfilm.interfaces.api.rest import identity
+from cloudfilm.interfaces.api.rest import access, audit, identity
 from cloudfilm.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def create_app(services: Services) -> FastAPI:
                            include_in_schema=False)
     app.include_router(uri.router, tags=["DICOMweb"], include_in_schema=False)
     app.include_router(identity.router, prefix=identity.PREFIX, tags=["Identity"])
+    app.include_router(access.router, prefix=access.PREFIX, tags=["Access"])
+    app.include_router(audit.router, prefix=audit.PREFIX, tags=["Audit"])
 
     app.add_middleware(ObserveMiddleware)
 

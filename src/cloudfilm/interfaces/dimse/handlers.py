@@ -39,6 +39,7 @@ from cloudfilm.interfaces.dimse.identifiers import (
     response_identifier,
     uid_list,
 )
+from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.ingest import Sender
 from cloudfilm.services.archive.query import parse_search
 from cloudfilm.services.archive.retrieve import StoredObject
@@ -76,6 +77,23 @@ class Gateway:
     _peers: weakref.WeakKeyDictionary[Any, Peer] = field(
         default_factory=weakref.WeakKeyDictionary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def actor_for(self, assoc: Any) -> Actor:
+        """The hospital an association speaks for, as the access policy's actor.
+
+        Raises
+        ------
+        NotAuthorizedError
+            The calling AE title is no longer registered.
+        """
+        peer = self.peer_for(assoc)
+        if peer is None:
+            raise NotAuthorizedError(
+                f"calling AE {assoc.requestor.ae_title!r} is no longer registered")
+        return Actor(kind="hospital", subject=peer.hospital_code,
+                     hospital_code=peer.hospital_code,
+                     display=peer.description or peer.hospital_code,
+                     address=f"ae:{peer.ae_title}")
 
     def peer_for(self, assoc: Any) -> Peer | None:
         """The registered peer of an association (looked up once, then remembered)."""
@@ -267,7 +285,7 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
     started = time.perf_counter()
     try:
         query = parse_find(_identifier(event), _model(_request(event).AffectedSOPClassUID))
-        matches = run_find(gateway, query)
+        matches = run_find(gateway, query, gateway.actor_for(event.assoc))
     except Exception as exc:
         status = st.find_failure_status(exc)
         _log_failure("c_find", status, exc, event)
@@ -285,11 +303,12 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
         "ms": round((time.perf_counter() - started) * 1000, 2)})
 
 
-def run_find(gateway: Gateway, query: FindQuery) -> list[dict[str, Any]]:
-    """Search the archive for a C-FIND query; PATIENT level groups study matches."""
+def run_find(gateway: Gateway, query: FindQuery, actor: Actor) -> list[dict[str, Any]]:
+    """Search the archive for a C-FIND query as ``actor`` (the calling AE's hospital: only
+    its own studies match); PATIENT level groups study matches."""
     limit = gateway.services.limits.max_query_results
     request = parse_search(query.search_level, query.params, max_results=limit)
-    result = gateway.services.query.search(request)
+    result = gateway.services.query.search(request, actor=actor)
     if result.truncated:
         logger.warning("cloudfilm.dimse.c_find_truncated", extra={"limit": limit})
     if query.level == "PATIENT":
@@ -307,13 +326,21 @@ def _identifier(event: Event) -> Dataset:
 # -- C-MOVE and C-GET --------------------------------------------------------------------
 
 
-def locate_for_retrieve(gateway: Gateway, identifier: Dataset, model: Model) -> list[StoredObject]:
-    """The stored objects a C-MOVE/C-GET identifier names (unique keys per level).
+def locate_for_retrieve(gateway: Gateway, identifier: Dataset, model: Model,
+                        actor: Actor) -> list[StoredObject]:
+    """The stored objects a C-MOVE/C-GET identifier names (unique keys per level), as
+    ``actor`` may see them.
+
+    STUDY level names studies directly: one the actor may not see (or that does not exist)
+    refuses the whole request (0x0124), audited. PATIENT, SERIES and IMAGE levels search
+    first, and the search only matches the actor's studies.
 
     Raises
     ------
     InvalidQueryError
         The level is missing/invalid or the level's unique key is absent (PS3.4 C.4.2.2.1).
+    NotAuthorizedError
+        A named study is not the actor's to see.
     """
     level = query_level(identifier, model)
     retrieve, query = gateway.services.retrieve, gateway.services.query
@@ -322,13 +349,14 @@ def locate_for_retrieve(gateway: Gateway, identifier: Dataset, model: Model) -> 
 
     def locate(study: str, series: str | None = None) -> list[StoredObject]:
         try:
-            return retrieve.locate(study, series)
+            return retrieve.locate(study, series, actor=actor)
         except NotFoundError:
             return []
 
     if level == "PATIENT":
         patient = uid_list(identifier, "PatientID", required=True)[0]
-        found = query.search(parse_search("study", [("PatientID", patient)], max_results=limit))
+        found = query.search(parse_search("study", [("PatientID", patient)], max_results=limit),
+                             actor=actor)
         for study in found.matches:
             objects += locate(study["0020000D"]["Value"][0])
     elif level == "STUDY":
@@ -337,13 +365,15 @@ def locate_for_retrieve(gateway: Gateway, identifier: Dataset, model: Model) -> 
     elif level == "SERIES":
         wanted = uid_list(identifier, "SeriesInstanceUID", required=True)
         found = query.search(parse_search(
-            "series", [("SeriesInstanceUID", "\\".join(wanted))], max_results=limit))
+            "series", [("SeriesInstanceUID", "\\".join(wanted))], max_results=limit),
+            actor=actor)
         for series in found.matches:
             objects += locate(series["0020000D"]["Value"][0], series["0020000E"]["Value"][0])
     else:
         sops = set(uid_list(identifier, "SOPInstanceUID", required=True))
         found = query.search(parse_search(
-            "instance", [("SOPInstanceUID", "\\".join(sorted(sops)))], max_results=limit))
+            "instance", [("SOPInstanceUID", "\\".join(sorted(sops)))], max_results=limit),
+            actor=actor)
         series_keys = {(m["0020000D"]["Value"][0], m["0020000E"]["Value"][0])
                        for m in found.matches}
         for study_uid, series_uid in sorted(series_keys):
@@ -451,7 +481,8 @@ def handle_move(event: Event, gateway: Gateway) -> Iterator[Any]:
 
     try:
         objects = locate_for_retrieve(gateway, _identifier(event),
-                                      _model(_request(event).AffectedSOPClassUID))
+                                      _model(_request(event).AffectedSOPClassUID),
+                                      gateway.actor_for(event.assoc))
         failure = None
         if len(objects) > _MAX_SUBOPERATIONS:
             raise InvalidQueryError(f"{len(objects)} objects match; a C-MOVE can send at most "
@@ -491,7 +522,8 @@ def handle_get(event: Event, gateway: Gateway) -> Iterator[Any]:
     """
     try:
         objects = locate_for_retrieve(gateway, _identifier(event),
-                                      _model(_request(event).AffectedSOPClassUID))
+                                      _model(_request(event).AffectedSOPClassUID),
+                                      gateway.actor_for(event.assoc))
         if len(objects) > _MAX_SUBOPERATIONS:
             raise InvalidQueryError(f"{len(objects)} objects match; a C-GET can send at most "
                                     f"{_MAX_SUBOPERATIONS}: retrieve series by series")

@@ -50,10 +50,13 @@ from cloudfilm.infrastructure.dicom.part10 import (
 )
 from cloudfilm.infrastructure.dicom.uids import is_valid_uid
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
+from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.audit import AuditEntry, AuditService
 from cloudfilm.services.errors import (
     CloudfilmError,
     InstanceConflictError,
     InvalidInstanceError,
+    NotAuthorizedError,
     ResourceUnavailableError,
     UnsupportedSOPClassError,
 )
@@ -154,8 +157,10 @@ _ID_SOURCE_TTL = 30.0
 
 class IngestService:
     def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
-                 protector: IdProtector | None = None) -> None:
+                 protector: IdProtector | None = None,
+                 audit: AuditService | None = None) -> None:
         self._db = db
+        self._audit = audit
         # With a protector, patients are linked to residents at ingest (services/identity).
         self._protector = protector
         # hospital id -> (national ID source settings, monotonic expiry): read at most every
@@ -166,6 +171,28 @@ class IngestService:
         self._work_dir = work_dir
         self._hospitals: dict[str, int] = {}
         self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
+
+    def sender_for(self, actor: Actor, *, door: str) -> Sender:
+        """Who an upload by ``actor`` is recorded for: the local operator stores as
+        ``LOCAL``, a hospital system as itself (never a hospital named in the request).
+
+        Raises
+        ------
+        NotAuthorizedError
+            Doctors, residents and administrators do not upload (recorded in the audit
+            trail).
+        """
+        if actor.kind == "operator":
+            return Sender(door=door, remote=actor.address)
+        if actor.kind == "hospital" and actor.hospital_code:
+            return Sender(hospital_code=actor.hospital_code,
+                          hospital_name=actor.display or actor.hospital_code, door=door,
+                          remote=actor.address)
+        if self._audit is not None:
+            self._audit.write([AuditEntry(actor, "store", "denied", reason="not-a-sender",
+                                          detail={"door": door})])
+        raise NotAuthorizedError("only hospital systems (with their credential) and the local "
+                                 "operator can store objects")
 
     def ingest_file(
         self,
@@ -506,10 +533,10 @@ def _instance_values(
         "study_fk": study_fk,
         "hospital_id": hospital,
         "sop_class_uid": header.sop_class_uid,
-        "instance_number": _int(ds.get("InstanceNumber")),
-        "number_of_frames": _int(ds.get("NumberOfFrames")),
-        "rows": _int(ds.get("Rows")),
-        "columns": _int(ds.get("Columns")),
+        "instance_number": _int(_get(ds, "InstanceNumber")),
+        "number_of_frames": _int(_get(ds, "NumberOfFrames")),
+        "rows": _int(_get(ds, "Rows")),
+        "columns": _int(_get(ds, "Columns")),
         "transfer_syntax_uid": header.parsed.transfer_syntax_uid,
         "blob_key": entry.key,
         "size_bytes": header.parsed.size,
@@ -525,6 +552,20 @@ def _read_and_validate(path: Path) -> _Header:
         parsed = read_header(path)
     except Part10Error as exc:
         raise InvalidInstanceError(str(exc)) from exc
+    try:
+        return _validated(parsed)
+    except _CORRUPT_ELEMENT as exc:
+        # pydicom converts elements lazily and raises these on corrupt ones (found by
+        # tests/integration/fuzz): the object is invalid, not the archive broken.
+        raise InvalidInstanceError(f"the header cannot be read: {exc}") from exc
+
+
+# What pydicom raises converting a corrupt element (unknown VR, bad length, bad number).
+_CORRUPT_ELEMENT = (NotImplementedError, ValueError, TypeError, KeyError, OverflowError,
+                    UnicodeError)
+
+
+def _validated(parsed: ParsedHeader) -> _Header:
     ds = parsed.dataset
     uids = {}
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
@@ -571,13 +612,13 @@ def _patient_values(ds: Dataset, warnings: list[str]) -> dict[str, Any]:
     name = _decoded_text(ds, 0x00100010, warnings)
     return {
         "patient_id": patient_id,
-        "issuer_of_patient_id": str(ds.get("IssuerOfPatientID", "") or "")[:64],
+        "issuer_of_patient_id": _s(ds, "IssuerOfPatientID", 64),
         "patient_name": name[:324],
         # Padded with spaces so that whole components match as LIKE '% WORD %'.
         # Characters and pinyin (services/identity/names.py): `王小东` or `wang` both match.
         "name_search": f" {names.search_keys(name)[:396]} ",
-        "birth_date": str(ds.get("PatientBirthDate", "") or "")[:8],
-        "sex": str(ds.get("PatientSex", "") or "")[:16],
+        "birth_date": _s(ds, "PatientBirthDate", 8),
+        "sex": _s(ds, "PatientSex", 16),
     }
 
 
@@ -587,12 +628,19 @@ def _decoded_text(ds: Dataset, tag: int, warnings: list[str]) -> str:
     if elem is None or elem.value is None:
         return ""
     raw = elem.value
-    if not isinstance(raw, bytes):
-        return str(ds[tag].value or "")
+    try:
+        if not isinstance(raw, bytes):
+            return str(ds[tag].value or "").replace("\x00", "")
+        specific = ds.get("SpecificCharacterSet")
+    except _CORRUPT_ELEMENT as exc:
+        warnings.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X}): not readable: {exc}")
+        return ""
     vr = "PN" if tag in (0x00100010, 0x00080090) else None
-    text, problems = charset.decode_text(raw, ds.get("SpecificCharacterSet"), vr=vr)
+    text, problems = charset.decode_text(raw, specific, vr=vr)
     warnings.extend(f"({tag >> 16:04X},{tag & 0xFFFF:04X}): {p}" for p in problems)
-    return text.strip()
+    # Some senders pad with NUL; PostgreSQL refuses NUL in text (a 500 found by the fuzz
+    # tests), and no DICOM text VR allows it.
+    return text.replace("\x00", "").strip()
 
 
 def _study_values(
@@ -625,7 +673,7 @@ def _series_values(
         "series_instance_uid": header.series_uid,
         "study_fk": study_fk,
         "modality": _s(ds, "Modality", 16),
-        "series_number": _int(ds.get("SeriesNumber")),
+        "series_number": _int(_get(ds, "SeriesNumber")),
         "series_description": _decoded_text(ds, 0x0008103E, warnings)[:256],
         "body_part_examined": _s(ds, "BodyPartExamined", 64),
         "performed_procedure_step_start_date": _s(ds, "PerformedProcedureStepStartDate", 8),
@@ -646,7 +694,15 @@ def _s(ds: Dataset, keyword: str, limit: int) -> str:
         value = ds.get(keyword, "")
     except Exception:
         return ""
-    return str(value or "").strip()[:limit]
+    return str(value or "").replace("\x00", "").strip()[:limit]
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    """``ds.get(keyword)``, None when the element is corrupt (pydicom converts lazily)."""
+    try:
+        return ds.get(keyword)
+    except _CORRUPT_ELEMENT:
+        return None
 
 
 def _int(value: Any) -> int | None:

@@ -17,9 +17,13 @@ from typing import Any, Literal
 import orjson
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from cloudfilm.infrastructure.db import access_repository
 from cloudfilm.infrastructure.db import query_repository as qr
 from cloudfilm.infrastructure.db.query_repository import Condition
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.policy import AccessPolicy
 from cloudfilm.services.archive.ingest import BULK_BASE
 from cloudfilm.services.errors import InvalidQueryError, ResourceUnavailableError
 
@@ -74,6 +78,10 @@ def parse_search(
     fuzzy = False
     pending: list[tuple[str, str]] = []
     for raw_key, value in params:
+        if "\x00" in raw_key or "\x00" in value:
+            # No DICOM text holds NUL, and PostgreSQL refuses it in a text parameter (a 500
+            # found by tests/integration/fuzz).
+            raise InvalidQueryError(f"query parameter {raw_key[:64]!r} contains a NUL character")
         key = raw_key.strip()
         if key == "includefield":
             for item in value.split(","):
@@ -85,7 +93,8 @@ def parse_search(
         elif key == "limit":
             limit = min(_non_negative(key, value), max_results)
         elif key == "offset":
-            offset = _non_negative(key, value)
+            # Past 2^31 nothing matches anyway; SQLite cannot bind more than 2^63 (a 500).
+            offset = min(_non_negative(key, value), _INT_MAX)
         elif key == "fuzzymatching":
             fuzzy = value.strip().lower() == "true"
         elif key in _CONTROL:
@@ -110,34 +119,80 @@ def parse_search(
 
 
 class QueryService:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    """Searches, restricted by the access policy and recorded in the audit trail.
 
-    def search(self, request: SearchRequest) -> SearchResult:
-        """Run a search; rows come back in a stable order (newest study first)."""
+    Parameters
+    ----------
+    db
+        The index.
+    policy
+        Builds the SQL restriction for the actor (``AccessPolicy.filter``).
+    audit
+        Records each search (one row) before the matches are returned.
+    """
+
+    def __init__(self, db: Database, policy: AccessPolicy, audit: AuditService) -> None:
+        self._db = db
+        self._policy = policy
+        self._audit = audit
+
+    def search(self, request: SearchRequest, *, actor: Actor) -> SearchResult:
+        """Run a search as ``actor``; rows come back in a stable order (newest study first).
+
+        Only studies the actor may see match: the policy's restriction is part of the
+        statement, so ``limit``/``offset`` page through visible rows. The search is recorded
+        (and committed) before this returns; if the record fails, so does the search.
+
+        Raises
+        ------
+        ResourceUnavailableError
+            The index or the audit trail cannot be written or read.
+        """
         try:
             with self._db.reading() as session:
+                visible = self._policy.filter(session, actor)
                 fetch = request.limit + 1
                 if request.level == "study":
                     rows = qr.search_studies(session, request.conditions, limit=fetch,
-                                             offset=request.offset)
+                                             offset=request.offset, visible=visible)
                     ids = [row.id for row in rows[: request.limit]]
                     modalities = qr.modalities_by_study(session, ids)
                     matches = [_study_json(r, modalities.get(r.id, []))
                                for r in rows[: request.limit]]
                 elif request.level == "series":
                     rows = qr.search_series(session, request.conditions, limit=fetch,
-                                            offset=request.offset)
+                                            offset=request.offset, visible=visible)
                     matches = [_series_json(r, r.study_instance_uid)
                                for r in rows[: request.limit]]
                 else:
                     extra = request.include_all or bool(request.include_fields - _INSTANCE_COLS)
                     rows = qr.search_instances(session, request.conditions, limit=fetch,
-                                               offset=request.offset, with_metadata=extra)
+                                               offset=request.offset, with_metadata=extra,
+                                               visible=visible)
                     matches = [_instance_json(r, request) for r in rows[: request.limit]]
+                studies = sorted({m["0020000D"]["Value"][0] for m in matches})
+                resident = None
+                if actor.kind in ("doctor", "admin") and studies:
+                    # People looking across hospitals: record whose data they saw, so that
+                    # the resident finds the search in "who looked at my data".
+                    residents = access_repository.residents_of_studies(session, studies[:200])
+                    resident = next(iter(residents)) if len(residents) == 1 else None
+                self._audit.write(conn=session, entries=[AuditEntry(
+                    actor, "search", "allowed", request.level,
+                    _searched_uid(request), resident_id=resident, reason=actor.kind,
+                    detail={"matches": len(matches), "offset": request.offset,
+                            "keys": sorted({c.keyword for c in request.conditions}),
+                            "studies": studies[:20]})])
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return SearchResult(matches=matches, truncated=len(rows) > request.limit)
+
+
+def _searched_uid(request: SearchRequest) -> str:
+    for cond in request.conditions:
+        if cond.keyword == "StudyInstanceUID" and cond.kind == "exact":
+            return str(cond.value)[:64]
+    return ""
 
 
 def _allowed_keys(level: Level, *, nested: bool) -> frozenset[str]:
@@ -159,6 +214,9 @@ def _keyword(key: str, what: str) -> str:
         return key
     raise InvalidQueryError(f"unknown attribute {key!r} in {what}; use a DICOM keyword "
                             "(PatientID) or an 8-digit hex tag (00100020)")
+
+
+_INT_MIN, _INT_MAX, _UINT_MAX = -(2**31), 2**31 - 1, 2**32 - 1
 
 
 def _non_negative(name: str, value: str) -> int:
@@ -188,9 +246,14 @@ def _condition(keyword: str, value: str, *, fuzzy: bool) -> Condition:
         return _range_condition(keyword, vr, value)
     if vr in ("IS", "US", "UL", "SL", "SS"):
         try:
-            return Condition(keyword, "exact", int(value))
+            number = int(value)
         except ValueError:
             raise InvalidQueryError(f"{keyword} must be an integer, got {value!r}") from None
+        # IS/SL reach down to -2^31, UL up to 2^32-1 (PS3.5 Table 6.2-1); beyond that the
+        # index cannot even hold the value (SQLite raised OverflowError: a 500).
+        if not _INT_MIN <= number <= _UINT_MAX:
+            raise InvalidQueryError(f"{keyword} {value!r} is outside the range of its VR {vr}")
+        return Condition(keyword, "exact", number)
     if keyword == "ModalitiesInStudy" and ("\\" in value or "," in value):
         return Condition(keyword, "list", [v.strip() for v in re.split(r"[\\,]", value)])
     if "*" in value or "?" in value:

@@ -1,5 +1,8 @@
 """Retrieve from the archive (WADO-RS/URI, C-MOVE/C-GET and downloads share this).
 
+Each request names its actor; the access policy decides and the decision is recorded in the
+audit trail before anything is returned (``services.access``).
+
 Objects stream from the blob store in 1 MiB chunks, so a 2 GB study never sits in memory.
 Pixels are decoded only for rendered images and for uncompressed frames of a compressed
 object; objects are sent as stored unless the client asks for another transfer syntax.
@@ -26,16 +29,23 @@ from cloudfilm.infrastructure.db import retrieve_repository as rr
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import json_model, render, transfer_syntax
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError
+from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.policy import AccessPolicy, Decision, Resource
 from cloudfilm.services.errors import (
     InvalidQueryError,
     NotAcceptableError,
+    NotAuthorizedError,
     NotFoundError,
     ResourceUnavailableError,
 )
 
 _UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+# Parsed datasets kept for viewers that fetch frame after frame. Bounded by count AND bytes:
+# 64 entries of a 50 MB multi-frame object would otherwise hold 3 GB.
 _CACHE_ENTRIES = 64
-_CACHE_MAX_OBJECT = 64 * 1024 * 1024
+_CACHE_MAX_BYTES = 128 * 1024 * 1024
+_CACHE_MAX_OBJECT = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,26 +70,70 @@ class Frame:
 
 
 class RetrieveService:
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    """Retrieval, decided by the access policy and recorded in the audit trail.
+
+    Every entry point that names UIDs (:meth:`locate`, :meth:`metadata`, :meth:`frames`,
+    :meth:`rendered`, :meth:`bulkdata`) takes the ``actor``, asks the policy, and records
+    the decision (committed) before any byte is returned. A refused request raises
+    :class:`NotAuthorizedError` whether the study is absent or not the actor's to see.
+    :meth:`object_chunks` streams an object :meth:`locate` returned.
+    """
+
+    def __init__(self, db: Database, blobs: BlobStore, policy: AccessPolicy,
+                 audit: AuditService) -> None:
         self._db = db
         self._blobs = blobs
-        self._datasets: OrderedDict[str, Dataset] = OrderedDict()
+        self._policy = policy
+        self._audit = audit
+        self._datasets: OrderedDict[str, tuple[Dataset, int]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _decide(self, conn: Any, actor: Actor, action: str, resource: Resource) -> Decision:
+        return self._policy.authorize(conn, actor, action, resource)
+
+    def _record(self, conn: Any, actor: Actor, action: str, resource: Resource,
+                decision: Decision, **detail: Any) -> None:
+        """Commit the decision's audit record, then raise if it was a refusal."""
+        self._audit.write(conn=conn, entries=[AuditEntry(
+            actor, action, "allowed" if decision.allowed else "denied", resource.type,
+            resource.uid, resident_id=decision.resident_id, reason=decision.reason,
+            detail={"study": resource.study_uid, **detail} if resource.type != "study"
+            else detail)])
+        if not decision.allowed:
+            raise NotAuthorizedError(
+                f"{_what(resource.study_uid, resource.series_uid, resource.sop_uid)} is not "
+                "in the archive or you are not authorised to see it (a doctor needs the "
+                "patient's grant for another hospital's studies)")
 
     # -- whole objects ---------------------------------------------------------------------
 
     def locate(self, study_uid: str, series_uid: str | None = None,
-               sop_uid: str | None = None) -> list[StoredObject]:
+               sop_uid: str | None = None, *, actor: Actor,
+               action: str = "retrieve") -> list[StoredObject]:
         """The stored objects of a study, series or instance, in series/instance order.
+
+        The decision and its audit record are committed before this returns.
 
         Raises
         ------
+        NotAuthorizedError
+            The actor may not see the study, or (for anyone but the operator and
+            administrators) it does not exist.
         NotFoundError
-            Nothing is stored under these UIDs.
+            Nothing is stored under these UIDs (for an actor who may see the study).
+        ResourceUnavailableError
+            The index or the audit trail is unavailable.
         """
+        resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
             with self._db.reading() as session:
-                rows = rr.instances(session, study_uid, series_uid, sop_uid)
+                decision = self._decide(session, actor, action, resource)
+                rows = (rr.instances(session, study_uid, series_uid, sop_uid)
+                        if decision.allowed else [])
+                self._record(session, actor, action, resource, decision, objects=len(rows))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         if not rows:
@@ -90,6 +144,10 @@ class RetrieveService:
                          r.sha256, r.number_of_frames, r.hospital_id)
             for r in rows
         ]
+
+    def _one(self, study_uid: str, series_uid: str, sop_uid: str, actor: Actor,
+             action: str) -> StoredObject:
+        return self.locate(study_uid, series_uid, sop_uid, actor=actor, action=action)[0]
 
     def check_transfer_syntax(self, objects: list[StoredObject], wanted: str | None) -> None:
         """Raise :class:`NotAcceptableError` before streaming if any object cannot be sent."""
@@ -122,14 +180,25 @@ class RetrieveService:
     # -- metadata --------------------------------------------------------------------------
 
     def metadata(self, study_uid: str, series_uid: str | None = None,
-                 sop_uid: str | None = None) -> bytes:
+                 sop_uid: str | None = None, *, actor: Actor) -> bytes:
         """DICOM JSON array of the instances' headers, from precomputed rows (one query).
 
         Bulk data URIs start with ``{{BASE}}``, which the door replaces by its base URL.
+        The decision and its audit record are committed before this returns.
+
+        Raises
+        ------
+        NotAuthorizedError, NotFoundError, ResourceUnavailableError
+            As :meth:`locate`.
         """
+        resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
             with self._db.reading() as session:
-                docs = rr.metadata(session, study_uid, series_uid, sop_uid)
+                decision = self._decide(session, actor, "metadata", resource)
+                docs = (rr.metadata(session, study_uid, series_uid, sop_uid)
+                        if decision.allowed else [])
+                self._record(session, actor, "metadata", resource, decision,
+                             objects=len(docs))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         if not docs:
@@ -138,10 +207,19 @@ class RetrieveService:
 
     # -- frames, rendered images, bulk data ------------------------------------------------
 
-    def frames(self, obj: StoredObject, numbers: list[int], wanted: str | None) -> list[Frame]:
-        """Frames (1-based numbers) as stored (``wanted`` ``*`` or the stored syntax) or as
-        uncompressed little endian bytes (``wanted`` None or an uncompressed syntax)."""
+    def frames(self, study_uid: str, series_uid: str, sop_uid: str,
+               numbers: list[int] | None, wanted: str | None, *, actor: Actor) -> list[Frame]:
+        """Frames (1-based numbers; None: all) as stored (``wanted`` ``*`` or the stored
+        syntax) or as uncompressed little endian bytes (``wanted`` None or an uncompressed
+        syntax). Decided and audited like :meth:`locate`.
+
+        Raises
+        ------
+        NotAuthorizedError, NotFoundError, NotAcceptableError, ResourceUnavailableError
+        """
+        obj = self._one(study_uid, series_uid, sop_uid, actor, "frames")
         count = obj.number_of_frames or 1
+        numbers = list(range(1, count + 1)) if numbers is None else numbers
         for n in numbers:
             if not 1 <= n <= count:
                 raise NotFoundError(
@@ -174,9 +252,13 @@ class RetrieveService:
             raise NotAcceptableError(str(exc)) from exc
         return out
 
-    def rendered(self, obj: StoredObject, *, frame: int = 1, media_type: str = "image/jpeg",
+    def rendered(self, study_uid: str, series_uid: str, sop_uid: str, *, actor: Actor,
+                 frame: int = 1, media_type: str = "image/jpeg",
                  window: tuple[float, float, str] | None = None,
                  viewport: tuple[int, int] | None = None, quality: int | None = None) -> bytes:
+        """One frame rendered (modality LUT, window, viewport); decided and audited like
+        :meth:`locate`."""
+        obj = self._one(study_uid, series_uid, sop_uid, actor, "render")
         count = obj.number_of_frames or 1
         if not 1 <= frame <= count:
             raise NotFoundError(f"frame {frame} does not exist; the instance has {count}")
@@ -187,9 +269,12 @@ class RetrieveService:
         except render.RenderError as exc:
             raise NotAcceptableError(str(exc)) from exc
 
-    def bulkdata(self, obj: StoredObject, path: str) -> bytes:
+    def bulkdata(self, study_uid: str, series_uid: str, sop_uid: str, path: str, *,
+                 actor: Actor) -> bytes:
         """The value of the element a metadata BulkDataURI points at (``TTTTTTTT``, or
-        ``SSSSSSSS/i/TTTTTTTT`` inside a sequence item)."""
+        ``SSSSSSSS/i/TTTTTTTT`` inside a sequence item); decided and audited like
+        :meth:`locate`."""
+        obj = self._one(study_uid, series_uid, sop_uid, actor, "bulkdata")
         ds = self._load(obj)
         try:
             elem = json_model.bulk_element(ds, path)
@@ -210,7 +295,7 @@ class RetrieveService:
             cached = self._datasets.get(obj.blob_key)
             if cached is not None:
                 self._datasets.move_to_end(obj.blob_key)
-                return cached
+                return cached[0]
         try:
             path = self._blobs.local_path(obj.blob_key)
             if path is not None:
@@ -222,9 +307,13 @@ class RetrieveService:
             raise ResourceUnavailableError(str(exc)) from exc
         if obj.size <= _CACHE_MAX_OBJECT:
             with self._lock:
-                self._datasets[obj.blob_key] = ds
-                while len(self._datasets) > _CACHE_ENTRIES:
-                    self._datasets.popitem(last=False)
+                if obj.blob_key not in self._datasets:
+                    self._datasets[obj.blob_key] = (ds, obj.size)
+                    self._cached_bytes += obj.size
+                while (len(self._datasets) > _CACHE_ENTRIES
+                       or self._cached_bytes > _CACHE_MAX_BYTES):
+                    _, (_, size) = self._datasets.popitem(last=False)
+                    self._cached_bytes -= size
         return ds
 
 

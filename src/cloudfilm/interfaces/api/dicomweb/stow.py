@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from python_multipart.multipart import MultipartParser
 
+from cloudfilm.interfaces.api.auth import CurrentActor
 from cloudfilm.interfaces.api.dicomweb.common import base_url, services
 from cloudfilm.interfaces.api.dicomweb.media import parse_media_type
 from cloudfilm.interfaces.api.errors import HttpProblem
-from cloudfilm.interfaces.api.rest.identity import bearer
 from cloudfilm.interfaces.dimse.status import store_failure_status
+from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.ingest import IngestItem, Sender, StoredInstance
 from cloudfilm.services.errors import CloudfilmError
 
@@ -166,27 +168,22 @@ def _callbacks(spool: _Spool) -> dict[str, Any]:
 
 
 @router.post("/studies", summary="STOW-RS: store instances")
-async def store_instances(request: Request) -> Response:
-    return await _store(request, None)
+async def store_instances(request: Request, actor: CurrentActor) -> Response:
+    return await _store(request, actor, None)
 
 
 @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
-async def store_study_instances(request: Request, study: str) -> Response:
-    return await _store(request, study)
+async def store_study_instances(request: Request, actor: CurrentActor,
+                                study: str) -> Response:
+    return await _store(request, actor, study)
 
 
-async def _store(request: Request, study: str | None) -> Response:
+async def _store(request: Request, actor: Actor, study: str | None) -> Response:
     svc = services(request)
-    remote = request.client.host if request.client else ""
-    # Without credentials: the embedded, unauthenticated local mode records LOCAL. With a
-    # hospital credential the hospital comes from it alone (never from the request), and a
-    # wrong or revoked one is a 401 before any byte is spooled.
-    sender = Sender(door="stow-rs", remote=remote)
-    token = bearer(request.headers.get("authorization"))
-    if token is not None:
-        hospital = await run_in_threadpool(svc.credentials.authenticate, token)
-        sender = Sender(hospital_code=hospital.code, hospital_name=hospital.name,
-                        door="stow-rs", remote=remote)
+    # The local operator (open local mode) records LOCAL; a hospital credential records
+    # its hospital, never one named in the request. Authentication ran before any byte was
+    # spooled (a wrong or revoked credential is 401), and people cannot upload (403).
+    sender = await run_in_threadpool(partial(svc.ingest.sender_for, actor, door="stow-rs"))
     spool = await _spool_body(request, svc.spool_dir, svc.limits.max_upload_bytes)
     try:
         if not spool.parts:

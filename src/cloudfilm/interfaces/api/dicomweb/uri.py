@@ -6,10 +6,14 @@ Many hospital systems still link images this way. ``contentType`` defaults to im
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any, cast
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
+from cloudfilm.interfaces.api.auth import CurrentActor
 from cloudfilm.interfaces.api.dicomweb.common import services
 from cloudfilm.interfaces.api.errors import HttpProblem
 
@@ -17,7 +21,7 @@ router = APIRouter()
 
 
 @router.get("/wado", summary="WADO-URI: retrieve one object")
-async def wado_uri(request: Request) -> Response:
+async def wado_uri(request: Request, actor: CurrentActor) -> Response:
     q = request.query_params
     if q.get("requestType") != "WADO":
         raise HttpProblem(400, "requestType must be WADO", code="bad-request-type")
@@ -25,11 +29,11 @@ async def wado_uri(request: Request) -> Response:
     if missing:
         raise HttpProblem(400, f"missing parameter(s): {', '.join(missing)}", code="missing-uid")
     retrieve = services(request).retrieve
-    objects = await run_in_threadpool(retrieve.locate, q["studyUID"], q["seriesUID"],
-                                      q["objectUID"])
-    obj = objects[0]
     content_type = (q.get("contentType") or "image/jpeg").split(",")[0].strip().lower()
     if content_type == "application/dicom":
+        objects = await run_in_threadpool(partial(retrieve.locate, q["studyUID"],
+                                                  q["seriesUID"], q["objectUID"], actor=actor))
+        obj = objects[0]
         syntax = q.get("transferSyntax") or "*"
         retrieve.check_transfer_syntax(objects, syntax)
         return StreamingResponse(retrieve.object_chunks(obj, syntax),
@@ -52,6 +56,7 @@ async def wado_uri(request: Request) -> Response:
         raise HttpProblem(400, "windowCenter/windowWidth are numbers; rows, columns, "
                           "imageQuality and frameNumber are integers", code="bad-parameter"
                           ) from None
-    data = await run_in_threadpool(retrieve.rendered, obj, frame=frame, media_type=content_type,
-                                   **options)
+    data = await run_in_threadpool(partial(
+        retrieve.rendered, q["studyUID"], q["seriesUID"], q["objectUID"], actor=actor,
+        frame=frame, media_type=content_type, **cast(dict[str, Any], options)))
     return Response(data, media_type=content_type)

@@ -7,11 +7,14 @@ Content negotiation is honest: what cannot be produced is answered 406, never su
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
+from cloudfilm.interfaces.api.auth import CurrentActor
 from cloudfilm.interfaces.api.dicomweb.common import dicom_json, services
 from cloudfilm.interfaces.api.dicomweb.media import (
     MediaRange,
@@ -20,6 +23,7 @@ from cloudfilm.interfaces.api.dicomweb.media import (
     parse_accept,
 )
 from cloudfilm.interfaces.api.errors import HttpProblem
+from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.retrieve import RetrieveService, StoredObject
 
 router = APIRouter()
@@ -54,67 +58,68 @@ def _stream_objects(retrieve: RetrieveService, objects: list[StoredObject],
     return StreamingResponse(multipart_stream(boundary, parts()), media_type=media)
 
 
-async def _retrieve(request: Request, study: str, series: str | None = None,
+async def _retrieve(request: Request, actor: Actor, study: str, series: str | None = None,
                     instance: str | None = None) -> StreamingResponse:
     syntax = _dicom_syntax(parse_accept(request.headers.get("accept")))
     retrieve = services(request).retrieve
-    objects = await run_in_threadpool(retrieve.locate, study, series, instance)
+    objects = await run_in_threadpool(partial(retrieve.locate, study, series, instance,
+                                              actor=actor))
     retrieve.check_transfer_syntax(objects, syntax)
     return _stream_objects(retrieve, objects, syntax)
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study")
-async def retrieve_study(request: Request, study: str) -> StreamingResponse:
-    return await _retrieve(request, study)
+async def retrieve_study(request: Request, actor: CurrentActor,
+                         study: str) -> StreamingResponse:
+    return await _retrieve(request, actor, study)
 
 
 @router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
-async def retrieve_series(request: Request, study: str, series: str) -> StreamingResponse:
-    return await _retrieve(request, study, series)
+async def retrieve_series(request: Request, actor: CurrentActor, study: str,
+                          series: str) -> StreamingResponse:
+    return await _retrieve(request, actor, study, series)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}",
             summary="WADO-RS: retrieve an instance")
-async def retrieve_instance(request: Request, study: str, series: str,
+async def retrieve_instance(request: Request, actor: CurrentActor, study: str, series: str,
                             instance: str) -> StreamingResponse:
-    return await _retrieve(request, study, series, instance)
+    return await _retrieve(request, actor, study, series, instance)
 
 
 # -- metadata --------------------------------------------------------------------------------
 
 
-async def _metadata(request: Request, study: str, series: str | None = None,
+async def _metadata(request: Request, actor: Actor, study: str, series: str | None = None,
                     instance: str | None = None) -> Response:
     accept = parse_accept(request.headers.get("accept"))
     if not any(m.type in ("application/dicom+json", "application/json", "*/*", "application/*")
                for m in accept):
         raise HttpProblem(406, "metadata is sent as application/dicom+json", code="not-acceptable")
-    body = await run_in_threadpool(services(request).retrieve.metadata, study, series, instance)
+    body = await run_in_threadpool(partial(services(request).retrieve.metadata, study, series,
+                                           instance, actor=actor))
     return dicom_json(request, body)
 
 
 @router.get("/studies/{study}/metadata", summary="WADO-RS: study metadata")
-async def study_metadata(request: Request, study: str) -> Response:
-    return await _metadata(request, study)
+async def study_metadata(request: Request, actor: CurrentActor, study: str) -> Response:
+    return await _metadata(request, actor, study)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: series metadata")
-async def series_metadata(request: Request, study: str, series: str) -> Response:
-    return await _metadata(request, study, series)
+async def series_metadata(request: Request, actor: CurrentActor, study: str,
+                          series: str) -> Response:
+    return await _metadata(request, actor, study, series)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/metadata",
             summary="WADO-RS: instance metadata")
-async def instance_metadata(request: Request, study: str, series: str, instance: str) -> Response:
-    return await _metadata(request, study, series, instance)
+async def instance_metadata(request: Request, actor: CurrentActor, study: str, series: str,
+                            instance: str) -> Response:
+    return await _metadata(request, actor, study, series, instance)
 
 
 # -- frames and bulk data ----------------------------------------------------------------------
-
-
-async def _one(request: Request, study: str, series: str, instance: str) -> StoredObject:
-    objects = await run_in_threadpool(services(request).retrieve.locate, study, series, instance)
-    return objects[0]
 
 
 def _frame_numbers(text: str) -> list[int]:
@@ -147,13 +152,13 @@ def _frame_syntax(accept: list[MediaRange]) -> tuple[str | None, str | None]:
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
             summary="WADO-RS: retrieve frames")
-async def retrieve_frames(request: Request, study: str, series: str, instance: str,
-                          frames: str) -> Response:
+async def retrieve_frames(request: Request, actor: CurrentActor, study: str, series: str,
+                          instance: str, frames: str) -> Response:
     numbers = _frame_numbers(frames)
     syntax, wanted_media = _frame_syntax(parse_accept(request.headers.get("accept")))
     retrieve = services(request).retrieve
-    obj = await _one(request, study, series, instance)
-    found = await run_in_threadpool(retrieve.frames, obj, numbers, syntax)
+    found = await run_in_threadpool(partial(retrieve.frames, study, series, instance, numbers,
+                                            syntax, actor=actor))
     if wanted_media is not None and any(f.media_type != wanted_media for f in found):
         raise HttpProblem(406, f"frames of this instance are {found[0].media_type}, not "
                           f"{wanted_media}", code="not-acceptable")
@@ -166,17 +171,17 @@ async def retrieve_frames(request: Request, study: str, series: str, instance: s
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag:path}",
             summary="WADO-RS: retrieve bulk data of one attribute")
-async def retrieve_bulkdata(request: Request, study: str, series: str, instance: str,
-                            tag: str) -> Response:
+async def retrieve_bulkdata(request: Request, actor: CurrentActor, study: str, series: str,
+                            instance: str, tag: str) -> Response:
     retrieve = services(request).retrieve
-    obj = await _one(request, study, series, instance)
     if tag.upper() in ("7FE00010", "7FE00008", "7FE00009"):
-        found = await run_in_threadpool(retrieve.frames, obj,
-                                        list(range(1, (obj.number_of_frames or 1) + 1)), "*")
+        found = await run_in_threadpool(partial(retrieve.frames, study, series, instance, None,
+                                                "*", actor=actor))
         data = [f.data for f in found]
         media_type = found[0].media_type
     else:
-        data = [await run_in_threadpool(retrieve.bulkdata, obj, tag)]
+        data = [await run_in_threadpool(partial(retrieve.bulkdata, study, series, instance, tag,
+                                                actor=actor))]
         media_type = "application/octet-stream"
     boundary = new_boundary()
     body = b"".join(multipart_stream(boundary, ((media_type, [d]) for d in data)))
@@ -219,32 +224,34 @@ def rendering_options(params: dict[str, str]) -> dict[str, object]:
     return options
 
 
-async def _render(request: Request, study: str, series: str, instance: str, frame: int = 1,
-                  *, thumbnail: bool = False) -> Response:
+async def _render(request: Request, actor: Actor, study: str, series: str, instance: str,
+                  frame: int = 1, *, thumbnail: bool = False) -> Response:
     media_type = _rendered_type(request)
     options = rendering_options(dict(request.query_params))
     if thumbnail:
         options.setdefault("viewport", (128, 128))
-    obj = await _one(request, study, series, instance)
-    data = await run_in_threadpool(services(request).retrieve.rendered, obj, frame=frame,
-                                   media_type=media_type, **options)
+    data = await run_in_threadpool(partial(
+        services(request).retrieve.rendered, study, series, instance, actor=actor, frame=frame,
+        media_type=media_type, **cast(dict[str, Any], options)))
     return Response(data, media_type=media_type)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/rendered",
             summary="WADO-RS: rendered instance")
-async def rendered_instance(request: Request, study: str, series: str, instance: str) -> Response:
-    return await _render(request, study, series, instance)
+async def rendered_instance(request: Request, actor: CurrentActor, study: str, series: str,
+                            instance: str) -> Response:
+    return await _render(request, actor, study, series, instance)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
             summary="WADO-RS: rendered frame")
-async def rendered_frame(request: Request, study: str, series: str, instance: str,
-                         frame: int) -> Response:
-    return await _render(request, study, series, instance, frame)
+async def rendered_frame(request: Request, actor: CurrentActor, study: str, series: str,
+                         instance: str, frame: int) -> Response:
+    return await _render(request, actor, study, series, instance, frame)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail",
             summary="WADO-RS: instance thumbnail")
-async def thumbnail(request: Request, study: str, series: str, instance: str) -> Response:
-    return await _render(request, study, series, instance, thumbnail=True)
+async def thumbnail(request: Request, actor: CurrentActor, study: str, series: str,
+                    instance: str) -> Response:
+    return await _render(request, actor, study, series, instance, thumbnail=True)

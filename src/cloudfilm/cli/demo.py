@@ -1,0 +1,220 @@
+"""``cloudfilm demo``: load a small synthetic province through the real doors.
+
+Without ``--url`` the command starts the platform in-process (HTTP and DIMSE on free
+loopback ports over the data folder), loads the province, and stops it; ``cloudfilm serve``
+on the same folder then shows the result. With ``--url``/``--dicom`` it loads a running
+server instead; the peers are registered through the index that ``--data`` (or
+``CLOUDFILM_DATABASE_URL``) names, which must be the running server's.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from cloudfilm.config import Settings
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Data folder of the embedded default. [env CLOUDFILM_DATA_DIR]")
+@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small",
+              show_default=True, help="small: ~700 objects in well under a minute; medium: "
+                                      "300-slice chest CTs (a few GB).")
+@click.option("--seed", type=int, default=2024, show_default=True,
+              help="Same seed, same province and UIDs: a second run adds nothing.")
+@click.option("--url", default=None,
+              help="DICOMweb base URL of a running server, e.g. "
+                   "http://127.0.0.1:8042/dicomweb (default: start one in-process).")
+@click.option("--dicom", default=None,
+              help="HOST:PORT of the running server's DIMSE listener (with --url).")
+@click.option("--ae-title", default=None, help="The server's AE title (with --dicom).")
+@click.option("--workers", type=int, default=3, show_default=True,
+              help="Exams sent concurrently.")
+def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | None,
+         ae_title: str | None, workers: int) -> None:
+    """Create a synthetic province and load it over C-STORE and STOW-RS."""
+    from rich.console import Console
+
+    from cloudfilm.app import build_services, configure_dicom_libraries
+    from cloudfilm.cli.main import _common, _settings
+    from cloudfilm.demo.loader import DemoLoadError, Target, register_hospitals
+    from cloudfilm.demo.province import build_province
+
+    console = Console(stderr=True)
+    settings = _settings(**_common(data))
+    dimse_port = settings.dimse.port  # the in-process listener uses a free port instead
+    configure_dicom_libraries()
+    if (url is None) != (dicom is None):
+        raise click.UsageError("--url and --dicom go together (or neither: start in-process)")
+    # Exam times count back from the start of this hour (China time): a rerun within the
+    # hour produces the same bytes; later reruns skip studies already held.
+    anchor = datetime.now(ZoneInfo("Asia/Shanghai")).replace(minute=0, second=0,
+                                                            microsecond=0, tzinfo=None)
+    province = build_province(size, seed=seed, anchor=anchor)  # type: ignore[arg-type]
+    services = build_services(settings)
+    hospitals, peers = register_hospitals(services.hospitals, province)
+    console.print(f"[bold]cloudfilm demo[/] ({size}, seed {seed}): {len(province.hospitals)} "
+                  f"hospitals, {len(province.residents)} residents, {len(province.exams)} "
+                  f"exams, {province.instance_count} objects; registered now: {hospitals} "
+                  f"hospitals, {peers} DIMSE AE titles")
+    issued: list[int] = []
+
+    def credential(hospital: Any) -> str:
+        # A short-lived credential per STOW-RS hospital, so that the archive records its
+        # uploads for that hospital (revoked when the demo ends).
+        new = services.credentials.issue(hospital.code, label="cloudfilm demo", actor="demo")
+        issued.append(new.credential.id)
+        return str(new.token)
+
+    try:
+        if url is not None and dicom is not None:
+            host, _, port = dicom.rpartition(":")
+            target = Target(url.rstrip("/"), host or "127.0.0.1", int(port),
+                            ae_title or settings.dimse.ae_title)
+            summary = _load(console, province, target, seed, workers, credential)
+        else:
+            with _in_process(services, settings) as target:
+                summary = _load(console, province, target, seed, workers, credential)
+    except DemoLoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        for credential_id in issued:
+            services.credentials.revoke(credential_id, actor="demo")
+        services.health._db.dispose()
+    _report(console, province, summary, settings, url, dimse_port)
+    if summary.failures:
+        raise SystemExit(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _in_process(services: Any, settings: Settings) -> Iterator[Any]:
+    """HTTP and DIMSE on free loopback ports over ``services``, stopped on exit."""
+    import uvicorn
+
+    from cloudfilm.app import build_dimse_server
+    from cloudfilm.demo.loader import DemoLoadError, Target
+    from cloudfilm.interfaces.api.http import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port,
+                            log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="demo-http", daemon=True)
+    thread.start()
+    settings.dimse.host, settings.dimse.port = "127.0.0.1", 0
+    dimse = build_dimse_server(services, settings)
+    dimse.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise DemoLoadError("the in-process HTTP server did not start")
+            time.sleep(0.05)
+        yield Target(f"http://127.0.0.1:{port}/dicomweb", "127.0.0.1", dimse.port,
+                     settings.dimse.ae_title)
+    finally:
+        dimse.stop(grace=10)
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _load(console: Any, province: Any, target: Any, seed: int, workers: int,
+          credential: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from cloudfilm.demo.loader import load_province
+
+    stop = threading.Event()
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description:<22}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("{task.fields[mb]:>8.1f} MB"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    labels = {"CT": "chest CT", "MR": "head MR", "DX": "chest DR", "US": "abdominal US"}
+    with Progress(*columns, console=console, transient=False) as bar:
+        overall = bar.add_task("all objects", total=None, mb=0.0, rate="")
+        tasks: dict[str, Any] = {}
+        started = time.monotonic()
+        lock = threading.Lock()
+
+        def on_plan(exams: list[Any]) -> None:
+            bar.update(overall, total=sum(e.instance_count for e in exams) or 1)
+            if not exams:
+                bar.update(overall, completed=1, rate="nothing new to send")
+            for modality, label in labels.items():
+                total = sum(e.instance_count for e in exams if e.modality == modality)
+                if total:
+                    tasks[modality] = bar.add_task(label, total=total, mb=0.0, rate="")
+
+        def on_object(exam: Any, count: int, nbytes: int) -> None:
+            with lock:
+                mb = nbytes / 2**20
+                bar.update(tasks[exam.modality], advance=count,
+                           mb=bar.tasks[tasks[exam.modality]].fields["mb"] + mb)
+                task = bar.tasks[overall]
+                total_mb = task.fields["mb"] + mb
+                rate = f"{(task.completed + count) / max(1e-3, time.monotonic() - started):.0f}/s"
+                bar.update(overall, advance=count, mb=total_mb, rate=rate)
+
+        try:
+            return load_province(province, target, seed=seed, workers=workers,
+                                 progress=on_object, on_plan=on_plan,
+                                 credentials=credential, stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+
+
+def _report(console: Any, province: Any, summary: Any, settings: Settings,
+            url: str | None, dimse_port: int) -> None:
+    from rich.table import Table
+
+    table = Table(title="the demo province", title_justify="left")
+    for column in ("code", "hospital", "level", "city", "door", "charset", "exams", "objects"):
+        table.add_column(column, justify="right" if column in ("exams", "objects") else "left",
+                         no_wrap=column != "hospital",
+                         min_width=12 if column == "hospital" else None)
+    for hospital in province.hospitals:
+        exams = [e for e in province.exams if e.hospital is hospital]
+        table.add_row(hospital.code, hospital.name, hospital.level, hospital.city,
+                      "C-STORE" if hospital.door == "dimse" else "STOW-RS",
+                      hospital.charset, str(len(exams)),
+                      str(sum(e.instance_count for e in exams)))
+    console.print(table)
+    console.print(f"sent {summary.instances_sent} objects ({summary.bytes_sent / 2**20:.0f} MB) "
+                  f"in {summary.studies_sent} studies; {summary.studies_skipped} studies were "
+                  "already held")
+    for failure in summary.failures[:10]:
+        console.print(f"[red]failed:[/] {failure}")
+    base = url or f"http://{settings.http.host}:{settings.http.port}/dicomweb"
+    sample = province.residents[0]
+    console.print(
+        "\n[bold]where to look[/] (after `cloudfilm serve`):\n"
+        f"  studies      {base}/studies?limit=20\n"
+        f"  a resident   {base}/studies?PatientName={sample.family[0]}{sample.given[0]}\n"
+        f"  API docs     {base.rsplit('/dicomweb', 1)[0]}/docs\n"
+        f"  DIMSE        findscu -S -aet {province.hospitals[0].ae_title} -aec "
+        f"{settings.dimse.ae_title} 127.0.0.1 {dimse_port} -k QueryRetrieveLevel=STUDY"
+    )

@@ -1,0 +1,236 @@
+"""Queries of the access domain: what the policy needs to decide, the SQL restriction that
+filters searches, and the hash-chained audit trail. No commits: the service owns the unit of
+work (``Database.reading()`` for decisions, ``Database.writing()`` for audit records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    false,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db.models import (
+    AuditChainHead,
+    AuditEvent,
+    Hospital,
+    PatientLink,
+    Study,
+)
+
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of the first audit row (and the hash of the empty chain)."""
+
+_HEAD_ID = 1
+_AUDIT = cast(Table, AuditEvent.__table__)
+_HEAD = cast(Table, AuditChainHead.__table__)
+
+Executor = Connection | Session
+
+
+def _dialect(conn: Executor) -> str:
+    if isinstance(conn, Session):
+        return conn.get_bind().dialect.name
+    return conn.dialect.name
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+
+def study_facts(conn: Executor, study_uid: str) -> Any:
+    """``(id, hospital_id, hospital_code, resident_id)`` of a study, None when absent.
+
+    ``resident_id`` is the resident its patient record is *linked* to (a conflict or an
+    unlinked record belongs to nobody yet, so only its hospital sees it). One indexed
+    look-up: ``study.study_instance_uid`` and ``patient_link.patient_fk`` are unique.
+    """
+    stmt = (
+        select(Study.id, Study.hospital_id, Hospital.code, PatientLink.resident_id)
+        .join(Hospital, Hospital.id == Study.hospital_id)
+        .outerjoin(PatientLink, and_(PatientLink.patient_fk == Study.patient_fk,
+                                     PatientLink.state == "linked"))
+        .where(Study.study_instance_uid == study_uid)
+    )
+    return conn.execute(stmt).first()
+
+
+def residents_of_studies(conn: Executor, study_uids: Sequence[str]) -> set[int]:
+    """The linked residents of the given studies (for the audit of a search)."""
+    if not study_uids:
+        return set()
+    rows = conn.execute(
+        select(PatientLink.resident_id)
+        .join(Study, Study.patient_fk == PatientLink.patient_fk)
+        .where(Study.study_instance_uid.in_(list(study_uids)), PatientLink.state == "linked")
+        .distinct()
+    ).scalars()
+    return {r for r in rows if r is not None}
+
+
+def _linked_patients(resident_ids: Sequence[int]) -> Any:
+    return select(PatientLink.patient_fk).where(
+        PatientLink.resident_id.in_(list(resident_ids)), PatientLink.state == "linked")
+
+
+def visible_studies(
+    *,
+    hospital_id: int | None = None,
+    hospital_code: str | None = None,
+    resident_ids: Sequence[int] = (),
+    granted: Mapping[int, frozenset[str] | None] | None = None,
+) -> ColumnElement[bool]:
+    """A WHERE clause on ``study`` that keeps only the studies an actor may see.
+
+    Parameters
+    ----------
+    hospital_id, hospital_code
+        Studies produced by this hospital (the code is resolved in SQL, so a DIMSE peer
+        known only by its code costs no extra round trip).
+    resident_ids
+        Studies of patient records linked to these residents.
+    granted
+        resident id -> granted StudyInstanceUIDs (None: all of that resident's studies).
+
+    Returns
+    -------
+    ColumnElement
+        ``false()`` when nothing is visible: unknown means no.
+    """
+    parts: list[ColumnElement[bool]] = []
+    if hospital_id is not None:
+        parts.append(Study.hospital_id == hospital_id)
+    elif hospital_code:
+        parts.append(Study.hospital_id == select(Hospital.id)
+                     .where(Hospital.code == hospital_code).scalar_subquery())
+    if resident_ids:
+        parts.append(Study.patient_fk.in_(_linked_patients(resident_ids)))
+    whole = [r for r, scope in (granted or {}).items() if scope is None]
+    if whole:
+        parts.append(Study.patient_fk.in_(_linked_patients(whole)))
+    for resident, scope in (granted or {}).items():
+        if scope:
+            # The UID must also belong to that resident: a grant cannot open someone else's
+            # study by naming its UID.
+            parts.append(and_(Study.study_instance_uid.in_(sorted(scope)),
+                              Study.patient_fk.in_(_linked_patients([resident]))))
+    if not parts:
+        return false()
+    return or_(*parts) if len(parts) > 1 else parts[0]
+
+
+# --- audit chain ---------------------------------------------------------------------------
+
+
+def lock_chain_head(conn: Executor) -> tuple[int, str]:
+    """``(seq, hash)`` of the chain's last row, locked until the transaction ends.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` on the single head row serialises appenders.
+    SQLite: the caller's ``BEGIN IMMEDIATE`` (``Database.writing()``) already holds the
+    database's one write lock. A missing head row (fresh or truncated table) is created.
+    """
+    stmt = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == _HEAD_ID)
+    if _dialect(conn) == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        dialect_insert = pg_insert if _dialect(conn) == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(_HEAD).values(id=_HEAD_ID, seq=0, hash=GENESIS_HASH)
+                     .on_conflict_do_nothing())
+        row = conn.execute(stmt).first()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
+                 last_hash: str) -> None:
+    """Insert chained rows (``seq``/``prev_hash``/``hash`` already set) and move the head."""
+    move = update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=seq, hash=last_hash)
+    if _dialect(conn) == "postgresql":
+        # One statement (a data-modifying CTE): one round trip instead of two.
+        conn.execute(move.add_cte(insert(_AUDIT).values(list(rows)).cte("appended")))
+        return
+    conn.execute(insert(_AUDIT), list(rows))
+    conn.execute(move)
+
+
+def chain_head(conn: Executor) -> tuple[int, str] | None:
+    row = conn.execute(select(AuditChainHead.seq, AuditChainHead.hash)
+                       .where(AuditChainHead.id == _HEAD_ID)).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+def chain_rows(conn: Connection, *, batch: int = 2000) -> Iterator[Any]:
+    """Every audit row in chain order, fetched in batches (keyset on ``seq``)."""
+    last = 0
+    while True:
+        rows = conn.execute(select(_AUDIT).where(_AUDIT.c.seq > last)
+                            .order_by(_AUDIT.c.seq).limit(batch)).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def audit_events(
+    conn: Executor,
+    *,
+    resident_ids: Sequence[int] | None = None,
+    exclude_subject: str | None = None,
+    actor_subject: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    resource_uid: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    before_seq: int | None = None,
+) -> list[Any]:
+    """Audit rows, newest first, filtered; ``before_seq`` pages backwards."""
+    stmt = select(_AUDIT)
+    if resident_ids is not None:
+        stmt = stmt.where(_AUDIT.c.resident_id.in_(list(resident_ids)))
+    if exclude_subject is not None:
+        stmt = stmt.where(_AUDIT.c.actor_subject != exclude_subject)
+    if actor_subject:
+        stmt = stmt.where(_AUDIT.c.actor_subject == actor_subject)
+    if action:
+        stmt = stmt.where(_AUDIT.c.action == action)
+    if outcome:
+        stmt = stmt.where(_AUDIT.c.outcome == outcome)
+    if resource_uid:
+        stmt = stmt.where(_AUDIT.c.resource_uid == resource_uid)
+    # UTC: SQLite keeps timestamps without an offset, so bounds must be UTC too.
+    if since is not None:
+        stmt = stmt.where(_AUDIT.c.at >= _utc(since))
+    if until is not None:
+        stmt = stmt.where(_AUDIT.c.at < _utc(until))
+    if before_seq is not None:
+        stmt = stmt.where(_AUDIT.c.seq < before_seq)
+    return list(conn.execute(stmt.order_by(_AUDIT.c.seq.desc()).limit(limit)).all())
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def hospital_names(conn: Executor, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """hospital id -> (code, name), for showing who looked."""
+    if not ids:
+        return {}
+    rows = conn.execute(select(Hospital.id, Hospital.code, Hospital.name)
+                        .where(Hospital.id.in_(list(ids)))).all()
+    return {r[0]: (r[1], r[2]) for r in rows}

@@ -1,0 +1,1 @@
+"""Adapters that send text messages to an SMS provider."""

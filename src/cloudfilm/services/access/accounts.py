@@ -1,0 +1,646 @@
+"""Accounts and sign-in: residents by phone and SMS code, doctors and administrators by
+password; sessions as opaque ``cfs_`` tokens that any process can check.
+
+- Residents register once: a code proves the phone, and name + national ID must match a
+  resident of the master patient index (the ID as its keyed hash, the name as whole-name
+  forms in characters or pinyin). One account per resident and per phone. A resident acts
+  for the residents whose parent or guardian they are recorded as (``family_link``).
+- Doctors belong to one hospital and department; the platform administrator (admin
+  token or an ``admin`` account) or the hospital's own ``hospital_admin`` creates them.
+  Passwords are argon2id (``argon2-cffi`` defaults); 5 failures in 15 minutes lock the
+  account for 15 minutes (settings), and an unknown user name costs the same hash
+  verification and is counted the same way, so timing and answers tell nothing.
+- Sessions: 32 random bytes; only SHA-256 is stored (like hospital credentials, nothing to
+  brute-force), so every process checks a token with one indexed query, and sign-out or
+  expiry holds on the next request.
+
+Nothing here logs a phone, a code, a password, a token or a national ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db import account_repository as repo
+from cloudfilm.infrastructure.db import identity_repository as identity_repo
+from cloudfilm.infrastructure.db.models import Account
+from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.services.access.actor import Actor, ActorKind
+from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
+from cloudfilm.services.access.sms import PHONE_DOMAIN, SmsService, mask_phone
+from cloudfilm.services.errors import (
+    AlreadyExistsError,
+    CloudfilmError,
+    InvalidInputError,
+    NotAuthenticatedError,
+    NotAuthorizedError,
+    NotFoundError,
+    RateLimitedError,
+    ResourceUnavailableError,
+)
+from cloudfilm.services.identity import names
+from cloudfilm.services.identity.mpi import NATIONAL_ID, parse_national_id
+from cloudfilm.services.identity.protection import IdProtector
+
+logger = logging.getLogger(__name__)
+
+SESSION_PREFIX = "cfs_"
+ACCOUNT_KINDS = ("doctor", "hospital_admin", "admin", "resident")
+_PHONE = re.compile(r"^(\+86)?1[3-9]\d{9}$")
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+MIN_PASSWORD = 10
+
+
+Outcome = Literal["allowed", "denied", "success", "failure"]
+
+
+class AuditRecorder(Protocol):
+    """What the audit trail offers (``services.access.audit.AuditService``)."""
+
+    def record(self, conn: Any, *, actor: Actor, action: str, outcome: Outcome,
+               resident_id: int | None = None,
+               detail: dict[str, Any] | None = None) -> Any: ...
+
+
+def audit_event(recorder: AuditRecorder | None, session: Session, *, actor: Actor,
+                action: str, outcome: Outcome, resident_id: int | None = None,
+                detail: dict[str, Any] | None = None) -> None:
+    """Record an access event in the caller's transaction (the audit trail once it is
+    wired in ``app.py``; until then a log line of ids only)."""
+    if recorder is not None:
+        recorder.record(session, actor=actor, action=action, outcome=outcome,
+                        resident_id=resident_id, detail=detail)
+        return
+    logger.info("cloudfilm.access.%s", action,
+                extra={"subject": actor.subject, "outcome": outcome,
+                       "resident_id": resident_id})
+
+
+def normalise_phone(value: str) -> str:
+    """11-digit mainland mobile number, or InvalidInputError naming the field."""
+    cleaned = value.strip().replace(" ", "").replace("-", "")
+    if not _PHONE.match(cleaned):
+        raise InvalidInputError("phone must be a mainland mobile number (11 digits starting "
+                                "with 1, optionally +86)")
+    return cleaned[-11:]
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def anonymous(kind: str, address: str = "") -> Actor:
+    """The actor of an attempt nobody is signed in for (failed sign-in, code request)."""
+    return Actor(kind="resident" if kind == "resident" else "doctor", subject="anonymous",
+                 address=address)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A new session: ``token`` is shown this once; only its hash is stored."""
+
+    token: str
+    expires_at: datetime
+    actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    id: int
+    kind: str
+    username: str | None
+    display_name: str
+    hospital_id: int | None
+    hospital_code: str | None
+    department: str
+    phone_masked: str
+    resident_id: int | None
+    resident_ids: tuple[int, ...]
+    active: bool
+    locked_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    kind: str
+    username: str
+    password: str
+    display_name: str
+    hospital_code: str | None = None
+    department: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicySettings:
+    """The ``access`` settings accounts need (copied in by the composition root)."""
+
+    session_hours: int = 12
+    otp_sends_per_phone_hour: int = 5
+    otp_sends_per_requester_hour: int = 20
+    otp_checks_per_15min: int = 10
+    lockout_failures: int = 5
+    lockout_window_minutes: int = 15
+    lockout_minutes: int = 15
+
+
+class AccountService:
+    """Accounts, sign-in and sessions.
+
+    Parameters
+    ----------
+    db, protector
+        The index and the keyed hash/encryption of phones and national IDs.
+    sms, codes, limiter
+        Text messages, one-time codes and the table-based rate limiter.
+    limits
+        Session lifetime, code and lockout limits (``access`` settings).
+    audit
+        The audit trail, when wired; None logs ids only.
+    """
+
+    def __init__(self, db: Database, protector: IdProtector, sms: SmsService,
+                 codes: OneTimeCodes, limiter: RateLimiter,
+                 limits: AccessPolicySettings | None = None,
+                 audit: AuditRecorder | None = None) -> None:
+        self._db = db
+        self._protector = protector
+        self._sms = sms
+        self._codes = codes
+        self._limiter = limiter
+        self._limits = limits or AccessPolicySettings()
+        self.audit = audit
+        self._hasher = PasswordHasher()
+        self._dummy_hash: str | None = None
+
+    # -- residents: phone and SMS code --
+
+    def send_sign_in_code(self, phone: str, *, requester: str) -> str:
+        """Text a sign-in/registration code to ``phone``; committed before the SMS goes.
+
+        The answer is the same whether or not an account uses the phone (it tells a
+        stranger nothing). Returns the masked phone.
+
+        Raises
+        ------
+        InvalidInputError
+            Not a mobile number.
+        RateLimitedError
+            Too many codes for this phone (5 an hour) or this requester (20 an hour).
+        """
+        phone = normalise_phone(phone)
+        phone_hash = self._phone_hash(phone)
+        now = datetime.now(UTC)
+        lim = self._limits
+        with self._write() as session:
+            self._limiter.hit(session, f"otp-send:phone:{phone_hash[:32]}",
+                              Limit(lim.otp_sends_per_phone_hour, 3600), now,
+                              what="codes sent to this phone")
+            self._limiter.hit(session, f"otp-send:req:{requester[:64]}",
+                              Limit(lim.otp_sends_per_requester_hour, 3600), now,
+                              what="codes requested from here")
+            code = self._codes.issue(session, "sign_in", phone_hash, now)
+        self._sms.send_code(phone, code, purpose="sign_in")
+        return mask_phone(phone)
+
+    def sign_in_resident(self, phone: str, code: str, *, requester: str) -> SignedIn:
+        """Sign a resident in with the code texted to their phone; the code is spent.
+
+        Raises
+        ------
+        NotAuthenticatedError
+            Wrong, expired, used or burnt code (the same answer for each).
+        NotFoundError
+            The code was right but no account uses this phone: register.
+        RateLimitedError
+            Too many code checks for this phone or requester.
+        """
+        phone = normalise_phone(phone)
+        phone_hash = self._phone_hash(phone)
+
+        def then(session: Session, now: datetime) -> SignedIn:
+            account = repo.account_by_phone(session, phone_hash)
+            if account is None or not account.active or account.kind != "resident":
+                raise NotFoundError("no resident account uses this phone yet: register with "
+                                    "your name and national ID and a new code")
+            return self._open_session(session, account, now, address=requester)
+
+        return self._with_code(phone_hash, code, requester, then)
+
+    def register_resident(self, phone: str, code: str, *, name: str, national_id: str,
+                          requester: str) -> SignedIn:
+        """Create a resident's account bound to their MPI entry, and sign them in.
+
+        The code proves the phone; the national ID must be in the index and the name must
+        be that resident's name. Committed when this returns (the code is spent even when
+        the registration is refused, so every try costs a new SMS, itself rate limited).
+
+        Raises
+        ------
+        NotAuthenticatedError
+            Wrong or spent code.
+        InvalidInputError
+            Malformed national ID, or name and national ID do not match a resident (one
+            answer for both, so that the endpoint tells nothing about who is indexed).
+        AlreadyExistsError
+            The resident or the phone has an account already.
+        """
+        phone = normalise_phone(phone)
+        nid = parse_national_id(national_id)
+        if not name.strip():
+            raise InvalidInputError("name: give your name as on your ID card")
+        phone_hash = self._phone_hash(phone)
+
+        def then(session: Session, now: datetime) -> SignedIn:
+            found = identity_repo.resident_by_national_id(
+                session, self._protector.lookup_hash(NATIONAL_ID, nid.number))
+            while found is not None and found.merged_into is not None:
+                found = identity_repo.resident_by_id(session, found.merged_into)
+            if found is None or names.same_name(found.name, name) is not True:
+                raise InvalidInputError(
+                    "name and national ID do not match a resident of the index; check both, "
+                    "or ask a hospital you visited to register you")
+            if repo.account_of_resident(session, found.id) is not None:
+                raise AlreadyExistsError("this resident has an account already; sign in with "
+                                         "its phone, or ask the platform to change the phone")
+            if repo.account_by_phone(session, phone_hash) is not None:
+                raise AlreadyExistsError("this phone belongs to another account")
+            try:
+                with session.begin_nested():
+                    account = repo.add_account(session, {
+                        "kind": "resident", "username": None, "display_name": found.name,
+                        "hospital_id": None, "department": "", "resident_id": found.id,
+                        "phone_hash": phone_hash,
+                        "phone_enc": self._protector.encrypt(PHONE_DOMAIN, phone),
+                        "phone_masked": mask_phone(phone), "password_hash": None,
+                        "failed_logins": 0, "active": True, "created_at": now,
+                    })
+            except IntegrityError:
+                raise AlreadyExistsError("this resident or phone has an account already") \
+                    from None
+            signed = self._open_session(session, account, now, address=requester)
+            audit_event(self.audit, session, actor=signed.actor, action="account.register",
+                        outcome="success", resident_id=found.id)
+            return signed
+
+        return self._with_code(phone_hash, code, requester, then)
+
+    def _with_code(self, phone_hash: str, code: str, requester: str,
+                   then: Any) -> SignedIn:
+        """Check a sign-in code, then run ``then`` in the same transaction. Refusals are
+        raised after the commit, so the spent code and the counted guess persist."""
+        now = datetime.now(UTC)
+        lim = self._limits
+        refusal: CloudfilmError | None = None
+        result: SignedIn | None = None
+        with self._write() as session:
+            self._limiter.hit(session, f"otp-check:phone:{phone_hash[:32]}",
+                              Limit(lim.otp_checks_per_15min, 900), now,
+                              what="code checks for this phone")
+            self._limiter.hit(session, f"otp-check:req:{requester[:64]}",
+                              Limit(lim.otp_checks_per_15min * 4, 900), now,
+                              what="code checks from here")
+            if not self._codes.verify(session, "sign_in", phone_hash, code, now):
+                refusal = NotAuthenticatedError("the code is wrong, expired or already used; "
+                                                "ask for a new one")
+                audit_event(self.audit, session, actor=anonymous("resident", requester),
+                            action="sign_in.code", outcome="failure")
+            else:
+                try:
+                    with session.begin_nested():
+                        result = then(session, now)
+                except CloudfilmError as exc:
+                    refusal = exc
+        if refusal is not None:
+            raise refusal
+        assert result is not None
+        logger.info("cloudfilm.access.signed_in", extra={"subject": result.actor.subject})
+        return result
+
+    # -- doctors and administrators: password --
+
+    def sign_in_password(self, username: str, password: str, *, requester: str) -> SignedIn:
+        """Sign a doctor or administrator in; committed when this returns.
+
+        The argon2 verification (tens of milliseconds by design) runs between two short
+        transactions, never inside one: on SQLite a write transaction holds the database's
+        single write lock, and ingest would wait behind every sign-in.
+
+        Raises
+        ------
+        NotAuthenticatedError
+            Unknown user name or wrong password (one answer for both).
+        RateLimitedError
+            The account is locked after repeated failures; ``retry_after`` says until when.
+        """
+        username = username.strip().lower()
+        now = datetime.now(UTC)
+        lim = self._limits
+        window = timedelta(minutes=lim.lockout_window_minutes)
+        with self._read() as session:
+            found = (repo.account_by_username(session, username)
+                     if _USERNAME.match(username) else None)
+            stored = found.password_hash if found is not None else None
+            if found is not None and (found.kind == "resident" or not found.active):
+                stored = None
+            account_id = found.id if found is not None else None
+            locked_until = aware(found.locked_until) if found and found.locked_until else None
+        if locked_until is not None and locked_until > now:
+            wait = int((locked_until - now).total_seconds()) + 1
+            raise RateLimitedError(
+                f"the account is locked after {lim.lockout_failures} failed sign-ins; try "
+                f"again in {wait // 60 + 1} minutes", retry_after=wait)
+        # Same cost for an unknown name, a deactivated account and a wrong password.
+        ok = self._verify(stored or self._dummy(), password) and stored is not None
+        refusal: CloudfilmError | None = None
+        result: SignedIn | None = None
+        with self._write() as session:
+            account = (repo.account_by_id(session, account_id, for_update=True)
+                       if account_id is not None else None)
+            if account is None:
+                bucket = f"signin-fail:{hashlib.sha256(username.encode()).hexdigest()[:32]}"
+                try:
+                    self._limiter.hit(session, bucket, Limit(lim.lockout_failures,
+                                                             int(window.total_seconds())),
+                                      now, what="failed sign-ins")
+                    refusal = NotAuthenticatedError("wrong user name or password")
+                except RateLimitedError as exc:
+                    refusal = exc
+            elif account.locked_until is not None and aware(account.locked_until) > now:
+                # Locked by a concurrent failure while this password was being checked.
+                wait = int((aware(account.locked_until) - now).total_seconds()) + 1
+                refusal = RateLimitedError("the account is locked after repeated failed "
+                                           "sign-ins", retry_after=wait)
+            elif not ok:
+                first = aware(account.first_failed_at) if account.first_failed_at else None
+                if first is None or now - first > window:
+                    account.first_failed_at, account.failed_logins = now, 0
+                account.failed_logins += 1
+                refusal = NotAuthenticatedError("wrong user name or password")
+                if account.failed_logins >= lim.lockout_failures:
+                    account.locked_until = now + timedelta(minutes=lim.lockout_minutes)
+                    account.failed_logins, account.first_failed_at = 0, None
+                    logger.warning("cloudfilm.access.account_locked",
+                                   extra={"account": account.id})
+                audit_event(self.audit, session,
+                            actor=self._actor(session, account, requester),
+                            action="sign_in.password", outcome="failure")
+            else:
+                account.failed_logins, account.first_failed_at = 0, None
+                account.locked_until = None
+                result = self._open_session(session, account, now, address=requester)
+        if refusal is not None:
+            raise refusal
+        assert result is not None
+        if stored is not None and self._hasher.check_needs_rehash(stored):
+            self._rehash(result.actor.account_id, password)
+        return result
+
+    def _rehash(self, account_id: int | None, password: str) -> None:
+        """Upgrade a hash made with older argon2 parameters, after a successful sign-in."""
+        new_hash = self._hasher.hash(password)
+        with self._write() as session:
+            account = repo.account_by_id(session, account_id or 0)
+            if account is not None:
+                account.password_hash = new_hash
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return bool(self._hasher.verify(password_hash, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy_hash
+
+    # -- sessions --
+
+    def _open_session(self, session: Session, account: Account, now: datetime, *,
+                      address: str = "") -> SignedIn:
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        expires = now + timedelta(hours=self._limits.session_hours)
+        repo.add_session(session, {"token_hash": _token_hash(token), "account_id": account.id,
+                                   "created_at": now, "expires_at": expires})
+        account.last_sign_in_at = now
+        actor = self._actor(session, account, address)
+        audit_event(self.audit, session, actor=actor, action="sign_in", outcome="success",
+                    resident_id=account.resident_id)
+        return SignedIn(token, expires, actor)
+
+    def actor_for_token(self, token: str, *, address: str = "") -> Actor | None:
+        """The signed-in person a session token speaks for, or None.
+
+        None for a malformed, unknown, expired or signed-out token, a deactivated account,
+        or a doctor of a deactivated hospital. Reads the database every time (one indexed
+        query plus the family links of a resident), so sign-out holds at once.
+        """
+        token = token.strip()
+        if not token.startswith(SESSION_PREFIX) or len(token) > 128:
+            return None
+        try:
+            with self._db.read() as session:
+                row = repo.live_session(session, _token_hash(token), datetime.now(UTC))
+                if row is None:
+                    return None
+                account, code, hospital_active = row
+                if not account.active or (account.hospital_id is not None
+                                          and not hospital_active):
+                    return None
+                return self._actor(session, account, address, hospital_code=code)
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+
+    def sign_out(self, token: str) -> None:
+        """End a session; idempotent. Committed when this returns."""
+        token = token.strip()
+        if not token.startswith(SESSION_PREFIX):
+            return
+        with self._write() as session:
+            repo.revoke_session(session, _token_hash(token), datetime.now(UTC))
+
+    def _actor(self, session: Session, account: Account, address: str, *,
+               hospital_code: str | None = None) -> Actor:
+        subject = f"account:{account.id}"
+        if account.kind == "resident":
+            own = account.resident_id
+            ids: set[int] = set()
+            if own is not None:
+                ids.add(own)
+                ids.update(repo.dependents_of(session, own))
+            return Actor(kind="resident", subject=subject, account_id=account.id,
+                         resident_ids=frozenset(ids), display=account.display_name,
+                         address=address)
+        if hospital_code is None and account.hospital_id is not None:
+            hospital = identity_repo.hospital_by_id(session, account.hospital_id)
+            hospital_code = hospital.code if hospital is not None else None
+        # A hospital administrator is a member of its hospital like a doctor (the Actor
+        # contract has no separate kind); the consent service reads the account's kind
+        # for what only hospital administrators may do.
+        kind: ActorKind = "admin" if account.kind == "admin" else "doctor"
+        return Actor(kind=kind, subject=subject, hospital_id=account.hospital_id,
+                     hospital_code=hospital_code, account_id=account.id,
+                     department=account.department, display=account.display_name,
+                     address=address)
+
+    # -- administration --
+
+    def create_account(self, new: NewAccount, *, by: Actor) -> AccountView:
+        """Create a doctor, hospital administrator or platform administrator account.
+
+        Who may: a platform administrator or the local operator, any kind; a hospital
+        administrator, doctors of their own hospital. Committed when this returns.
+
+        Raises
+        ------
+        NotAuthorizedError, InvalidInputError, NotFoundError, AlreadyExistsError
+        """
+        kind = new.kind
+        if kind not in ("doctor", "hospital_admin", "admin"):
+            raise InvalidInputError("kind must be doctor, hospital_admin or admin (residents "
+                                    "register themselves with their phone)")
+        username = new.username.strip().lower()
+        if not _USERNAME.match(username):
+            raise InvalidInputError("username: 3-64 lower-case letters, digits, '.', '_' or "
+                                    "'-', starting with a letter or digit")
+        if len(new.password) < MIN_PASSWORD or len(new.password) > 256:
+            raise InvalidInputError(f"password: {MIN_PASSWORD} to 256 characters")
+        if not new.display_name.strip():
+            raise InvalidInputError("display_name: the name residents will see")
+        password_hash = self._hasher.hash(new.password)
+        now = datetime.now(UTC)
+        with self._write() as session:
+            by_hospital = self.administered_hospital(session, by)
+            hospital_id: int | None = None
+            if kind in ("doctor", "hospital_admin"):
+                if not new.hospital_code:
+                    raise InvalidInputError("hospital_code: a doctor belongs to one hospital")
+                hospital = identity_repo.hospital_by_code(session, new.hospital_code.strip())
+                if hospital is None:
+                    raise NotFoundError(f"unknown hospital code {new.hospital_code[:64]!r}")
+                hospital_id = hospital.id
+            if by.kind not in ("admin", "operator") and not (
+                    kind == "doctor" and by_hospital is not None
+                    and by_hospital == hospital_id):
+                raise NotAuthorizedError("only a platform administrator, or the hospital's "
+                                         "own administrator for its doctors, creates accounts")
+            if repo.account_by_username(session, username) is not None:
+                raise AlreadyExistsError(f"the user name {username!r} is taken")
+            account = repo.add_account(session, {
+                "kind": kind, "username": username, "display_name": new.display_name[:128],
+                "hospital_id": hospital_id, "department": new.department[:128],
+                "resident_id": None, "phone_hash": None, "phone_enc": None,
+                "phone_masked": "", "password_hash": password_hash, "failed_logins": 0,
+                "active": True, "created_at": now,
+            })
+            audit_event(self.audit, session, actor=by, action="account.create",
+                        outcome="success", detail={"account": account.id, "kind": kind})
+            return self._view(session, account)
+
+    def set_active(self, account_id: int, active: bool, *, by: Actor) -> AccountView:
+        """Deactivate (or reactivate) an account; its sessions end at once."""
+        with self._write() as session:
+            account = repo.account_by_id(session, account_id, for_update=True)
+            if account is None:
+                raise NotFoundError(f"no account has the id {account_id}")
+            by_hospital = self.administered_hospital(session, by)
+            if by.kind not in ("admin", "operator") and not (
+                    account.kind == "doctor" and by_hospital == account.hospital_id):
+                raise NotAuthorizedError("not an administrator of this account's hospital")
+            account.active = active
+            if not active:
+                repo.revoke_sessions_of(session, account.id, datetime.now(UTC))
+            return self._view(session, account)
+
+    def administered_hospital(self, session: Session, actor: Actor) -> int | None:
+        """The hospital ``actor`` administers (a ``hospital_admin`` account), or None."""
+        if actor.account_id is None or actor.kind != "doctor":
+            return None
+        account = repo.account_by_id(session, actor.account_id)
+        if account is None or account.kind != "hospital_admin" or not account.active:
+            return None
+        return account.hospital_id
+
+    def me(self, actor: Actor) -> AccountView:
+        """The signed-in person's own account."""
+        if actor.account_id is None:
+            raise NotAuthenticatedError("sign in first")
+        with self._read() as session:
+            account = repo.account_by_id(session, actor.account_id)
+            if account is None:
+                raise NotAuthenticatedError("sign in first")
+            return self._view(session, account)
+
+    def list_accounts(self, *, by: Actor, hospital_code: str | None = None) -> list[AccountView]:
+        with self._read() as session:
+            by_hospital = self.administered_hospital(session, by)
+            hospital_id = None
+            if hospital_code:
+                hospital = identity_repo.hospital_by_code(session, hospital_code)
+                if hospital is None:
+                    raise NotFoundError(f"unknown hospital code {hospital_code[:64]!r}")
+                hospital_id = hospital.id
+            if by.kind not in ("admin", "operator"):
+                if by_hospital is None:
+                    raise NotAuthorizedError("administrators only")
+                hospital_id = by_hospital
+            return [self._view(session, a)
+                    for a in repo.accounts(session, hospital_id=hospital_id)]
+
+    def _view(self, session: Session, account: Account) -> AccountView:
+        code = None
+        if account.hospital_id is not None:
+            hospital = identity_repo.hospital_by_id(session, account.hospital_id)
+            code = hospital.code if hospital is not None else None
+        ids: tuple[int, ...] = ()
+        if account.resident_id is not None:
+            ids = (account.resident_id,
+                   *sorted(repo.dependents_of(session, account.resident_id)))
+        return AccountView(
+            id=account.id, kind=account.kind, username=account.username,
+            display_name=account.display_name, hospital_id=account.hospital_id,
+            hospital_code=code, department=account.department,
+            phone_masked=account.phone_masked, resident_id=account.resident_id,
+            resident_ids=ids, active=account.active,
+            locked_until=aware(account.locked_until) if account.locked_until else None)
+
+    # -- helpers --
+
+    def _phone_hash(self, phone: str) -> str:
+        return self._protector.lookup_hash(PHONE_DOMAIN, phone)
+
+    def _write(self) -> Any:
+        return _guarded(self._db.write())
+
+    def _read(self) -> Any:
+        return _guarded(self._db.read())
+
+
+class _guarded:
+    """Turns an unreachable database into ResourceUnavailableError."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __enter__(self) -> Session:
+        try:
+            return self._inner.__enter__()  # type: ignore[no-any-return]
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            return bool(self._inner.__exit__(*exc))
+        except DatabaseUnavailableError as err:
+            raise ResourceUnavailableError(str(err)) from err

@@ -1,0 +1,149 @@
+"""The audit trail on both databases: hash chain, tamper detection, append-only triggers,
+concurrent appenders, failure closes the door, and the ``cloudfilm audit verify`` command."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+from tests.integration.access.conftest import Province
+
+from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
+from cloudfilm.services.access.audit import AuditEntry
+from cloudfilm.services.archive.query import parse_search
+from cloudfilm.services.container import Services
+from cloudfilm.services.errors import ResourceUnavailableError
+
+
+def _exec(db_url: str, *statements: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _drop_triggers(db_url: str, request: pytest.FixtureRequest) -> None:
+    """What an intruder with database access does first (restored afterwards: the
+    PostgreSQL test database lives for the whole worker)."""
+    if db_url.startswith("postgresql"):
+        _exec(db_url, "ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only")
+        request.addfinalizer(lambda: _exec(
+            db_url, "ALTER TABLE audit_event ENABLE TRIGGER audit_event_append_only"))
+    else:
+        _exec(db_url, "DROP TRIGGER audit_event_no_update", "DROP TRIGGER audit_event_no_delete")
+
+
+def _fill(services: Services, n: int) -> None:
+    actor = Actor(kind="doctor", subject="account:9", hospital_id=1, display="Dr X")
+    services.audit.write(AuditEntry(actor, "retrieve", "allowed", "study", f"1.2.{i}",
+                                    resident_id=i, reason="grant") for i in range(n))
+
+
+def test_chain_verifies_and_an_edited_row_is_found(services: Services, db_url: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    _fill(services, 5)
+    report = services.audit.verify()
+    assert report.ok and report.rows == 5
+    # the database refuses edits...
+    with pytest.raises(DBAPIError):
+        _exec(db_url, "UPDATE audit_event SET outcome = 'denied' WHERE seq = 3")
+    with pytest.raises(DBAPIError):
+        _exec(db_url, "DELETE FROM audit_event WHERE seq = 5")
+    # ...and whoever drops the triggers meets the chain
+    _drop_triggers(db_url, request)
+    _exec(db_url, "UPDATE audit_event SET resource_uid = '9.9.9' WHERE seq = 3")
+    report = services.audit.verify()
+    assert not report.ok and report.broken_seq == 3 and report.rows == 2
+    assert "edited" in report.problem
+
+
+def test_removed_rows_are_found(services: Services, db_url: str,
+                                request: pytest.FixtureRequest) -> None:
+    _fill(services, 4)
+    _drop_triggers(db_url, request)
+    _exec(db_url, "DELETE FROM audit_event WHERE seq = 2")
+    report = services.audit.verify()
+    assert not report.ok and report.broken_seq == 3
+    _exec(db_url, "DELETE FROM audit_event WHERE seq >= 3")
+    report = services.audit.verify()
+    assert not report.ok and "head" in report.problem
+
+
+def test_concurrent_appenders_extend_one_chain(services: Services) -> None:
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(10):
+                _fill(services, 2)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    report = services.audit.verify()
+    assert report.ok and report.rows == 80
+
+
+def test_a_failed_audit_write_fails_the_request(province: Province,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    p = province
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(p.services.audit, "record_many", broken)
+    with pytest.raises(ResourceUnavailableError):
+        p.services.retrieve.locate(p.sa1, actor=LOCAL_OPERATOR)
+    with pytest.raises(ResourceUnavailableError):
+        p.services.query.search(parse_search("study", []), actor=p.doctor)
+    with pytest.raises(ResourceUnavailableError):
+        p.services.retrieve.metadata(p.sa1, actor=p.doctor)
+
+
+def test_record_joins_the_callers_transaction(services: Services) -> None:
+    """Part B's sign-ins and grant changes commit, or roll back, with their record."""
+    db = services.health._db
+    with pytest.raises(RuntimeError), db.write() as session:
+        services.audit.record(session, actor=LOCAL_OPERATOR, action="grant.approve",
+                              outcome="success", resident_id=1)
+        raise RuntimeError("the change failed")
+    assert services.audit.verify().rows == 0
+    with db.write() as session:
+        services.audit.record(session, actor=LOCAL_OPERATOR, action="grant.approve",
+                              outcome="success", resident_id=1)
+    assert services.audit.verify().rows == 1
+
+
+def test_cli_audit_verify(services: Services, settings: Any, db_url: str,
+                          monkeypatch: pytest.MonkeyPatch,
+                          request: pytest.FixtureRequest) -> None:
+    from cloudfilm.cli.main import cli
+
+    _fill(services, 3)
+    monkeypatch.setenv("CLOUDFILM_DATABASE_URL", db_url)
+    monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CLOUDFILM_AUTO_MIGRATE", "false")
+    for name in ("national_id_key", "national_id_hmac_key", "admin_token"):
+        monkeypatch.setenv(f"CLOUDFILM_SECURITY__{name.upper()}",
+                           getattr(settings.security, name).get_secret_value())
+    runner = CliRunner()
+    result = runner.invoke(cli, ["audit", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "3 record(s) verified" in result.output
+    _drop_triggers(db_url, request)
+    _exec(db_url, "UPDATE audit_event SET reason = 'x' WHERE seq = 2")
+    result = runner.invoke(cli, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert "seq 2" in result.output
