@@ -143,7 +143,7 @@ def build_services(settings: Settings) -> Services:
         hospitals=HospitalService(db, peers),
         credentials=CredentialService(
             db, security.admin_token.get_secret_value() if security.admin_token else None),
-        residents=ResidentService(db, protector),
+        residents=ResidentService(db, protector, audit=audit),
         accounts=accounts,
         sms=sms,
         consent=consent,

@@ -119,6 +119,12 @@ def test_conflicts_are_flagged_not_merged(services: Services, tmp_path: Any) -> 
         services.residents.xref(hospital_code="HB", patient_id=NID)
     actions = [e["action"] for e in services.residents.events(resident_id=resident.id)]
     assert {"link", "unlink", "link.conflict"} <= set(actions)
+    # Explicit link changes are in the hash-chained audit trail too.
+    from cloudfilm.services.access.actor import LOCAL_OPERATOR
+
+    audited = {e["action"] for e in services.audit.events(LOCAL_OPERATOR,
+                                                          resident_id=resident.id)}
+    assert {"identity.link", "identity.unlink"} <= audited
 
 
 def test_registration_feed_links_later_without_reupload(services: Services,

@@ -20,7 +20,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from pydicom.dataset import Dataset
@@ -32,6 +32,7 @@ from cloudfilm.infrastructure.db import archive_repository
 from cloudfilm.infrastructure.db import identity_repository as repo
 from cloudfilm.infrastructure.db.models import Patient, Resident
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.errors import (
     AlreadyExistsError,
     IdentityConflictError,
@@ -280,12 +281,36 @@ def link_at_ingest(session: Session, protector: IdProtector, *, hospital_id: int
 # --- the service ---------------------------------------------------------------------------
 
 
+class AuditRecorder(Protocol):
+    """What ResidentService needs of ``services.access.audit.AuditService``."""
+
+    def record(self, conn: Any, *, actor: Actor, action: str, outcome: Any,
+               resident_id: int | None = None, detail: dict[str, Any] | None = None) -> None: ...
+
+
 class ResidentService:
     """Residents, links, merges, family links and the cross-reference (PIX) query."""
 
-    def __init__(self, db: Database, protector: IdProtector) -> None:
+    def __init__(self, db: Database, protector: IdProtector, *,
+                 audit: AuditRecorder | None = None) -> None:
         self._db = db
         self.protector = protector
+        self._audit = audit
+
+    def _event(self, session: Session, **event: Any) -> Any:
+        """Record an explicit identity change in ``identity_event`` and, in the same
+        transaction, in the hash-chained audit trail (issue 5: every link change)."""
+        row = repo.add_event(session, **event)
+        if self._audit is not None:
+            actor = str(event.get("actor", ""))
+            self._audit.record(
+                session, actor=Actor(kind="admin", subject=actor or "admin", display=actor),
+                action=f"identity.{event['action']}", outcome="success",
+                resident_id=event.get("resident_id"),
+                detail={"other_resident_id": event.get("other_resident_id"),
+                        "patient_fk": event.get("patient_fk"),
+                        "hospital_id": event.get("hospital_id")})
+        return row
 
     # -- registration feed --
 
@@ -379,7 +404,7 @@ class ResidentService:
                 "name_search": f" {names.search_keys(patient.patient_name)[:396]} ",
                 "birth_date": patient.birth_date, "sex": patient.sex[:1], "phone": "",
                 "status": "active", "created_at": now, "updated_at": now})
-            repo.add_event(session, at=now, action="resident.create", actor=actor,
+            self._event(session, at=now, action="resident.create", actor=actor,
                            resident_id=resident.id)
         elif names.same_name(resident.name, patient.patient_name) is False:
             return self._flag(session, patient, resident.id,
@@ -410,7 +435,7 @@ class ResidentService:
         elif link.resident_id != resident_id:
             link.state, link.candidate_resident_id, link.reason = "conflict", resident_id, reason
             link.updated_at = now
-        repo.add_event(session, at=now, action="link.conflict", actor=actor,
+        self._event(session, at=now, action="link.conflict", actor=actor,
                        other_resident_id=resident_id, patient_fk=patient.id,
                        hospital_id=patient.hospital_id, detail={"reason": reason})
         return LinkOutcome(link.resident_id if link else None, "conflict", True, reason)
@@ -432,7 +457,7 @@ class ResidentService:
         else:
             link.state, link.resident_id, link.candidate_resident_id = "linked", resident_id, None
             link.reason, link.source, link.updated_at = "", source, now
-        repo.add_event(session, at=now, action="link", actor=actor, resident_id=resident_id,
+        self._event(session, at=now, action="link", actor=actor, resident_id=resident_id,
                        patient_fk=patient.id, hospital_id=patient.hospital_id,
                        detail={"source": source, "previous_state": previous[0],
                                "previous_resident": previous[1]})
@@ -476,7 +501,7 @@ class ResidentService:
             if link is None or link.state == "unlinked":
                 raise NotFoundError(f"{hospital_code}/{patient_id} is not linked")
             previous = link.resident_id or link.candidate_resident_id
-            repo.add_event(session, at=now, action="unlink", actor=actor,
+            self._event(session, at=now, action="unlink", actor=actor,
                            resident_id=previous, patient_fk=patient.id,
                            hospital_id=patient.hospital_id,
                            detail={"previous_state": link.state,
@@ -522,7 +547,7 @@ class ResidentService:
             repo.move_links(session, links, target.id, now)
             repo.move_identifiers(session, docs, target.id)
             source.status, source.merged_into, source.updated_at = "merged", target.id, now
-            event = repo.add_event(session, at=now, action="merge", actor=actor,
+            event = self._event(session, at=now, action="merge", actor=actor,
                                    resident_id=source.id, other_resident_id=target.id,
                                    detail={"links": links, "identifiers": docs,
                                            "moved_national_id": moved_id})
@@ -553,7 +578,7 @@ class ResidentService:
                 (source.national_id_hash, source.national_id_enc,
                  source.national_id_masked) = values
             source.status, source.merged_into, source.updated_at = "active", None, now
-            repo.add_event(session, at=now, action="unmerge", actor=actor,
+            self._event(session, at=now, action="unmerge", actor=actor,
                            resident_id=source.id, other_resident_id=target.id,
                            detail={"merge_event": event.id})
 
@@ -577,7 +602,7 @@ class ResidentService:
             repo.add_family_link(session, {"resident_id": resident_id,
                                            "related_resident_id": related_id,
                                            "relation": relation, "created_at": now})
-            repo.add_event(session, at=now, action="family.link", actor=actor,
+            self._event(session, at=now, action="family.link", actor=actor,
                            resident_id=resident_id, other_resident_id=related_id,
                            detail={"relation": relation})
 
@@ -658,7 +683,7 @@ class ResidentService:
         clear = None
         if reveal and resident.national_id_enc:
             clear = self.protector.decrypt(NATIONAL_ID, resident.national_id_enc)
-            repo.add_event(session, at=datetime.now(UTC), action="reveal", actor=actor,
+            self._event(session, at=datetime.now(UTC), action="reveal", actor=actor,
                            resident_id=resident.id)
         links = tuple(
             LinkView(r.hospital_code, r.patient_id, r.issuer_of_patient_id,
