@@ -37,7 +37,7 @@ from cloudfilm.infrastructure.db import account_repository as account_repo
 from cloudfilm.infrastructure.db import grant_repository as repo
 from cloudfilm.infrastructure.db import identity_repository as identity_repo
 from cloudfilm.infrastructure.db.models import AccessGrant, Account, Resident
-from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.services.access.accounts import AuditRecorder, Outcome, audit_event
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
@@ -52,6 +52,7 @@ from cloudfilm.services.errors import (
 )
 from cloudfilm.services.identity.mpi import NATIONAL_ID, parse_national_id
 from cloudfilm.services.identity.protection import IdProtector
+from cloudfilm.services.transactions import guarded as _guarded
 
 logger = logging.getLogger(__name__)
 
@@ -660,20 +661,3 @@ def _purpose(value: str) -> str:
     return purpose[:256]
 
 
-class _guarded:
-    """Turns an unreachable database into ResourceUnavailableError."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __enter__(self) -> Session:
-        try:
-            return self._inner.__enter__()  # type: ignore[no-any-return]
-        except DatabaseUnavailableError as exc:
-            raise ResourceUnavailableError(str(exc)) from exc
-
-    def __exit__(self, *exc: Any) -> bool:
-        try:
-            return bool(self._inner.__exit__(*exc))
-        except DatabaseUnavailableError as err:
-            raise ResourceUnavailableError(str(err)) from err

@@ -43,6 +43,7 @@ from cloudfilm.services.errors import (
 from cloudfilm.services.identity import names
 from cloudfilm.services.identity.national_id import NationalId, NationalIdError, parse
 from cloudfilm.services.identity.protection import IdProtector
+from cloudfilm.services.transactions import guarded as _guarded
 
 logger = logging.getLogger(__name__)
 
@@ -732,23 +733,6 @@ class ResidentService:
         return _guarded(self._db.read())
 
 
-class _guarded:
-    """Turns an unreachable database into ResourceUnavailableError."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __enter__(self) -> Session:
-        try:
-            return self._inner.__enter__()  # type: ignore[no-any-return]
-        except DatabaseUnavailableError as exc:
-            raise ResourceUnavailableError(str(exc)) from exc
-
-    def __exit__(self, *exc: Any) -> bool:
-        try:
-            return bool(self._inner.__exit__(*exc))
-        except DatabaseUnavailableError as err:
-            raise ResourceUnavailableError(str(err)) from err
 
 
 def _document(kind: str, value: str, issuer: str) -> tuple[str, str, str]:
