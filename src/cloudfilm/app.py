@@ -304,6 +304,19 @@ def build_http_app(settings: Settings) -> FastAPI:
     return create_app(build_services(settings))
 
 
+def http_app_from_environment() -> FastAPI:
+    """Factory for HTTP worker processes (``cloudfilm serve --workers N``): each worker
+    builds its own services from the environment the parent prepared (migrations and the
+    embedded secrets already done by the parent)."""
+    from cloudfilm.config import load_settings
+
+    settings = load_settings()
+    configure_logging(json=settings.log_json)
+    app = build_http_app(settings)
+    freeze_startup_objects()
+    return app
+
+
 def freeze_startup_objects() -> None:
     """Exclude start-up objects from garbage collection, and collect less often.
 

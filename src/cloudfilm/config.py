@@ -29,6 +29,9 @@ class ConfigError(Exception):
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8042, ge=1, le=65535)
+    # HTTP worker processes. One Python process is bound by the GIL; several share the
+    # database and blob store (nothing a request needs lives in a process's memory).
+    workers: int = Field(1, ge=1, le=64)
     # STOW-RS bodies larger than this are refused with 413 before they fill the disk.
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024)
     # QIDO-RS answers at most this many matches per request; clients page with offset.

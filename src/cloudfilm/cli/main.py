@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,10 @@ dicom_port_option = click.option("--dicom-port", type=int, default=None,
 @ae_title_option
 @dicom_host_option
 @dicom_port_option
+@click.option("--workers", type=int, default=None,
+              help="HTTP worker processes [env CLOUDFILM_HTTP__WORKERS; default 1]")
 def serve(data: Path | None, host: str | None, port: int | None, ae_title: str | None,
-          dicom_host: str | None, dicom_port: int | None) -> None:
+          dicom_host: str | None, dicom_port: int | None, workers: int | None) -> None:
     """Run the platform: HTTP (DICOMweb, REST, pages) and the DIMSE listener."""
     import uvicorn
 
@@ -77,21 +80,36 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         settings.http.host = host
     if port:
         settings.http.port = port
+    if workers:
+        settings.http.workers = workers
     _dimse_overrides(settings, ae_title, dicom_host, dicom_port)
     configure_logging(json=settings.log_json)
     configure_dicom_libraries()
-    services = build_services(settings)
-    app = create_app(services)
+    services = build_services(settings)  # migrates and prepares secrets once, here
+    app: Any = create_app(services)
     freeze_startup_objects()
     dimse = None
     if settings.dimse.enabled:
         dimse = _start_dimse(build_dimse_server, services, settings)
     click.echo(f"cloudfilm: DICOMweb at http://{settings.http.host}:{settings.http.port}"
                f"/dicomweb, API docs at /docs; data in {settings.data_dir.resolve()}", err=True)
+    options: dict[str, Any] = {}
+    if settings.http.workers > 1:
+        # Worker processes build their own services from the environment; this process
+        # keeps the DIMSE listener and supervises them.
+        os.environ.update({
+            "CLOUDFILM_DATA_DIR": str(settings.data_dir.resolve()),
+            "CLOUDFILM_HTTP__HOST": settings.http.host,
+            "CLOUDFILM_HTTP__PORT": str(settings.http.port),
+            "CLOUDFILM_AUTO_MIGRATE": "false",
+        })
+        app = "cloudfilm.app:http_app_from_environment"
+        options = {"factory": True, "workers": settings.http.workers}
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
-                    log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+                    log_level="warning", access_log=False, timeout_graceful_shutdown=30,
+                    **options)
     finally:
         if dimse is not None:
             dimse.stop(grace=30)
