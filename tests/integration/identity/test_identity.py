@@ -125,6 +125,11 @@ def test_conflicts_are_flagged_not_merged(services: Services, tmp_path: Any) -> 
     audited = {e["action"] for e in services.audit.events(LOCAL_OPERATOR,
                                                           resident_id=resident.id)}
     assert {"identity.link", "identity.unlink"} <= audited
+    # ... and so are reads of the index of people.
+    services.residents.get(resident.id)
+    audited = {e["action"] for e in services.audit.events(LOCAL_OPERATOR,
+                                                          resident_id=resident.id)}
+    assert {"identity.xref", "identity.read"} <= audited
 
 
 def test_registration_feed_links_later_without_reupload(services: Services,

@@ -298,6 +298,18 @@ class ResidentService:
         self.protector = protector
         self._audit = audit
 
+    def _audit_read(self, session: Session, action: str, resident_ids: list[int],
+                    actor: str) -> None:
+        """Every read of the index of people leaves an audit record, in the read's own
+        (write) transaction, like reads of images do (issue 5)."""
+        if self._audit is None:
+            return
+        self._audit.record(
+            session, actor=Actor(kind="admin", subject=actor or "admin", display=actor),
+            action=action, outcome="allowed",
+            resident_id=resident_ids[0] if len(resident_ids) == 1 else None,
+            detail={"resident_ids": resident_ids[:20], "count": len(resident_ids)})
+
     def _event(self, session: Session, **event: Any) -> Any:
         """Record an explicit identity change in ``identity_event`` and, in the same
         transaction, in the hash-chained audit trail (issue 5: every link change)."""
@@ -640,11 +652,13 @@ class ResidentService:
                 resident = self._require_resident(session, link.resident_id)
             else:
                 raise InvalidInputError("give hospital_code and patient_id, or national_id")
+            self._audit_read(session, "identity.xref", [resident.id], actor)
             return self._view(session, resident, reveal=reveal, actor=actor)
 
     def get(self, resident_id: int, *, reveal: bool = False, actor: str = "") -> ResidentView:
         with self._write() as session:
             resident = self._require_resident(session, resident_id)
+            self._audit_read(session, "identity.read", [resident.id], actor)
             return self._view(session, resident, reveal=reveal, actor=actor)
 
     def search(self, name: str, *, limit: int = 50) -> list[ResidentView]:
@@ -653,19 +667,22 @@ class ResidentService:
         term = name.strip()
         if not term or "%" in term or "_" in term:
             raise InvalidInputError("name: give a name or a part of it, without % or _")
-        with self._read() as session:
-            return [self._view(session, r, reveal=False, actor="")
-                    for r in repo.search_residents(session, term, limit)]
+        with self._write() as session:
+            found = list(repo.search_residents(session, term, limit))
+            self._audit_read(session, "identity.search", [r.id for r in found], "")
+            return [self._view(session, r, reveal=False, actor="") for r in found]
 
     def conflicts(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        with self._read() as session:
+        with self._write() as session:
+            self._audit_read(session, "identity.conflicts", [], "")
             return [{"hospital_code": r.hospital_code, "patient_id": r.patient_id,
                      "issuer_of_patient_id": r.issuer_of_patient_id, "reason": r.reason,
                      "resident_id": r.resident_id, "candidate_resident_id":
                      r.candidate_resident_id} for r in repo.conflicts(session, limit)]
 
     def unmatched(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        with self._read() as session:
+        with self._write() as session:
+            self._audit_read(session, "identity.unmatched", [], "")
             return [{"hospital_code": r.hospital_code, "patient_id": r.patient_id,
                      "issuer_of_patient_id": r.issuer_of_patient_id, "studies": r.studies}
                     for r in repo.unmatched(session, limit)]
