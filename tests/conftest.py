@@ -32,6 +32,13 @@ SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / 
 configure_dicom_libraries()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Tests skip real-file cases when the shared set is absent (a fresh clone elsewhere);
+    # in CI it must be there, so its absence fails the run instead of skipping silently.
+    if IN_CI and not SHARED_TESTDATA.is_dir():
+        raise pytest.UsageError(f"CI=true but the shared test data is missing: {SHARED_TESTDATA}")
+
+
 def shared_file(relative: str) -> Path:
     """A file of the shared real-data set; skips the test when the set is absent (not in CI)."""
     path = SHARED_TESTDATA / relative
