@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_database(worker_id: str) -> Iterator[str]:
-    # Unique per run: two runs on one PostgreSQL server must not drop each other's database.
-    name = f"cloudfilm_test_{os.getppid() if worker_id != 'master' else os.getpid()}_{worker_id}"
+def run_tag(worker_id: str) -> str:
+    """Unique per test run: two runs on one PostgreSQL server must not drop each other's
+    databases (xdist workers share their parent's pid)."""
+    return f"{os.getppid() if worker_id != 'master' else os.getpid()}_{worker_id}"
+
+
+@contextmanager
+def throwaway_pg_database(name: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database, yield its URL, drop it afterwards.
+
+    Unreachable PostgreSQL skips the test locally and fails it in CI.
+    """
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -70,12 +79,19 @@ def pg_database(worker_id: str) -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    migrate.upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database(worker_id: str) -> Iterator[str]:
+    with throwaway_pg_database(f"cloudfilm_test_{run_tag(worker_id)}") as url:
+        migrate.upgrade(url)
+        yield url
 
 
 def _truncate(url: str) -> None:

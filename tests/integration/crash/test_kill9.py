@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from tests.conftest import IN_CI, PG_ADMIN_URL
+from tests.conftest import run_tag, throwaway_pg_database
 from tests.integration.crash import kill9
 
 pytestmark = pytest.mark.commits
@@ -23,21 +22,8 @@ def crash_db(request: pytest.FixtureRequest, worker_id: str) -> object:
     if request.param == "sqlite":
         yield None
         return
-    name = f"cloudfilm_crash_{worker_id}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_pg_database(f"cloudfilm_crash_{run_tag(worker_id)}") as url:
+        yield url
 
 
 def test_kill9_loses_nothing_acknowledged(tmp_path: Path, crash_db: str | None) -> None:
