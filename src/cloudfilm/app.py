@@ -13,6 +13,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import structlog
 from fastapi import FastAPI
@@ -46,6 +47,8 @@ from cloudfilm.services.identity.protection import (
     new_key,
 )
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.reports.intake import ReportIntake
+from cloudfilm.services.reports.service import ReportService, ReportSettings
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -133,8 +136,14 @@ def build_services(settings: Settings) -> Services:
         otp_sends_per_phone_hour=access.otp_sends_per_phone_hour,
         otp_sends_per_requester_hour=access.otp_sends_per_requester_hour,
         otp_checks_per_15min=access.otp_checks_per_15min), audit=audit)
+    zone = ZoneInfo(settings.reports.timezone)
+    reports = ReportService(db, blobs, policy, audit, ReportSettings(
+        zone=zone, deadline_hours=settings.reports.upload_deadline_hours,
+        max_bytes=settings.reports.max_report_bytes), work_dir=spool)
     return Services(
-        ingest=IngestService(db, blobs, spool, protector=protector, audit=audit),
+        ingest=IngestService(db, blobs, spool, protector=protector, audit=audit, zone=zone,
+                             reports=ReportIntake(zone)),
+        reports=reports,
         query=QueryService(db, policy, audit),
         retrieve=RetrieveService(db, blobs, policy, audit),
         health=HealthService(db, blobs),

@@ -12,6 +12,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -135,6 +136,28 @@ class AccessSettings(BaseModel):
     lockout_minutes: int = Field(15, ge=1)
 
 
+class ReportSettings(BaseModel):
+    """Diagnostic reports and upload timeliness."""
+
+    # The province's time zone: DICOM dates and times carry none, so exam times (and
+    # report times sent without an offset) are read in it.
+    timezone: str = "Asia/Shanghai"
+    # Studies and reports must reach the platform within this many hours of the exam.
+    upload_deadline_hours: int = Field(12, ge=1, le=24 * 30)
+    # FHIR and HL7 report bodies larger than this are refused (a PDF inside counts).
+    max_report_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as "
+                             "Asia/Shanghai)") from exc
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -150,6 +173,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     sms: SmsSettings = SmsSettings()
     access: AccessSettings = AccessSettings()
+    reports: ReportSettings = ReportSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

@@ -185,3 +185,20 @@ def test_storescu_bad_input_keeps_listener_running(scp: DimseServer) -> None:
                   "127.0.0.1", str(scp.port), str(bad), check=False)
     assert "Success" not in result.stdout + result.stderr or result.returncode != 0
     _run("echoscu", "-aet", SCU_AE, "-aec", SCP_AE, "127.0.0.1", str(scp.port))
+
+
+def test_storescu_of_sr_and_pdf_files_their_reports(scp: DimseServer,
+                                                          services: Services) -> None:
+    """Reports come through the ordinary C-STORE door: dcmtk sends real SR and Encapsulated
+    PDF files, and each becomes its study's report, recorded for the peer's hospital."""
+    from pydicom import dcmread
+
+    files = [shared_file("reports/basic_text_SR_latin2.dcm"),
+             shared_file("reports/encapsulated_pdf_coronarography.dcm")]
+    _run(require_tool("storescu"), "-aet", SCU_AE, "-aec", SCP_AE, "127.0.0.1",
+         str(scp.port), *map(str, files))
+    for path in files:
+        study = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+        [report] = services.reports.study_reports(study, actor=LOCAL_OPERATOR)
+        assert report.hospital_code == "H-DCMTK"
+        assert report.link_state == "linked"

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cloudfilm.config import ConfigError, Settings, load_settings
+from cloudfilm.infrastructure.reports.render import cjk_font_available
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -93,6 +94,10 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         dimse = _start_dimse(build_dimse_server, services, settings)
     click.echo(f"cloudfilm: DICOMweb at http://{settings.http.host}:{settings.http.port}"
                f"/dicomweb, API docs at /docs; data in {settings.data_dir.resolve()}", err=True)
+    if not cjk_font_available():
+        click.echo("cloudfilm: warning: no Chinese font found (fc-list :lang=zh); report PDFs "
+                   "would show boxes. Install one, e.g. `apt-get install fonts-noto-cjk`.",
+                   err=True)
     options: dict[str, Any] = {}
     if settings.http.workers > 1:
         # Worker processes build their own services from the environment; this process

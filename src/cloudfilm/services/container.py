@@ -19,6 +19,7 @@ from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.reports.service import ReportService
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Services:
     accounts: AccountService
     sms: SmsService
     consent: ConsentService
+    # Diagnostic reports (issue 6): FHIR/HL7 intake, reading, rendering, search, timeliness.
+    reports: ReportService
     limits: Limits
     # Where doors spool incoming objects before ingest (same filesystem as local blobs,
     # so that a stored object is renamed into place, not copied).

@@ -95,3 +95,21 @@ class RateLimitedError(CloudfilmError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = max(int(retry_after), 1)
+
+
+class InvalidReportError(CloudfilmError):
+    """A report document (FHIR DiagnosticReport, DICOM SR or PDF, HL7 ORU) is malformed;
+    ``field`` names where."""
+
+    code = "invalid-report"
+
+    def __init__(self, message: str, *, field: str = "", code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class ReportConflictError(CloudfilmError):
+    """A report version contradicts what the archive holds (another study than the one
+    its earlier versions are linked to)."""
+
+    code = "report-conflict"

@@ -29,6 +29,7 @@ from cloudfilm.infrastructure.db.models import (
     AuditEvent,
     Hospital,
     PatientLink,
+    Report,
     Study,
 )
 
@@ -130,6 +131,44 @@ def visible_studies(
     if not parts:
         return false()
     return or_(*parts) if len(parts) > 1 else parts[0]
+
+
+def visible_reports(
+    *,
+    hospital_id: int | None = None,
+    hospital_code: str | None = None,
+    resident_ids: Sequence[int] = (),
+    granted: Mapping[int, frozenset[str] | None] | None = None,
+) -> ColumnElement[bool]:
+    """A WHERE clause on ``report`` LEFT JOIN ``study``: linked reports follow their
+    study (:func:`visible_studies`); a *held* report (no study yet) is visible to its own
+    hospital, to the resident its patient record is linked to, and to a doctor holding a
+    grant to all of that resident's records (a grant naming studies cannot name a study
+    that has not arrived).
+    """
+    linked = and_(Report.study_fk.is_not(None),
+                  visible_studies(hospital_id=hospital_id, hospital_code=hospital_code,
+                                  resident_ids=resident_ids, granted=granted))
+    held: list[ColumnElement[bool]] = []
+    if hospital_id is not None:
+        held.append(Report.hospital_id == hospital_id)
+    elif hospital_code:
+        held.append(Report.hospital_id == select(Hospital.id)
+                    .where(Hospital.code == hospital_code).scalar_subquery())
+    people = [*resident_ids, *(r for r, scope in (granted or {}).items() if scope is None)]
+    if people:
+        held.append(Report.patient_fk.in_(_linked_patients(people)))
+    if not held:
+        return linked
+    return or_(linked, and_(Report.study_fk.is_(None), or_(*held)))
+
+
+def patient_resident(conn: Executor, patient_fk: int | None) -> int | None:
+    """The resident a hospital's patient record is linked to, if any."""
+    if patient_fk is None:
+        return None
+    return conn.execute(select(PatientLink.resident_id).where(
+        PatientLink.patient_fk == patient_fk, PatientLink.state == "linked")).scalar()
 
 
 # --- audit chain ---------------------------------------------------------------------------

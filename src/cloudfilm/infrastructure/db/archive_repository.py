@@ -43,7 +43,10 @@ _PATIENT_BY_KEY = select(
     _patient.c.patient_id == bindparam("patient_id"),
     _patient.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
 )
-_STUDIES_BY_UID = select(_study.c.id, _study.c.study_instance_uid, _study.c.patient_fk).where(
+_STUDIES_BY_UID = select(
+    _study.c.id, _study.c.study_instance_uid, _study.c.patient_fk, _study.c.hospital_id,
+    _study.c.accession_number, _study.c.exam_at,
+).where(
     _study.c.study_instance_uid.in_(bindparam("uids", expanding=True))
 )
 _SERIES_BY_UID = select(_series.c.id, _series.c.series_instance_uid, _series.c.study_fk).where(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only aliases ROWID for INTEGER PRIMARY KEY; PostgreSQL gets 64-bit keys.
@@ -112,7 +113,11 @@ class Study(Base):
     num_series: Mapped[int] = mapped_column(Integer, default=0)
     num_instances: Mapped[int] = mapped_column(Integer, default=0)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When its first object reached the platform (never moved by later objects), and when
+    # the exam was done (StudyDate + StudyTime read in the province's time zone; NULL when
+    # the sender gave no date): the two ends of the 12-hour upload rule.
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exam_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Study- and patient-level attributes of the latest instance, DICOM JSON (PS3.18 F).
     attributes_json: Mapped[str] = mapped_column(Text, default="{}")
@@ -500,3 +505,102 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- diagnostic reports (issue 6, revision 0006) -------------------------------------------
+
+# PostgreSQL's full-text vector; SQLite keeps NULL there and searches ``search_text``.
+SearchVector = Text().with_variant(TSVECTOR(), "postgresql")
+
+
+class Report(Base):
+    """A diagnostic report: one row per report, holding its *current* version for showing
+    and searching; every version (amendments included) is a ``report_version`` row.
+
+    ``report_key`` is the sender's identity of the report (FHIR identifier, the first SR's
+    "sop:<uid>", HL7 "hl7:<filler order number>"), unique per hospital. ``link_state`` is
+    ``held`` while the study it names has not arrived (``study_fk`` NULL) and ``linked``
+    once it has. ``public_id`` is what the API shows (random, so ids cannot be counted).
+    """
+
+    __tablename__ = "report"
+    __table_args__ = (
+        UniqueConstraint("hospital_id", "report_key"),
+        Index(None, "study_fk"),
+        Index(None, "patient_fk"),
+        Index(None, "hospital_id", "study_instance_uid"),
+        Index(None, "hospital_id", "accession_number"),
+        Index(None, "hospital_id", "received_at"),
+        Index(None, "search_tsv", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    report_key: Mapped[str] = mapped_column(String(256))
+    study_fk: Mapped[int | None] = mapped_column(ForeignKey("study.id"))
+    patient_fk: Mapped[int | None] = mapped_column(ForeignKey("patient.id"))
+    # What the report claims, kept so that a held report can be linked when images come.
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    link_state: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    current_version: Mapped[int] = mapped_column(Integer)
+    version_count: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(256), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    findings: Mapped[str] = mapped_column(Text, default="")
+    impression: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(128), default="")
+    verifier: Mapped[str] = mapped_column(String(128), default="")
+    # Exam time (the study's, else what the report says) and issue time of the current
+    # version; received_at: the first version's arrival (the 12-hour rule's other end).
+    exam_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Normalised title + findings + impression (infrastructure/reports/search.py).
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    search_tsv: Mapped[str | None] = mapped_column(SearchVector)
+
+
+class ReportVersion(Base):
+    """One version of a report exactly as it arrived; never updated or deleted, so an
+    amendment or a cancellation never erases what was said before.
+
+    ``content_sha256`` makes a resend of the same version harmless; ``sop_instance_uid`` is
+    the DICOM object a DICOM report version came in (its PDF or SR is served from there);
+    ``pdf_blob_key`` a PDF that came inline (FHIR presentedForm).
+    """
+
+    __tablename__ = "report_version"
+    __table_args__ = (
+        UniqueConstraint("report_fk", "version"),
+        Index(None, "sop_instance_uid"),
+        Index(None, "report_fk", "content_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    report_fk: Mapped[int] = mapped_column(ForeignKey("report.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    source_status: Mapped[str] = mapped_column(String(32), default="")
+    source: Mapped[str] = mapped_column(String(16))
+    door: Mapped[str] = mapped_column(String(16), default="")
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    title: Mapped[str] = mapped_column(String(256), default="")
+    findings: Mapped[str] = mapped_column(Text, default="")
+    impression: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(128), default="")
+    verifier: Mapped[str] = mapped_column(String(128), default="")
+    effective_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    has_pdf: Mapped[bool] = mapped_column(Boolean, default=False)
+    pdf_blob_key: Mapped[str] = mapped_column(String(128), default="")
+    warnings: Mapped[str] = mapped_column(Text, default="")
+    original_json: Mapped[str] = mapped_column(Text, default="{}")

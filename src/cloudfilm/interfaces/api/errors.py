@@ -15,11 +15,13 @@ from cloudfilm.services.errors import (
     InvalidInputError,
     InvalidInstanceError,
     InvalidQueryError,
+    InvalidReportError,
     NotAcceptableError,
     NotAuthenticatedError,
     NotAuthorizedError,
     NotFoundError,
     RateLimitedError,
+    ReportConflictError,
     ResourceUnavailableError,
     UnsupportedSOPClassError,
 )
@@ -30,6 +32,7 @@ HTTP_STATUS: dict[type[CloudfilmError], int] = {
     InvalidInstanceError: 400,
     InvalidQueryError: 400,
     InvalidInputError: 400,
+    InvalidReportError: 400,
     NotAuthenticatedError: 401,
     NotAuthorizedError: 403,
     NotFoundError: 404,
@@ -38,6 +41,7 @@ HTTP_STATUS: dict[type[CloudfilmError], int] = {
     InstanceConflictError: 409,
     AlreadyExistsError: 409,
     IdentityConflictError: 409,
+    ReportConflictError: 409,
     RateLimitedError: 429,
     ResourceUnavailableError: 503,
 }
@@ -71,6 +75,9 @@ def install(app: FastAPI) -> None:
         if status >= 500:
             logger.warning("cloudfilm.http.unavailable", extra={"error": exc.message})
         response = problem(status, exc.code, exc.message)
+        if isinstance(exc, InvalidReportError) and exc.field:
+            response = JSONResponse({"error": exc.code, "message": exc.message,
+                                     "field": exc.field}, status_code=status)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, RateLimitedError):

@@ -185,6 +185,54 @@ class AccessPolicy:
             return False, "not-in-grant"
         return False, "unknown-actor"
 
+    def authorize_held_report(self, conn: Any, actor: Actor, *, hospital_id: int,
+                              hospital_code: str, patient_fk: int | None) -> Decision:
+        """Decide on a report that waits for its study (no study to decide on yet).
+
+        Its own hospital (systems and doctors) and the privileged see it; the resident its
+        patient record is linked to sees it; another hospital's doctor needs a grant to
+        *all* of that resident's records.
+        """
+        resident_id = repo.patient_resident(conn, patient_fk)
+        if actor.kind in PRIVILEGED:
+            return Decision(True, actor.kind, True, resident_id, hospital_id)
+        own_hospital = (hospital_id == actor.hospital_id if actor.hospital_id is not None
+                        else bool(actor.hospital_code) and hospital_code == actor.hospital_code)
+        allowed, reason = False, "unknown-actor"
+        if actor.kind in ("hospital", "doctor") and own_hospital:
+            allowed, reason = True, "own-hospital"
+        elif actor.kind == "hospital":
+            reason = "other-hospital"
+        elif actor.kind == "resident":
+            allowed = resident_id is not None and resident_id in actor.resident_ids
+            reason = "own-record" if allowed else "not-own-record"
+        elif actor.kind == "doctor":
+            if resident_id is None:
+                reason = "unlinked"
+            else:
+                scope = self.grants(conn, actor, [resident_id])
+                allowed = resident_id in scope and scope[resident_id] is None
+                reason = ("grant" if allowed else
+                          "not-in-grant" if resident_id in scope else "no-grant")
+        return Decision(allowed, reason, True, resident_id, hospital_id)
+
+    def report_filter(self, conn: Any, actor: Actor) -> ColumnElement[bool] | None:
+        """The SQL restriction on ``report`` LEFT JOIN ``study`` for a report search by
+        ``actor``; None: everything. Same rules as :meth:`filter` and
+        :meth:`authorize_held_report`."""
+        if actor.kind in PRIVILEGED:
+            return None
+        if actor.kind == "hospital":
+            return repo.visible_reports(hospital_id=actor.hospital_id,
+                                        hospital_code=actor.hospital_code)
+        if actor.kind == "resident":
+            return repo.visible_reports(resident_ids=sorted(actor.resident_ids))
+        if actor.kind == "doctor":
+            return repo.visible_reports(hospital_id=actor.hospital_id,
+                                        hospital_code=actor.hospital_code,
+                                        granted=self.grants(conn, actor))
+        return repo.visible_reports()
+
     def filter(self, conn: Any, actor: Actor) -> ColumnElement[bool] | None:
         """The SQL restriction on ``study`` for a search by ``actor``; None: everything.
 

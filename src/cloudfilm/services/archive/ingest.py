@@ -29,9 +29,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydicom.dataset import Dataset
@@ -42,6 +43,7 @@ from cloudfilm.infrastructure.db import archive_repository as repo
 from cloudfilm.infrastructure.db import identity_repository
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import charset, json_model
+from cloudfilm.infrastructure.dicom.dates import exam_time
 from cloudfilm.infrastructure.dicom.part10 import (
     ParsedHeader,
     Part10Error,
@@ -49,6 +51,8 @@ from cloudfilm.infrastructure.dicom.part10 import (
     write_part10,
 )
 from cloudfilm.infrastructure.dicom.uids import is_valid_uid
+from cloudfilm.infrastructure.reports import dicom as dicom_reports
+from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.audit import AuditEntry, AuditService
@@ -62,6 +66,7 @@ from cloudfilm.services.errors import (
 )
 from cloudfilm.services.identity import mpi, names
 from cloudfilm.services.identity.protection import IdProtector
+from cloudfilm.services.reports.intake import ReportIntake
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +145,8 @@ class _Prepared:
     metadata_json: str
     study_json: str
     series_json: str
+    # The report an SR or Encapsulated PDF object carries (services/reports).
+    report: ReportDocument | None = None
 
 
 IngestResult = StoredInstance | CloudfilmError
@@ -158,8 +165,15 @@ _ID_SOURCE_TTL = 30.0
 class IngestService:
     def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
                  protector: IdProtector | None = None,
-                 audit: AuditService | None = None) -> None:
+                 audit: AuditService | None = None,
+                 zone: tzinfo = ZoneInfo("Asia/Shanghai"),
+                 reports: ReportIntake | None = None) -> None:
         self._db = db
+        # The province's time zone: StudyDate/StudyTime carry none (exam_at).
+        self._zone = zone
+        # Reports (SR, Encapsulated PDF) are recorded, and held reports linked, in the
+        # same transaction as the objects (services/reports).
+        self._reports = reports
         self._audit = audit
         # With a protector, patients are linked to residents at ingest (services/identity).
         self._protector = protector
@@ -360,7 +374,12 @@ class IngestService:
             with self._db.write() as session:
                 hospital = self._hospital(session, sender)
                 patients: dict[int, Dataset] = {}
-                outcomes = _index_in(session, entries, hospital, patients)
+                created: list[Any] = []
+                outcomes = _index_in(session, entries, hospital, self._zone, patients, created)
+                if self._reports is not None:
+                    self._reports.after_index(session, hospital_id=hospital, door=sender.door,
+                                              entries=_report_entries(entries, outcomes),
+                                              created_studies=created)
                 if self._protector is not None:
                     # Same transaction, in a savepoint: a linking failure never fails the
                     # store (mpi.link_at_ingest); 0-1 statements per batch once linked.
@@ -422,7 +441,15 @@ def _prepare(index: int, item: IngestItem, work_dir: Path) -> _Prepared:
         has_pixel_data=header.parsed.has_pixel_data,
     )
     full_json["00083002"] = {"vr": "UI", "Value": [header.parsed.transfer_syntax_uid]}
+    report = None
+    if dicom_reports.is_report(header.sop_class_uid):
+        try:
+            report = dicom_reports.read_dicom_report(header.parsed.dataset)
+        except ReportFormatError as exc:
+            raise InvalidInstanceError(f"the report cannot be read: {exc}",
+                                       code="invalid-report") from exc
     return _Prepared(
+        report=report,
         index=index,
         item=item,
         header=header,
@@ -432,6 +459,13 @@ def _prepare(index: int, item: IngestItem, work_dir: Path) -> _Prepared:
         study_json=_subset_json(full_json, _STUDY_GROUP_TAGS, group="0010"),
         series_json=_subset_json(full_json, _SERIES_TAGS),
     )
+
+
+def _report_entries(entries: list[_Prepared], outcomes: list[Outcome]
+                    ) -> list[ReportDocument]:
+    """The reports of the objects this batch stored or replaced (a resend adds nothing)."""
+    return [e.report for e, outcome in zip(entries, outcomes, strict=True)
+            if e.report is not None and outcome != "duplicate"]
 
 
 def _as_part10(item: IngestItem, work_dir: Path) -> IngestItem:
@@ -448,8 +482,9 @@ def _as_part10(item: IngestItem, work_dir: Path) -> IngestItem:
     return IngestItem(target, move=True, expected_study_uid=item.expected_study_uid)
 
 
-def _index_in(session: Any, entries: list[_Prepared], hospital: int,
-              patients_out: dict[int, Dataset] | None = None) -> list[Outcome]:
+def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinfo,
+              patients_out: dict[int, Dataset] | None = None,
+              created_out: list[Any] | None = None) -> list[Outcome]:
     now = datetime.now(UTC)
     sops = [e.header.sop_instance_uid for e in entries]
     current = repo.instances_by_uid(session, sops)
@@ -481,9 +516,12 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int,
         study = studies.get(header.study_uid)
         if study is None:
             study = repo.create_study(
-                session, _study_values(ds, header, entry.study_json, patient_fk, hospital, now)
+                session,
+                _study_values(ds, header, entry.study_json, patient_fk, hospital, now, zone),
             )
             studies[header.study_uid] = study
+            if created_out is not None:
+                created_out.append(study)
         if study.patient_fk != patient_fk:
             raise InstanceConflictError(
                 f"study {header.study_uid} is already held for another patient; "
@@ -645,10 +683,11 @@ def _decoded_text(ds: Dataset, tag: int, warnings: list[str]) -> str:
 
 def _study_values(
     ds: Dataset, header: _Header, attributes_json: str, patient_fk: int, hospital: int,
-    now: datetime,
+    now: datetime, zone: tzinfo,
 ) -> dict[str, Any]:
     warnings: list[str] = []
     return {
+        "exam_at": exam_time(_s(ds, "StudyDate", 8), _s(ds, "StudyTime", 16), zone),
         "study_instance_uid": header.study_uid,
         "patient_fk": patient_fk,
         "hospital_id": hospital,

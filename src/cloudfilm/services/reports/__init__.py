@@ -1,0 +1,2 @@
+"""Diagnostic reports: receiving every format, linking to studies, reading, searching, and
+the upload-timeliness figures."""

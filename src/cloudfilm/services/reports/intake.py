@@ -1,0 +1,36 @@
+"""Reports that arrive as DICOM objects (SR, Encapsulated PDF) through the ordinary ingest
+doors: ingest calls :meth:`ReportIntake.after_index` inside its index transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from cloudfilm.infrastructure.reports.document import ReportDocument
+from cloudfilm.services.reports.recording import link_held, record_version
+
+
+class ReportIntake:
+    """Records report objects and links held reports, in ingest's transaction: a study
+    and the reports waiting for it commit together, and an SR is never stored without its
+    report (nor the reverse)."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self._zone = zone
+
+    def after_index(self, conn: Any, *, hospital_id: int, door: str,
+                    entries: Sequence[ReportDocument], created_studies: Sequence[Any]) -> None:
+        """Link held reports to ``created_studies``, then record ``entries``.
+
+        Raises
+        ------
+        NotAuthorizedError, ReportConflictError
+            Fails the batch; ingest then retries object by object, so only the offending
+            report object is refused.
+        """
+        now = datetime.now(UTC)
+        link_held(conn, hospital_id=hospital_id, studies=created_studies, now=now)
+        for doc in entries:
+            record_version(conn, doc, hospital_id=hospital_id, door=door, now=now,
+                           zone=self._zone)

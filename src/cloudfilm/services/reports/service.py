@@ -1,0 +1,468 @@
+"""Diagnostic reports: receive them over REST (FHIR R4, HL7 v2 ORU^R01), read, render,
+search, and measure upload timeliness.
+
+Reports that come as DICOM objects (SR, Encapsulated PDF) enter through ingest instead
+(``services.reports.intake``); both paths record versions with ``recording``.
+
+Every read decides with the one access policy and commits its audit record before
+returning anything: a linked report follows its study's rule, a held one
+``AccessPolicy.authorize_held_report``. A refusal does not say whether the report exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+
+from cloudfilm.infrastructure.db import archive_repository, report_repository
+from cloudfilm.infrastructure.db import retrieve_repository as rr
+from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.infrastructure.reports import fhir, hl7v2, render, search
+from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
+from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
+from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.policy import PRIVILEGED, AccessPolicy, Decision, Resource
+from cloudfilm.services.errors import (
+    InvalidInputError,
+    InvalidReportError,
+    NotAuthorizedError,
+    NotFoundError,
+    ResourceUnavailableError,
+)
+from cloudfilm.services.reports.recording import Recorded, record_version
+
+_LOCAL_CODE = "LOCAL"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    zone: tzinfo
+    deadline_hours: int = 12
+    max_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSummary:
+    """A report as lists and searches show it (the current version)."""
+
+    report_id: str
+    status: str
+    version: int
+    versions: int
+    link_state: str
+    study_instance_uid: str
+    accession_number: str
+    hospital_code: str
+    hospital_name: str
+    source: str
+    title: str
+    modality: str
+    findings: str
+    impression: str
+    author: str
+    verifier: str
+    exam_at: datetime | None
+    issued_at: datetime | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReportVersionInfo:
+    version: int
+    status: str
+    source_status: str
+    source: str
+    door: str
+    title: str
+    findings: str
+    impression: str
+    author: str
+    verifier: str
+    effective_at: datetime | None
+    issued_at: datetime | None
+    received_at: datetime
+    has_pdf: bool
+    sop_instance_uid: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDetail:
+    summary: ReportSummary
+    versions: list[ReportVersionInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class HospitalTimeliness:
+    """One hospital's upload figures for exams in a period (the 12-hour rule)."""
+
+    hospital_code: str
+    hospital_name: str
+    studies: int
+    studies_on_time: int
+    studies_late: int
+    studies_max_delay_s: float | None
+    studies_without_report: int
+    studies_without_exam_time: int
+    reports: int
+    reports_on_time: int
+    reports_late: int
+    reports_max_delay_s: float | None
+
+
+class ReportService:
+    def __init__(self, db: Database, blobs: BlobStore, policy: AccessPolicy,
+                 audit: AuditService, settings: ReportSettings, work_dir: Path,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self._db = db
+        # Scratch space on the blob store's filesystem (inline PDFs before they are stored).
+        self._work_dir = work_dir
+        self._blobs = blobs
+        self._policy = policy
+        self._audit = audit
+        self._settings = settings
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest FHIR or HL7 body accepted."""
+        return self._settings.max_bytes
+
+    @property
+    def deadline_hours(self) -> int:
+        return self._settings.deadline_hours
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def receive_fhir(self, body: bytes, *, actor: Actor) -> Recorded:
+        """Record one FHIR R4 DiagnosticReport sent by a hospital system.
+
+        Raises
+        ------
+        InvalidReportError
+            Malformed resource (``field`` names where), or too large.
+        NotAuthorizedError
+            Not a sender, or the report names another hospital's study.
+        ReportConflictError
+            An amendment naming another study than its report's.
+        """
+        self._check_size(body, "DiagnosticReport")
+        try:
+            doc = fhir.read_diagnostic_report(body)
+        except ReportFormatError as exc:
+            raise InvalidReportError(str(exc), field=exc.field) from exc
+        return self._record(doc, actor=actor, door="fhir")
+
+    def receive_hl7(self, message: bytes, *, actor: Actor) -> list[Recorded]:
+        """Record the reports (one per OBR group) of an HL7 v2 ORU^R01 message, all or
+        none (one transaction)."""
+        self._check_size(message, "MSH")
+        try:
+            docs = hl7v2.read_oru_r01(message)
+        except ReportFormatError as exc:
+            raise InvalidReportError(str(exc), field=exc.field) from exc
+        return self._record_all(docs, actor=actor, door="hl7")
+
+    def _check_size(self, body: bytes, where: str) -> None:
+        if len(body) > self._settings.max_bytes:
+            raise InvalidReportError(
+                f"the report is {len(body)} bytes; at most {self._settings.max_bytes} are "
+                "accepted (send large PDFs as DICOM Encapsulated PDF through STOW-RS)",
+                field=where, code="report-too-large")
+
+    def _record(self, doc: ReportDocument, *, actor: Actor, door: str) -> Recorded:
+        return self._record_all([doc], actor=actor, door=door)[0]
+
+    def _record_all(self, docs: list[ReportDocument], *, actor: Actor,
+                    door: str) -> list[Recorded]:
+        self._require_sender(actor, door)
+        pdfs = [self._store_pdf(doc) for doc in docs]
+        now = self._clock()
+        try:
+            with self._db.write() as session:
+                hospital = self._hospital(session, actor, now)
+                return [record_version(session, doc, hospital_id=hospital, door=door, now=now,
+                                       zone=self._settings.zone, pdf_blob_key=key,
+                                       pdf_sha256=sha)
+                        for doc, (key, sha) in zip(docs, pdfs, strict=True)]
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+
+    def _require_sender(self, actor: Actor, door: str) -> None:
+        if actor.kind == "operator" or (actor.kind == "hospital" and actor.hospital_code):
+            return
+        self._audit.write([AuditEntry(actor, "store", "denied", "report",
+                                      reason="not-a-sender", detail={"door": door})])
+        raise NotAuthorizedError("only hospital systems (with their credential) and the local "
+                                 "operator can send reports")
+
+    def _hospital(self, session: Any, actor: Actor, now: datetime) -> int:
+        if actor.kind == "hospital" and actor.hospital_id is not None:
+            return actor.hospital_id
+        code = actor.hospital_code if actor.kind == "hospital" else _LOCAL_CODE
+        return archive_repository.hospital_id(
+            session, code or _LOCAL_CODE,
+            name=actor.display if actor.kind == "hospital" else "Local uploads", now=now)
+
+    def _store_pdf(self, doc: ReportDocument) -> tuple[str, str]:
+        """A PDF that came inline goes to the blob store (durably) before the index
+        transaction, like an object: content-addressed, so a resend costs nothing."""
+        if not doc.pdf_bytes:
+            return "", ""
+        sha = hashlib.sha256(doc.pdf_bytes).hexdigest()
+        key = blob_key(sha, ".pdf")
+        try:
+            if not self._blobs.exists(key):
+                fd, name = tempfile.mkstemp(prefix="report-", suffix=".pdf",
+                                            dir=self._work_dir)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(doc.pdf_bytes)
+                self._blobs.put_file(key, Path(name), move=True)
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(f"cannot store the report's PDF: {exc}") from exc
+        return key, sha
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _decide(self, conn: Any, actor: Actor, row: Any) -> Decision:
+        if row.study_fk is not None:
+            return self._policy.authorize(conn, actor, "report",
+                                          Resource.of(row.linked_study_uid))
+        return self._policy.authorize_held_report(
+            conn, actor, hospital_id=row.hospital_id, hospital_code=row.hospital_code,
+            patient_fk=row.patient_fk)
+
+    def _load(self, conn: Any, public_id: str, actor: Actor, action: str) -> Any:
+        """The report row, once the policy allowed it and the record is committed."""
+        row = report_repository.report_by_public_id(conn, public_id[:64])
+        if row is None:
+            decision = Decision(actor.kind in PRIVILEGED, "absent", exists=False)
+        else:
+            decision = self._decide(conn, actor, row)
+        detail = {"study": row.linked_study_uid or ""} if row is not None else {}
+        self._audit.write(conn=conn, entries=[AuditEntry(
+            actor, action, "allowed" if decision.allowed and row is not None else "denied",
+            "report", public_id[:64], resident_id=decision.resident_id,
+            reason=decision.reason, detail=detail)])
+        if row is None and decision.allowed:
+            raise NotFoundError(f"report {public_id[:64]} is not in the archive")
+        if not decision.allowed:
+            raise NotAuthorizedError(
+                f"report {public_id[:64]} is not in the archive or you are not authorised "
+                "to see it (a doctor needs the patient's grant for another hospital's "
+                "reports)")
+        return row
+
+    def get(self, public_id: str, *, actor: Actor) -> ReportDetail:
+        """A report with all its versions (oldest first)."""
+        try:
+            with self._db.reading() as conn:
+                row = self._load(conn, public_id, actor, "report")
+                versions = report_repository.versions(conn, row.id)
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        return ReportDetail(_summary(row), [_version(v) for v in versions])
+
+    def study_reports(self, study_uid: str, *, actor: Actor) -> list[ReportSummary]:
+        """The reports linked to a study (newest first), decided on the study."""
+        resource = Resource.of(study_uid[:64])
+        try:
+            with self._db.reading() as conn:
+                decision = self._policy.authorize(conn, actor, "report", resource)
+                rows = (report_repository.reports_of_study(conn, study_uid)
+                        if decision.allowed else [])
+                self._audit.write(conn=conn, entries=[AuditEntry(
+                    actor, "report", "allowed" if decision.allowed else "denied", "study",
+                    resource.uid, resident_id=decision.resident_id, reason=decision.reason,
+                    detail={"reports": len(rows)})])
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if not decision.allowed:
+            raise NotAuthorizedError(
+                f"study {study_uid[:64]} is not in the archive or you are not authorised to "
+                "see it (a doctor needs the patient's grant for another hospital's studies)")
+        return [_summary(r) for r in rows]
+
+    def view(self, public_id: str, *, actor: Actor, version: int | None = None,
+             action: str = "render") -> render.ReportView:
+        """What the HTML and PDF renderings show (the current or a given version)."""
+        try:
+            with self._db.reading() as conn:
+                row = self._load(conn, public_id, actor, action)
+                versions = report_repository.versions(conn, row.id)
+                patient = report_repository.patient_of(conn, row.patient_fk)
+                study = report_repository.study_summary(conn, row.study_fk)
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        number = version if version is not None else row.current_version
+        shown = next((v for v in versions if v.version == number), None)
+        if shown is None:
+            raise NotFoundError(f"report {public_id[:64]} has no version {number}")
+        return render.ReportView(
+            report_id=row.public_id, title=shown.title, status=shown.status,
+            version=shown.version,
+            versions=tuple(render.VersionLine(v.version, v.status, _utc(v.issued_at),
+                                              _utc(v.received_at) or self._clock())
+                           for v in versions),
+            hospital_name=row.hospital_name or row.hospital_code,
+            patient_name=patient.patient_name if patient is not None else "",
+            patient_sex=patient.sex if patient is not None else "",
+            patient_birth_date=patient.birth_date if patient is not None else "",
+            patient_id=(patient.patient_id if patient is not None else row.patient_id),
+            study_date=study.study_date if study is not None else "",
+            exam_at=_utc(row.exam_at), modality=row.modality,
+            accession_number=row.accession_number,
+            study_description=study.study_description if study is not None else "",
+            findings=shown.findings, impression=shown.impression, author=shown.author,
+            verifier=shown.verifier, issued_at=_utc(shown.issued_at),
+            received_at=_utc(shown.received_at) or self._clock(), source=shown.source,
+            linked=row.study_fk is not None)
+
+    def html(self, public_id: str, *, actor: Actor, lang: str = "zh-CN",
+             version: int | None = None, pdf_url: str | None = None,
+             images_url: str | None = None) -> str:
+        view = self.view(public_id, actor=actor, version=version, action="render")
+        return render.render_html(view, lang=lang, tz=self._zone_name(), pdf_url=pdf_url,
+                                  images_url=images_url if view.linked else None)
+
+    def pdf(self, public_id: str, *, actor: Actor, lang: str = "zh-CN",
+            version: int | None = None) -> bytes:
+        """The report as PDF: the sender's own PDF when it sent one (Encapsulated PDF,
+        FHIR presentedForm), else rendered from the text."""
+        original = self._original_pdf(public_id, actor=actor, version=version)
+        if original is not None:
+            return original
+        view = self.view(public_id, actor=actor, version=version, action="download")
+        return render.render_pdf(view, lang=lang, tz=self._zone_name())
+
+    def _original_pdf(self, public_id: str, *, actor: Actor,
+                      version: int | None) -> bytes | None:
+        try:
+            with self._db.reading() as conn:
+                row = self._load(conn, public_id, actor, "download")
+                shown = report_repository.version(conn, row.id,
+                                                  version or row.current_version)
+                located = (rr.instances(conn, row.linked_study_uid, None,
+                                        shown.sop_instance_uid)
+                           if shown is not None and shown.has_pdf and shown.sop_instance_uid
+                           and row.linked_study_uid else [])
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if shown is None:
+            raise NotFoundError(f"report {public_id[:64]} has no version {version}")
+        try:
+            if shown.pdf_blob_key:
+                with self._blobs.open(shown.pdf_blob_key) as fh:
+                    return fh.read()
+            if located:
+                with self._blobs.open(located[0].blob_key) as fh:
+                    ds = dcmread(fh, force=True)
+                data = ds.get("EncapsulatedDocument")
+                return bytes(data).rstrip(b"\x00") if data else None
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(f"cannot read the report's PDF: {exc}") from exc
+        return None
+
+    def _zone_name(self) -> str:
+        return str(getattr(self._settings.zone, "key", "Asia/Shanghai"))
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, query: str = "", *, actor: Actor, hospital_code: str | None = None,
+               status: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, limit: int = 50,
+               offset: int = 0) -> list[ReportSummary]:
+        """Reports the actor may see whose title, findings or impression contain every
+        term of ``query`` (Chinese or not), newest exam first. The search is audited."""
+        if status is not None and status not in ("preliminary", "final", "amended",
+                                                 "cancelled"):
+            raise InvalidInputError(f"status {status!r} is not one of preliminary, final, "
+                                    "amended, cancelled")
+        if query and not search.query_terms(query):
+            raise InvalidInputError("q has no searchable characters")
+        try:
+            with self._db.reading() as conn:
+                visible = self._policy.report_filter(conn, actor)
+                rows = report_repository.search(
+                    conn, visible=visible, tsquery=search.tsquery_literal(query),
+                    like_patterns=search.like_patterns(query), hospital_code=hospital_code,
+                    status=status, since=since, until=until, limit=limit, offset=offset)
+                self._audit.write(conn=conn, entries=[AuditEntry(
+                    actor, "search", "allowed", "report", reason=actor.kind,
+                    detail={"matches": len(rows), "offset": offset, "query": bool(query),
+                            "reports": [r.public_id for r in rows[:20]]})])
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        return [_summary(r) for r in rows]
+
+    # -- timeliness -----------------------------------------------------------------------
+
+    def timeliness(self, *, actor: Actor, since: datetime, until: datetime,
+                   hospital_code: str | None = None) -> list[HospitalTimeliness]:
+        """Upload timeliness per hospital for exams in ``[since, until)``.
+
+        Administrators and the operator see every hospital; a hospital system or doctor
+        its own hospital only; residents nothing.
+        """
+        if actor.kind not in PRIVILEGED and actor.kind not in ("hospital", "doctor"):
+            raise NotAuthorizedError("upload figures are for hospitals and administrators")
+        if until <= since or until - since > timedelta(days=366):
+            raise InvalidInputError("since must be before until, at most a year apart")
+        try:
+            with self._db.reading() as conn:
+                own: int | None = None
+                if actor.kind not in PRIVILEGED:
+                    own = actor.hospital_id if actor.hospital_id is not None else \
+                        report_repository.hospital_by_code(conn, actor.hospital_code or "")
+                    if own is None:
+                        return []
+                elif hospital_code:
+                    own = report_repository.hospital_by_code(conn, hospital_code)
+                    if own is None:
+                        raise NotFoundError(f"hospital {hospital_code} is not registered")
+                figures = report_repository.timeliness(
+                    conn, since=since, until=until, hospital_id=own,
+                    deadline_seconds=self._settings.deadline_hours * 3600)
+                names = report_repository.hospital_codes(conn, sorted(figures))
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        return sorted((HospitalTimeliness(hospital_code=names.get(h, ("", ""))[0],
+                                          hospital_name=names.get(h, ("", ""))[1], **f)
+                       for h, f in figures.items()), key=lambda t: t.hospital_code)
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _summary(row: Any) -> ReportSummary:
+    return ReportSummary(
+        report_id=row.public_id, status=row.status, version=row.current_version,
+        versions=row.version_count, link_state=row.link_state,
+        study_instance_uid=row.linked_study_uid or row.study_instance_uid,
+        accession_number=row.accession_number, hospital_code=row.hospital_code,
+        hospital_name=row.hospital_name, source=row.source, title=row.title,
+        modality=row.modality, findings=row.findings, impression=row.impression,
+        author=row.author, verifier=row.verifier, exam_at=_utc(row.exam_at),
+        issued_at=_utc(row.issued_at), received_at=_utc(row.received_at) or row.received_at)
+
+
+def _version(v: Any) -> ReportVersionInfo:
+    return ReportVersionInfo(
+        version=v.version, status=v.status, source_status=v.source_status, source=v.source,
+        door=v.door, title=v.title, findings=v.findings, impression=v.impression,
+        author=v.author, verifier=v.verifier, effective_at=_utc(v.effective_at),
+        issued_at=_utc(v.issued_at), received_at=_utc(v.received_at) or v.received_at,
+        has_pdf=v.has_pdf, sop_instance_uid=v.sop_instance_uid,
+        warnings=tuple(w for w in v.warnings.split("\n") if w))
