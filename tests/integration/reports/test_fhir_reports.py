@@ -395,3 +395,42 @@ def test_upload_timeliness_per_hospital(province: Province, tmp_path: Path) -> N
     assert {t.hospital_code for t in everyone} == {"HA"}
     with pytest.raises(NotAuthorizedError):
         svc.timeliness(actor=p.resident(p.r1), since=now - timedelta(days=1), until=now)
+
+
+def test_report_racing_the_transaction_that_creates_its_study_is_linked(
+        province: Province, db_url: str) -> None:  # noqa: F811
+    """PostgreSQL: a report checked while its study's ingest transaction is still open
+    waits for that commit (advisory lock) instead of being held forever."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: no such race")
+    import threading
+
+    from cloudfilm.infrastructure.db import archive_repository
+    from cloudfilm.services.reports.intake import ReportIntake
+
+    p = province
+    svc = p.services
+    study = generate_uid()
+    db = svc.health._db
+    result: dict = {}
+
+    def receive() -> None:
+        result["recorded"] = svc.reports.receive_fhir(
+            orjson.dumps(fhir_report(key="RACE", study_uid=study)), actor=p.hospital("HA"))
+
+    with db.write() as session:
+        now = datetime.now(UTC)
+        patient = archive_repository.upsert_patient(session, hospital_id=p.ha, values={
+            "patient_id": "RACE1", "issuer_of_patient_id": "", "patient_name": "",
+            "name_search": "", "birth_date": "", "sex": "", "updated_at": now})
+        row = archive_repository.create_study(session, {
+            "study_instance_uid": study, "patient_fk": patient, "hospital_id": p.ha,
+            "received_at": now, "updated_at": now})
+        ReportIntake(UTC).after_index(session, hospital_id=p.ha, door="test", entries=[],
+                                      created_studies=[row])
+        worker = threading.Thread(target=receive)
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive()  # waiting for this transaction, not deciding "held"
+    worker.join(10)
+    assert result["recorded"].link_state == "linked"

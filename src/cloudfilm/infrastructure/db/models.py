@@ -97,6 +97,7 @@ class Study(Base):
         Index(None, "study_date", "study_time"),
         Index(None, "accession_number"),
         Index(None, "hospital_id", "received_at"),
+        Index(None, "exam_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -531,6 +532,7 @@ class Report(Base):
         Index(None, "hospital_id", "study_instance_uid"),
         Index(None, "hospital_id", "accession_number"),
         Index(None, "hospital_id", "received_at"),
+        Index(None, "exam_at"),
         Index(None, "search_tsv", postgresql_using="gin"),
     )
 

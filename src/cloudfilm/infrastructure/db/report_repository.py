@@ -94,6 +94,28 @@ def has_version(conn: Executor, report_id: int, content_sha256: str) -> bool:
         _VERSION.c.content_sha256 == content_sha256).limit(1)).first() is not None
 
 
+def lock_link_keys(conn: Executor, keys: Sequence[str]) -> None:
+    """Serialise "is the study there?" with "create the study" on PostgreSQL.
+
+    Without it, a report received while the transaction creating its study is still open
+    would see no study (and stay held), and that transaction would see no held report:
+    neither would link them. Both sides take transaction-scoped advisory locks on the
+    same keys (``uid:<StudyInstanceUID>``, ``acc:<hospital>:<accession>``) in sorted
+    order, so one waits for the other's commit. SQLite has one writer at a time anyway.
+    """
+    if _dialect(conn) != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def link_keys(hospital_id: int, study_uid: str, accession: str) -> list[str]:
+    keys = [f"uid:{study_uid}"] if study_uid else []
+    if accession:
+        keys.append(f"acc:{hospital_id}:{accession}")
+    return keys
+
+
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -222,7 +244,8 @@ def search(
         stmt = stmt.where(_REPORT.c.exam_at >= _utc(since))
     if until is not None:
         stmt = stmt.where(_REPORT.c.exam_at < _utc(until))
-    stmt = stmt.order_by(_REPORT.c.exam_at.desc(), _REPORT.c.id.desc())
+    # NULL exam times last on both databases (PostgreSQL puts them first by default).
+    stmt = stmt.order_by(_REPORT.c.exam_at.desc().nulls_last(), _REPORT.c.id.desc())
     return list(conn.execute(stmt.limit(limit).offset(offset)).all())
 
 

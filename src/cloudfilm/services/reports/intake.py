@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from cloudfilm.infrastructure.db import report_repository
 from cloudfilm.infrastructure.reports.document import ReportDocument
 from cloudfilm.services.reports.recording import link_held, record_version
 
@@ -30,6 +31,13 @@ class ReportIntake:
             report object is refused.
         """
         now = datetime.now(UTC)
+        keys = [k for s in created_studies
+                for k in report_repository.link_keys(hospital_id, s.study_instance_uid,
+                                                     s.accession_number)]
+        keys += [k for d in entries
+                 for k in report_repository.link_keys(hospital_id, d.study_instance_uid,
+                                                      d.accession_number)]
+        report_repository.lock_link_keys(conn, keys)
         link_held(conn, hospital_id=hospital_id, studies=created_studies, now=now)
         for doc in entries:
             record_version(conn, doc, hospital_id=hospital_id, door=door, now=now,

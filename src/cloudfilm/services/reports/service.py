@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from sqlalchemy.exc import IntegrityError
 
 from cloudfilm.infrastructure.db import archive_repository, report_repository
 from cloudfilm.infrastructure.db import retrieve_repository as rr
@@ -186,16 +187,28 @@ class ReportService:
                     door: str) -> list[Recorded]:
         self._require_sender(actor, door)
         pdfs = [self._store_pdf(doc) for doc in docs]
-        now = self._clock()
-        try:
-            with self._db.write() as session:
-                hospital = self._hospital(session, actor, now)
-                return [record_version(session, doc, hospital_id=hospital, door=door, now=now,
-                                       zone=self._settings.zone, pdf_blob_key=key,
-                                       pdf_sha256=sha)
-                        for doc, (key, sha) in zip(docs, pdfs, strict=True)]
-        except DatabaseUnavailableError as exc:
-            raise ResourceUnavailableError(str(exc)) from exc
+        for attempt in range(3):
+            now = self._clock()
+            try:
+                with self._db.write() as session:
+                    hospital = self._hospital(session, actor, now)
+                    report_repository.lock_link_keys(session, [
+                        k for d in docs for k in report_repository.link_keys(
+                            hospital, d.study_instance_uid, d.accession_number)])
+                    return [record_version(session, doc, hospital_id=hospital, door=door,
+                                           now=now, zone=self._settings.zone,
+                                           pdf_blob_key=key, pdf_sha256=sha)
+                            for doc, (key, sha) in zip(docs, pdfs, strict=True)]
+            except DatabaseUnavailableError as exc:
+                raise ResourceUnavailableError(str(exc)) from exc
+            except IntegrityError:
+                # Another request recorded the same report (or version number) first;
+                # the next attempt sees it and appends after it, or finds a duplicate.
+                if attempt == 2:
+                    raise ResourceUnavailableError(
+                        "the report kept changing under concurrent updates; send it again"
+                    ) from None
+        raise AssertionError("unreachable")
 
     def _require_sender(self, actor: Actor, door: str) -> None:
         if actor.kind == "operator" or (actor.kind == "hospital" and actor.hospital_code):

@@ -28,6 +28,7 @@ def upgrade() -> None:
     with op.batch_alter_table("study") as batch:
         batch.add_column(sa.Column("exam_at", _TS, nullable=True))
     _backfill_exam_at()
+    op.create_index("ix_study_exam_at", "study", ["exam_at"])
     op.create_table(
         "report",
         sa.Column("id", _ID, nullable=False),
@@ -75,6 +76,7 @@ def upgrade() -> None:
                     ["hospital_id", "accession_number"])
     op.create_index("ix_report_hospital_id_received_at", "report",
                     ["hospital_id", "received_at"])
+    op.create_index("ix_report_exam_at", "report", ["exam_at"])
     op.create_index("ix_report_search_tsv", "report", ["search_tsv"], postgresql_using="gin")
     op.create_table(
         "report_version",
@@ -137,5 +139,6 @@ def _exam_at(date: str, time: str, zone: ZoneInfo) -> datetime | None:
 def downgrade() -> None:
     op.drop_table("report_version")
     op.drop_table("report")
+    op.drop_index("ix_study_exam_at", "study")
     with op.batch_alter_table("study") as batch:
         batch.drop_column("exam_at")
