@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Table,
+    bindparam,
     case,
     func,
     insert,
@@ -119,27 +120,36 @@ def link_keys(hospital_id: int, study_uid: str, accession: str) -> list[str]:
 # --- writing -------------------------------------------------------------------------------
 
 
-def _with_vector(conn: Executor, values: dict[str, Any], vector: str) -> dict[str, Any]:
-    if _dialect(conn) == "postgresql":
-        return {**values, "search_tsv": sql_cast(vector, TSVECTOR)}
-    return {**values, "search_tsv": None}
+_TSV = "search_tsv_literal"
+_INSERT_REPORT: dict[str, Any] = {}
+
+
+def _vector_value(conn: Executor) -> Any:
+    # PostgreSQL: the literal cast to tsvector in SQL; SQLite searches search_text instead.
+    return sql_cast(bindparam(_TSV), TSVECTOR) if _dialect(conn) == "postgresql" else None
 
 
 def insert_report(conn: Executor, values: dict[str, Any], *, vector: str) -> int:
-    result = conn.execute(insert(_REPORT).values(**_with_vector(conn, values, vector))
-                          .returning(_REPORT.c.id))
-    return int(result.scalar_one())
+    dialect = _dialect(conn)
+    stmt = _INSERT_REPORT.get(dialect)
+    if stmt is None:
+        # Built once per dialect, values passed to execute(): its compiled form is cached.
+        stmt = _INSERT_REPORT[dialect] = (insert(_REPORT).values(search_tsv=_vector_value(conn))
+                                          .returning(_REPORT.c.id))
+    params = {**values, _TSV: vector} if dialect == "postgresql" else values
+    return int(conn.execute(stmt, params).scalar_one())
 
 
 def update_report(conn: Executor, report_id: int, values: dict[str, Any], *,
                   vector: str | None = None) -> None:
-    if vector is not None:
-        values = _with_vector(conn, values, vector)
-    conn.execute(update(_REPORT).where(_REPORT.c.id == report_id).values(**values))
+    stmt = update(_REPORT).where(_REPORT.c.id == report_id).values(**values)
+    if vector is not None and _dialect(conn) == "postgresql":
+        stmt = stmt.values(search_tsv=sql_cast(vector, TSVECTOR))
+    conn.execute(stmt)
 
 
 def insert_version(conn: Executor, values: dict[str, Any]) -> None:
-    conn.execute(insert(_VERSION).values(**values))
+    conn.execute(insert(_VERSION), values)
 
 
 def held_reports(conn: Executor, hospital_id: int, study_uids: Sequence[str],

@@ -66,7 +66,7 @@ from cloudfilm.services.errors import (
 )
 from cloudfilm.services.identity import mpi, names
 from cloudfilm.services.identity.protection import IdProtector
-from cloudfilm.services.reports.intake import ReportIntake
+from cloudfilm.services.reports.intake import ReportIntake, ReportObject
 
 logger = logging.getLogger(__name__)
 
@@ -462,9 +462,10 @@ def _prepare(index: int, item: IngestItem, work_dir: Path) -> _Prepared:
 
 
 def _report_entries(entries: list[_Prepared], outcomes: list[Outcome]
-                    ) -> list[ReportDocument]:
+                    ) -> list[ReportObject]:
     """The reports of the objects this batch stored or replaced (a resend adds nothing)."""
-    return [e.report for e, outcome in zip(entries, outcomes, strict=True)
+    return [ReportObject(e.report, new_object=outcome == "stored")
+            for e, outcome in zip(entries, outcomes, strict=True)
             if e.report is not None and outcome != "duplicate"]
 
 

@@ -4,12 +4,22 @@ doors: ingest calls :meth:`ReportIntake.after_index` inside its index transactio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from cloudfilm.infrastructure.db import report_repository
 from cloudfilm.infrastructure.reports.document import ReportDocument
 from cloudfilm.services.reports.recording import link_held, record_version
+
+
+@dataclass(frozen=True, slots=True)
+class ReportObject:
+    """A report read from a DICOM object ingest just indexed."""
+
+    document: ReportDocument
+    new_object: bool
+    """A SOP Instance the archive did not hold before: no report can have its key yet."""
 
 
 class ReportIntake:
@@ -21,7 +31,7 @@ class ReportIntake:
         self._zone = zone
 
     def after_index(self, conn: Any, *, hospital_id: int, door: str,
-                    entries: Sequence[ReportDocument], created_studies: Sequence[Any]) -> None:
+                    entries: Sequence[ReportObject], created_studies: Sequence[Any]) -> None:
         """Link held reports to ``created_studies``, then record ``entries``.
 
         Raises
@@ -34,11 +44,14 @@ class ReportIntake:
         keys = [k for s in created_studies
                 for k in report_repository.link_keys(hospital_id, s.study_instance_uid,
                                                      s.accession_number)]
-        keys += [k for d in entries
-                 for k in report_repository.link_keys(hospital_id, d.study_instance_uid,
-                                                      d.accession_number)]
+        keys += [k for e in entries
+                 for k in report_repository.link_keys(hospital_id, e.document.study_instance_uid,
+                                                      e.document.accession_number)]
         report_repository.lock_link_keys(conn, keys)
         link_held(conn, hospital_id=hospital_id, studies=created_studies, now=now)
-        for doc in entries:
+        created = {s.study_instance_uid: s for s in created_studies}
+        for entry in entries:
+            doc = entry.document
             record_version(conn, doc, hospital_id=hospital_id, door=door, now=now,
-                           zone=self._zone)
+                           zone=self._zone, study=created.get(doc.study_instance_uid),
+                           new_report=entry.new_object and not doc.predecessor_keys)

@@ -58,8 +58,13 @@ def content_sha256(doc: ReportDocument, pdf_sha256: str = "") -> str:
 
 def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: str,
                    now: datetime, zone: tzinfo, pdf_blob_key: str = "",
-                   pdf_sha256: str = "") -> Recorded:
+                   pdf_sha256: str = "", study: Any = None,
+                   new_report: bool = False) -> Recorded:
     """Append ``doc`` as a version of its report (creating or linking the report).
+
+    ``study`` (the row of the study it names, when the caller just created it) and
+    ``new_report`` (no report can have this key yet: a DICOM object the archive did not
+    hold) save look-ups on ingest's hot path.
 
     Raises
     ------
@@ -68,13 +73,14 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
     ReportConflictError
         Its report is linked to another study than the one this version names.
     """
-    report = repo.report_by_key(conn, hospital_id, doc.report_key)
+    report = None if new_report else repo.report_by_key(conn, hospital_id, doc.report_key)
     for key in doc.predecessor_keys:
         if report is not None:
             break
         if key.startswith("sop:"):
             report = repo.report_by_version_sop(conn, hospital_id, key[4:])
-    study = _study_of(conn, doc, hospital_id)
+    if study is None or study.hospital_id != hospital_id:
+        study = _study_of(conn, doc, hospital_id)
     if report is not None and report.study_fk is not None and (
             (study is not None and study.id != report.study_fk)
             or (doc.study_instance_uid and doc.study_instance_uid != report.study_instance_uid)):
@@ -103,13 +109,13 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
     text = search.normalize(" ".join((doc.title, doc.findings, doc.impression)))
     link = _link_fields(conn, doc, hospital_id, study, effective, now)
     if report is None:
+        public_id = uuid.uuid4().hex
         report_id = repo.insert_report(conn, {
-            "public_id": uuid.uuid4().hex, "hospital_id": hospital_id,
+            "public_id": public_id, "hospital_id": hospital_id,
             "report_key": doc.report_key[:256], "current_version": 1, "version_count": 1,
             "received_at": now, "updated_at": now, "search_text": text,
             **current_fields, **link,
         }, vector=vector)
-        public_id = repo.report_by_key(conn, hospital_id, doc.report_key).public_id
     else:
         report_id, public_id = report.id, report.public_id
         values: dict[str, Any] = {"version_count": number, "updated_at": now}
