@@ -140,27 +140,31 @@ def visible_reports(
     resident_ids: Sequence[int] = (),
     granted: Mapping[int, frozenset[str] | None] | None = None,
 ) -> ColumnElement[bool]:
-    """A WHERE clause on ``report`` LEFT JOIN ``study``: linked reports follow their
-    study (:func:`visible_studies`); a *held* report (no study yet) is visible to its own
-    hospital, to the resident its patient record is linked to, and to a doctor holding a
-    grant to all of that resident's records (a grant naming studies cannot name a study
+    """A WHERE clause on ``report`` alone (no join, so a search walks the report table's
+    own indexes) that keeps the reports an actor may see: the rules of
+    :func:`visible_studies` for linked reports, whose ``patient_fk`` and
+    ``study_instance_uid`` are their study's; a *held* report (no study yet) is visible to
+    its own hospital, to the resident its patient record is linked to, and to a doctor with
+    a grant to all of that resident's records (a grant naming studies cannot name a study
     that has not arrived).
     """
-    linked = and_(Report.study_fk.is_not(None),
-                  visible_studies(hospital_id=hospital_id, hospital_code=hospital_code,
-                                  resident_ids=resident_ids, granted=granted))
-    held: list[ColumnElement[bool]] = []
+    parts: list[ColumnElement[bool]] = []
     if hospital_id is not None:
-        held.append(Report.hospital_id == hospital_id)
+        parts.append(Report.hospital_id == hospital_id)
     elif hospital_code:
-        held.append(Report.hospital_id == select(Hospital.id)
-                    .where(Hospital.code == hospital_code).scalar_subquery())
+        parts.append(Report.hospital_id == select(Hospital.id)
+                     .where(Hospital.code == hospital_code).scalar_subquery())
     people = [*resident_ids, *(r for r, scope in (granted or {}).items() if scope is None)]
     if people:
-        held.append(Report.patient_fk.in_(_linked_patients(people)))
-    if not held:
-        return linked
-    return or_(linked, and_(Report.study_fk.is_(None), or_(*held)))
+        parts.append(Report.patient_fk.in_(_linked_patients(people)))
+    for resident, scope in (granted or {}).items():
+        if scope:
+            parts.append(and_(Report.study_fk.is_not(None),
+                              Report.study_instance_uid.in_(sorted(scope)),
+                              Report.patient_fk.in_(_linked_patients([resident]))))
+    if not parts:
+        return false()
+    return or_(*parts) if len(parts) > 1 else parts[0]
 
 
 def patient_resident(conn: Executor, patient_fk: int | None) -> int | None:

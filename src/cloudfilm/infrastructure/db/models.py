@@ -532,7 +532,7 @@ class Report(Base):
         Index(None, "hospital_id", "study_instance_uid"),
         Index(None, "hospital_id", "accession_number"),
         Index(None, "hospital_id", "received_at"),
-        Index(None, "exam_at"),
+        Index(None, "listed_at", "id"),
         Index(None, "search_tsv", postgresql_using="gin"),
     )
 
@@ -564,6 +564,9 @@ class Report(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What lists and searches sort and filter by: the exam time, else the arrival time
+    # (never NULL, so both databases order alike and the index serves "newest first").
+    listed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Normalised title + findings + impression (infrastructure/reports/search.py).
     search_text: Mapped[str] = mapped_column(Text, default="")
     search_tsv: Mapped[str | None] = mapped_column(SearchVector)

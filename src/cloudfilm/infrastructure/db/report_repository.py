@@ -165,7 +165,7 @@ def held_reports(conn: Executor, hospital_id: int, study_uids: Sequence[str],
         return []
     return list(conn.execute(
         select(_REPORT.c.id, _REPORT.c.study_instance_uid, _REPORT.c.accession_number,
-               _REPORT.c.exam_at)
+               _REPORT.c.exam_at, _REPORT.c.received_at)
         .where(_REPORT.c.hospital_id == hospital_id, _REPORT.c.study_fk.is_(None),
                or_(*match))).all())
 
@@ -173,20 +173,23 @@ def held_reports(conn: Executor, hospital_id: int, study_uids: Sequence[str],
 # --- reading -------------------------------------------------------------------------------
 
 
-def _report_columns() -> Any:
-    return (select(_REPORT, Study.study_instance_uid.label("linked_study_uid"),
+def _with_names(reports: Any) -> Any:
+    """Report rows (a table or a subquery of it) with the hospital's code and name and the
+    linked study's UID (a report keeps its study's UID once linked)."""
+    linked = case((reports.c.study_fk.is_not(None), reports.c.study_instance_uid), else_="")
+    return (select(reports, linked.label("linked_study_uid"),
                    Hospital.code.label("hospital_code"), Hospital.name.label("hospital_name"))
-            .join(Hospital, Hospital.id == _REPORT.c.hospital_id)
-            .outerjoin(Study, Study.id == _REPORT.c.study_fk))
+            .join(Hospital, Hospital.id == reports.c.hospital_id))
 
 
 def report_by_public_id(conn: Executor, public_id: str) -> Any:
-    return conn.execute(_report_columns().where(_REPORT.c.public_id == public_id)).first()
+    return conn.execute(_with_names(_REPORT).where(_REPORT.c.public_id == public_id)).first()
 
 
 def reports_of_study(conn: Executor, study_uid: str) -> list[Any]:
     """The reports linked to a study, newest first."""
-    return list(conn.execute(_report_columns().where(Study.study_instance_uid == study_uid)
+    study = select(Study.id).where(Study.study_instance_uid == study_uid).scalar_subquery()
+    return list(conn.execute(_with_names(_REPORT).where(_REPORT.c.study_fk == study)
                              .order_by(_REPORT.c.received_at.desc(), _REPORT.c.id.desc()))
                 .all())
 
@@ -233,9 +236,11 @@ def search(
     """Reports matching a text query and filters, newest exam first.
 
     PostgreSQL matches ``tsquery`` against the GIN-indexed ``search_tsv``; SQLite every
-    ``like_patterns`` against ``search_text`` (a scan, correct for any characters).
+    ``like_patterns`` against ``search_text`` (a scan, correct for any characters). Every
+    filter is on ``report`` itself and the page is cut before the hospital join, so a
+    frequent term walks the ``(listed_at, id)`` index backwards and stops after a page.
     """
-    stmt = _report_columns()
+    stmt = select(_REPORT)
     if visible is not None:
         stmt = stmt.where(visible)
     if _dialect(conn) == "postgresql":
@@ -245,18 +250,20 @@ def search(
         for pattern in like_patterns:
             stmt = stmt.where(_REPORT.c.search_text.like(pattern, escape="\\"))
     if hospital_code:
-        stmt = stmt.where(Hospital.code == hospital_code)
+        stmt = stmt.where(_REPORT.c.hospital_id == select(Hospital.id)
+                          .where(Hospital.code == hospital_code).scalar_subquery())
     if status:
         stmt = stmt.where(_REPORT.c.status == status)
     if patient_fks is not None:
         stmt = stmt.where(_REPORT.c.patient_fk.in_(list(patient_fks)))
     if since is not None:
-        stmt = stmt.where(_REPORT.c.exam_at >= _utc(since))
+        stmt = stmt.where(_REPORT.c.listed_at >= _utc(since))
     if until is not None:
-        stmt = stmt.where(_REPORT.c.exam_at < _utc(until))
-    # NULL exam times last on both databases (PostgreSQL puts them first by default).
-    stmt = stmt.order_by(_REPORT.c.exam_at.desc().nulls_last(), _REPORT.c.id.desc())
-    return list(conn.execute(stmt.limit(limit).offset(offset)).all())
+        stmt = stmt.where(_REPORT.c.listed_at < _utc(until))
+    page = (stmt.order_by(_REPORT.c.listed_at.desc(), _REPORT.c.id.desc())
+            .limit(limit).offset(offset).subquery("page"))
+    return list(conn.execute(_with_names(page)
+                             .order_by(page.c.listed_at.desc(), page.c.id.desc())).all())
 
 
 # --- timeliness ----------------------------------------------------------------------------

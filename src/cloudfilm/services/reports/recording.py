@@ -107,7 +107,8 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
     }
     vector = search.tsvector_literal(" ".join((doc.title, doc.findings, doc.impression)))
     text = search.normalize(" ".join((doc.title, doc.findings, doc.impression)))
-    link = _link_fields(conn, doc, hospital_id, study, effective, now)
+    link = _link_fields(conn, doc, hospital_id, study, effective, now,
+                        report.received_at if report is not None else now)
     if report is None:
         public_id = uuid.uuid4().hex
         report_id = repo.insert_report(conn, {
@@ -161,16 +162,20 @@ def _study_of(conn: Any, doc: ReportDocument, hospital_id: int) -> Any:
 
 
 def _link_fields(conn: Any, doc: ReportDocument, hospital_id: int, study: Any,
-                 effective: datetime | None, now: datetime) -> dict[str, Any]:
+                 effective: datetime | None, now: datetime,
+                 received: datetime) -> dict[str, Any]:
     if study is not None:
-        return {"study_fk": study.id, "patient_fk": study.patient_fk, "link_state": "linked",
+        exam = study.exam_at or effective
+        return {"listed_at": exam or received, "study_fk": study.id,
+                "patient_fk": study.patient_fk, "link_state": "linked",
                 "linked_at": now, "study_instance_uid": study.study_instance_uid,
                 "accession_number": (doc.accession_number or study.accession_number)[:64],
                 "patient_id": doc.patient_id[:64],
-                "exam_at": study.exam_at or effective}
+                "exam_at": exam}
     patient_fk = (repo.patient_by_local_id(conn, hospital_id, doc.patient_id)
                   if doc.patient_id else None)
-    return {"study_fk": None, "patient_fk": patient_fk, "link_state": "held",
+    return {"listed_at": effective or received,
+            "study_fk": None, "patient_fk": patient_fk, "link_state": "held",
             "linked_at": None, "study_instance_uid": doc.study_instance_uid[:64],
             "accession_number": doc.accession_number[:64], "patient_id": doc.patient_id[:64],
             "exam_at": effective}
@@ -198,7 +203,8 @@ def link_held(conn: Any, *, hospital_id: int, studies: Sequence[Any], now: datet
         repo.update_report(conn, held.id, {
             "study_fk": study.id, "patient_fk": study.patient_fk, "link_state": "linked",
             "linked_at": now, "study_instance_uid": study.study_instance_uid,
-            "exam_at": study.exam_at or held.exam_at})
+            "exam_at": study.exam_at or held.exam_at,
+            "listed_at": study.exam_at or held.exam_at or held.received_at})
         linked += 1
     return linked
 

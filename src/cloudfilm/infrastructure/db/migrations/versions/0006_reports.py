@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("received_at", _TS, nullable=False),
         sa.Column("updated_at", _TS, nullable=False),
         sa.Column("linked_at", _TS, nullable=True),
+        sa.Column("listed_at", _TS, nullable=False),
         sa.Column("search_text", sa.Text(), nullable=False),
         sa.Column("search_tsv", sa.Text().with_variant(postgresql.TSVECTOR(), "postgresql"),
                   nullable=True),
@@ -76,7 +77,7 @@ def upgrade() -> None:
                     ["hospital_id", "accession_number"])
     op.create_index("ix_report_hospital_id_received_at", "report",
                     ["hospital_id", "received_at"])
-    op.create_index("ix_report_exam_at", "report", ["exam_at"])
+    op.create_index("ix_report_listed_at_id", "report", ["listed_at", "id"])
     op.create_index("ix_report_search_tsv", "report", ["search_tsv"], postgresql_using="gin")
     op.create_table(
         "report_version",
