@@ -42,7 +42,8 @@ from cloudfilm.config import Settings
               help="Exams sent concurrently.")
 def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | None,
          ae_title: str | None, workers: int) -> None:
-    """Create a synthetic province and load it over C-STORE and STOW-RS."""
+    """Create a synthetic province and load it over C-STORE and STOW-RS, with its
+    diagnostic reports (DICOM SR over C-STORE, FHIR DiagnosticReport over REST)."""
     from rich.console import Console
 
     from cloudfilm.app import build_services, configure_dicom_libraries
@@ -65,8 +66,8 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
     hospitals, peers = register_hospitals(services.hospitals, province)
     console.print(f"[bold]cloudfilm demo[/] ({size}, seed {seed}): {len(province.hospitals)} "
                   f"hospitals, {len(province.residents)} residents, {len(province.exams)} "
-                  f"exams, {province.instance_count} objects; registered now: {hospitals} "
-                  f"hospitals, {peers} DIMSE AE titles")
+                  f"exams, {province.instance_count} objects, {_report_mix(province)}; "
+                  f"registered now: {hospitals} hospitals, {peers} DIMSE AE titles")
     issued: list[int] = []
 
     def credential(hospital: Any) -> str:
@@ -94,6 +95,16 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
     _report(console, province, summary, settings, url, dimse_port)
     if summary.failures:
         raise SystemExit(1)
+
+
+def _report_mix(province: Any) -> str:
+    """E.g. ``233 reports (122 FHIR, 111 SR; 27 amended, 18 sent before their images)``."""
+    plans = [e.report for e in province.exams if e.report is not None]
+    fhir = sum(p.kind == "fhir" for p in plans)
+    amended = sum(p.amended is not None for p in plans)
+    early = sum(p.before_images for p in plans)
+    return (f"{len(plans)} reports ({fhir} FHIR, {len(plans) - fhir} SR; {amended} amended, "
+            f"{early} sent before their images)")
 
 
 def _free_port() -> int:
@@ -191,6 +202,8 @@ def _report(console: Any, province: Any, summary: Any, settings: Settings,
             url: str | None, dimse_port: int) -> None:
     from rich.table import Table
 
+    from cloudfilm.demo.loader import api_base
+
     table = Table(title="the demo province", title_justify="left")
     for column in ("code", "hospital", "level", "city", "door", "charset", "exams", "objects"):
         table.add_column(column, justify="right" if column in ("exams", "objects") else "left",
@@ -206,14 +219,24 @@ def _report(console: Any, province: Any, summary: Any, settings: Settings,
     console.print(f"sent {summary.instances_sent} objects ({summary.bytes_sent / 2**20:.0f} MB) "
                   f"in {summary.studies_sent} studies; {summary.studies_skipped} studies were "
                   "already held")
+    failed = f", [red]{summary.reports_failed} failed[/]" if summary.reports_failed else ""
+    console.print(f"sent {summary.reports_sent} report versions{failed}; "
+                  f"{summary.reports_skipped} were already held")
     for failure in summary.failures[:10]:
         console.print(f"[red]failed:[/] {failure}")
     base = url or f"http://{settings.http.host}:{settings.http.port}/dicomweb"
+    api = api_base(base)
     sample = province.residents[0]
+    # An exam with something to read: an amended report if there is one.
+    exam = next((e for e in province.exams if e.report is not None and e.report.amended),
+                province.exams[0])
     console.print(
         "\n[bold]where to look[/] (after `cloudfilm serve`):\n"
         f"  studies      {base}/studies?limit=20\n"
         f"  a resident   {base}/studies?PatientName={sample.family[0]}{sample.given[0]}\n"
+        f"  reports      {api}/reports?q=结节\n"
+        f"  a study's    {api}/studies/{exam.study_uid}/reports (then /reports/<id>/html)\n"
+        f"  timeliness   {api}/timeliness\n"
         f"  API docs     {base.rsplit('/dicomweb', 1)[0]}/docs\n"
         f"  DIMSE        findscu -S -aet {province.hospitals[0].ae_title} -aec "
         f"{settings.dimse.ae_title} 127.0.0.1 {dimse_port} -k QueryRetrieveLevel=STUDY"
