@@ -52,6 +52,22 @@ def to_part10(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def set_patient(ds: Dataset, exam: Exam) -> None:
+    """The patient module as the exam's hospital writes it (local ID, national ID in
+    Other Patient IDs): every object of one exam, images and report, carries the same."""
+    resident, hospital = exam.resident, exam.hospital
+    ds.PatientName = resident.dicom_name
+    ds.PatientID = resident.local_patient_id(hospital, exam.hospital_index)
+    ds.IssuerOfPatientID = hospital.code
+    other = Dataset()
+    other.PatientID = resident.national_id
+    other.IssuerOfPatientID = NATIONAL_ID_ISSUER
+    other.TypeOfPatientID = "TEXT"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    ds.PatientBirthDate = resident.birth_date.strftime("%Y%m%d")
+    ds.PatientSex = resident.sex
+
+
 def _base(exam: Exam, series: SeriesPlan, i: int) -> Dataset:
     resident, hospital = exam.resident, exam.hospital
     sop_class = SOP_CLASSES[exam.modality]
@@ -78,16 +94,7 @@ def _base(exam: Exam, series: SeriesPlan, i: int) -> Dataset:
     ds.ReferringPhysicianName = exam.referring
     ds.StudyDescription = exam.description
     ds.SeriesDescription = series.description
-    ds.PatientName = resident.dicom_name
-    ds.PatientID = resident.local_patient_id(hospital, exam.hospital_index)
-    ds.IssuerOfPatientID = hospital.code
-    other = Dataset()
-    other.PatientID = resident.national_id
-    other.IssuerOfPatientID = NATIONAL_ID_ISSUER
-    other.TypeOfPatientID = "TEXT"
-    ds.OtherPatientIDsSequence = Sequence([other])
-    ds.PatientBirthDate = resident.birth_date.strftime("%Y%m%d")
-    ds.PatientSex = resident.sex
+    set_patient(ds, exam)
     age = (when.date() - resident.birth_date).days // 365
     ds.PatientAge = f"{max(0, age):03d}Y"
     ds.BodyPartExamined = exam.body_part

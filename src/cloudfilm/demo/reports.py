@@ -25,8 +25,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, BasicTextSRStorage, ExplicitVRLittleEndian
 
-from cloudfilm.demo.objects import SOP_CLASSES
-from cloudfilm.demo.province import NATIONAL_ID_ISSUER, Exam, ReportPlan, make_uid
+from cloudfilm.demo.objects import SOP_CLASSES, set_patient
+from cloudfilm.demo.province import Exam, ReportPlan, make_uid
 
 __all__ = ["SR_SOP_CLASS", "display_name", "fhir_reports", "report_identifier",
            "report_title", "sr_datasets"]
@@ -108,7 +108,7 @@ def _dicom_text(text: str) -> str:
 
 
 def _sr(exam: Exam, plan: ReportPlan, number: int, predecessor: Dataset | None) -> Dataset:
-    resident, hospital = exam.resident, exam.hospital
+    hospital = exam.hospital
     sop_uid = make_uid(exam.study_uid, "report", number)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(SR_SOP_CLASS)
@@ -123,16 +123,7 @@ def _sr(exam: Exam, plan: ReportPlan, number: int, predecessor: Dataset | None) 
     ds.InstanceCreationTime = ds.ContentTime = plan.issued.strftime("%H%M%S")
     ds.TimezoneOffsetFromUTC = "+0800"
     # Patient and study exactly as the images carry them: one patient, one study.
-    ds.PatientName = resident.dicom_name
-    ds.PatientID = resident.local_patient_id(hospital, exam.hospital_index)
-    ds.IssuerOfPatientID = hospital.code
-    other = Dataset()
-    other.PatientID = resident.national_id
-    other.IssuerOfPatientID = NATIONAL_ID_ISSUER
-    other.TypeOfPatientID = "TEXT"
-    ds.OtherPatientIDsSequence = Sequence([other])
-    ds.PatientBirthDate = resident.birth_date.strftime("%Y%m%d")
-    ds.PatientSex = resident.sex
+    set_patient(ds, exam)
     ds.StudyInstanceUID = exam.study_uid
     ds.StudyDate = exam.performed.strftime("%Y%m%d")
     ds.StudyTime = exam.performed.strftime("%H%M%S")

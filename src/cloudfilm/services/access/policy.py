@@ -217,21 +217,9 @@ class AccessPolicy:
         return Decision(allowed, reason, True, resident_id, hospital_id)
 
     def report_filter(self, conn: Any, actor: Actor) -> ColumnElement[bool] | None:
-        """The SQL restriction on ``report`` LEFT JOIN ``study`` for a report search by
-        ``actor``; None: everything. Same rules as :meth:`filter` and
-        :meth:`authorize_held_report`."""
-        if actor.kind in PRIVILEGED:
-            return None
-        if actor.kind == "hospital":
-            return repo.visible_reports(hospital_id=actor.hospital_id,
-                                        hospital_code=actor.hospital_code)
-        if actor.kind == "resident":
-            return repo.visible_reports(resident_ids=sorted(actor.resident_ids))
-        if actor.kind == "doctor":
-            return repo.visible_reports(hospital_id=actor.hospital_id,
-                                        hospital_code=actor.hospital_code,
-                                        granted=self.grants(conn, actor))
-        return repo.visible_reports()
+        """The SQL restriction on ``report`` for a report search by ``actor``; None:
+        everything. Same rules as :meth:`filter` and :meth:`authorize_held_report`."""
+        return self._restriction(conn, actor, repo.visible_reports)
 
     def filter(self, conn: Any, actor: Actor) -> ColumnElement[bool] | None:
         """The SQL restriction on ``study`` for a search by ``actor``; None: everything.
@@ -239,18 +227,21 @@ class AccessPolicy:
         Applied inside the search statement, so LIMIT/OFFSET count visible rows only and
         the cost is one indexed predicate (plus one grant look-up for a doctor).
         """
+        return self._restriction(conn, actor, repo.visible_studies)
+
+    def _restriction(self, conn: Any, actor: Actor,
+                     visible: Callable[..., ColumnElement[bool]]
+                     ) -> ColumnElement[bool] | None:
         if actor.kind in PRIVILEGED:
             return None
         if actor.kind == "hospital":
-            return repo.visible_studies(hospital_id=actor.hospital_id,
-                                        hospital_code=actor.hospital_code)
+            return visible(hospital_id=actor.hospital_id, hospital_code=actor.hospital_code)
         if actor.kind == "resident":
-            return repo.visible_studies(resident_ids=sorted(actor.resident_ids))
+            return visible(resident_ids=sorted(actor.resident_ids))
         if actor.kind == "doctor":
-            return repo.visible_studies(hospital_id=actor.hospital_id,
-                                        hospital_code=actor.hospital_code,
-                                        granted=self.grants(conn, actor))
-        return repo.visible_studies()  # unknown means no
+            return visible(hospital_id=actor.hospital_id, hospital_code=actor.hospital_code,
+                           granted=self.grants(conn, actor))
+        return visible()  # unknown means no
 
 
 def _default_scopes() -> ScopeLookup:
