@@ -152,3 +152,21 @@ def test_real_report_files_through_import(services: Services, tmp_path: Path) ->
     assert any(ch in polish.findings + polish.impression for ch in "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ")
     found = services.reports.search(polish.findings.split()[0], actor=LOCAL_OPERATOR)
     assert polish.report_id in {r.report_id for r in found}
+
+
+def test_sr_claiming_another_hospitals_study_is_refused(services: Services,
+                                                        tmp_path: Path, db_url: str) -> None:
+    study = generate_uid()
+    ct = make_ct(study_uid=study)
+    (tmp_path / "ct.dcm").write_bytes(to_bytes(ct))
+    [stored] = services.ingest.ingest_files([IngestItem(tmp_path / "ct.dcm")],
+                                            sender=Sender("HA", "Hospital A", "test"))
+    assert not isinstance(stored, Exception)
+    sr = make_text_sr(study_uid=study, patient_id=str(ct.PatientID))
+    (tmp_path / "sr.dcm").write_bytes(to_bytes(sr))
+    [refused] = services.ingest.ingest_files([IngestItem(tmp_path / "sr.dcm")],
+                                             sender=Sender("HB", "Hospital B", "test"))
+    assert isinstance(refused, Exception)
+    assert count(db_url, "SELECT count(*) FROM report") == 0
+    assert count(db_url, "SELECT count(*) FROM instance WHERE sop_instance_uid = :u",
+                 u=str(sr.SOPInstanceUID)) == 0
