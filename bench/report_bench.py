@@ -44,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from dicomweb_bench import new_client, stow_body, stow_parallel  # noqa: E402
-from harness import ManagedServer, ServerUnavailable  # noqa: E402
+from harness import PG_DSN, ManagedServer, ServerUnavailable  # noqa: E402
 from orthanc import Orthanc  # noqa: E402
 from server import Cloudfilm  # noqa: E402
 from synth import to_bytes  # noqa: E402
@@ -210,6 +210,17 @@ def fhir_intake(server: Cloudfilm, bodies: list[bytes]) -> float:
     return done / took
 
 
+def analyze(database: str) -> None:
+    """What autovacuum does in production: this machine's PostgreSQL runs with autovacuum
+    off, and without statistics the planner sorts every match of a frequent term instead
+    of walking the (listed_at, id) index (43 ms instead of 0.09 ms at 23,000 reports)."""
+    import psycopg
+
+    with psycopg.connect(PG_DSN.replace("dbname=postgres", f"dbname={database}"),
+                         autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def search_and_render(server: Cloudfilm, rounds: int) -> dict[str, Any]:
     api = server.dicomweb.rsplit("/", 1)[0] + "/api/v1"
     out: dict[str, Any] = {}
@@ -241,6 +252,8 @@ def run(index: str, n_sr: int, n_fhir: int, rounds: int) -> dict[str, Any]:
         bodies = [fhir_report(rng, i) for i in range(n_fhir)]
         results["fhir_rate"] = fhir_intake(cloudfilm, bodies)
         results["reports_total"] = n_sr + n_fhir
+        if cloudfilm.pg_database:
+            analyze(cloudfilm.pg_database)
         results.update(search_and_render(cloudfilm, rounds))
     return results
 

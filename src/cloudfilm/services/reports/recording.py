@@ -97,8 +97,8 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
     issued = _aware(doc.issued_at, zone)
     effective = _aware(doc.effective_at, zone)
     number = 1 if report is None else report.version_count + 1
-    becomes_current = (report is None or issued is None or report.issued_at is None
-                       or issued >= _aware(report.issued_at, UTC))
+    current_issued = _aware(report.issued_at, UTC) if report is not None else None
+    becomes_current = (issued is None or current_issued is None or issued >= current_issued)
     current_fields = {
         "status": doc.status, "source": doc.source, "title": doc.title[:256],
         "modality": doc.modality[:16], "findings": doc.findings,

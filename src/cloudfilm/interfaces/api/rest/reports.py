@@ -135,7 +135,8 @@ def search_reports(request: Request, actor: CurrentActor,
 @router.get("/reports/{report_id}", summary="A report with all its versions")
 def report(request: Request, report_id: str, actor: CurrentActor) -> dict[str, Any]:
     detail = _services(request).reports.get(report_id, actor=actor)
-    return _json({**asdict(detail.summary), "history": [asdict(v) for v in detail.versions]})
+    return _json_object({**asdict(detail.summary),
+                         "history": [asdict(v) for v in detail.versions]})
 
 
 @router.get("/reports/{report_id}/html", response_class=HTMLResponse,
@@ -172,8 +173,14 @@ def timeliness(request: Request, actor: CurrentActor, since: datetime | None = N
     start = since or end - timedelta(days=7)
     svc = _services(request)
     rows = svc.reports.timeliness(actor=actor, since=start, until=end, hospital_code=hospital)
-    return _json({"since": start, "until": end, "deadline_hours": svc.reports.deadline_hours,
-                  "hospitals": [asdict(r) for r in rows]})
+    return _json_object({"since": start, "until": end,
+                         "deadline_hours": svc.reports.deadline_hours,
+                         "hospitals": [asdict(r) for r in rows]})
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    converted: dict[str, Any] = _json(value)
+    return converted
 
 
 def _json(value: Any) -> Any:
