@@ -101,11 +101,14 @@ def test_report_before_images_is_held_then_linked_when_they_come(
     assert http.get(f"/api/v1/studies/{study}/reports").json() == []  # no study yet
     held = http.get(f"/api/v1/reports/{body['report_id']}").json()
     assert held["link_state"] == "held"
+    waiting = http.get("/api/v1/reports", params={"link_state": "held"}).json()
+    assert [r["report_id"] for r in waiting] == [body["report_id"]]
 
     ingest_ct(p, tmp_path, "HA", study_uid=study, accession="X1", patient_id="P0001",
               study_time="101500")
     linked = http.get(f"/api/v1/studies/{study}/reports").json()
     assert [r["report_id"] for r in linked] == [body["report_id"]]
+    assert http.get("/api/v1/reports", params={"link_state": "held"}).json() == []
     assert linked[0]["link_state"] == "linked"
     # The exam time is now the study's (StudyDate/StudyTime in Asia/Shanghai), in UTC.
     assert linked[0]["exam_at"].startswith("2024-01-05T02:15:00")

@@ -227,6 +227,7 @@ def search(
     like_patterns: Sequence[str],
     hospital_code: str | None = None,
     status: str | None = None,
+    link_state: str | None = None,
     patient_fks: Sequence[int] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -254,6 +255,8 @@ def search(
                           .where(Hospital.code == hospital_code).scalar_subquery())
     if status:
         stmt = stmt.where(_REPORT.c.status == status)
+    if link_state:
+        stmt = stmt.where(_REPORT.c.link_state == link_state)
     if patient_fks is not None:
         stmt = stmt.where(_REPORT.c.patient_fk.in_(list(patient_fks)))
     if since is not None:

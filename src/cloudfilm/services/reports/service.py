@@ -391,11 +391,16 @@ class ReportService:
     # -- search ---------------------------------------------------------------------------
 
     def search(self, query: str = "", *, actor: Actor, hospital_code: str | None = None,
-               status: str | None = None, since: datetime | None = None,
+               status: str | None = None, link_state: str | None = None,
+               since: datetime | None = None,
                until: datetime | None = None, limit: int = 50,
                offset: int = 0) -> list[ReportSummary]:
         """Reports the actor may see whose title, findings or impression contain every
-        term of ``query`` (Chinese or not), newest exam first. The search is audited."""
+        term of ``query`` (Chinese or not), newest exam first. The search is audited.
+
+        ``link_state="held"`` lists reports still waiting for their images: what a
+        hospital's IT engineer checks for studies that never arrived.
+        """
         if status is not None and status not in ("preliminary", "final", "amended",
                                                  "cancelled"):
             raise InvalidInputError(f"status {status!r} is not one of preliminary, final, "
@@ -408,7 +413,8 @@ class ReportService:
                 rows = report_repository.search(
                     conn, visible=visible, tsquery=search.tsquery_literal(query),
                     like_patterns=search.like_patterns(query), hospital_code=hospital_code,
-                    status=status, since=since, until=until, limit=limit, offset=offset)
+                    status=status, link_state=link_state, since=since, until=until,
+                    limit=limit, offset=offset)
                 self._audit.write(conn=conn, entries=[AuditEntry(
                     actor, "search", "allowed", "report", reason=actor.kind,
                     detail={"matches": len(rows), "offset": offset, "query": bool(query),

@@ -122,12 +122,16 @@ def study_reports(request: Request, study_uid: str, actor: CurrentActor) -> list
 def search_reports(request: Request, actor: CurrentActor,
                    q: str = Query("", max_length=200,
                                   description="every term must occur, e.g. 结节 or 右肺 结节"),
-                   status: StatusFilter | None = None, hospital: str | None = None,
+                   status: StatusFilter | None = None,
+                   link_state: Literal["held", "linked"] | None = Query(
+                       None, description="held: still waiting for the study's images"),
+                   hospital: str | None = None,
                    since: datetime | None = None, until: datetime | None = None,
                    limit: int = Query(50, ge=1, le=500),
                    offset: int = Query(0, ge=0, le=100_000)) -> list[dict[str, Any]]:
     found = _services(request).reports.search(
-        q, actor=actor, hospital_code=hospital, status=status, since=since, until=until,
+        q, actor=actor, hospital_code=hospital, status=status, link_state=link_state,
+        since=since, until=until,
         limit=limit, offset=offset)
     return [_json(asdict(r)) for r in found]
 
