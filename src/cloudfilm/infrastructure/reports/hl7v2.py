@@ -232,9 +232,15 @@ def _parse(lines: list[str]) -> hl7.Message:
         raise ReportFormatError(
             "MSH", "the message does not start with an MSH segment (e.g. MSH|^~\\&|...)"
         )
+    separators = lines[0][3:8]
+    if len(set(separators)) != 5 or any(c.isalnum() or c.isspace() for c in separators):
+        # python-hl7 only asserts this (an AssertionError, found by the fuzz tests).
+        raise ReportFormatError(
+            "MSH-2", f"the field separator and encoding characters {separators!r} must be "
+            "five different punctuation characters, normally |^~\\&")
     try:
         return hl7.parse("\r".join(lines))
-    except (hl7.HL7Exception, ValueError, IndexError) as exc:
+    except (hl7.HL7Exception, ValueError, IndexError, AssertionError) as exc:
         raise ReportFormatError("MSH", f"the message cannot be parsed as HL7 v2: {exc}") from None
 
 
