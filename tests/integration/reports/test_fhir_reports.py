@@ -351,7 +351,9 @@ def test_html_and_pdf_in_chinese_and_english(province: Province,  # noqa: F811
     assert pdf.headers["content-disposition"].startswith("attachment")
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "磨玻璃结节" in text.replace("\n", "")
-    assert audit_rows(p.db_url)[0].action == "download"
+    rows = audit_rows(p.db_url, 2)
+    assert rows[0].action == "download"
+    assert rows[1].action == "render"  # one record per download, not two
 
 
 def test_a_pdf_sent_inline_is_returned_as_sent(province: Province,  # noqa: F811

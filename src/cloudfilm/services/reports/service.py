@@ -305,22 +305,27 @@ class ReportService:
                 "see it (a doctor needs the patient's grant for another hospital's studies)")
         return [_summary(r) for r in rows]
 
-    def view(self, public_id: str, *, actor: Actor, version: int | None = None,
-             action: str = "render") -> render.ReportView:
-        """What the HTML and PDF renderings show (the current or a given version)."""
+    def _rendering(self, public_id: str, *, actor: Actor, version: int | None,
+                   action: str) -> tuple[render.ReportView, Any]:
+        """One decision and one audit record, then what the renderings show (the current
+        or a given version) and that version's row (its PDF, if the sender sent one)."""
         try:
             with self._db.reading() as conn:
                 row = self._load(conn, public_id, actor, action)
                 versions = report_repository.versions(conn, row.id)
                 patient = report_repository.patient_of(conn, row.patient_fk)
                 study = report_repository.study_summary(conn, row.study_fk)
+                number = version if version is not None else row.current_version
+                shown = next((v for v in versions if v.version == number), None)
+                located = (rr.instances(conn, row.linked_study_uid, None,
+                                        shown.sop_instance_uid)
+                           if shown is not None and shown.has_pdf and shown.sop_instance_uid
+                           and row.linked_study_uid else [])
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
-        number = version if version is not None else row.current_version
-        shown = next((v for v in versions if v.version == number), None)
         if shown is None:
             raise NotFoundError(f"report {public_id[:64]} has no version {number}")
-        return render.ReportView(
+        view = render.ReportView(
             report_id=row.public_id, title=shown.title, status=shown.status,
             version=shown.version,
             versions=tuple(render.VersionLine(v.version, v.status, _utc(v.issued_at),
@@ -339,6 +344,13 @@ class ReportService:
             verifier=shown.verifier, issued_at=_utc(shown.issued_at),
             received_at=_utc(shown.received_at) or self._clock(), source=shown.source,
             linked=row.study_fk is not None)
+        pdf_key = shown.pdf_blob_key or (located[0].blob_key if located else "")
+        return view, (pdf_key, bool(shown.pdf_blob_key))
+
+    def view(self, public_id: str, *, actor: Actor, version: int | None = None,
+             action: str = "render") -> render.ReportView:
+        """What the HTML and PDF renderings show (the current or a given version)."""
+        return self._rendering(public_id, actor=actor, version=version, action=action)[0]
 
     def html(self, public_id: str, *, actor: Actor, lang: str = "zh-CN",
              version: int | None = None, pdf_url: str | None = None,
@@ -351,39 +363,25 @@ class ReportService:
             version: int | None = None) -> bytes:
         """The report as PDF: the sender's own PDF when it sent one (Encapsulated PDF,
         FHIR presentedForm), else rendered from the text."""
-        original = self._original_pdf(public_id, actor=actor, version=version)
+        view, (key, bare) = self._rendering(public_id, actor=actor, version=version,
+                                            action="download")
+        original = self._stored_pdf(key, bare) if key else None
         if original is not None:
             return original
-        view = self.view(public_id, actor=actor, version=version, action="download")
         return render.render_pdf(view, lang=lang, tz=self._zone_name())
 
-    def _original_pdf(self, public_id: str, *, actor: Actor,
-                      version: int | None) -> bytes | None:
+    def _stored_pdf(self, key: str, bare: bool) -> bytes | None:
+        """A PDF blob as sent (``bare``), or the document inside an Encapsulated PDF."""
         try:
-            with self._db.reading() as conn:
-                row = self._load(conn, public_id, actor, "download")
-                shown = report_repository.version(conn, row.id,
-                                                  version or row.current_version)
-                located = (rr.instances(conn, row.linked_study_uid, None,
-                                        shown.sop_instance_uid)
-                           if shown is not None and shown.has_pdf and shown.sop_instance_uid
-                           and row.linked_study_uid else [])
-        except DatabaseUnavailableError as exc:
-            raise ResourceUnavailableError(str(exc)) from exc
-        if shown is None:
-            raise NotFoundError(f"report {public_id[:64]} has no version {version}")
-        try:
-            if shown.pdf_blob_key:
-                with self._blobs.open(shown.pdf_blob_key) as fh:
+            with self._blobs.open(key) as fh:
+                if bare:
                     return fh.read()
-            if located:
-                with self._blobs.open(located[0].blob_key) as fh:
-                    ds = dcmread(fh, force=True)
-                data = ds.get("EncapsulatedDocument")
-                return bytes(data).rstrip(b"\x00") if data else None
+                ds = dcmread(fh, force=True)
         except BlobStoreError as exc:
             raise ResourceUnavailableError(f"cannot read the report's PDF: {exc}") from exc
-        return None
+        data = ds.get("EncapsulatedDocument")
+        # The value is padded to even length; a PDF ends at %%EOF.
+        return bytes(data).rstrip(b"\x00") if data else None
 
     def _zone_name(self) -> str:
         return str(getattr(self._settings.zone, "key", "Asia/Shanghai"))
