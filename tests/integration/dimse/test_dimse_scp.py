@@ -150,6 +150,29 @@ def test_store_missing_uid_fails_with_reason(dimse: DimseServer, services: Servi
     assert not list(services.spool_dir.iterdir())
 
 
+def test_store_of_sr_files_its_report_and_refuses_a_malformed_one(
+        dimse: DimseServer, services: Services) -> None:
+    from pynetdicom.sop_class import ComprehensiveSRStorage
+    from tests.factories import make_text_sr
+
+    from cloudfilm.services.access.actor import LOCAL_OPERATOR
+
+    good = make_text_sr(findings="左肺下叶见斑片影。")
+    bad = make_text_sr()
+    del bad.ContentSequence
+    assoc = _associate(dimse, ComprehensiveSRStorage)
+    assert assoc.is_established
+    try:
+        ok, refused = assoc.send_c_store(good), assoc.send_c_store(bad)
+    finally:
+        assoc.release()
+    assert ok.Status == 0
+    [report] = services.reports.study_reports(str(good.StudyInstanceUID), actor=LOCAL_OPERATOR)
+    assert "左肺下叶见斑片影" in report.findings
+    assert refused.Status == st.DATASET_MISMATCH
+    assert "ContentSequence" in refused.ErrorComment
+
+
 def test_store_missing_patient_id_fails(dimse: DimseServer) -> None:
     rsp = _store(dimse, make_ct(patient_id=""))[0]
     assert rsp.Status == st.CANNOT_UNDERSTAND

@@ -50,7 +50,10 @@ def store_failure_status(exc: BaseException) -> int:
     if isinstance(exc, ResourceUnavailableError):
         return OUT_OF_RESOURCES
     if isinstance(exc, InvalidInstanceError):
-        return DATASET_MISMATCH if exc.code == "study-mismatch" else CANNOT_UNDERSTAND
+        # A report object whose content tree is malformed is a data set that does not
+        # match its (SR, Encapsulated PDF) SOP class.
+        return (DATASET_MISMATCH if exc.code in ("study-mismatch", "invalid-report")
+                else CANNOT_UNDERSTAND)
     if isinstance(exc, InstanceConflictError):
         return PROCESSING_FAILURE
     if isinstance(exc, CloudfilmError):
