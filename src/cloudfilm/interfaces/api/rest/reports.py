@@ -76,7 +76,11 @@ def _operation_outcome(exc: CloudfilmError) -> JSONResponse:
 
 
 @router.post("/fhir/DiagnosticReport", status_code=201,
-             summary="Receive a FHIR R4 DiagnosticReport (a hospital's report of a study)")
+             summary="Receive a FHIR R4 DiagnosticReport (a hospital's report of a study)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/fhir+json": {"schema": {
+                     "type": "object", "description": "FHIR R4 DiagnosticReport naming its "
+                     "study by imagingStudy identifier (urn:dicom:uid) or ACSN accession"}}}}})
 async def receive_fhir(request: Request) -> Response:
     svc = _services(request)
     try:
@@ -90,7 +94,9 @@ async def receive_fhir(request: Request) -> Response:
                         headers={"Location": f"{PREFIX}/reports/{recorded.report_id}"})
 
 
-@router.post("/hl7", summary="Receive an HL7 v2 ORU^R01 report message (answered with an ACK)")
+@router.post("/hl7", summary="Receive an HL7 v2 ORU^R01 report message (answered with an ACK)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "x-application/hl7-v2+er7": {"schema": {"type": "string"}}}}})
 async def receive_hl7(request: Request) -> Response:
     """The REST form of the MLLP channel: the body is the ER7 message, the answer its ACK
     (``AA`` accepted, ``AE`` error with the reason in MSA-3 and ERR)."""
