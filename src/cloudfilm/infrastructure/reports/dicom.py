@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import datetime, time, tzinfo
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -42,6 +42,7 @@ from pydicom.uid import (
     ExtensibleSRStorage,
 )
 
+from cloudfilm.infrastructure.dicom import dates
 from cloudfilm.infrastructure.dicom.charset import decode_text, split_person_name
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError, Status
 
@@ -109,10 +110,6 @@ _MODALITY_WORDS_RE = re.compile(
 _MODALITY_ALIASES = {"CTA": "CT", "MRI": "MR", "MRA": "MR", "PET": "PT", "DR": "DX"}
 _MODALITY_ZH = (("磁共振", "MR"), ("核磁", "MR"), ("超声", "US"), ("彩超", "US"), ("钼靶", "MG"))
 
-_DA_RE = re.compile(r"(\d{4})(\d{2})(\d{2})")
-_TM_RE = re.compile(r"(\d{2})(\d{2})?(\d{2})?(?:\.(\d*))?")
-_DT_RE = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d*))?([+-]\d{4})?")
-_TZ_RE = re.compile(r"([+-])(\d{2})(\d{2})")
 _BLANK_LINES_RE = re.compile(r"\n{3,}")
 
 _Charset = tuple[str, ...]
@@ -714,42 +711,10 @@ def _zone(value: str, keyword: str, warnings: list[str]) -> tzinfo | None:
     """Parse a UTC offset "+HHMM"/"-HHMM" (Timezone Offset From UTC, DT suffix)."""
     if not value:
         return None
-    match = _TZ_RE.fullmatch(value.strip())
-    if match:
-        sign = -1 if match.group(1) == "-" else 1
-        hours, minutes = int(match.group(2)), int(match.group(3))
-        if hours <= 14 and minutes < 60:
-            return timezone(sign * timedelta(hours=hours, minutes=minutes))
-    warnings.append(f"{keyword}: not a valid UTC offset; read as local time")
-    return None
-
-
-def _parse_da(value: str) -> date | None:
-    # "YYYY.MM.DD" is the ACR-NEMA form still written by old modalities.
-    match = _DA_RE.fullmatch(value.strip().replace(".", "").replace("-", ""))
-    if match is None:
-        return None
-    try:
-        return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return None
-
-
-def _parse_tm(value: str) -> time | None:
-    # "HH:MM:SS" is the ACR-NEMA form; "HH" and "HHMM" are valid partial times.
-    match = _TM_RE.fullmatch(value.strip().replace(":", ""))
-    if match is None:
-        return None
-    hour, minute, second, fraction = match.groups()
-    try:
-        return time(int(hour), int(minute or 0), min(int(second or 0), 59),  # leap second 60
-                    _microseconds(fraction))
-    except ValueError:
-        return None
-
-
-def _microseconds(fraction: str | None) -> int:
-    return int(fraction[:6].ljust(6, "0")) if fraction else 0
+    zone = dates.parse_offset(value)
+    if zone is None:
+        warnings.append(f"{keyword}: not a valid UTC offset; read as local time")
+    return zone
 
 
 def _date_time(
@@ -759,12 +724,12 @@ def _date_time(
     raw_date = _value(ds, date_keyword, charset, warnings) or ""
     if not raw_date:
         return None
-    day = _parse_da(raw_date)
+    day = dates.parse_da(raw_date)
     if day is None:
         warnings.append(f"{date_keyword}: not a valid DICOM date")
         return None
     raw_time = _value(ds, time_keyword, charset, warnings) or ""
-    moment = _parse_tm(raw_time) if raw_time else None
+    moment = dates.parse_tm(raw_time) if raw_time else None
     if raw_time and moment is None:
         warnings.append(f"{time_keyword}: not a valid DICOM time; midnight assumed")
     # A date without time is kept as the start of that day rather than lost.
@@ -777,17 +742,11 @@ def _parse_dt(
     """Parse a DT value; its own offset wins over Timezone Offset From UTC (PS3.3 C.12.1)."""
     if not value:
         return None
-    match = _DT_RE.fullmatch(value.strip())
-    if match is None:
+    text = value.strip()
+    if len(text) > 5 and text[-5] in "+-" and dates.parse_offset(text[-5:]) is None:
+        warnings.append(f"{keyword}: not a valid UTC offset; read as local time")
+        text, zone = text[:-5], None
+    moment = dates.parse_dt(text, zone)
+    if moment is None:
         warnings.append(f"{keyword}: not a valid DICOM date-time")
-        return None
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    if offset:
-        zone = _zone(offset, keyword, warnings)
-    try:
-        return datetime(int(year), int(month or 1), int(day or 1), int(hour or 0),
-                        int(minute or 0), min(int(second or 0), 59), _microseconds(fraction),
-                        tzinfo=zone)
-    except ValueError:
-        warnings.append(f"{keyword}: not a valid DICOM date-time")
-        return None
+    return moment
