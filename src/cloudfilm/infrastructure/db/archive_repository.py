@@ -43,13 +43,15 @@ _PATIENT_BY_KEY = select(
     _patient.c.patient_id == bindparam("patient_id"),
     _patient.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
 )
-_STUDIES_BY_UID = select(
+_STUDY_COLUMNS = (
     _study.c.id, _study.c.study_instance_uid, _study.c.patient_fk, _study.c.hospital_id,
     _study.c.accession_number, _study.c.exam_at,
-).where(
+)
+_STUDIES_BY_UID = select(*_STUDY_COLUMNS).where(
     _study.c.study_instance_uid.in_(bindparam("uids", expanding=True))
 )
-_SERIES_BY_UID = select(_series.c.id, _series.c.series_instance_uid, _series.c.study_fk).where(
+_SERIES_COLUMNS = (_series.c.id, _series.c.series_instance_uid, _series.c.study_fk)
+_SERIES_BY_UID = select(*_SERIES_COLUMNS).where(
     _series.c.series_instance_uid.in_(bindparam("uids", expanding=True))
 )
 _INSTANCES_BY_UID = select(
@@ -98,6 +100,21 @@ def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool
 
 
 _INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+_INSERT_RETURNING: dict[tuple[str, str], Any] = {}
+
+
+def _insert_returning(session: Session, table: Any, values: dict[str, Any],
+                      columns: Sequence[Any]) -> Row[Any] | None:
+    """Insert unless a unique key exists already; the new row's ``columns``, or None when
+    another row was there first. One statement instead of insert-then-select (both
+    dialects support RETURNING with ON CONFLICT DO NOTHING)."""
+    dialect = session.get_bind().dialect.name
+    key = (dialect, table.name)
+    stmt = _INSERT_RETURNING.get(key)
+    if stmt is None:
+        ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = _INSERT_RETURNING[key] = ins(table).on_conflict_do_nothing().returning(*columns)
+    return session.connection().execute(stmt, values).first()
 
 
 def hospital_id(session: Session, code: str, *, name: str, now: datetime) -> int:
@@ -119,7 +136,10 @@ def upsert_patient(session: Session, *, hospital_id: int, values: dict[str, Any]
     }
     row = conn.execute(_PATIENT_BY_KEY, key).one_or_none()
     if row is None:
-        _insert_ignore(session, _patient, {"hospital_id": hospital_id, **values})
+        created = _insert_returning(session, _patient, {"hospital_id": hospital_id, **values},
+                                    [_patient.c.id])
+        if created is not None:
+            return int(created.id)
         return int(conn.execute(_PATIENT_BY_KEY, key).one().id)
     changed = (row.patient_name, row.birth_date, row.sex) != (
         values["patient_name"],
@@ -168,15 +188,19 @@ def known_versions(session: Session, pairs: Sequence[tuple[str, str]]) -> set[tu
 
 
 def create_study(session: Session, values: dict[str, Any]) -> Row[Any]:
-    _insert_ignore(session, _study, values)
+    created = _insert_returning(session, _study, values, _STUDY_COLUMNS)
+    if created is not None:
+        return created
     return studies_by_uid(session, [values["study_instance_uid"]])[values["study_instance_uid"]]
 
 
 def create_series(session: Session, values: dict[str, Any]) -> tuple[Row[Any], bool]:
     """The series row, and whether this call created it (a concurrent ingest may have)."""
-    created = _insert_ignore(session, _series, values)
+    created = _insert_returning(session, _series, values, _SERIES_COLUMNS)
+    if created is not None:
+        return created, True
     uid = values["series_instance_uid"]
-    return series_by_uid(session, [uid])[uid], created
+    return series_by_uid(session, [uid])[uid], False
 
 
 def add_instances(session: Session, rows: list[dict[str, Any]]) -> None:
