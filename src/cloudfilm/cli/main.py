@@ -302,6 +302,15 @@ def _register_audit() -> None:
 _register_audit()
 
 
+def _register_reports() -> None:
+    from cloudfilm.cli.reports import reports
+
+    cli.add_command(reports)
+
+
+_register_reports()
+
+
 def _register_identity() -> None:
     from cloudfilm.cli.hospitals import hospitals, residents
 

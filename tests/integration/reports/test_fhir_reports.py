@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -439,3 +440,30 @@ def test_report_racing_the_transaction_that_creates_its_study_is_linked(
         assert worker.is_alive()  # waiting for this transaction, not deciding "held"
     worker.join(10)
     assert result["recorded"].link_state == "linked"
+
+
+def test_cli_lists_held_reports_and_timeliness(province: Province, settings: Any,  # noqa: F811
+                                               db_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cloudfilm.cli.main import cli
+
+    p = province
+    held = p.services.reports.receive_fhir(
+        orjson.dumps(fhir_report(key="CLI", study_uid=generate_uid())), actor=p.hospital("HB"))
+    monkeypatch.setenv("CLOUDFILM_DATABASE_URL", db_url)
+    monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CLOUDFILM_AUTO_MIGRATE", "false")
+    for name in ("national_id_key", "national_id_hmac_key", "admin_token"):
+        monkeypatch.setenv(f"CLOUDFILM_SECURITY__{name.upper()}",
+                           getattr(settings.security, name).get_secret_value())
+    runner = CliRunner()
+    result = runner.invoke(cli, ["reports", "held"])
+    assert result.exit_code == 0, result.output
+    assert held.report_id in result.output and "HB" in result.output
+    assert runner.invoke(cli, ["reports", "held", "--hospital", "HA"]).output.strip() \
+        .endswith("no held reports")
+    result = runner.invoke(cli, ["reports", "timeliness", "--days", "366"])
+    assert result.exit_code == 0, result.output
+    assert "deadline 12 h" in result.output
