@@ -128,6 +128,17 @@ TEST_SECURITY = SecuritySettings(
 )
 
 
+def settings_to_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, db_url: str) -> None:
+    """Point a ``cloudfilm`` command run in-process (click's CliRunner) at the test's
+    database, data folder and secrets, the way an operator's environment would."""
+    monkeypatch.setenv("CLOUDFILM_DATABASE_URL", db_url)
+    monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CLOUDFILM_AUTO_MIGRATE", "false")
+    for name in ("national_id_key", "national_id_hmac_key", "admin_token"):
+        secret = getattr(settings.security, name)
+        monkeypatch.setenv(f"CLOUDFILM_SECURITY__{name.upper()}", secret.get_secret_value())
+
+
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False,

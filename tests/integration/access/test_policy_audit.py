@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
+from tests.conftest import settings_to_env
 from tests.integration.access.conftest import Province
 
 from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
@@ -132,12 +133,7 @@ def test_cli_audit_verify(services: Services, settings: Any, db_url: str,
     from cloudfilm.cli.main import cli
 
     _fill(services, 3)
-    monkeypatch.setenv("CLOUDFILM_DATABASE_URL", db_url)
-    monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CLOUDFILM_AUTO_MIGRATE", "false")
-    for name in ("national_id_key", "national_id_hmac_key", "admin_token"):
-        monkeypatch.setenv(f"CLOUDFILM_SECURITY__{name.upper()}",
-                           getattr(settings.security, name).get_secret_value())
+    settings_to_env(monkeypatch, settings, db_url)
     runner = CliRunner()
     result = runner.invoke(cli, ["audit", "verify"])
     assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 from pypdf import PdfReader
+from tests.conftest import settings_to_env
 from tests.factories import make_ct, to_bytes
 from tests.integration.access.conftest import Province, province  # noqa: F401
 from tests.integration.access.test_policy_matrix import audit_rows
@@ -452,12 +453,7 @@ def test_cli_lists_held_reports_and_timeliness(province: Province, settings: Any
     p = province
     held = p.services.reports.receive_fhir(
         orjson.dumps(fhir_report(key="CLI", study_uid=generate_uid())), actor=p.hospital("HB"))
-    monkeypatch.setenv("CLOUDFILM_DATABASE_URL", db_url)
-    monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CLOUDFILM_AUTO_MIGRATE", "false")
-    for name in ("national_id_key", "national_id_hmac_key", "admin_token"):
-        monkeypatch.setenv(f"CLOUDFILM_SECURITY__{name.upper()}",
-                           getattr(settings.security, name).get_secret_value())
+    settings_to_env(monkeypatch, settings, db_url)
     runner = CliRunner()
     result = runner.invoke(cli, ["reports", "held"])
     assert result.exit_code == 0, result.output
