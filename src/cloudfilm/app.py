@@ -137,12 +137,14 @@ def build_services(settings: Settings) -> Services:
         otp_sends_per_requester_hour=access.otp_sends_per_requester_hour,
         otp_checks_per_15min=access.otp_checks_per_15min), audit=audit)
     zone = ZoneInfo(settings.reports.timezone)
+    ingest = IngestService(db, blobs, spool, protector=protector, audit=audit, zone=zone,
+                           reports=ReportIntake(zone))
     reports = ReportService(db, blobs, policy, audit, ReportSettings(
         zone=zone, deadline_hours=settings.reports.upload_deadline_hours,
-        max_bytes=settings.reports.max_report_bytes), work_dir=spool)
+        max_bytes=settings.reports.max_report_bytes), work_dir=spool,
+        sender_for=ingest.sender_for)
     return Services(
-        ingest=IngestService(db, blobs, spool, protector=protector, audit=audit, zone=zone,
-                             reports=ReportIntake(zone)),
+        ingest=ingest,
         reports=reports,
         query=QueryService(db, policy, audit),
         retrieve=RetrieveService(db, blobs, policy, audit),

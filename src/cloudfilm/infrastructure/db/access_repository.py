@@ -6,7 +6,7 @@ work (``Database.reading()`` for decisions, ``Database.writing()`` for audit rec
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -32,6 +32,7 @@ from cloudfilm.infrastructure.db.models import (
     Report,
     Study,
 )
+from cloudfilm.infrastructure.db.session import as_utc, dialect_of
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first audit row (and the hash of the empty chain)."""
@@ -42,11 +43,6 @@ _HEAD = cast(Table, AuditChainHead.__table__)
 
 Executor = Connection | Session
 
-
-def _dialect(conn: Executor) -> str:
-    if isinstance(conn, Session):
-        return conn.get_bind().dialect.name
-    return conn.dialect.name
 
 
 # --- decisions -----------------------------------------------------------------------------
@@ -186,11 +182,11 @@ def lock_chain_head(conn: Executor) -> tuple[int, str]:
     database's one write lock. A missing head row (fresh or truncated table) is created.
     """
     stmt = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == _HEAD_ID)
-    if _dialect(conn) == "postgresql":
+    if dialect_of(conn) == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
     if row is None:
-        dialect_insert = pg_insert if _dialect(conn) == "postgresql" else sqlite_insert
+        dialect_insert = pg_insert if dialect_of(conn) == "postgresql" else sqlite_insert
         conn.execute(dialect_insert(_HEAD).values(id=_HEAD_ID, seq=0, hash=GENESIS_HASH)
                      .on_conflict_do_nothing())
         row = conn.execute(stmt).first()
@@ -202,7 +198,7 @@ def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
                  last_hash: str) -> None:
     """Insert chained rows (``seq``/``prev_hash``/``hash`` already set) and move the head."""
     move = update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=seq, hash=last_hash)
-    if _dialect(conn) == "postgresql":
+    if dialect_of(conn) == "postgresql":
         # One statement (a data-modifying CTE): one round trip instead of two.
         conn.execute(move.add_cte(insert(_AUDIT).values(list(rows)).cte("appended")))
         return
@@ -258,16 +254,13 @@ def audit_events(
         stmt = stmt.where(_AUDIT.c.resource_uid == resource_uid)
     # UTC: SQLite keeps timestamps without an offset, so bounds must be UTC too.
     if since is not None:
-        stmt = stmt.where(_AUDIT.c.at >= _utc(since))
+        stmt = stmt.where(_AUDIT.c.at >= as_utc(since))
     if until is not None:
-        stmt = stmt.where(_AUDIT.c.at < _utc(until))
+        stmt = stmt.where(_AUDIT.c.at < as_utc(until))
     if before_seq is not None:
         stmt = stmt.where(_AUDIT.c.seq < before_seq)
     return list(conn.execute(stmt.order_by(_AUDIT.c.seq.desc()).limit(limit)).all())
 
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def hospital_names(conn: Executor, ids: Sequence[int]) -> dict[int, tuple[str, str]]:

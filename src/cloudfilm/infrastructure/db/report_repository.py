@@ -7,7 +7,7 @@ transaction. Rows are returned as SQLAlchemy ``Row`` objects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -35,20 +35,13 @@ from cloudfilm.infrastructure.db.models import (
     ReportVersion,
     Study,
 )
+from cloudfilm.infrastructure.db.session import as_utc, dialect_of
 
 Executor = Connection | Session
 _REPORT = cast(Table, Report.__table__)
 _VERSION = cast(Table, ReportVersion.__table__)
 
 
-def _dialect(conn: Executor) -> str:
-    if isinstance(conn, Session):
-        return conn.get_bind().dialect.name
-    return conn.dialect.name
-
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 # --- finding what a new version belongs to --------------------------------------------------
@@ -104,7 +97,7 @@ def lock_link_keys(conn: Executor, keys: Sequence[str]) -> None:
     same keys (``uid:<StudyInstanceUID>``, ``acc:<hospital>:<accession>``) in sorted
     order, so one waits for the other's commit. SQLite has one writer at a time anyway.
     """
-    if _dialect(conn) != "postgresql":
+    if dialect_of(conn) != "postgresql":
         return
     for key in sorted(set(keys)):
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
@@ -126,11 +119,11 @@ _INSERT_REPORT: dict[str, Any] = {}
 
 def _vector_value(conn: Executor) -> Any:
     # PostgreSQL: the literal cast to tsvector in SQL; SQLite searches search_text instead.
-    return sql_cast(bindparam(_TSV), TSVECTOR) if _dialect(conn) == "postgresql" else None
+    return sql_cast(bindparam(_TSV), TSVECTOR) if dialect_of(conn) == "postgresql" else None
 
 
 def insert_report(conn: Executor, values: dict[str, Any], *, vector: str) -> int:
-    dialect = _dialect(conn)
+    dialect = dialect_of(conn)
     stmt = _INSERT_REPORT.get(dialect)
     if stmt is None:
         # Built once per dialect, values passed to execute(): its compiled form is cached.
@@ -143,7 +136,7 @@ def insert_report(conn: Executor, values: dict[str, Any], *, vector: str) -> int
 def update_report(conn: Executor, report_id: int, values: dict[str, Any], *,
                   vector: str | None = None) -> None:
     stmt = update(_REPORT).where(_REPORT.c.id == report_id).values(**values)
-    if vector is not None and _dialect(conn) == "postgresql":
+    if vector is not None and dialect_of(conn) == "postgresql":
         stmt = stmt.values(search_tsv=sql_cast(vector, TSVECTOR))
     conn.execute(stmt)
 
@@ -228,7 +221,6 @@ def search(
     hospital_code: str | None = None,
     status: str | None = None,
     link_state: str | None = None,
-    patient_fks: Sequence[int] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 50,
@@ -244,7 +236,7 @@ def search(
     stmt = select(_REPORT)
     if visible is not None:
         stmt = stmt.where(visible)
-    if _dialect(conn) == "postgresql":
+    if dialect_of(conn) == "postgresql":
         if tsquery is not None:
             stmt = stmt.where(_REPORT.c.search_tsv.op("@@")(sql_cast(tsquery, TSQUERY)))
     else:
@@ -257,12 +249,10 @@ def search(
         stmt = stmt.where(_REPORT.c.status == status)
     if link_state:
         stmt = stmt.where(_REPORT.c.link_state == link_state)
-    if patient_fks is not None:
-        stmt = stmt.where(_REPORT.c.patient_fk.in_(list(patient_fks)))
     if since is not None:
-        stmt = stmt.where(_REPORT.c.listed_at >= _utc(since))
+        stmt = stmt.where(_REPORT.c.listed_at >= as_utc(since))
     if until is not None:
-        stmt = stmt.where(_REPORT.c.listed_at < _utc(until))
+        stmt = stmt.where(_REPORT.c.listed_at < as_utc(until))
     page = (stmt.order_by(_REPORT.c.listed_at.desc(), _REPORT.c.id.desc())
             .limit(limit).offset(offset).subquery("page"))
     return list(conn.execute(_with_names(page)
@@ -273,7 +263,7 @@ def search(
 
 
 def _delay_seconds(conn: Executor, received: Any, exam: Any) -> ColumnElement[Any]:
-    if _dialect(conn) == "postgresql":
+    if dialect_of(conn) == "postgresql":
         return func.extract("epoch", received - exam)
     # SQLite keeps UTC timestamps as text that julianday() reads.
     return (func.julianday(received) - func.julianday(exam)) * literal_column("86400.0")
@@ -297,7 +287,7 @@ def timeliness(conn: Executor, *, since: datetime, until: datetime, deadline_sec
         on_time = func.sum(case((delay <= deadline_seconds, 1), else_=0))
         stmt = (select(table.hospital_id, func.count(), on_time,
                        func.max(sql_cast(delay, Float)))
-                .where(table.exam_at >= _utc(since), table.exam_at < _utc(until))
+                .where(table.exam_at >= as_utc(since), table.exam_at < as_utc(until))
                 .group_by(table.hospital_id))
         if hospital_id is not None:
             stmt = stmt.where(table.hospital_id == hospital_id)
@@ -308,12 +298,12 @@ def timeliness(conn: Executor, *, since: datetime, until: datetime, deadline_sec
             entry[f"{prefix}_late"] = int(count) - int(timely or 0)
             entry[f"{prefix}_max_delay_s"] = round(float(worst), 1) if worst is not None else None
     missing = (select(Study.hospital_id, func.count())
-               .where(Study.exam_at >= _utc(since), Study.exam_at < _utc(until),
+               .where(Study.exam_at >= as_utc(since), Study.exam_at < as_utc(until),
                       ~select(_REPORT.c.id).where(_REPORT.c.study_fk == Study.id).exists())
                .group_by(Study.hospital_id))
     undated = (select(Study.hospital_id, func.count())
-               .where(Study.exam_at.is_(None), Study.received_at >= _utc(since),
-                      Study.received_at < _utc(until))
+               .where(Study.exam_at.is_(None), Study.received_at >= as_utc(since),
+                      Study.received_at < as_utc(until))
                .group_by(Study.hospital_id))
     if hospital_id is not None:
         missing = missing.where(Study.hospital_id == hospital_id)
@@ -323,14 +313,6 @@ def timeliness(conn: Executor, *, since: datetime, until: datetime, deadline_sec
     for hospital, count in conn.execute(undated):
         row(hospital)["studies_without_exam_time"] = int(count)
     return out
-
-
-def hospital_codes(conn: Executor, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-    if not ids:
-        return {}
-    rows = conn.execute(select(Hospital.id, Hospital.code, Hospital.name)
-                        .where(Hospital.id.in_(list(ids)))).all()
-    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def hospital_by_code(conn: Executor, code: str) -> int | None:

@@ -12,12 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+
+def dialect_of(conn: Connection | Session) -> str:
+    """``sqlite`` or ``postgresql``, for a Core connection or an ORM session."""
+    if isinstance(conn, Session):
+        return conn.get_bind().dialect.name
+    return conn.dialect.name
+
+
+def as_utc(at: datetime) -> datetime:
+    """``at`` in UTC; a naive value is taken as UTC already (SQLite returns stored UTC
+    timestamps without an offset)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 class DatabaseUnavailableError(Exception):

@@ -23,15 +23,16 @@ from typing import Any
 from pydicom import dcmread
 from sqlalchemy.exc import IntegrityError
 
-from cloudfilm.infrastructure.db import archive_repository, report_repository
+from cloudfilm.infrastructure.db import access_repository, archive_repository, report_repository
 from cloudfilm.infrastructure.db import retrieve_repository as rr
-from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError, as_utc
 from cloudfilm.infrastructure.reports import fhir, hl7v2, render, search
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.audit import AuditEntry, AuditService
 from cloudfilm.services.access.policy import PRIVILEGED, AccessPolicy, Decision, Resource
+from cloudfilm.services.archive.ingest import Sender
 from cloudfilm.services.errors import (
     InvalidInputError,
     InvalidReportError,
@@ -40,8 +41,6 @@ from cloudfilm.services.errors import (
     ResourceUnavailableError,
 )
 from cloudfilm.services.reports.recording import Recorded, record_version
-
-_LOCAL_CODE = "LOCAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +122,13 @@ class HospitalTimeliness:
 class ReportService:
     def __init__(self, db: Database, blobs: BlobStore, policy: AccessPolicy,
                  audit: AuditService, settings: ReportSettings, work_dir: Path,
+                 sender_for: Callable[..., Sender],
                  clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
+        # Who an upload is recorded for: the same rule as for DICOM objects
+        # (``IngestService.sender_for``: hospital systems as themselves, the operator as
+        # LOCAL, anyone else refused and audited).
+        self._sender_for = sender_for
         # Scratch space on the blob store's filesystem (inline PDFs before they are stored).
         self._work_dir = work_dir
         self._blobs = blobs
@@ -149,49 +153,45 @@ class ReportService:
 
         Raises
         ------
+        NotAuthorizedError
+            Not a sender (audited), or the report names another hospital's study.
         InvalidReportError
             Malformed resource (``field`` names where), or too large.
-        NotAuthorizedError
-            Not a sender, or the report names another hospital's study.
         ReportConflictError
             An amendment naming another study than its report's.
         """
-        self._check_size(body, "DiagnosticReport")
-        try:
-            doc = fhir.read_diagnostic_report(body)
-        except ReportFormatError as exc:
-            raise InvalidReportError(str(exc), field=exc.field) from exc
-        return self._record(doc, actor=actor, door="fhir")
+        return self._receive(body, lambda b: [fhir.read_diagnostic_report(b)],
+                             "DiagnosticReport", actor=actor, door="fhir")[0]
 
     def receive_hl7(self, message: bytes, *, actor: Actor) -> list[Recorded]:
         """Record the reports (one per OBR group) of an HL7 v2 ORU^R01 message, all or
-        none (one transaction)."""
-        self._check_size(message, "MSH")
-        try:
-            docs = hl7v2.read_oru_r01(message)
-        except ReportFormatError as exc:
-            raise InvalidReportError(str(exc), field=exc.field) from exc
-        return self._record_all(docs, actor=actor, door="hl7")
+        none (one transaction). Raises like :meth:`receive_fhir`."""
+        return self._receive(message, hl7v2.read_oru_r01, "MSH", actor=actor, door="hl7")
 
-    def _check_size(self, body: bytes, where: str) -> None:
+    def _receive(self, body: bytes, read: Callable[[bytes], list[ReportDocument]],
+                 where: str, *, actor: Actor, door: str) -> list[Recorded]:
+        # Who may send is decided first (and a refusal audited), as for DICOM objects.
+        sender = self._sender_for(actor, door=door)
         if len(body) > self._settings.max_bytes:
             raise InvalidReportError(
                 f"the report is {len(body)} bytes; at most {self._settings.max_bytes} are "
                 "accepted (send large PDFs as DICOM Encapsulated PDF through STOW-RS)",
                 field=where, code="report-too-large")
+        try:
+            docs = read(body)
+        except ReportFormatError as exc:
+            raise InvalidReportError(str(exc), field=exc.field) from exc
+        return self._record_all(docs, sender=sender, door=door)
 
-    def _record(self, doc: ReportDocument, *, actor: Actor, door: str) -> Recorded:
-        return self._record_all([doc], actor=actor, door=door)[0]
-
-    def _record_all(self, docs: list[ReportDocument], *, actor: Actor,
+    def _record_all(self, docs: list[ReportDocument], *, sender: Sender,
                     door: str) -> list[Recorded]:
-        self._require_sender(actor, door)
         pdfs = [self._store_pdf(doc) for doc in docs]
         for attempt in range(3):
             now = self._clock()
             try:
                 with self._db.write() as session:
-                    hospital = self._hospital(session, actor, now)
+                    hospital = archive_repository.hospital_id(
+                        session, sender.hospital_code, name=sender.hospital_name, now=now)
                     report_repository.lock_link_keys(session, [
                         k for d in docs for k in report_repository.link_keys(
                             hospital, d.study_instance_uid, d.accession_number)])
@@ -209,22 +209,6 @@ class ReportService:
                         "the report kept changing under concurrent updates; send it again"
                     ) from None
         raise AssertionError("unreachable")
-
-    def _require_sender(self, actor: Actor, door: str) -> None:
-        if actor.kind == "operator" or (actor.kind == "hospital" and actor.hospital_code):
-            return
-        self._audit.write([AuditEntry(actor, "store", "denied", "report",
-                                      reason="not-a-sender", detail={"door": door})])
-        raise NotAuthorizedError("only hospital systems (with their credential) and the local "
-                                 "operator can send reports")
-
-    def _hospital(self, session: Any, actor: Actor, now: datetime) -> int:
-        if actor.kind == "hospital" and actor.hospital_id is not None:
-            return actor.hospital_id
-        code = actor.hospital_code if actor.kind == "hospital" else _LOCAL_CODE
-        return archive_repository.hospital_id(
-            session, code or _LOCAL_CODE,
-            name=actor.display if actor.kind == "hospital" else "Local uploads", now=now)
 
     def _store_pdf(self, doc: ReportDocument) -> tuple[str, str]:
         """A PDF that came inline goes to the blob store (durably) before the index
@@ -449,7 +433,7 @@ class ReportService:
                 figures = report_repository.timeliness(
                     conn, since=since, until=until, hospital_id=own,
                     deadline_seconds=self._settings.deadline_hours * 3600)
-                names = report_repository.hospital_codes(conn, sorted(figures))
+                names = access_repository.hospital_names(conn, sorted(figures))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return sorted((HospitalTimeliness(hospital_code=names.get(h, ("", ""))[0],
@@ -458,9 +442,7 @@ class ReportService:
 
 
 def _utc(at: datetime | None) -> datetime | None:
-    if at is None:
-        return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return as_utc(at) if at is not None else None
 
 
 def _summary(row: Any) -> ReportSummary:
