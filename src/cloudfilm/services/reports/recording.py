@@ -28,6 +28,7 @@ from typing import Any, Literal
 import orjson
 
 from cloudfilm.infrastructure.db import report_repository as repo
+from cloudfilm.infrastructure.db.session import as_utc
 from cloudfilm.infrastructure.reports import search
 from cloudfilm.infrastructure.reports.document import ReportDocument
 from cloudfilm.services.errors import NotAuthorizedError, ReportConflictError
@@ -97,7 +98,8 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
     issued = _aware(doc.issued_at, zone)
     effective = _aware(doc.effective_at, zone)
     number = 1 if report is None else report.version_count + 1
-    current_issued = _aware(report.issued_at, UTC) if report is not None else None
+    current_issued = (as_utc(report.issued_at) if report is not None and report.issued_at
+                      else None)
     becomes_current = (issued is None or current_issued is None or issued >= current_issued)
     current_fields = {
         "status": doc.status, "source": doc.source, "title": doc.title[:256],
@@ -105,10 +107,13 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
         "impression": doc.impression, "author": doc.author[:128],
         "verifier": doc.verifier[:128], "issued_at": issued,
     }
-    vector = search.tsvector_literal(" ".join((doc.title, doc.findings, doc.impression)))
-    text = search.normalize(" ".join((doc.title, doc.findings, doc.impression)))
-    link = _link_fields(conn, doc, hospital_id, study, effective, now,
-                        report.received_at if report is not None else now)
+    searched = " ".join((doc.title, doc.findings, doc.impression))
+    vector = search.tsvector_literal(searched) if becomes_current else None
+    text = search.normalize(searched)
+    # Link fields only while the report is not linked yet (a linked one keeps its study).
+    link = (_link_fields(conn, doc, hospital_id, study, effective, now,
+                         report.received_at if report is not None else now)
+            if report is None or report.study_fk is None else {})
     if report is None:
         public_id = uuid.uuid4().hex
         report_id = repo.insert_report(conn, {
@@ -116,15 +121,14 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
             "report_key": doc.report_key[:256], "current_version": 1, "version_count": 1,
             "received_at": now, "updated_at": now, "search_text": text,
             **current_fields, **link,
-        }, vector=vector)
+        }, vector=vector or "")  # a first version is always current
     else:
         report_id, public_id = report.id, report.public_id
         values: dict[str, Any] = {"version_count": number, "updated_at": now}
-        if report.study_fk is None:
-            values.update(link)
+        values.update(link)
         if becomes_current:
             values.update(current_fields, current_version=number, search_text=text)
-        repo.update_report(conn, report_id, values, vector=vector if becomes_current else None)
+        repo.update_report(conn, report_id, values, vector=vector)
     repo.insert_version(conn, {
         "report_fk": report_id, "version": number, "status": doc.status,
         "source_status": doc.source_status[:32], "source": doc.source, "door": door[:16],
@@ -210,8 +214,7 @@ def link_held(conn: Any, *, hospital_id: int, studies: Sequence[Any], now: datet
 
 
 def _aware(at: datetime | None, zone: tzinfo) -> datetime | None:
-    """A sender's time in UTC; a naive one is the province's local time (SQLite returns
-    stored UTC times naive, which callers pass with ``zone=UTC``)."""
+    """A sender's time in UTC; a naive one is the province's local time."""
     if at is None:
         return None
     return (at.replace(tzinfo=zone) if at.tzinfo is None else at).astimezone(UTC)
