@@ -24,7 +24,6 @@ from cloudfilm.interfaces.api.auth import CurrentActor, authenticate
 from cloudfilm.interfaces.api.errors import status_for
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import CloudfilmError, InvalidReportError
-from cloudfilm.services.reports.recording import Recorded
 
 PREFIX = "/api/v1"
 router = APIRouter()
@@ -55,13 +54,6 @@ async def _body(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def _received(recorded: Recorded) -> dict[str, Any]:
-    return {"report_id": recorded.report_id, "version": recorded.version,
-            "outcome": recorded.outcome, "link_state": recorded.link_state,
-            "status": recorded.status, "study_instance_uid": recorded.study_instance_uid,
-            "warnings": list(recorded.warnings)}
-
-
 def _operation_outcome(exc: CloudfilmError) -> JSONResponse:
     """A FHIR client expects an OperationOutcome naming the bad element (``expression``)."""
     status = status_for(exc)
@@ -89,7 +81,7 @@ async def receive_fhir(request: Request) -> Response:
         recorded = await run_in_threadpool(svc.reports.receive_fhir, body, actor=actor)
     except CloudfilmError as exc:
         return _operation_outcome(exc)
-    return JSONResponse(_received(recorded),
+    return JSONResponse(asdict(recorded),
                         status_code=200 if recorded.outcome == "duplicate" else 201,
                         headers={"Location": f"{PREFIX}/reports/{recorded.report_id}"})
 
@@ -120,7 +112,7 @@ async def receive_hl7(request: Request) -> Response:
 
 @router.get("/studies/{study_uid}/reports", summary="The reports of a study (current versions)")
 def study_reports(request: Request, study_uid: str, actor: CurrentActor) -> list[dict[str, Any]]:
-    return [_json(asdict(r)) for r in _services(request).reports.study_reports(
+    return [asdict(r) for r in _services(request).reports.study_reports(
         study_uid, actor=actor)]
 
 
@@ -139,14 +131,13 @@ def search_reports(request: Request, actor: CurrentActor,
         q, actor=actor, hospital_code=hospital, status=status, link_state=link_state,
         since=since, until=until,
         limit=limit, offset=offset)
-    return [_json(asdict(r)) for r in found]
+    return [asdict(r) for r in found]
 
 
 @router.get("/reports/{report_id}", summary="A report with all its versions")
 def report(request: Request, report_id: str, actor: CurrentActor) -> dict[str, Any]:
     detail = _services(request).reports.get(report_id, actor=actor)
-    return _json_object({**asdict(detail.summary),
-                         "history": [asdict(v) for v in detail.versions]})
+    return {**asdict(detail.summary), "history": [asdict(v) for v in detail.versions]}
 
 
 @router.get("/reports/{report_id}/html", response_class=HTMLResponse,
@@ -183,22 +174,5 @@ def timeliness(request: Request, actor: CurrentActor, since: datetime | None = N
     start = since or end - timedelta(days=7)
     svc = _services(request)
     rows = svc.reports.timeliness(actor=actor, since=start, until=end, hospital_code=hospital)
-    return _json_object({"since": start, "until": end,
-                         "deadline_hours": svc.reports.deadline_hours,
-                         "hospitals": [asdict(r) for r in rows]})
-
-
-def _json_object(value: dict[str, Any]) -> dict[str, Any]:
-    converted: dict[str, Any] = _json(value)
-    return converted
-
-
-def _json(value: Any) -> Any:
-    """Datetimes as ISO 8601 (UTC) for JSONResponse's encoder."""
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+    return {"since": start, "until": end, "deadline_hours": svc.reports.deadline_hours,
+            "hospitals": [asdict(r) for r in rows]}
