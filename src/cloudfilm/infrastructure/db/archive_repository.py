@@ -43,11 +43,12 @@ _PATIENT_BY_KEY = select(
     _patient.c.patient_id == bindparam("patient_id"),
     _patient.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
 )
-_STUDY_COLUMNS = (
+# What ingest and report linking need of a study (one row shape for both).
+STUDY_COLUMNS = (
     _study.c.id, _study.c.study_instance_uid, _study.c.patient_fk, _study.c.hospital_id,
     _study.c.accession_number, _study.c.exam_at,
 )
-_STUDIES_BY_UID = select(*_STUDY_COLUMNS).where(
+_STUDIES_BY_UID = select(*STUDY_COLUMNS).where(
     _study.c.study_instance_uid.in_(bindparam("uids", expanding=True))
 )
 _SERIES_COLUMNS = (_series.c.id, _series.c.series_instance_uid, _series.c.study_fk)
@@ -188,7 +189,7 @@ def known_versions(session: Session, pairs: Sequence[tuple[str, str]]) -> set[tu
 
 
 def create_study(session: Session, values: dict[str, Any]) -> Row[Any]:
-    created = _insert_returning(session, _study, values, _STUDY_COLUMNS)
+    created = _insert_returning(session, _study, values, STUDY_COLUMNS)
     if created is not None:
         return created
     return studies_by_uid(session, [values["study_instance_uid"]])[values["study_instance_uid"]]

@@ -28,6 +28,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 from sqlalchemy.orm import Session
 
+from cloudfilm.infrastructure.db.archive_repository import STUDY_COLUMNS
 from cloudfilm.infrastructure.db.models import (
     Hospital,
     Patient,
@@ -60,20 +61,11 @@ def report_by_version_sop(conn: Executor, hospital_id: int, sop_uid: str) -> Any
         .limit(1)).first()
 
 
-def study_for_link(conn: Executor, study_uid: str) -> Any:
-    """``(id, hospital_id, patient_fk, accession_number, exam_at, study_instance_uid)``."""
-    return conn.execute(_study_columns().where(Study.study_instance_uid == study_uid)).first()
-
-
 def studies_by_accession(conn: Executor, hospital_id: int, accession: str) -> list[Any]:
-    return list(conn.execute(_study_columns().where(Study.hospital_id == hospital_id,
-                                                    Study.accession_number == accession)
+    """Up to two studies of a hospital under one accession number (two: ambiguous)."""
+    return list(conn.execute(select(*STUDY_COLUMNS).where(Study.hospital_id == hospital_id,
+                                                          Study.accession_number == accession)
                              .limit(2)).all())
-
-
-def _study_columns() -> Any:
-    return select(Study.id, Study.hospital_id, Study.patient_fk, Study.accession_number,
-                  Study.exam_at, Study.study_instance_uid)
 
 
 def patient_by_local_id(conn: Executor, hospital_id: int, patient_id: str) -> int | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import orjson
 
+from cloudfilm.infrastructure.db import archive_repository
 from cloudfilm.infrastructure.db import report_repository as repo
 from cloudfilm.infrastructure.db.session import as_utc
 from cloudfilm.infrastructure.reports import search
@@ -152,8 +153,8 @@ def record_version(conn: Any, doc: ReportDocument, *, hospital_id: int, door: st
 
 def _study_of(conn: Any, doc: ReportDocument, hospital_id: int) -> Any:
     """The study a report names (by UID, else by the sender's accession number)."""
-    study = repo.study_for_link(conn, doc.study_instance_uid) if doc.study_instance_uid \
-        else None
+    uid = doc.study_instance_uid
+    study = archive_repository.studies_by_uid(conn, [uid]).get(uid) if uid else None
     if study is not None and study.hospital_id != hospital_id:
         raise NotAuthorizedError(
             f"study {doc.study_instance_uid} was sent by another hospital; a hospital files "
