@@ -107,26 +107,9 @@ def visible_studies(
     ColumnElement
         ``false()`` when nothing is visible: unknown means no.
     """
-    parts: list[ColumnElement[bool]] = []
-    if hospital_id is not None:
-        parts.append(Study.hospital_id == hospital_id)
-    elif hospital_code:
-        parts.append(Study.hospital_id == select(Hospital.id)
-                     .where(Hospital.code == hospital_code).scalar_subquery())
-    if resident_ids:
-        parts.append(Study.patient_fk.in_(_linked_patients(resident_ids)))
-    whole = [r for r, scope in (granted or {}).items() if scope is None]
-    if whole:
-        parts.append(Study.patient_fk.in_(_linked_patients(whole)))
-    for resident, scope in (granted or {}).items():
-        if scope:
-            # The UID must also belong to that resident: a grant cannot open someone else's
-            # study by naming its UID.
-            parts.append(and_(Study.study_instance_uid.in_(sorted(scope)),
-                              Study.patient_fk.in_(_linked_patients([resident]))))
-    if not parts:
-        return false()
-    return or_(*parts) if len(parts) > 1 else parts[0]
+    return _visible(Study.hospital_id, Study.patient_fk, Study.study_instance_uid,
+                    hospital_id=hospital_id, hospital_code=hospital_code,
+                    resident_ids=resident_ids, granted=granted)
 
 
 def visible_reports(
@@ -136,28 +119,41 @@ def visible_reports(
     resident_ids: Sequence[int] = (),
     granted: Mapping[int, frozenset[str] | None] | None = None,
 ) -> ColumnElement[bool]:
-    """A WHERE clause on ``report`` alone (no join, so a search walks the report table's
-    own indexes) that keeps the reports an actor may see: the rules of
-    :func:`visible_studies` for linked reports, whose ``patient_fk`` and
-    ``study_instance_uid`` are their study's; a *held* report (no study yet) is visible to
-    its own hospital, to the resident its patient record is linked to, and to a doctor with
-    a grant to all of that resident's records (a grant naming studies cannot name a study
-    that has not arrived).
+    """The same rules as :func:`visible_studies`, as a WHERE clause on ``report`` alone
+    (no join, so a search walks the report table's own indexes): a linked report carries
+    its study's hospital, ``patient_fk`` and ``study_instance_uid``. A *held* report (no
+    study yet) is therefore visible to its own hospital, to the resident its patient record
+    is linked to, and to a doctor with a grant to all of that resident's records; a grant
+    naming studies names only linked reports.
     """
+    return _visible(Report.hospital_id, Report.patient_fk, Report.study_instance_uid,
+                    hospital_id=hospital_id, hospital_code=hospital_code,
+                    resident_ids=resident_ids, granted=granted,
+                    named_study=Report.study_fk.is_not(None))
+
+
+def _visible(hospital_col: Any, patient_col: Any, uid_col: Any, *,
+             hospital_id: int | None, hospital_code: str | None, resident_ids: Sequence[int],
+             granted: Mapping[int, frozenset[str] | None] | None,
+             named_study: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+    """The visibility rules over a table's hospital, patient record and study UID columns."""
     parts: list[ColumnElement[bool]] = []
     if hospital_id is not None:
-        parts.append(Report.hospital_id == hospital_id)
+        parts.append(hospital_col == hospital_id)
     elif hospital_code:
-        parts.append(Report.hospital_id == select(Hospital.id)
+        parts.append(hospital_col == select(Hospital.id)
                      .where(Hospital.code == hospital_code).scalar_subquery())
     people = [*resident_ids, *(r for r, scope in (granted or {}).items() if scope is None)]
     if people:
-        parts.append(Report.patient_fk.in_(_linked_patients(people)))
+        parts.append(patient_col.in_(_linked_patients(people)))
     for resident, scope in (granted or {}).items():
         if scope:
-            parts.append(and_(Report.study_fk.is_not(None),
-                              Report.study_instance_uid.in_(sorted(scope)),
-                              Report.patient_fk.in_(_linked_patients([resident]))))
+            # The UID must also belong to that resident: a grant cannot open someone else's
+            # study by naming its UID.
+            named = [uid_col.in_(sorted(scope)), patient_col.in_(_linked_patients([resident]))]
+            if named_study is not None:
+                named.insert(0, named_study)
+            parts.append(and_(*named))
     if not parts:
         return false()
     return or_(*parts) if len(parts) > 1 else parts[0]
