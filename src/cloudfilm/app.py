@@ -10,6 +10,7 @@ import gc
 import hashlib
 import logging
 import os
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -321,11 +322,31 @@ def http_app_from_environment() -> FastAPI:
     embedded secrets already done by the parent)."""
     from cloudfilm.config import load_settings
 
+    die_with_parent()
     settings = load_settings()
     configure_logging(json=settings.log_json)
     app = build_http_app(settings)
     freeze_startup_objects()
     return app
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (``PR_SET_PDEATHSIG``).
+
+    uvicorn's worker processes otherwise outlive a parent killed with SIGKILL, keep the
+    listening socket and block the next start on the same port. Elsewhere: no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        logging.getLogger(__name__).warning("cloudfilm.serve.pdeathsig_failed",
+                                            extra={"errno": ctypes.get_errno()})
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def freeze_startup_objects() -> None:

@@ -33,6 +33,11 @@ class HttpSettings(BaseModel):
     # HTTP worker processes. One Python process is bound by the GIL; several share the
     # database and blob store (nothing a request needs lives in a process's memory).
     workers: int = Field(1, ge=1, le=64)
+    # Seconds a worker may take to answer the supervisor's health ping (at start-up and
+    # while serving) before it is killed and replaced. uvicorn's default of 5 s restarted
+    # workers in a loop on a busy 2-core machine (imports alone take seconds there), so the
+    # port never opened.
+    worker_healthcheck_seconds: int = Field(60, ge=1, le=3600)
     # STOW-RS bodies larger than this are refused with 413 before they fill the disk.
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024)
     # QIDO-RS answers at most this many matches per request; clients page with offset.

@@ -109,7 +109,8 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
             "CLOUDFILM_AUTO_MIGRATE": "false",
         })
         app = "cloudfilm.app:http_app_from_environment"
-        options = {"factory": True, "workers": settings.http.workers}
+        options = {"factory": True, "workers": settings.http.workers,
+                   "timeout_worker_healthcheck": settings.http.worker_healthcheck_seconds}
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
