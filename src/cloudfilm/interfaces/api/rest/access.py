@@ -16,8 +16,7 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, Field
 
 from cloudfilm.interfaces.api.auth import CurrentActor as AuthenticatedActor
-from cloudfilm.interfaces.api.auth import client_host
-from cloudfilm.interfaces.api.rest.identity import bearer
+from cloudfilm.interfaces.api.auth import bearer, client_host
 from cloudfilm.services.access.accounts import AccountView, NewAccount, SignedIn
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.consent import GrantRequest, GrantView, InPersonEvidence
