@@ -358,3 +358,16 @@ def retire_activation_codes(session: Session, resident_id: int, hospital_id: int
     session.execute(update(ActivationCode).where(
         ActivationCode.resident_id == resident_id, ActivationCode.hospital_id == hospital_id,
         ActivationCode.used_at.is_(None)).values(used_at=now))
+
+
+def linked_patient_of(session: Session, resident_id: int, hospital_id: int) -> int | None:
+    """A patient record of ``hospital_id`` linked to ``resident_id`` (its id), or None."""
+    return session.scalars(
+        select(Patient.id).join(PatientLink, PatientLink.patient_fk == Patient.id)
+        .where(PatientLink.resident_id == resident_id, PatientLink.state == "linked",
+               Patient.hospital_id == hospital_id)
+        .order_by(Patient.id).limit(1)).first()
+
+
+def patient_by_fk(session: Session, patient_fk: int) -> Patient | None:
+    return session.get(Patient, patient_fk)
