@@ -20,6 +20,7 @@ import pytest
 from argon2 import PasswordHasher
 from pydicom.dataset import Dataset
 from sqlalchemy import create_engine, text, update
+from tests.conftest import settings_to_env
 from tests.factories import make_ct, to_bytes
 
 from cloudfilm.infrastructure.db.models import ActivationCode
@@ -362,3 +363,96 @@ def test_grant_answers_tell_nothing_about_people_or_ids(client: Any, services: S
         assert mine.status_code == 404
         assert (mine.status_code, mine.json()["message"].replace(str(grant), "N")) == \
             (none.status_code, none.json()["message"].replace(str(grant + 1000), "N")), action
+
+
+# --- the desk's CLI: activation codes and the in-person reset ----------------------------
+
+
+def test_cli_issues_activation_codes_and_resets_accounts(
+        client: Any, services: Services, province: dict[str, Any], settings: Any,
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cloudfilm.cli.main import cli
+
+    settings_to_env(monkeypatch, settings, db_url)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["hospitals", "activation-code", "HA", "HA-2"])
+    assert result.exit_code == 0, result.output
+    code = re.search(r"activation code (\S+)", result.output)
+    assert code, result.output
+    r = _register(client, services, OTHER_PHONE, "钱多多", OTHER_NID, code.group(1))
+    assert r.status_code == 201, r.text
+    result = runner.invoke(cli, ["residents", "reset-account", str(province["other"]),
+                                 "--id-card-number", VICTIM_NID])
+    assert result.exit_code == 1 and "does not match" in result.output
+    result = runner.invoke(cli, ["residents", "reset-account", str(province["other"])],
+                           input=f"{OTHER_NID}\n")
+    assert result.exit_code == 0, result.output
+    assert client.get("/api/v1/me", headers=_bearer(r.json()["token"])).status_code == 401
+    assert "ID card check" in services.sms.outbox(phone=OTHER_PHONE)[0].text
+
+
+# --- the identity-verification provider port ---------------------------------------------
+
+
+def test_identity_provider_adapters() -> None:
+    import httpx
+
+    from cloudfilm.infrastructure.realname.http import (
+        HttpIdentityVerifier,
+        VerificationUnavailableError,
+        sign,
+    )
+    from cloudfilm.services.access.proofing import LocalIdentityVerifier, ProviderVerifier
+
+    local = LocalIdentityVerifier([f"{VICTIM_NID}:{VICTIM_PHONE}"])
+    assert local.verify(name=VICTIM, national_id=VICTIM_NID, phone=VICTIM_PHONE)
+    assert not local.verify(name=VICTIM, national_id=VICTIM_NID, phone=ATTACKER_PHONE)
+    assert not local.verify(name="", national_id=VICTIM_NID, phone=VICTIM_PHONE)
+
+    seen: list[httpx.Request] = []
+    answers = iter([httpx.Response(200, json={"match": True}),
+                    httpx.Response(200, json={"match": False}),
+                    httpx.Response(503), httpx.Response(200, content=b"<html>"),
+                    httpx.Response(200, json={"match": "yes"})])
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = request.headers
+        expected = sign(b"s3cret", headers["X-Timestamp"], headers["X-Nonce"],
+                        request.content)
+        assert headers["X-Signature"] == expected and headers["X-Access-Key"] == "key"
+        return next(answers)
+
+    adapter = HttpIdentityVerifier("https://realname.invalid/verify", access_key="key",
+                                   secret="s3cret", transport=httpx.MockTransport(provider))
+    ask = {"name": VICTIM, "national_id": VICTIM_NID, "phone": VICTIM_PHONE}
+    assert adapter.verify(**ask) is True
+    assert orjson.loads(seen[0].content) == {"name": VICTIM, "id_number": VICTIM_NID,
+                                             "phone": VICTIM_PHONE}
+    assert adapter.verify(**ask) is False
+    for _ in range(3):  # 503, not JSON, no boolean: unavailable, never a match
+        with pytest.raises(VerificationUnavailableError):
+            adapter.verify(**ask)
+    wrapped = ProviderVerifier(HttpIdentityVerifier(
+        "https://realname.invalid/verify", access_key="key", secret="s3cret",
+        transport=httpx.MockTransport(lambda request: httpx.Response(500))))
+    assert wrapped.verify(**ask) is False
+
+
+def test_registration_with_the_identity_provider(client: Any, services: Services,
+                                                 province: dict[str, Any],
+                                                 db_url: str) -> None:
+    from cloudfilm.services.access.proofing import LocalIdentityVerifier
+
+    new_phone = "13544440004"
+    r = _register(client, services, new_phone, "钱多多", OTHER_NID)
+    assert r.status_code == 400  # no second factor yet
+    services.accounts._verifier = LocalIdentityVerifier([f"{OTHER_NID}:{new_phone}"])
+    r = _register(client, services, new_phone, HOMOPHONE, OTHER_NID)
+    assert r.status_code == 400  # the provider does not excuse a wrong name
+    r = _register(client, services, new_phone, "钱多多", OTHER_NID)
+    assert r.status_code == 201, r.text
+    assert orjson.loads(_audit(db_url, "account.register")[-1].detail)["factor"] == \
+        "identity_provider"
