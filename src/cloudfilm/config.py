@@ -136,10 +136,10 @@ class AccessSettings(BaseModel):
     # signin_failures_per_source failures in the window is refused.
     lockout_failures: int = Field(5, ge=1)
     lockout_window_minutes: int = Field(15, ge=1)
-    signin_max_delay_seconds: int = Field(60, ge=1, le=3600)
-    signin_failures_per_source: int = Field(50, ge=1)
+    signin_max_delay_seconds: int = Field(default=60, ge=1, le=3600)
+    signin_failures_per_source: int = Field(default=50, ge=1)
     # Activation codes a hospital hands its patient for registering an account live this long.
-    activation_code_days: int = Field(30, ge=1, le=365)
+    activation_code_days: int = Field(default=30, ge=1, le=365)
 
 
 class ProofingSettings(BaseModel):
@@ -156,7 +156,7 @@ class ProofingSettings(BaseModel):
     endpoint: str = ""
     access_key: str = ""
     secret: SecretStr | None = None
-    timeout: float = Field(10.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
     local_pairs: list[str] = Field(default_factory=list)
 
 
