@@ -1,9 +1,8 @@
 """REST API of accounts, sign-in, SMS and authorisation grants (``/api/v1``).
 
 Signed-in callers send ``Authorization: Bearer cfs_...`` (a session token from a sign-in
-route); the platform administrators' configured token (``security.admin_token``) is
-accepted where an administrator is required. :func:`resolve_actor` is the one place that
-turns the header into an :class:`Actor` (the door authentication module replaces it).
+route); every route authenticates through ``interfaces/api/auth.py`` (``CurrentActor``) and
+the services decide what the :class:`Actor` may do.
 Routes are ``def`` (thread pool): the services are synchronous.
 """
 
