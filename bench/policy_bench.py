@@ -35,6 +35,8 @@ from typing import Any
 
 import httpx
 
+from cloudfilm.services.access.actor import LOCAL_OPERATOR as OPERATOR
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
@@ -170,7 +172,7 @@ def _link(residents: Any, code: str, patient_id: str) -> int:
     outcome = residents.register_patient(code, Registration(patient_id=patient_id,
                                                             national_id=nid, sex="M",
                                                             birth_date="19600101"),
-                                         actor="bench")
+                                         actor=OPERATOR)
     assert outcome.resident_id is not None, outcome
     return int(outcome.resident_id)
 

@@ -31,6 +31,11 @@ from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
 from cloudfilm.services.access.otp import OneTimeCodes, RateLimiter
 from cloudfilm.services.access.policy import AccessPolicy
+from cloudfilm.services.access.proofing import (
+    IdentityVerifier,
+    LocalIdentityVerifier,
+    ProviderVerifier,
+)
 from cloudfilm.services.access.sms import OutboxSmsSender, SmsSender, SmsService, Templates
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
@@ -128,7 +133,10 @@ def build_services(settings: Settings) -> Services:
         otp_checks_per_15min=access.otp_checks_per_15min,
         lockout_failures=access.lockout_failures,
         lockout_window_minutes=access.lockout_window_minutes,
-        lockout_minutes=access.lockout_minutes), audit=audit)
+        signin_max_delay_seconds=access.signin_max_delay_seconds,
+        signin_failures_per_source=access.signin_failures_per_source,
+        activation_code_days=access.activation_code_days), audit=audit,
+        verifier=_identity_verifier(settings))
     consent = ConsentService(db, protector, sms, codes, limiter, GrantSettings(
         default_grant_hours=min(access.default_grant_hours, access.max_grant_hours),
         max_grant_hours=access.max_grant_hours,
@@ -265,6 +273,23 @@ def _protector(security: SecuritySettings) -> IdProtector:
         )
     except InvalidKeyError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _identity_verifier(settings: Settings) -> IdentityVerifier | None:
+    """The configured real-name provider for resident registration, or None."""
+    proofing = settings.proofing
+    if proofing.provider == "none":
+        return None
+    if proofing.provider == "local":
+        return LocalIdentityVerifier(proofing.local_pairs)
+    from cloudfilm.infrastructure.realname.http import HttpIdentityVerifier
+
+    if not proofing.endpoint or not proofing.access_key or proofing.secret is None:
+        raise ConfigError("the http identity provider needs CLOUDFILM_PROOFING__ENDPOINT, "
+                          "CLOUDFILM_PROOFING__ACCESS_KEY and CLOUDFILM_PROOFING__SECRET")
+    return ProviderVerifier(HttpIdentityVerifier(
+        proofing.endpoint, access_key=proofing.access_key,
+        secret=proofing.secret.get_secret_value(), timeout=proofing.timeout))
 
 
 def _sms_sender(settings: Settings, db: Database, protector: IdProtector) -> SmsSender:

@@ -135,10 +135,34 @@ class AccessSettings(BaseModel):
     otp_sends_per_requester_hour: int = Field(20, ge=1)
     # Code checks (sign-in, grant confirmation) per phone/requester in 15 minutes.
     otp_checks_per_15min: int = Field(10, ge=1)
-    # Password sign-in: this many failures within the window lock the account.
+    # Password sign-in: after this many failures of one user name within the window, each
+    # further try waits twice as long as the last, up to signin_max_delay_seconds (a delay,
+    # not a lockout: an attacker cannot keep the real doctor out). A client address with
+    # signin_failures_per_source failures in the window is refused.
     lockout_failures: int = Field(5, ge=1)
     lockout_window_minutes: int = Field(15, ge=1)
-    lockout_minutes: int = Field(15, ge=1)
+    signin_max_delay_seconds: int = Field(default=60, ge=1, le=3600)
+    signin_failures_per_source: int = Field(default=50, ge=1)
+    # Activation codes a hospital hands its patient for registering an account live this long.
+    activation_code_days: int = Field(default=30, ge=1, le=365)
+
+
+class ProofingSettings(BaseModel):
+    """Identity verification for resident registration (a second factor, issue 11).
+
+    ``none`` (default): registration needs a phone a hospital recorded for the resident or
+    an activation code from a hospital. ``http``: also a real-name provider (name, ID number
+    and phone belong together), signed like the SMS adapter; the secret has no default.
+    ``local``: development only, confirms the ``"<national id>:<phone>"`` pairs listed in
+    ``local_pairs``.
+    """
+
+    provider: Literal["none", "local", "http"] = "none"
+    endpoint: str = ""
+    access_key: str = ""
+    secret: SecretStr | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    local_pairs: list[str] = Field(default_factory=list)
 
 
 class ReportSettings(BaseModel):
@@ -178,6 +202,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     sms: SmsSettings = SmsSettings()
     access: AccessSettings = AccessSettings()
+    proofing: ProofingSettings = ProofingSettings()
     reports: ReportSettings = ReportSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.

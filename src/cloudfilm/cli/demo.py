@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from cloudfilm.config import Settings
+from cloudfilm.services.access.actor import LOCAL_OPERATOR as OPERATOR
 
 
 @click.command()
@@ -73,7 +74,7 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
     def credential(hospital: Any) -> str:
         # A short-lived credential per STOW-RS hospital, so that the archive records its
         # uploads for that hospital (revoked when the demo ends).
-        new = services.credentials.issue(hospital.code, label="cloudfilm demo", actor="demo")
+        new = services.credentials.issue(hospital.code, label="cloudfilm demo", actor=OPERATOR)
         issued.append(new.credential.id)
         return str(new.token)
 
@@ -90,7 +91,7 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
         raise click.ClickException(str(exc)) from exc
     finally:
         for credential_id in issued:
-            services.credentials.revoke(credential_id, actor="demo")
+            services.credentials.revoke(credential_id, actor=OPERATOR)
         services.health._db.dispose()
     _report(console, province, summary, settings, url, dimse_port)
     if summary.failures:

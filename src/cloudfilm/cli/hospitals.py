@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from cloudfilm.services.access.actor import LOCAL_OPERATOR as OPERATOR
 from cloudfilm.services.errors import CloudfilmError
 
 data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
@@ -51,7 +52,7 @@ def hospitals_add(data: Path | None, code: str, name: str, **fields: Any) -> Non
     from cloudfilm.services.identity.hospitals import HospitalInput
 
     view = _run(lambda: _services(data).hospitals.register(
-        HospitalInput(code=code, name=name, **fields), actor="cli"))
+        HospitalInput(code=code, name=name, **fields), actor=OPERATOR))
     click.echo(f"registered {view.code} ({view.level} {view.grade}) {view.name}")
 
 
@@ -71,7 +72,7 @@ def hospitals_add(data: Path | None, code: str, name: str, **fields: Any) -> Non
 def hospitals_update(data: Path | None, code: str, **fields: Any) -> None:
     """Change fields of hospital CODE (--inactive stops its credentials)."""
     changes = {k: v for k, v in fields.items() if v is not None}
-    view = _run(lambda: _services(data).hospitals.update(code, changes, actor="cli"))
+    view = _run(lambda: _services(data).hospitals.update(code, changes, actor=OPERATOR))
     click.echo(f"updated {view.code}: {', '.join(sorted(changes)) or 'nothing'}")
 
 
@@ -103,7 +104,7 @@ def hospitals_add_ae(data: Path | None, code: str, ae_title: str, host: str, por
 @click.option("--label", default="")
 def hospitals_issue(data: Path | None, code: str, label: str) -> None:
     """Issue an API credential for CODE; the token is printed once."""
-    issued = _run(lambda: _services(data).credentials.issue(code, label=label, actor="cli"))
+    issued = _run(lambda: _services(data).credentials.issue(code, label=label, actor=OPERATOR))
     click.echo(f"credential {issued.credential.id} for {code}: {issued.token}")
     click.echo("store it now: only its hash is kept", err=True)
 
@@ -123,7 +124,7 @@ def hospitals_credentials(data: Path | None, code: str) -> None:
 @click.argument("credential_id", type=int)
 def hospitals_rotate(data: Path | None, credential_id: int) -> None:
     """Replace a credential by a new one (the old one stops working now)."""
-    issued = _run(lambda: _services(data).credentials.rotate(credential_id, actor="cli"))
+    issued = _run(lambda: _services(data).credentials.rotate(credential_id, actor=OPERATOR))
     click.echo(f"credential {issued.credential.id}: {issued.token}")
 
 
@@ -132,7 +133,7 @@ def hospitals_rotate(data: Path | None, credential_id: int) -> None:
 @click.argument("credential_id", type=int)
 def hospitals_revoke(data: Path | None, credential_id: int) -> None:
     """Revoke a credential."""
-    _run(lambda: _services(data).credentials.revoke(credential_id, actor="cli"))
+    _run(lambda: _services(data).credentials.revoke(credential_id, actor=OPERATOR))
     click.echo(f"revoked {credential_id}")
 
 
@@ -175,7 +176,7 @@ def residents_link(data: Path | None, hospital_code: str, patient_id: str,
                    resident_id: int) -> None:
     """Link HOSPITAL_CODE's PATIENT_ID to RESIDENT_ID (resolves a conflict)."""
     _run(lambda: _services(data).residents.link(hospital_code, patient_id, resident_id,
-                                                actor="cli"))
+                                                actor=OPERATOR))
     click.echo("linked")
 
 
@@ -185,7 +186,7 @@ def residents_link(data: Path | None, hospital_code: str, patient_id: str,
 @click.argument("patient_id")
 def residents_unlink(data: Path | None, hospital_code: str, patient_id: str) -> None:
     """Undo the link of HOSPITAL_CODE's PATIENT_ID (or dismiss its conflict)."""
-    _run(lambda: _services(data).residents.unlink(hospital_code, patient_id, actor="cli"))
+    _run(lambda: _services(data).residents.unlink(hospital_code, patient_id, actor=OPERATOR))
     click.echo("unlinked")
 
 
@@ -195,7 +196,7 @@ def residents_unlink(data: Path | None, hospital_code: str, patient_id: str) -> 
 @click.argument("target_id", type=int)
 def residents_merge(data: Path | None, source_id: int, target_id: int) -> None:
     """Merge resident SOURCE_ID into TARGET_ID (undo with `unmerge SOURCE_ID`)."""
-    event = _run(lambda: _services(data).residents.merge(source_id, target_id, actor="cli"))
+    event = _run(lambda: _services(data).residents.merge(source_id, target_id, actor=OPERATOR))
     click.echo(f"merged (event {event})")
 
 
@@ -204,5 +205,34 @@ def residents_merge(data: Path | None, source_id: int, target_id: int) -> None:
 @click.argument("source_id", type=int)
 def residents_unmerge(data: Path | None, source_id: int) -> None:
     """Reverse the merge of SOURCE_ID."""
-    _run(lambda: _services(data).residents.unmerge(source_id, actor="cli"))
+    _run(lambda: _services(data).residents.unmerge(source_id, actor=OPERATOR))
     click.echo("unmerged")
+
+
+@hospitals.command("activation-code")
+@data_option
+@click.argument("code")
+@click.argument("patient_id")
+@click.option("--issuer", default=None, help="IssuerOfPatientID of the record, if several.")
+def hospitals_activation_code(data: Path | None, code: str, patient_id: str,
+                              issuer: str | None) -> None:
+    """A one-time activation code for hospital CODE's linked PATIENT_ID: print it on the
+    report slip; the patient registers with it. Shown once; a new one retires the last."""
+    issued = _run(lambda: _services(data).accounts.issue_activation_code(
+        patient_id, by=OPERATOR, hospital_code=code, issuer=issuer))
+    click.echo(f"activation code {issued.code} for resident {issued.resident_id}, valid "
+               f"until {issued.expires_at:%Y-%m-%d %H:%M} UTC (shown once)")
+
+
+@residents.command("reset-account")
+@data_option
+@click.argument("resident_id", type=int)
+@click.option("--id-card-number", prompt="ID card number (read from the card)",
+              hide_input=True, help="Typed from the ID card shown in person.")
+def residents_reset_account(data: Path | None, resident_id: int, id_card_number: str) -> None:
+    """Release RESIDENT_ID's account after an in-person ID card check (the old phone is
+    told); then hand them `cloudfilm hospitals activation-code` to register again."""
+    _run(lambda: _services(data).accounts.reset_resident_account(resident_id, id_card_number,
+                                                                 by=OPERATOR))
+    click.echo(f"released the account of resident {resident_id}; issue an activation code "
+               "with `cloudfilm hospitals activation-code HOSPITAL PATIENT_ID`")

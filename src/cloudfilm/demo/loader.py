@@ -35,6 +35,7 @@ from pynetdicom.association import Association
 from cloudfilm.demo.objects import SOP_CLASSES, exam_datasets, to_part10
 from cloudfilm.demo.province import NATIONAL_ID_ISSUER, Exam, Hospital, Province
 from cloudfilm.demo.reports import SR_SOP_CLASS, fhir_reports, sr_datasets
+from cloudfilm.services.access.actor import LOCAL_OPERATOR as OPERATOR
 from cloudfilm.services.errors import CloudfilmError, NotFoundError
 from cloudfilm.services.identity.hospitals import HospitalInput, HospitalService
 
@@ -103,7 +104,7 @@ def register_hospitals(hospitals: HospitalService, province: Province) -> tuple[
             view = hospitals.register(HospitalInput(
                 code=hospital.code, name=hospital.name, level=level, grade=grade,
                 city=hospital.city, national_id_source="other_patient_ids",
-                national_id_issuer=NATIONAL_ID_ISSUER), actor="demo")
+                national_id_issuer=NATIONAL_ID_ISSUER), actor=OPERATOR)
             added_hospitals += 1
         if hospital.door == "dimse" and not any(
                 p.ae_title == hospital.ae_title for p in view.ae_titles):

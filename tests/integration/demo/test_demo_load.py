@@ -60,7 +60,7 @@ def _credentials(services: Services) -> Credentials:
 
     def credential(hospital: Hospital) -> str:
         return str(services.credentials.issue(hospital.code, label="test",
-                                              actor="test").token)
+                                              actor=LOCAL_OPERATOR).token)
     return credential
 
 

@@ -150,7 +150,9 @@ def test_registration_feed_links_later_without_reupload(services: Services,
         patient_id="MZ-889", identifiers=(("passport", "E12345678", "CHN"),), name="王小东"))
     assert second.resident_id == first.resident_id
     view = services.residents.get(first.resident_id or 0)
-    assert view.phone_masked == "138****5678"
+    # Issue 11: the feed's phone is HA's record of its patient, not the resident's proven
+    # phone (that is only an account's, proven by an SMS code).
+    assert view.phone_masked == ""
     assert view.identifiers[0]["value"] == "E1*****78"
     assert [lk.studies for lk in view.links if lk.hospital_code == "HA"] == [1]
     # One local ID claimed for another resident: flagged, the first link is kept.
@@ -187,7 +189,12 @@ def test_merge_and_unmerge(services: Services) -> None:
         services.residents.add_family_link(b.resident_id, a.resident_id, "guardian")
     nid2 = national_id.generate(area_code="330106", birth_date=date(1970, 3, 4), sex="M",
                                 rng=RNG)
-    c = services.residents.register_patient("HA", Registration(patient_id="3", national_id=nid2))
+    # Issue 11: a record without a name links to nobody (a national ID alone is no proof).
+    nameless = services.residents.register_patient("HA", Registration(patient_id="3",
+                                                                      national_id=nid2))
+    assert (nameless.state, nameless.resident_id) == ("unmatched", None)
+    c = services.residents.register_patient("HA", Registration(patient_id="3", national_id=nid2,
+                                                               name="Li^Lei"))
     with pytest.raises(IdentityConflictError):
         services.residents.merge(c.resident_id or 0, a.resident_id)
 
@@ -244,7 +251,12 @@ def test_stow_credentials_decide_the_hospital(services: Services, client: Any) -
 
 
 def test_admin_api_and_xref(client: Any) -> None:
-    assert client.get("/api/v1/hospitals").status_code == 401
+    # One authentication for every route (issue 11): the test client is a loopback caller
+    # in open local mode (the operator), so prove the refusal with a token that is not valid.
+    assert client.get("/api/v1/hospitals",
+                      headers={"Authorization": "Bearer cfs_nope"}).status_code == 401
+    assert client.get("/api/v1/hospitals",
+                      headers={"Authorization": "Bearer wrong"}).status_code == 401
     client.post("/api/v1/hospitals", headers=ADMIN, json={
         "code": "HA", "name": "A", "level": "tertiary"})
     token = client.post("/api/v1/hospitals/HA/credentials", headers=ADMIN, json={}).json()
@@ -262,3 +274,11 @@ def test_admin_api_and_xref(client: Any) -> None:
                       headers=ADMIN).json()["resourceType"] == "Patient"
     assert "/api/v1/residents/xref" in client.get("/openapi.json").json()["paths"]
     assert client.get("/api/v1/hospitals/NOPE", headers=ADMIN).status_code == 404
+    # A hospital's credential is not an administrator's, and feeds only its own hospital.
+    for method, path in (("GET", "/api/v1/hospitals"), ("GET", "/api/v1/residents/conflicts"),
+                         ("GET", f"/api/v1/residents/{x['id']}"),
+                         ("POST", "/api/v1/hospitals/HA/credentials")):
+        assert client.request(method, path, headers=feed, json={}).status_code == 403, path
+    r = client.post("/api/v1/registrations", headers=feed, json={
+        "patient_id": "1", "national_id": NID, "name": "王小东", "hospital_code": "HB"})
+    assert r.status_code == 403

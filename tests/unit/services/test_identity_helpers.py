@@ -9,7 +9,7 @@ import pytest
 
 from cloudfilm.app import resolve_secrets
 from cloudfilm.config import ConfigError, Settings
-from cloudfilm.services.identity.names import same_name, search_keys
+from cloudfilm.services.identity.names import exact_name, has_name, same_name, search_keys
 from cloudfilm.services.identity.protection import IdProtector, InvalidKeyError, decode_key
 
 
@@ -33,7 +33,14 @@ def test_pinyin_keys_and_name_comparison() -> None:
                                                "WANGXIAODONG"]
     assert "WANGXIAODONG" in search_keys("王小东").split()
     assert search_keys("Li^Lei") == "LI LEI LILEI"
-    assert same_name("Wang^XiaoDong=王^小東", "王小东") is True
+    # Issue 11: characters are compared as characters when both names have them (a
+    # traditional-form header is a conflict for review); pinyin bridges only a name that
+    # has no ideographic group.
+    assert same_name("Wang^XiaoDong=王^小东", "王小东") is True
+    assert same_name("Wang^XiaoDong=王^小東", "王小东") is False
+    assert same_name("Wang^XiaoDong", "王小东") is True
+    assert same_name("招扬灵", "赵洋玲") is False  # homophones: same pinyin, other person
+    assert same_name("^^", "Li^Lei") is None and not has_name("^^")
     assert same_name("王小东", "Li^Lei") is False
     assert same_name("", "Li^Lei") is None
 
@@ -52,3 +59,11 @@ def test_postgresql_needs_configured_secrets(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, database_url="postgresql://u@db/cf")
     with pytest.raises(ConfigError, match="CLOUDFILM_SECURITY__NATIONAL_ID_KEY"):
         resolve_secrets(settings, tmp_path)
+
+
+def test_registration_needs_the_exact_ideographic_name() -> None:
+    assert exact_name("赵洋玲", "赵洋玲") and exact_name("Zhao^Yangling=赵^洋玲", "赵洋玲")
+    assert not exact_name("赵洋玲", "招扬灵")  # a homophone
+    assert not exact_name("赵洋玲", "Zhao Yangling")  # pinyin is for search only
+    assert not exact_name("赵洋玲", "")
+    assert exact_name("SMITH^JOHN", "Smith John") and not exact_name("", "")

@@ -14,12 +14,14 @@ from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from cloudfilm.infrastructure.db.models import (
+    ActivationCode,
     DicomPeer,
     FamilyLink,
     Hospital,
     HospitalCredential,
     IdentityEvent,
     Patient,
+    PatientContact,
     PatientLink,
     Resident,
     ResidentIdentifier,
@@ -306,3 +308,66 @@ def events(session: Session, *, resident_id: int | None = None, patient_fk: int 
     if action is not None:
         query = query.where(IdentityEvent.action == action)
     return session.scalars(query.order_by(IdentityEvent.id.desc()).limit(limit)).all()
+
+
+# --- hospital-recorded phones and activation codes (issue 11) ------------------------------
+
+
+def contact_of(session: Session, patient_fk: int) -> PatientContact | None:
+    return session.scalars(
+        select(PatientContact).where(PatientContact.patient_fk == patient_fk)).first()
+
+
+def set_contact(session: Session, patient_fk: int, values: dict[str, Any]) -> PatientContact:
+    row = contact_of(session, patient_fk)
+    if row is None:
+        row = PatientContact(patient_fk=patient_fk, **values)
+        session.add(row)
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+    session.flush()
+    return row
+
+
+def hospital_recorded_phone(session: Session, resident_id: int, phone_hash: str) -> bool:
+    """Whether a hospital record linked to ``resident_id`` carries this phone."""
+    found = session.execute(
+        select(PatientContact.id)
+        .join(PatientLink, PatientLink.patient_fk == PatientContact.patient_fk)
+        .where(PatientLink.resident_id == resident_id, PatientLink.state == "linked",
+               PatientContact.phone_hash == phone_hash)
+        .limit(1)).first()
+    return found is not None
+
+
+def add_activation_code(session: Session, values: dict[str, Any]) -> ActivationCode:
+    row = ActivationCode(**values)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def activation_code_by_hash(session: Session, code_hash: str) -> ActivationCode | None:
+    return session.scalars(select(ActivationCode).where(ActivationCode.code_hash == code_hash)
+                           .with_for_update()).first()
+
+
+def retire_activation_codes(session: Session, resident_id: int, hospital_id: int,
+                            now: datetime) -> None:
+    session.execute(update(ActivationCode).where(
+        ActivationCode.resident_id == resident_id, ActivationCode.hospital_id == hospital_id,
+        ActivationCode.used_at.is_(None)).values(used_at=now))
+
+
+def linked_patient_of(session: Session, resident_id: int, hospital_id: int) -> int | None:
+    """A patient record of ``hospital_id`` linked to ``resident_id`` (its id), or None."""
+    return session.scalars(
+        select(Patient.id).join(PatientLink, PatientLink.patient_fk == Patient.id)
+        .where(PatientLink.resident_id == resident_id, PatientLink.state == "linked",
+               Patient.hospital_id == hospital_id)
+        .order_by(Patient.id).limit(1)).first()
+
+
+def patient_by_fk(session: Session, patient_fk: int) -> Patient | None:
+    return session.get(Patient, patient_fk)

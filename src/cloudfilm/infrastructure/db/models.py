@@ -275,6 +275,42 @@ class PatientLink(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class PatientContact(Base):
+    """The phone a hospital's feed recorded for its patient: that hospital's record only.
+
+    It never becomes the resident's proven phone (an account's, proven by an SMS code) and
+    never receives consent codes; registering an account may use it as the second factor
+    (the code is texted to it). Kept like other phones: keyed hash, AES-GCM, masked.
+    """
+
+    __tablename__ = "patient_contact"
+    __table_args__ = (Index(None, "phone_hash"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_fk: Mapped[int] = mapped_column(ForeignKey("patient.id"), unique=True)
+    phone_hash: Mapped[str] = mapped_column(String(64))
+    phone_enc: Mapped[str] = mapped_column(String(128))
+    phone_masked: Mapped[str] = mapped_column(String(16), default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ActivationCode(Base):
+    """A one-time account activation code a hospital hands its patient (report slip or
+    desk): keyed hash only, single use, expiring; bound to one resident."""
+
+    __tablename__ = "activation_code"
+    __table_args__ = (Index(None, "resident_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("resident.id"))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    issued_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class FamilyLink(Base):
     """``related_resident_id`` is the parent or guardian of ``resident_id``."""
 

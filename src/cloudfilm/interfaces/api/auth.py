@@ -23,7 +23,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from cloudfilm.interfaces.api.rest.identity import bearer
 from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import NotAuthenticatedError
@@ -34,6 +33,16 @@ _SESSION_PREFIX = "cfs_"
 
 def _services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, None without the header."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticatedError("Authorization must be 'Bearer <token>'")
+    return token.strip()
 
 
 def client_host(request: Request) -> str:

@@ -20,6 +20,7 @@ Nothing here logs a phone, a code, a password, a token or a national ID.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -38,6 +39,7 @@ from cloudfilm.infrastructure.db.models import Account
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.services.access.actor import Actor, ActorKind
 from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
+from cloudfilm.services.access.proofing import IdentityVerifier
 from cloudfilm.services.access.sms import PHONE_DOMAIN, SmsService, mask_phone
 from cloudfilm.services.errors import (
     AlreadyExistsError,
@@ -107,6 +109,26 @@ def anonymous(kind: str, address: str = "") -> Actor:
                  address=address)
 
 
+class _RegistrationRefused(Exception):
+    """Inside a registration's transaction: not confirmed (mapped to one answer)."""
+
+    def __init__(self, resident_id: int | None) -> None:
+        super().__init__("registration refused")
+        self.resident_id = resident_id
+
+
+_ACTIVATION_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read off paper
+ACTIVATION_DOMAIN = "activation-code"
+
+
+def _normalise_activation_code(value: str) -> str:
+    cleaned = value.strip().upper().replace("-", "").replace(" ", "")
+    if not 8 <= len(cleaned) <= 16 or any(c not in _ACTIVATION_ALPHABET for c in cleaned):
+        raise InvalidInputError("activation_code: the code printed on your slip "
+                                "(letters and digits, like ABCD-EFGH-JKMN)")
+    return cleaned
+
+
 @dataclass(frozen=True, slots=True)
 class SignedIn:
     """A new session: ``token`` is shown this once; only its hash is stored."""
@@ -114,6 +136,21 @@ class SignedIn:
     token: str
     expires_at: datetime
     actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedActivationCode:
+    """Shown once (print it on the slip); only its keyed hash is stored."""
+
+    code: str
+    expires_at: datetime
+    resident_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountReset:
+    resident_id: int
+    activation_code: IssuedActivationCode | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +187,11 @@ class AccessPolicySettings:
     otp_sends_per_phone_hour: int = 5
     otp_sends_per_requester_hour: int = 20
     otp_checks_per_15min: int = 10
-    lockout_failures: int = 5
+    lockout_failures: int = 5  # failures of one user name before delays start
     lockout_window_minutes: int = 15
-    lockout_minutes: int = 15
+    signin_max_delay_seconds: int = 60
+    signin_failures_per_source: int = 50  # per client address and window
+    activation_code_days: int = 30
 
 
 class AccountService:
@@ -173,8 +212,10 @@ class AccountService:
     def __init__(self, db: Database, protector: IdProtector, sms: SmsService,
                  codes: OneTimeCodes, limiter: RateLimiter,
                  limits: AccessPolicySettings | None = None,
-                 audit: AuditRecorder | None = None) -> None:
+                 audit: AuditRecorder | None = None,
+                 verifier: IdentityVerifier | None = None) -> None:
         self._db = db
+        self._verifier = verifier
         self._protector = protector
         self._sms = sms
         self._codes = codes
@@ -204,10 +245,12 @@ class AccountService:
         now = datetime.now(UTC)
         lim = self._limits
         with self._write() as session:
-            self._limiter.hit(session, f"otp-send:phone:{phone_hash[:32]}",
+            # Buckets of their own (purpose "sign_in"): doctors' grant requests cannot use
+            # up the codes a resident needs to sign in (issue 11, finding 9).
+            self._limiter.hit(session, f"sms:sign_in:phone:{phone_hash[:32]}",
                               Limit(lim.otp_sends_per_phone_hour, 3600), now,
                               what="codes sent to this phone")
-            self._limiter.hit(session, f"otp-send:req:{requester[:64]}",
+            self._limiter.hit(session, f"sms:sign_in:req:{requester[:64]}",
                               Limit(lim.otp_sends_per_requester_hour, 3600), now,
                               what="codes requested from here")
             code = self._codes.issue(session, "sign_in", phone_hash, now)
@@ -239,20 +282,28 @@ class AccountService:
         return self._with_code(phone_hash, code, requester, then)
 
     def register_resident(self, phone: str, code: str, *, name: str, national_id: str,
-                          requester: str) -> SignedIn:
+                          requester: str, activation_code: str = "") -> SignedIn:
         """Create a resident's account bound to their MPI entry, and sign them in.
 
-        The code proves the phone; the national ID must be in the index and the name must
-        be that resident's name. Committed when this returns (the code is spent even when
-        the registration is refused, so every try costs a new SMS, itself rate limited).
+        Real-name binding a stranger cannot pass (issue 11, finding 2): the SMS code proves
+        the phone; the national ID must be in the index and the name must be the resident's
+        name exactly (characters; pinyin is for search only); and one second factor:
+
+        - the phone is one a hospital already recorded for the resident (feed), or
+        - ``activation_code``, the one-time code a hospital handed the patient, or
+        - the identity-verification provider confirms name, ID and phone.
+
+        Committed when this returns (the code is spent even when the registration is
+        refused, so every try costs a new SMS, itself rate limited); a refusal is audited.
 
         Raises
         ------
         NotAuthenticatedError
             Wrong or spent code.
         InvalidInputError
-            Malformed national ID, or name and national ID do not match a resident (one
-            answer for both, so that the endpoint tells nothing about who is indexed).
+            Malformed national ID, or the registration cannot be confirmed (one answer for
+            "not indexed", "wrong name" and "no second factor", so that the endpoint tells
+            nothing about who is indexed).
         AlreadyExistsError
             The resident or the phone has an account already.
         """
@@ -261,19 +312,27 @@ class AccountService:
         if not name.strip():
             raise InvalidInputError("name: give your name as on your ID card")
         phone_hash = self._phone_hash(phone)
+        activation = _normalise_activation_code(activation_code) if activation_code else ""
+        # Asked before the transaction (a network call); only its answer is used inside.
+        verified = (not activation and self._verifier is not None
+                    and self._verifier.verify(name=name.strip(), national_id=nid.number,
+                                              phone=phone))
 
         def then(session: Session, now: datetime) -> SignedIn:
             found = identity_repo.resident_by_national_id(
                 session, self._protector.lookup_hash(NATIONAL_ID, nid.number))
             while found is not None and found.merged_into is not None:
                 found = identity_repo.resident_by_id(session, found.merged_into)
-            if found is None or names.same_name(found.name, name) is not True:
-                raise InvalidInputError(
-                    "name and national ID do not match a resident of the index; check both, "
-                    "or ask a hospital you visited to register you")
+            factor = None
+            if found is not None and names.exact_name(found.name, name):
+                factor = self._second_factor(session, found.id, phone_hash, activation,
+                                             verified, now)
+            if found is None or factor is None:
+                raise _RegistrationRefused(found.id if found is not None else None)
             if repo.account_of_resident(session, found.id) is not None:
-                raise AlreadyExistsError("this resident has an account already; sign in with "
-                                         "its phone, or ask the platform to change the phone")
+                raise AlreadyExistsError(
+                    "this resident has an account already; sign in with its phone, or ask "
+                    "a hospital you visited to reset it after checking your ID card")
             if repo.account_by_phone(session, phone_hash) is not None:
                 raise AlreadyExistsError("this phone belongs to another account")
             try:
@@ -289,12 +348,62 @@ class AccountService:
             except IntegrityError:
                 raise AlreadyExistsError("this resident or phone has an account already") \
                     from None
+            if factor == "activation_code":
+                row = identity_repo.activation_code_by_hash(session, self._activation_hash(
+                    activation))
+                assert row is not None
+                row.used_at = now
             signed = self._open_session(session, account, now, address=requester)
+            # The resident's proven contact phone is set here: a phone change, audited.
             audit_event(self.audit, session, actor=signed.actor, action="account.register",
-                        outcome="success", resident_id=found.id)
+                        outcome="success", resident_id=found.id,
+                        detail={"factor": factor, "phone": "set"})
             return signed
 
-        return self._with_code(phone_hash, code, requester, then)
+        try:
+            return self._with_code(phone_hash, code, requester, then)
+        except _RegistrationRefused as refused:
+            self._audit_refused_registration(refused.resident_id, requester)
+            raise InvalidInputError(
+                "we could not confirm that this is you: check your name (as on your ID card) "
+                "and ID number, and register with the phone your hospital recorded, or with "
+                "the activation code on your report slip", code="registration-refused") \
+                from None
+
+    def _second_factor(self, session: Session, resident_id: int, phone_hash: str,
+                       activation: str, verified: bool, now: datetime) -> str | None:
+        """Which second factor holds for this resident, or None."""
+        if activation:
+            row = identity_repo.activation_code_by_hash(session,
+                                                        self._activation_hash(activation))
+            if (row is not None and row.used_at is None and aware(row.expires_at) > now
+                    and self._active_resident(session, row.resident_id) == resident_id):
+                return "activation_code"
+            return None
+        if identity_repo.hospital_recorded_phone(session, resident_id, phone_hash):
+            return "hospital_phone"
+        if verified:
+            return "identity_provider"
+        return None
+
+    @staticmethod
+    def _active_resident(session: Session, resident_id: int) -> int | None:
+        found = identity_repo.resident_by_id(session, resident_id)
+        seen = 0
+        while found is not None and found.merged_into is not None and seen < 16:
+            found, seen = identity_repo.resident_by_id(session, found.merged_into), seen + 1
+        return found.id if found is not None else None
+
+    def _audit_refused_registration(self, resident_id: int | None, requester: str) -> None:
+        """A refused registration is audited in its own transaction (the code's was
+        committed already); the resident, when the ID was indexed, sees the try."""
+        if self.audit is None:
+            logger.info("cloudfilm.access.register_refused")
+            return
+        with self._write() as session:
+            audit_event(self.audit, session, actor=anonymous("resident", requester),
+                        action="account.register", outcome="failure",
+                        resident_id=resident_id)
 
     def _with_code(self, phone_hash: str, code: str, requester: str,
                    then: Any) -> SignedIn:
@@ -302,7 +411,7 @@ class AccountService:
         raised after the commit, so the spent code and the counted guess persist."""
         now = datetime.now(UTC)
         lim = self._limits
-        refusal: CloudfilmError | None = None
+        refusal: Exception | None = None
         result: SignedIn | None = None
         with self._write() as session:
             self._limiter.hit(session, f"otp-check:phone:{phone_hash[:32]}",
@@ -320,7 +429,7 @@ class AccountService:
                 try:
                     with session.begin_nested():
                         result = then(session, now)
-                except CloudfilmError as exc:
+                except (CloudfilmError, _RegistrationRefused) as exc:
                     refusal = exc
         if refusal is not None:
             raise refusal
@@ -333,6 +442,14 @@ class AccountService:
     def sign_in_password(self, username: str, password: str, *, requester: str) -> SignedIn:
         """Sign a doctor or administrator in; committed when this returns.
 
+        Failures slow a user name down instead of locking it (issue 11, finding 9: five
+        wrong passwords locked the real doctor out for 15 minutes): after
+        ``lockout_failures`` failures in the window each further try waits twice as long
+        as the last, at most ``signin_max_delay_seconds``. A client address with
+        ``signin_failures_per_source`` failures in the window is refused outright. Known
+        and unknown user names get the same answers, delays and cost, and every failure is
+        audited (an unknown name as a hash).
+
         The argon2 verification (tens of milliseconds by design) runs between two short
         transactions, never inside one: on SQLite a write transaction holds the database's
         single write lock, and ingest would wait behind every sign-in.
@@ -342,70 +459,81 @@ class AccountService:
         NotAuthenticatedError
             Unknown user name or wrong password (one answer for both).
         RateLimitedError
-            The account is locked after repeated failures; ``retry_after`` says until when.
+            Wait before the next try (``retry_after``), or too many failures from here.
         """
-        username = username.strip().lower()
+        username = username.strip().lower()[:64]
         now = datetime.now(UTC)
         lim = self._limits
-        window = timedelta(minutes=lim.lockout_window_minutes)
+        window = int(timedelta(minutes=lim.lockout_window_minutes).total_seconds())
+        user_hash = hashlib.sha256(username.encode()).hexdigest()[:32]
+        user_bucket, source_bucket = f"signin-fail:user:{user_hash}", \
+            f"signin-fail:src:{requester[:64]}"
         with self._read() as session:
+            self._signin_wait(session, user_bucket, source_bucket, now)
             found = (repo.account_by_username(session, username)
                      if _USERNAME.match(username) else None)
             stored = found.password_hash if found is not None else None
             if found is not None and (found.kind == "resident" or not found.active):
                 stored = None
             account_id = found.id if found is not None else None
-            locked_until = aware(found.locked_until) if found and found.locked_until else None
-        if locked_until is not None and locked_until > now:
-            wait = int((locked_until - now).total_seconds()) + 1
-            raise RateLimitedError(
-                f"the account is locked after {lim.lockout_failures} failed sign-ins; try "
-                f"again in {wait // 60 + 1} minutes", retry_after=wait)
         # Same cost for an unknown name, a deactivated account and a wrong password.
         ok = self._verify(stored or self._dummy(), password) and stored is not None
         refusal: CloudfilmError | None = None
         result: SignedIn | None = None
+        now = datetime.now(UTC)
         with self._write() as session:
+            repo.lock_bucket(session, user_bucket)
             account = (repo.account_by_id(session, account_id, for_update=True)
                        if account_id is not None else None)
-            if account is None:
-                bucket = f"signin-fail:{hashlib.sha256(username.encode()).hexdigest()[:32]}"
-                try:
-                    self._limiter.hit(session, bucket, Limit(lim.lockout_failures,
-                                                             int(window.total_seconds())),
-                                      now, what="failed sign-ins")
-                    refusal = NotAuthenticatedError("wrong user name or password")
-                except RateLimitedError as exc:
-                    refusal = exc
-            elif account.locked_until is not None and aware(account.locked_until) > now:
-                # Locked by a concurrent failure while this password was being checked.
-                wait = int((aware(account.locked_until) - now).total_seconds()) + 1
-                refusal = RateLimitedError("the account is locked after repeated failed "
-                                           "sign-ins", retry_after=wait)
-            elif not ok:
-                first = aware(account.first_failed_at) if account.first_failed_at else None
-                if first is None or now - first > window:
-                    account.first_failed_at, account.failed_logins = now, 0
-                account.failed_logins += 1
-                refusal = NotAuthenticatedError("wrong user name or password")
-                if account.failed_logins >= lim.lockout_failures:
-                    account.locked_until = now + timedelta(minutes=lim.lockout_minutes)
-                    account.failed_logins, account.first_failed_at = 0, None
-                    logger.warning("cloudfilm.access.account_locked",
-                                   extra={"account": account.id})
-                audit_event(self.audit, session,
-                            actor=self._actor(session, account, requester),
-                            action="sign_in.password", outcome="failure")
+            try:
+                # Again under the bucket's lock: parallel tries cannot all pass the check.
+                self._signin_wait(session, user_bucket, source_bucket, now)
+            except RateLimitedError as exc:
+                refusal = exc
             else:
-                account.failed_logins, account.first_failed_at = 0, None
-                account.locked_until = None
-                result = self._open_session(session, account, now, address=requester)
+                if ok and account is not None and account.active:
+                    repo.prune_bucket(session, user_bucket, now + timedelta(seconds=1))
+                    account.failed_logins, account.first_failed_at = 0, None
+                    account.locked_until = None
+                    result = self._open_session(session, account, now, address=requester)
+                else:
+                    repo.prune_bucket(session, user_bucket, now - timedelta(seconds=window))
+                    repo.add_bucket_event(session, user_bucket, now)
+                    self._limiter.hit(session, source_bucket,
+                                      Limit(lim.signin_failures_per_source + 1, window), now,
+                                      what="failed sign-ins from here")
+                    refusal = NotAuthenticatedError("wrong user name or password")
+                    actor = (self._actor(session, account, requester) if account is not None
+                             else anonymous("doctor", requester))
+                    audit_event(self.audit, session, actor=actor, action="sign_in.password",
+                                outcome="failure",
+                                detail=None if account is not None else {"user": user_hash})
         if refusal is not None:
             raise refusal
         assert result is not None
         if stored is not None and self._hasher.check_needs_rehash(stored):
             self._rehash(result.actor.account_id, password)
         return result
+
+    def _signin_wait(self, session: Session, user_bucket: str, source_bucket: str,
+                     now: datetime) -> None:
+        """Refuse while this user name must wait, or this source failed too often."""
+        lim = self._limits
+        window = timedelta(minutes=lim.lockout_window_minutes)
+        source = repo.bucket_events(session, source_bucket, now - window)
+        if len(source) >= lim.signin_failures_per_source:
+            wait = int((aware(source[0]) + window - now).total_seconds()) + 1
+            raise RateLimitedError(f"too many failed sign-ins from here; try again in "
+                                   f"{wait} seconds", retry_after=wait)
+        failures = repo.bucket_events(session, user_bucket, now - window)
+        over = len(failures) - lim.lockout_failures
+        if over < 0:
+            return
+        delay = min(2 ** over, lim.signin_max_delay_seconds)
+        wait = int((aware(failures[-1]) + timedelta(seconds=delay) - now).total_seconds()) + 1
+        if wait > 0 and aware(failures[-1]) + timedelta(seconds=delay) > now:
+            raise RateLimitedError(f"too many failed sign-ins for this user name; try again in "
+                                   f"{wait} seconds", retry_after=wait)
 
     def _rehash(self, account_id: int | None, password: str) -> None:
         """Upgrade a hash made with older argon2 parameters, after a successful sign-in."""
@@ -564,6 +692,148 @@ class AccountService:
                 repo.revoke_sessions_of(session, account.id, datetime.now(UTC))
             return self._view(session, account)
 
+    # -- resident accounts: activation codes and the in-person reset (issue 11) --
+
+    def issue_activation_code(self, patient_id: str, *, by: Actor,
+                              hospital_code: str | None = None,
+                              issuer: str | None = None) -> IssuedActivationCode:
+        """A one-time activation code for a hospital's linked patient, to print on the
+        report slip or hand over at the desk; committed when this returns.
+
+        Who may: the hospital itself (its credential), its hospital administrator, or a
+        platform administrator naming ``hospital_code``. The code is shown once; only its
+        keyed hash is stored; it works once, until ``activation_code_days`` have passed,
+        and a new one retires the hospital's earlier unused codes for the resident.
+
+        Raises
+        ------
+        NotAuthorizedError, NotFoundError
+            Not allowed; unknown hospital or patient record, or the record is not linked
+            to a resident (link it first).
+        """
+        now = datetime.now(UTC)
+        code = "".join(secrets.choice(_ACTIVATION_ALPHABET) for _ in range(12))
+        with self._write() as session:
+            hospital_id = self._hospital_of(session, by, hospital_code)
+            patient = identity_repo.patient_by_local_id(session, hospital_id,
+                                                        patient_id.strip(), issuer)
+            link = identity_repo.link_of(session, patient.id) if patient is not None else None
+            if link is None or link.state != "linked" or link.resident_id is None:
+                raise NotFoundError("this hospital has no patient record with this ID linked "
+                                    "to a resident; register the patient with name and "
+                                    "national ID first")
+            resident_id = self._active_resident(session, link.resident_id) or link.resident_id
+            identity_repo.retire_activation_codes(session, resident_id, hospital_id, now)
+            expires = now + timedelta(days=self._limits.activation_code_days)
+            identity_repo.add_activation_code(session, {
+                "code_hash": self._activation_hash(code), "resident_id": resident_id,
+                "hospital_id": hospital_id, "issued_by": by.subject[:64], "created_at": now,
+                "expires_at": expires})
+            audit_event(self.audit, session, actor=by, action="account.activation_code",
+                        outcome="success", resident_id=resident_id,
+                        detail={"hospital_id": hospital_id})
+        return IssuedActivationCode(f"{code[:4]}-{code[4:8]}-{code[8:]}", expires, resident_id)
+
+    def reset_resident_account(self, resident_id: int, id_card_number: str, *,
+                               by: Actor) -> AccountReset:
+        """Release a resident's account after an in-person ID check ("already registered"
+        by someone else, or a lost phone); committed when this returns.
+
+        The administrator types the ID card's number; it must match the resident's keyed
+        hash (checks are rate limited per administrator). The account is deactivated and
+        unbound (its sessions end), the previous phone is told by SMS, and a hospital
+        administrator gets a fresh activation code to hand over so the resident registers
+        again with their own phone. Audited either way.
+
+        Raises
+        ------
+        NotAuthorizedError
+            Not a platform administrator, nor the administrator of a hospital with a record
+            of this resident; or the ID card number does not match.
+        NotFoundError
+            The resident has no account.
+        """
+        nid = parse_national_id(id_card_number, field_name="id_card_number")
+        now = datetime.now(UTC)
+        refusal: CloudfilmError | None = None
+        old_phone: str | None = None
+        code: IssuedActivationCode | None = None
+        with self._write() as session:
+            hospital_id = None if by.kind in ("admin", "operator") else \
+                self.administered_hospital(session, by)
+            if by.kind not in ("admin", "operator") and hospital_id is None:
+                raise NotAuthorizedError("platform or hospital administrators only")
+            self._limiter.hit(session, f"id-check:reset:{by.subject[:64]}", Limit(20, 3600),
+                              now, what="ID card checks by this administrator")
+            resident = identity_repo.resident_by_id(session, resident_id)
+            typed = self._protector.lookup_hash(NATIONAL_ID, nid.number)
+            patient_fk = (identity_repo.linked_patient_of(session, resident_id, hospital_id)
+                          if hospital_id is not None and resident is not None else None)
+            account = repo.account_of_resident(session, resident_id) \
+                if resident is not None else None
+            if resident is None or not resident.national_id_hash or not hmac.compare_digest(
+                    typed, resident.national_id_hash) or (hospital_id is not None
+                                                          and patient_fk is None):
+                refusal = NotAuthorizedError("the ID card number does not match a resident "
+                                             "of your hospital")
+                audit_event(self.audit, session, actor=by, action="account.reset",
+                            outcome="failure", resident_id=resident.id if resident else None)
+            elif account is None:
+                refusal = NotFoundError("this resident has no account: they can register")
+            else:
+                old_phone = self._decrypt_phone(account)
+                account.active, account.resident_id, account.phone_hash = False, None, None
+                account.phone_enc = None
+                repo.revoke_sessions_of(session, account.id, now)
+                audit_event(self.audit, session, actor=by, action="account.reset",
+                            outcome="success", resident_id=resident_id,
+                            detail={"account": account.id, "phone": "released",
+                                    "id_card_checked": True})
+        if refusal is not None:
+            raise refusal
+        if old_phone:
+            try:
+                self._sms.send_account_notice(old_phone, what="reset")
+            except ResourceUnavailableError:
+                logger.warning("cloudfilm.access.notice_failed")
+        if hospital_id is not None and patient_fk is not None:
+            code = self._issue_for_patient_fk(patient_fk, by=by)
+        return AccountReset(resident_id, code)
+
+    def _issue_for_patient_fk(self, patient_fk: int, *, by: Actor) -> IssuedActivationCode:
+        with self._read() as session:
+            patient = identity_repo.patient_by_fk(session, patient_fk)
+            assert patient is not None
+            local_id, issuer = patient.patient_id, patient.issuer_of_patient_id
+        return self.issue_activation_code(local_id, by=by, issuer=issuer)
+
+    def _hospital_of(self, session: Session, by: Actor, hospital_code: str | None) -> int:
+        """The hospital ``by`` acts for when issuing activation codes."""
+        if by.kind == "hospital" and by.hospital_id is not None:
+            if hospital_code and hospital_code != by.hospital_code:
+                raise NotAuthorizedError("a hospital issues codes for its own patients only")
+            return by.hospital_id
+        if by.kind in ("admin", "operator"):
+            if not hospital_code:
+                raise InvalidInputError("hospital_code: which hospital hands out the code")
+            hospital = identity_repo.hospital_by_code(session, hospital_code.strip())
+            if hospital is None:
+                raise NotFoundError(f"unknown hospital code {hospital_code[:64]!r}")
+            return hospital.id
+        administered = self.administered_hospital(session, by)
+        if administered is None:
+            raise NotAuthorizedError("the hospital (its credential or its administrator) "
+                                     "issues activation codes")
+        return administered
+
+    def _decrypt_phone(self, account: Account) -> str | None:
+        if not account.phone_enc:
+            return None
+        try:
+            return self._protector.decrypt(PHONE_DOMAIN, account.phone_enc)
+        except ValueError:
+            return None
+
     def administered_hospital(self, session: Session, actor: Actor) -> int | None:
         """The hospital ``actor`` administers (a ``hospital_admin`` account), or None."""
         if actor.account_id is None or actor.kind != "doctor":
@@ -617,6 +887,9 @@ class AccountService:
             locked_until=aware(account.locked_until) if account.locked_until else None)
 
     # -- helpers --
+
+    def _activation_hash(self, code: str) -> str:
+        return self._protector.lookup_hash(ACTIVATION_DOMAIN, code)
 
     def _phone_hash(self, phone: str) -> str:
         return self._protector.lookup_hash(PHONE_DOMAIN, phone)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,45 +173,57 @@ class ConsentService:
         uids = _study_uids(req.study_uids)
         purpose = _purpose(req.purpose)
         notices: list[tuple[str, str]] = []
+        refusal: CloudfilmError | None = None
+        view: GrantView | None = None
         with self._write() as session:
             doctor = self._doctor(session, actor)
-            resident = self._resident(session, req.resident_id, req.national_id)
-            grant = repo.add_grant(session, {
-                "doctor_account_id": doctor.id, "hospital_id": doctor.hospital_id,
-                "resident_id": resident.id, "scope_all": not uids,
-                "study_uids": orjson.dumps(list(uids)).decode(), "purpose": purpose,
-                "mode": mode, "status": "requested", "hours": hours, "requested_at": now,
-                "decided_by": "", "revoked_by": "", "evidence": "{}", "review_status": "",
-                "reviewed_by": "", "review_note": "",
-            })
-            if mode == "sms":
-                phone = self._own_phone(session, resident)
-                if phone is None:
-                    raise InvalidInputError(
-                        "the resident has no registered phone: ask them (or a family "
-                        "member) to approve in the portal, or record an in-person consent")
-                self._count_send(session, phone, actor, now)
-                code = self._codes.issue(session, "grant", f"grant:{grant.id}", now)
-                notices.append((phone, code))
+            resident = self._resident_or_none(session, req.resident_id, req.national_id)
+            phone = self._own_phone(session, resident) if resident is not None else None
+            if resident is None or (mode == "sms" and phone is None) or (
+                    mode == "portal" and not self._someone_can_approve(session, resident)):
+                # One answer whether the person is not indexed, has no proven phone or no
+                # account (issue 11, finding 9: the error told any doctor which).
+                refusal = InvalidInputError(
+                    "this resident cannot be asked this way: ask them (or a family member) "
+                    "to approve in the portal, or record an in-person consent",
+                    code="grant-undeliverable")
+                audit_event(self.audit, session, actor=actor, action="grant.request",
+                            outcome="failure", detail={"mode": mode})
             else:
-                phones = self._notice_phones(session, resident)
-                if not self._someone_can_approve(session, resident):
-                    raise InvalidInputError(
-                        "neither the resident nor a family member has a portal account: use "
-                        "an SMS code or record an in-person consent")
-                for phone in phones:
+                grant = repo.add_grant(session, {
+                    "doctor_account_id": doctor.id, "hospital_id": doctor.hospital_id,
+                    "resident_id": resident.id, "scope_all": not uids,
+                    "study_uids": orjson.dumps(list(uids)).decode(), "purpose": purpose,
+                    "mode": mode, "status": "requested", "hours": hours,
+                    "requested_at": now, "decided_by": "", "revoked_by": "",
+                    "evidence": "{}", "review_status": "", "reviewed_by": "",
+                    "review_note": "",
+                })
+                if mode == "sms":
+                    # Only to the phone the resident proved (their account's), never to a
+                    # phone a hospital's feed sent (issue 11, finding 1).
+                    assert phone is not None
                     self._count_send(session, phone, actor, now)
-                    notices.append((phone, ""))
-            audit_event(self.audit, session, actor=actor, action="grant.request",
-                        outcome="success", resident_id=resident.id,
-                        detail={"grant": grant.id, "mode": mode})
-            view = self._view(session, grant, now)
-        hospital = f"{view.hospital_name}"
-        for phone, code in notices:
+                    code = self._codes.issue(session, "grant", f"grant:{grant.id}", now)
+                    notices.append((phone, code))
+                else:
+                    for notice_phone in self._notice_phones(session, resident):
+                        self._count_send(session, notice_phone, actor, now)
+                        notices.append((notice_phone, ""))
+                audit_event(self.audit, session, actor=actor, action="grant.request",
+                            outcome="success", resident_id=resident.id,
+                            detail={"grant": grant.id, "mode": mode})
+                view = self._view(session, grant, now)
+        if refusal is not None:
+            raise refusal
+        assert view is not None
+        for notice_phone, code in notices:
             if code:
-                self._sms.send_code(phone, code, purpose="grant")
+                self._sms.send_code(notice_phone, code, purpose="grant", doctor=view.doctor,
+                                    hospital=view.hospital_name)
             else:
-                self._sms.send_grant_request(phone, doctor=view.doctor, hospital=hospital)
+                self._sms.send_grant_request(notice_phone, doctor=view.doctor,
+                                             hospital=view.hospital_name)
         return view
 
     def confirm_sms(self, actor: Actor, grant_id: int, code: str) -> GrantView:
@@ -232,9 +244,8 @@ class ConsentService:
         refusal: CloudfilmError | None = None
         with self._write() as session:
             doctor = self._doctor(session, actor)
-            grant = self._grant(session, grant_id, for_update=True)
-            if grant.doctor_account_id != doctor.id:
-                raise NotAuthorizedError("only the doctor who asked can enter the code")
+            grant = self._grant(session, grant_id, for_update=True,
+                                visible=lambda g: g.doctor_account_id == doctor.id)
             if grant.mode != "sms" or grant.status != "requested":
                 raise InvalidInputError(f"grant {grant.id} is not waiting for an SMS code "
                                         f"(mode {grant.mode}, status {grant.status})")
@@ -290,13 +301,15 @@ class ConsentService:
             # Each check can confirm a guessed ID number: bound them per doctor.
             self._limiter.hit(session, f"id-check:account:{doctor.id}", Limit(20, 3600), now,
                               what="ID card checks by this doctor")
-            resident = self._resident(session, req.resident_id, req.national_id)
+            resident = self._resident_or_none(session, req.resident_id, req.national_id)
             typed = self._protector.lookup_hash(NATIONAL_ID, nid.number)
-            if not resident.national_id_hash or not hmac.compare_digest(
+            if resident is None or not resident.national_id_hash or not hmac.compare_digest(
                     typed, resident.national_id_hash):
+                # The same answer for an unknown resident (nothing to learn from it).
                 refusal = NotAuthorizedError("the ID card number does not match this resident")
                 audit_event(self.audit, session, actor=actor, action="grant.in_person",
-                            outcome="failure", resident_id=resident.id)
+                            outcome="failure",
+                            resident_id=resident.id if resident is not None else None)
             else:
                 grant = repo.add_grant(session, {
                     "doctor_account_id": doctor.id, "hospital_id": doctor.hospital_id,
@@ -403,10 +416,8 @@ class ConsentService:
         ids = self._resident_ids(actor)
         now = datetime.now(UTC)
         with self._write() as session:
-            grant = self._grant(session, grant_id, for_update=True)
-            if grant.resident_id not in ids:
-                raise NotAuthorizedError("this request is not about you or someone you act "
-                                         "for")
+            grant = self._grant(session, grant_id, for_update=True,
+                                visible=lambda g: g.resident_id in ids)
             if grant.status != "requested":
                 raise InvalidInputError(f"grant {grant.id} is {grant.status}, not waiting "
                                         "for a decision")
@@ -431,15 +442,8 @@ class ConsentService:
         """
         now = datetime.now(UTC)
         with self._write() as session:
-            grant = self._grant(session, grant_id, for_update=True)
-            allowed = (
-                (actor.kind == "resident" and grant.resident_id in actor.resident_ids)
-                or (actor.kind == "doctor" and actor.account_id == grant.doctor_account_id)
-                or actor.kind in ("admin", "operator"))
-            if not allowed:
-                raise NotAuthorizedError("only the resident (or family acting for them), the "
-                                         "doctor holding it or an administrator can revoke "
-                                         "this grant")
+            grant = self._grant(session, grant_id, for_update=True,
+                                visible=lambda g: _may_revoke(actor, g))
             if grant.status in ("requested", "active"):
                 grant.status, grant.revoked_at, grant.revoked_by = "revoked", now, \
                     actor.subject[:64]
@@ -476,9 +480,9 @@ class ConsentService:
         now = datetime.now(UTC)
         with self._write() as session:
             hospital_id = self._reviewer_scope(session, actor)
-            grant = self._grant(session, grant_id, for_update=True)
-            if hospital_id is not None and grant.hospital_id != hospital_id:
-                raise NotAuthorizedError("this grant belongs to another hospital")
+            grant = self._grant(session, grant_id, for_update=True,
+                                visible=lambda g: hospital_id is None
+                                or g.hospital_id == hospital_id)
             if not grant.review_status:
                 raise InvalidInputError(f"grant {grant.id} ({grant.mode}) needs no review")
             grant.review_status, grant.reviewed_at = decision, now
@@ -538,6 +542,13 @@ class ConsentService:
             raise NotAuthenticatedError("this account is not bound to a resident")
         return sorted(actor.resident_ids)
 
+    def _resident_or_none(self, session: Session, resident_id: int | None,
+                          national_id: str | None) -> Resident | None:
+        try:
+            return self._resident(session, resident_id, national_id)
+        except NotFoundError:
+            return None
+
     def _resident(self, session: Session, resident_id: int | None,
                   national_id: str | None) -> Resident:
         if (resident_id is None) == (not national_id):
@@ -556,10 +567,13 @@ class ConsentService:
             raise NotFoundError("no such resident in the index")
         return found
 
-    def _grant(self, session: Session, grant_id: int, *, for_update: bool) -> AccessGrant:
+    def _grant(self, session: Session, grant_id: int, *, for_update: bool,
+               visible: Callable[[AccessGrant], bool]) -> AccessGrant:
+        """The grant, if the caller may act on it; one answer (not found) for an unknown
+        id and another person's grant, so ids cannot be probed (issue 11, finding 9)."""
         grant = repo.grant_by_id(session, grant_id, for_update=for_update)
-        if grant is None:
-            raise NotFoundError(f"no grant has the id {grant_id}")
+        if grant is None or not visible(grant):
+            raise NotFoundError(f"no grant {grant_id} that you can act on")
         return grant
 
     def _phone_of_account(self, account: Account | None) -> str | None:
@@ -572,10 +586,9 @@ class ConsentService:
             return None
 
     def _own_phone(self, session: Session, resident: Resident) -> str | None:
-        """The phone the resident proved (their account), else the one hospitals
-        registered for them."""
-        phone = self._phone_of_account(account_repo.account_of_resident(session, resident.id))
-        return phone or (resident.phone or None)
+        """The phone the resident proved they hold (their account's, proven by an SMS code).
+        Never a phone a hospital's feed sent: that is the hospital's record (issue 11)."""
+        return self._phone_of_account(account_repo.account_of_resident(session, resident.id))
 
     def _notice_phones(self, session: Session, resident: Resident) -> list[str]:
         """Where to tell a resident about a grant: their phone and their guardians'."""
@@ -597,10 +610,12 @@ class ConsentService:
 
     def _count_send(self, session: Session, phone: str, actor: Actor, now: datetime) -> None:
         phone_hash = self._protector.lookup_hash(PHONE_DOMAIN, phone)
-        self._limiter.hit(session, f"otp-send:phone:{phone_hash[:32]}",
+        # Own buckets (purpose "grant"): doctors' requests cannot use up the sign-in codes
+        # a resident needs (issue 11, finding 9), nor the other way round.
+        self._limiter.hit(session, f"sms:grant:phone:{phone_hash[:32]}",
                           Limit(self._s.otp_sends_per_phone_hour, 3600), now,
                           what="messages sent to this phone")
-        self._limiter.hit(session, f"otp-send:req:{actor.subject[:64]}",
+        self._limiter.hit(session, f"sms:grant:req:{actor.subject[:64]}",
                           Limit(self._s.otp_sends_per_requester_hour, 3600), now,
                           what="messages sent by this doctor")
 
@@ -661,3 +676,10 @@ def _purpose(value: str) -> str:
     return purpose[:256]
 
 
+
+
+def _may_revoke(actor: Actor, grant: AccessGrant) -> bool:
+    """The resident (or family acting for them), the doctor holding it, an administrator."""
+    return ((actor.kind == "resident" and grant.resident_id in actor.resident_ids)
+            or (actor.kind == "doctor" and actor.account_id == grant.doctor_account_id)
+            or actor.kind in ("admin", "operator"))

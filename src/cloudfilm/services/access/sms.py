@@ -78,6 +78,7 @@ class Templates:
     code: str = "SMS_CODE"
     grant_request: str = "SMS_GRANT_REQUEST"
     grant_notice: str = "SMS_GRANT_NOTICE"
+    account_notice: str = "SMS_ACCOUNT_NOTICE"
 
 
 class SmsService:
@@ -90,11 +91,13 @@ class SmsService:
         self._protector = protector
         self._t = templates or Templates()
 
-    def send_code(self, phone: str, code: str, *, purpose: str) -> None:
+    def send_code(self, phone: str, code: str, *, purpose: str, doctor: str = "",
+                  hospital: str = "") -> None:
         """Text a one-time code (sign-in, or a doctor's access request to read out)."""
         if purpose == "grant":
-            text = (f"【{self._t.sign_name}】Code {code}: tell it to the doctor ONLY if you "
-                    "agree that they see your imaging records. Valid 5 minutes.")
+            text = (f"【{self._t.sign_name}】Dr {doctor} ({hospital}) asks to see your imaging "
+                    f"records. Code {code}: tell it to the doctor ONLY if you agree. Valid 5 "
+                    "minutes.")
         else:
             text = (f"【{self._t.sign_name}】Your sign-in code is {code}, valid 5 minutes. "
                     "Never share it.")
@@ -116,6 +119,15 @@ class SmsService:
         self._deliver(phone, self._t.grant_notice,
                       {"doctor": doctor, "hospital": hospital, "how": how, "hours": str(hours)},
                       text, kind="grant.notice")
+
+    def send_account_notice(self, phone: str, *, what: str) -> None:
+        """Tell the previous phone that the resident's account changed (issue 11: every
+        change of the contact phone is announced to the previous number)."""
+        text = (f"【{self._t.sign_name}】Your imaging records account was {what} at a "
+                "hospital after an ID card check; this phone no longer signs in to it. Not "
+                "you? Contact the hospital or the platform at once.")
+        self._deliver(phone, self._t.account_notice, {"what": what}, text,
+                      kind="account.notice")
 
     def outbox(self, *, phone: str | None = None, limit: int = 100) -> list[OutboxMessage]:
         """Messages of the local outbox, newest first (empty with a real provider)."""

@@ -385,7 +385,8 @@ class IngestService:
                     # store (mpi.link_at_ingest); 0-1 statements per batch once linked.
                     source = self._id_source(session, hospital)
                     mpi.link_at_ingest(session, self._protector, hospital_id=hospital,
-                                       id_source=source, patients=patients)
+                                       id_source=source, patients=patients,
+                                       audit=self._audit)
                 # Commit (at the end of this block) only once the blobs are durable.
                 blobs_durable(entries)
         except DatabaseUnavailableError as exc:

@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 
 from cloudfilm.infrastructure.db import identity_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
 from cloudfilm.services.errors import (
     NotAuthenticatedError,
     NotFoundError,
     ResourceUnavailableError,
 )
+from cloudfilm.services.identity.roles import actor_label, require_platform_admin
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class CredentialService:
         self._admin_token = admin_token
 
     def issue(self, hospital_code: str, *, label: str = "",
-              actor: str = "admin") -> IssuedCredential:
+              actor: Actor = LOCAL_OPERATOR) -> IssuedCredential:
         """Issue a credential for a registered hospital; committed when this returns.
 
         Raises
@@ -73,6 +75,7 @@ class CredentialService:
         NotFoundError
             The hospital code is unknown.
         """
+        require_platform_admin(actor)
         now = datetime.now(UTC)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         try:
@@ -84,15 +87,18 @@ class CredentialService:
                     "hospital_id": hospital.id, "label": label[:128],
                     "token_prefix": token[:12], "token_hash": _hash(token), "created_at": now,
                 })
-                repo.add_event(session, at=now, action="credential.issue", actor=actor,
-                               hospital_id=hospital.id, detail={"credential": row.id})
+                repo.add_event(session, at=now, action="credential.issue",
+                               actor=actor_label(actor), hospital_id=hospital.id,
+                               detail={"credential": row.id})
                 view = CredentialView(row.id, hospital.code, row.label, row.token_prefix,
                                       row.created_at, None)
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return IssuedCredential(view, token)
 
-    def list(self, hospital_code: str) -> list[CredentialView]:
+    def list(self, hospital_code: str, *,
+             actor: Actor = LOCAL_OPERATOR) -> list[CredentialView]:
+        require_platform_admin(actor)
         try:
             with self._db.read() as session:
                 hospital = repo.hospital_by_code(session, hospital_code.strip())
@@ -104,13 +110,14 @@ class CredentialService:
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
 
-    def revoke(self, credential_id: int, *, actor: str = "admin") -> CredentialView:
+    def revoke(self, credential_id: int, *, actor: Actor = LOCAL_OPERATOR) -> CredentialView:
         """Revoke a credential at once (its next request gets 401); idempotent.
 
         Raises
         ------
         NotFoundError
         """
+        require_platform_admin(actor)
         now = datetime.now(UTC)
         try:
             with self._db.write() as session:
@@ -119,8 +126,8 @@ class CredentialService:
                     raise NotFoundError(f"no credential has the id {credential_id}")
                 if row.revoked_at is None:
                     row.revoked_at = now
-                    repo.add_event(session, at=now, action="credential.revoke", actor=actor,
-                                   hospital_id=row.hospital_id,
+                    repo.add_event(session, at=now, action="credential.revoke",
+                                   actor=actor_label(actor), hospital_id=row.hospital_id,
                                    detail={"credential": row.id})
                 hospital = repo.hospital_by_id(session, row.hospital_id)
                 code = hospital.code if hospital is not None else ""
@@ -129,7 +136,7 @@ class CredentialService:
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
 
-    def rotate(self, credential_id: int, *, actor: str = "admin") -> IssuedCredential:
+    def rotate(self, credential_id: int, *, actor: Actor = LOCAL_OPERATOR) -> IssuedCredential:
         """Issue a new credential of the same hospital and label, and revoke the old one.
 
         Raises

@@ -15,12 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from cloudfilm.infrastructure.db import identity_repository as repo
 from cloudfilm.infrastructure.db.models import Hospital
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
+from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
 from cloudfilm.services.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
     ResourceUnavailableError,
 )
+from cloudfilm.services.identity.roles import actor_label, require_platform_admin
 from cloudfilm.services.network.peers import Peer, PeerService, normalise_ae_title
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -72,7 +74,7 @@ class HospitalService:
         self._db = db
         self._peers = peers
 
-    def register(self, data: HospitalInput, *, actor: str = "admin") -> HospitalView:
+    def register(self, data: HospitalInput, *, actor: Actor = LOCAL_OPERATOR) -> HospitalView:
         """Register a hospital; committed when this returns.
 
         A code that ingest created on demand (a DIMSE peer's or ``LOCAL``, with no level
@@ -85,6 +87,7 @@ class HospitalService:
         AlreadyExistsError
             The code is registered already (use :meth:`update`).
         """
+        require_platform_admin(actor)
         values = _validated(_asdict(data))
         now = datetime.now(UTC)
         try:
@@ -100,8 +103,9 @@ class HospitalService:
                     for key, value in values.items():
                         setattr(row, key, value)
                     session.flush()
-                repo.add_event(session, at=now, action="hospital.register", actor=actor,
-                               hospital_id=row.id, detail={"code": row.code})
+                repo.add_event(session, at=now, action="hospital.register",
+                               actor=actor_label(actor), hospital_id=row.id,
+                               detail={"code": row.code})
                 view = _view(row, ())
         except IntegrityError:
             raise AlreadyExistsError(f"hospital code {values['code']!r} is already "
@@ -110,7 +114,8 @@ class HospitalService:
             raise ResourceUnavailableError(str(exc)) from exc
         return view
 
-    def update(self, code: str, changes: dict[str, Any], *, actor: str = "admin") -> HospitalView:
+    def update(self, code: str, changes: dict[str, Any], *,
+               actor: Actor = LOCAL_OPERATOR) -> HospitalView:
         """Change some fields of a registered hospital (``active=False`` deactivates it:
         its credentials stop working); committed when this returns.
 
@@ -118,6 +123,7 @@ class HospitalService:
         ------
         NotFoundError, InvalidInputError
         """
+        require_platform_admin(actor)
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise InvalidInputError(f"unknown hospital field(s): {', '.join(sorted(unknown))}; "
@@ -132,16 +138,18 @@ class HospitalService:
                 for key, value in values.items():
                     setattr(row, key, value)
                 session.flush()
-                repo.add_event(session, at=now, action="hospital.update", actor=actor,
-                               hospital_id=row.id, detail={"fields": sorted(changes)})
+                repo.add_event(session, at=now, action="hospital.update",
+                               actor=actor_label(actor), hospital_id=row.id,
+                               detail={"fields": sorted(changes)})
                 peers = repo.peers_of(session, [row.code]).get(row.code, [])
                 view = _view(row, tuple(_peer(p) for p in peers))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return view
 
-    def get(self, code: str) -> HospitalView:
+    def get(self, code: str, *, actor: Actor = LOCAL_OPERATOR) -> HospitalView:
         """Raises NotFoundError for an unknown code."""
+        require_platform_admin(actor)
         try:
             with self._db.read() as session:
                 row = _require(session, code)
@@ -150,7 +158,9 @@ class HospitalService:
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
 
-    def list(self, *, active_only: bool = False) -> list[HospitalView]:
+    def list(self, *, active_only: bool = False,
+             actor: Actor = LOCAL_OPERATOR) -> list[HospitalView]:
+        require_platform_admin(actor)
         try:
             with self._db.read() as session:
                 rows = repo.all_hospitals(session, active_only=active_only)
@@ -160,7 +170,7 @@ class HospitalService:
             raise ResourceUnavailableError(str(exc)) from exc
 
     def add_ae_title(self, code: str, ae_title: str, host: str, port: int,
-                     description: str = "") -> Peer:
+                     description: str = "", *, actor: Actor = LOCAL_OPERATOR) -> Peer:
         """Register a DICOM AE title for a registered hospital (a ``dicom_peer`` row).
 
         Raises
@@ -170,12 +180,14 @@ class HospitalService:
         InvalidPeerError, PeerExistsError
             From the peer registry.
         """
-        self.get(code)
+        self.get(code, actor=actor)
         return self._peers.register(ae_title, host, port, hospital_code=code,
                                     description=description)
 
-    def remove_ae_title(self, code: str, ae_title: str) -> None:
+    def remove_ae_title(self, code: str, ae_title: str, *,
+                        actor: Actor = LOCAL_OPERATOR) -> None:
         """Remove one of the hospital's AE titles; refuses another hospital's."""
+        require_platform_admin(actor)
         title = normalise_ae_title(ae_title)
         peer = self._peers.lookup(title)
         if peer is None or peer.hospital_code != code:

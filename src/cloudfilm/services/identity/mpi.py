@@ -28,11 +28,12 @@ from pydicom.tag import Tag
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cloudfilm.infrastructure.db import account_repository as account_repo
 from cloudfilm.infrastructure.db import archive_repository
 from cloudfilm.infrastructure.db import identity_repository as repo
 from cloudfilm.infrastructure.db.models import Patient, Resident
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
 from cloudfilm.services.errors import (
     AlreadyExistsError,
     IdentityConflictError,
@@ -43,11 +44,13 @@ from cloudfilm.services.errors import (
 from cloudfilm.services.identity import names
 from cloudfilm.services.identity.national_id import NationalId, NationalIdError, parse
 from cloudfilm.services.identity.protection import IdProtector
+from cloudfilm.services.identity.roles import actor_label, require_feed_of, require_platform_admin
 from cloudfilm.services.transactions import guarded as _guarded
 
 logger = logging.getLogger(__name__)
 
 NATIONAL_ID = "cn-rid"  # hash/encryption domain of resident ID numbers
+PHONE_DOMAIN = "phone"  # hash/encryption domain of phone numbers (as services.access.sms)
 IDENTIFIER_TYPES = ("passport", "hk_macao_permit", "taiwan_permit", "foreign_permanent_residence")
 RELATIONS = ("parent", "guardian")
 _PHONE = re.compile(r"^(\+86)?1[3-9]\d{9}$")
@@ -118,7 +121,8 @@ def parse_national_id(value: str, *, field_name: str = "national_id") -> Nationa
 
 
 def mask_phone(phone: str) -> str:
-    return phone[:-8] + "****" + phone[-4:] if len(phone) >= 11 else ("*" * len(phone))
+    """``138****5678``."""
+    return phone[:3] + "****" + phone[-4:] if len(phone) >= 11 else "*" * len(phone)
 
 
 def mask_document(value: str) -> str:
@@ -155,6 +159,31 @@ def _demographic_problems(nid: NationalId, birth_date: str, sex: str) -> list[st
     return problems
 
 
+class AuditRecorder(Protocol):
+    """What ResidentService needs of ``services.access.audit.AuditService``."""
+
+    def record(self, conn: Any, *, actor: Actor, action: str, outcome: Any,
+               resident_id: int | None = None, detail: dict[str, Any] | None = None) -> None: ...
+
+
+INGEST = "ingest"
+
+
+def record_event(session: Session, audit: AuditRecorder | None, *, actor: Actor,
+                 **event: Any) -> Any:
+    """Record an identity change in ``identity_event`` and, in the same transaction, in the
+    hash-chained audit trail (issue 11: link, unlink, merge and phone changes must not be
+    only in a table anyone with SQL can edit unseen)."""
+    row = repo.add_event(session, actor=actor_label(actor), **event)
+    if audit is not None:
+        detail = {k: event.get(k) for k in ("other_resident_id", "patient_fk", "hospital_id")
+                  if event.get(k) is not None}
+        detail.update(event.get("detail") or {})
+        audit.record(session, actor=actor, action=f"identity.{event['action']}",
+                     outcome="success", resident_id=event.get("resident_id"), detail=detail)
+    return row
+
+
 # --- the linking core (runs inside a caller's transaction) ---------------------------------
 
 
@@ -169,7 +198,8 @@ def _active(session: Session, resident: Resident) -> Resident:
 
 
 def _resident_for(session: Session, protector: IdProtector, nid: NationalId, name: str,
-                  now: datetime) -> tuple[Resident, bool]:
+                  now: datetime, actor: Actor,
+                  audit: AuditRecorder | None) -> tuple[Resident, bool]:
     id_hash = protector.lookup_hash(NATIONAL_ID, nid.number)
     found = repo.resident_by_national_id(session, id_hash)
     if found is not None:
@@ -182,26 +212,30 @@ def _resident_for(session: Session, protector: IdProtector, nid: NationalId, nam
         "birth_date": f"{nid.birth_date:%Y%m%d}", "sex": nid.sex, "phone": "",
         "status": "active", "created_at": now, "updated_at": now,
     })
-    repo.add_event(session, at=now, action="resident.create", actor="mpi",
-                   resident_id=created.id)
+    record_event(session, audit, actor=actor, at=now, action="resident.create",
+                 resident_id=created.id)
     return created, True
 
 
 def claim(session: Session, protector: IdProtector, *, patient: Patient, nid: NationalId,
-          source: str, actor: str, now: datetime) -> LinkOutcome:
+          source: str, actor: Actor, now: datetime,
+          audit: AuditRecorder | None = None) -> LinkOutcome:
     """Link a hospital's patient record to the resident of ``nid``, or flag a conflict.
 
-    Runs in the caller's transaction. An explicit ``unlinked`` state is left alone (an
-    administrator undid the link; only an explicit link redoes it).
+    Runs in the caller's transaction. The evidence rule (issue 11): a national ID alone
+    never links; the record's name must be the resident's name (:func:`names.same_name`).
+    A record without a name stays unmatched (no resident is created for it, and an
+    existing one is not touched); a different name is a conflict. An explicit
+    ``unlinked`` state is left alone (only an explicit link redoes it).
     """
-    resident, created = _resident_for(session, protector, nid, patient.patient_name, now)
+    if not names.has_name(patient.patient_name):
+        return LinkOutcome(None, "unmatched", False,
+                           "the record has no name: a national ID alone does not link it")
+    resident, created = _resident_for(session, protector, nid, patient.patient_name, now,
+                                      actor, audit)
     problems = _demographic_problems(nid, patient.birth_date, patient.sex)
-    if not created:
-        if names.same_name(resident.name, patient.patient_name) is False:
-            problems.append("PatientName differs from the resident's name")
-        elif not resident.name and patient.patient_name:
-            resident.name = patient.patient_name[:324]
-            resident.name_search = f" {names.search_keys(patient.patient_name)[:396]} "
+    if not created and names.same_name(resident.name, patient.patient_name) is not True:
+        problems.append("PatientName differs from the resident's name")
     link = repo.link_of(session, patient.id)
     if link is not None:
         if link.state == "linked" and link.resident_id == resident.id:
@@ -213,32 +247,33 @@ def claim(session: Session, protector: IdProtector, *, patient: Patient, nid: Na
                   if link.state == "linked" else "; ".join(problems) or link.reason)
         link.state, link.candidate_resident_id = "conflict", resident.id
         link.reason, link.source, link.updated_at = reason[:256], source, now
-        repo.add_event(session, at=now, action="link.conflict", actor=actor,
-                       resident_id=link.resident_id, other_resident_id=resident.id,
-                       patient_fk=patient.id, hospital_id=patient.hospital_id,
-                       detail={"reason": reason, "source": source})
+        record_event(session, audit, actor=actor, at=now, action="link.conflict",
+                     resident_id=link.resident_id, other_resident_id=resident.id,
+                     patient_fk=patient.id, hospital_id=patient.hospital_id,
+                     detail={"reason": reason, "source": source})
         return LinkOutcome(link.resident_id, "conflict", True, reason)
     if problems:
         reason = "; ".join(problems)
         repo.add_link(session, {"patient_fk": patient.id, "resident_id": None,
                                 "candidate_resident_id": resident.id, "state": "conflict",
                                 "reason": reason[:256], "source": source, "updated_at": now})
-        repo.add_event(session, at=now, action="link.conflict", actor=actor,
-                       other_resident_id=resident.id, patient_fk=patient.id,
-                       hospital_id=patient.hospital_id,
-                       detail={"reason": reason, "source": source})
+        record_event(session, audit, actor=actor, at=now, action="link.conflict",
+                     other_resident_id=resident.id, patient_fk=patient.id,
+                     hospital_id=patient.hospital_id,
+                     detail={"reason": reason, "source": source})
         return LinkOutcome(None, "conflict", True, reason)
     repo.add_link(session, {"patient_fk": patient.id, "resident_id": resident.id,
                             "candidate_resident_id": None, "state": "linked", "reason": "",
                             "source": source, "updated_at": now})
-    repo.add_event(session, at=now, action="link", actor=actor, resident_id=resident.id,
-                   patient_fk=patient.id, hospital_id=patient.hospital_id,
-                   detail={"source": source})
+    record_event(session, audit, actor=actor, at=now, action="link", resident_id=resident.id,
+                 patient_fk=patient.id, hospital_id=patient.hospital_id,
+                 detail={"source": source})
     return LinkOutcome(resident.id, "linked", True)
 
 
 def link_at_ingest(session: Session, protector: IdProtector, *, hospital_id: int,
-                   id_source: tuple[str, str, str], patients: dict[int, Dataset]) -> int:
+                   id_source: tuple[str, str, str], patients: dict[int, Dataset],
+                   audit: AuditRecorder | None = None) -> int:
     """Link the new patient records of an ingest batch whose headers carry a national ID.
 
     Costs one statement per batch when every patient of the batch has a link row already
@@ -269,8 +304,10 @@ def link_at_ingest(session: Session, protector: IdProtector, *, hospital_id: int
                 patient = session.get(Patient, patient_fk)
                 if patient is None:
                     continue
+                actor = Actor(kind="hospital", subject=f"hospital-id:{hospital_id}",
+                              hospital_id=hospital_id, display=INGEST)
                 outcome = claim(session, protector, patient=patient, nid=nid, source="ingest",
-                                actor="ingest", now=now)
+                                actor=actor, now=now, audit=audit)
                 made += outcome.changed
     except Exception:  # never fail a store for linking; the record stays unmatched
         logger.warning("cloudfilm.identity.link_at_ingest_failed",
@@ -280,13 +317,6 @@ def link_at_ingest(session: Session, protector: IdProtector, *, hospital_id: int
 
 
 # --- the service ---------------------------------------------------------------------------
-
-
-class AuditRecorder(Protocol):
-    """What ResidentService needs of ``services.access.audit.AuditService``."""
-
-    def record(self, conn: Any, *, actor: Actor, action: str, outcome: Any,
-               resident_id: int | None = None, detail: dict[str, Any] | None = None) -> None: ...
 
 
 class ResidentService:
@@ -299,36 +329,26 @@ class ResidentService:
         self._audit = audit
 
     def _audit_read(self, session: Session, action: str, resident_ids: list[int],
-                    actor: str) -> None:
+                    actor: Actor) -> None:
         """Every read of the index of people leaves an audit record, in the read's own
-        (write) transaction, like reads of images do (issue 5)."""
+        (write) transaction, one per resident named (issue 11: no silent truncation)."""
         if self._audit is None:
             return
-        self._audit.record(
-            session, actor=Actor(kind="admin", subject=actor or "admin", display=actor),
-            action=action, outcome="allowed",
-            resident_id=resident_ids[0] if len(resident_ids) == 1 else None,
-            detail={"resident_ids": resident_ids[:20], "count": len(resident_ids)})
+        if not resident_ids:
+            self._audit.record(session, actor=actor, action=action, outcome="allowed",
+                               detail={"count": 0})
+        for resident_id in resident_ids:
+            self._audit.record(session, actor=actor, action=action, outcome="allowed",
+                               resident_id=resident_id,
+                               detail={"count": len(resident_ids)})
 
-    def _event(self, session: Session, **event: Any) -> Any:
-        """Record an explicit identity change in ``identity_event`` and, in the same
-        transaction, in the hash-chained audit trail (issue 5: every link change)."""
-        row = repo.add_event(session, **event)
-        if self._audit is not None:
-            actor = str(event.get("actor", ""))
-            self._audit.record(
-                session, actor=Actor(kind="admin", subject=actor or "admin", display=actor),
-                action=f"identity.{event['action']}", outcome="success",
-                resident_id=event.get("resident_id"),
-                detail={"other_resident_id": event.get("other_resident_id"),
-                        "patient_fk": event.get("patient_fk"),
-                        "hospital_id": event.get("hospital_id")})
-        return row
+    def _event(self, session: Session, *, actor: Actor, **event: Any) -> Any:
+        return record_event(session, self._audit, actor=actor, **event)
 
     # -- registration feed --
 
     def register_patient(self, hospital_code: str, reg: Registration, *,
-                         actor: str = "feed") -> LinkOutcome:
+                         actor: Actor = LOCAL_OPERATOR) -> LinkOutcome:
         """Register or update one hospital patient and link it; committed on return.
 
         The hospital comes from the caller's credential, never from the record. The
@@ -344,6 +364,7 @@ class ResidentService:
         IdentityConflictError
             An identifier given belongs to another resident.
         """
+        require_feed_of(actor, hospital_code)
         patient_id = reg.patient_id.strip()
         if not patient_id or len(patient_id) > 64 or "\\" in patient_id:
             raise InvalidInputError("patient_id is required: 1-64 characters, no backslash")
@@ -370,22 +391,38 @@ class ResidentService:
                                         sex, now)
                 if nid is not None:
                     outcome = claim(session, self.protector, patient=patient, nid=nid,
-                                    source="feed", actor=actor, now=now)
+                                    source="feed", actor=actor, now=now, audit=self._audit)
                 else:
                     outcome = self._claim_by_document(session, patient, docs, actor, now)
                 if outcome.state == "linked" and outcome.resident_id is not None:
-                    resident = repo.resident_by_id(session, outcome.resident_id)
-                    assert resident is not None
                     for kind, value, issuer in docs:
-                        self._attach_document(session, resident.id, kind, value, issuer, now)
-                    if phone and resident.phone != phone:
-                        resident.phone, resident.updated_at = phone, now
+                        self._attach_document(session, outcome.resident_id, kind, value,
+                                              issuer, now)
+                if phone:
+                    self._record_phone(session, patient, phone, outcome, actor, now)
         except IntegrityError:
             raise IdentityConflictError("a concurrent registration changed this resident; "
                                         "send the registration again") from None
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return outcome
+
+    def _record_phone(self, session: Session, patient: Patient, phone: str,
+                      outcome: LinkOutcome, actor: Actor, now: datetime) -> None:
+        """Keep the feed's phone as this hospital's record of its patient (issue 11): it
+        never replaces the phone a resident proved and never receives consent codes. A
+        change is in the chained audit."""
+        phone_hash = self.protector.lookup_hash(PHONE_DOMAIN, phone)
+        current = repo.contact_of(session, patient.id)
+        if current is not None and current.phone_hash == phone_hash:
+            return
+        repo.set_contact(session, patient.id, {
+            "phone_hash": phone_hash, "phone_enc": self.protector.encrypt(PHONE_DOMAIN, phone),
+            "phone_masked": mask_phone(phone), "updated_at": now})
+        self._event(session, actor=actor, at=now, action="contact.phone",
+                    resident_id=outcome.resident_id if outcome.state == "linked" else None,
+                    patient_fk=patient.id, hospital_id=patient.hospital_id,
+                    detail={"previous": "recorded" if current is not None else "none"})
 
     def _patient(self, session: Session, hospital_id: int, patient_id: str, issuer: str,
                  name: str, birth: str, sex: str, now: datetime) -> Patient:
@@ -397,12 +434,21 @@ class ResidentService:
                 "name_search": f" {names.search_keys(name)[:396]} ",
                 "birth_date": birth, "sex": sex, "updated_at": now})
             found = repo.patient_by_local_id(session, hospital_id, patient_id, issuer)
+        elif name.strip() and not names.has_name(found.patient_name):
+            # A later record completes a nameless one (ADT A08); a name already there is
+            # not replaced by the feed (that would move the link's evidence under it).
+            found.patient_name = name[:324]
+            found.name_search = f" {names.search_keys(name)[:396]} "
+            found.updated_at = now
         assert found is not None
         return found
 
     def _claim_by_document(self, session: Session, patient: Patient,
-                           docs: list[tuple[str, str, str]], actor: str,
+                           docs: list[tuple[str, str, str]], actor: Actor,
                            now: datetime) -> LinkOutcome:
+        if not names.has_name(patient.patient_name):
+            return LinkOutcome(None, "unmatched", False,
+                               "the record has no name: an identifier alone does not link it")
         resident = None
         for kind, value, issuer in docs:
             resident = repo.resident_by_identifier(
@@ -419,7 +465,7 @@ class ResidentService:
                 "status": "active", "created_at": now, "updated_at": now})
             self._event(session, at=now, action="resident.create", actor=actor,
                            resident_id=resident.id)
-        elif names.same_name(resident.name, patient.patient_name) is False:
+        elif names.same_name(resident.name, patient.patient_name) is not True:
             return self._flag(session, patient, resident.id,
                               "PatientName differs from the resident's name", actor, now)
         return self._link_to(session, patient, resident.id, actor, now, source="feed")
@@ -439,7 +485,7 @@ class ResidentService:
             "value_masked": mask_document(value), "created_at": now})
 
     def _flag(self, session: Session, patient: Patient, resident_id: int, reason: str,
-              actor: str, now: datetime) -> LinkOutcome:
+              actor: Actor, now: datetime) -> LinkOutcome:
         link = repo.link_of(session, patient.id)
         if link is None:
             repo.add_link(session, {"patient_fk": patient.id, "resident_id": None,
@@ -453,7 +499,7 @@ class ResidentService:
                        hospital_id=patient.hospital_id, detail={"reason": reason})
         return LinkOutcome(link.resident_id if link else None, "conflict", True, reason)
 
-    def _link_to(self, session: Session, patient: Patient, resident_id: int, actor: str,
+    def _link_to(self, session: Session, patient: Patient, resident_id: int, actor: Actor,
                  now: datetime, *, source: str) -> LinkOutcome:
         link = repo.link_of(session, patient.id)
         previous = (link.state, link.resident_id) if link is not None else (None, None)
@@ -479,7 +525,7 @@ class ResidentService:
     # -- explicit operations --
 
     def link(self, hospital_code: str, patient_id: str, resident_id: int, *,
-             issuer: str | None = None, actor: str = "admin") -> LinkOutcome:
+             issuer: str | None = None, actor: Actor = LOCAL_OPERATOR) -> LinkOutcome:
         """Link a hospital's patient record to a resident (resolves a conflict); audited.
 
         Raises
@@ -489,6 +535,7 @@ class ResidentService:
         IdentityConflictError
             The record is linked to another resident: unlink it first.
         """
+        require_platform_admin(actor)
         now = datetime.now(UTC)
         with self._write() as session:
             patient = self._require_patient(session, hospital_code, patient_id, issuer)
@@ -504,9 +551,10 @@ class ResidentService:
             return self._link_to(session, patient, resident.id, actor, now, source="admin")
 
     def unlink(self, hospital_code: str, patient_id: str, *, issuer: str | None = None,
-               actor: str = "admin") -> LinkOutcome:
+               actor: Actor = LOCAL_OPERATOR) -> LinkOutcome:
         """Undo a link (or dismiss a conflict); audited with the previous resident, so that
         :meth:`link` restores it. Raises NotFoundError when there is no link."""
+        require_platform_admin(actor)
         now = datetime.now(UTC)
         with self._write() as session:
             patient = self._require_patient(session, hospital_code, patient_id, issuer)
@@ -524,7 +572,7 @@ class ResidentService:
             link.reason, link.updated_at = "", now
             return LinkOutcome(None, "unlinked", True)
 
-    def merge(self, source_id: int, target_id: int, *, actor: str = "admin") -> int:
+    def merge(self, source_id: int, target_id: int, *, actor: Actor = LOCAL_OPERATOR) -> int:
         """Merge resident ``source_id`` into ``target_id``: its links and identifiers move,
         it stays as ``merged`` (reversible with :meth:`unmerge`). Returns the event id.
 
@@ -534,6 +582,7 @@ class ResidentService:
             Both residents have a national ID (two numbers are two people), one is merged
             already, or they are the same.
         """
+        require_platform_admin(actor)
         if source_id == target_id:
             raise IdentityConflictError("cannot merge a resident into itself")
         now = datetime.now(UTC)
@@ -564,13 +613,14 @@ class ResidentService:
                                    resident_id=source.id, other_resident_id=target.id,
                                    detail={"links": links, "identifiers": docs,
                                            "moved_national_id": moved_id})
-            return event.id
+            return int(event.id)
 
-    def unmerge(self, source_id: int, *, actor: str = "admin") -> None:
+    def unmerge(self, source_id: int, *, actor: Actor = LOCAL_OPERATOR) -> None:
         """Reverse the latest merge of ``source_id``: links and identifiers go back.
 
         Raises NotFoundError when the resident is not merged.
         """
+        require_platform_admin(actor)
         now = datetime.now(UTC)
         with self._write() as session:
             source = self._require_resident(session, source_id)
@@ -596,11 +646,12 @@ class ResidentService:
                            detail={"merge_event": event.id})
 
     def add_family_link(self, resident_id: int, related_id: int, relation: str, *,
-                        actor: str = "admin") -> None:
+                        actor: Actor = LOCAL_OPERATOR) -> None:
         """Record that ``related_id`` is the parent or guardian of ``resident_id``.
 
         Raises InvalidInputError, NotFoundError, AlreadyExistsError.
         """
+        require_platform_admin(actor)
         if relation not in RELATIONS:
             raise InvalidInputError(f"relation {relation!r} is not one of {', '.join(RELATIONS)}")
         if resident_id == related_id:
@@ -623,7 +674,7 @@ class ResidentService:
 
     def xref(self, *, hospital_code: str | None = None, patient_id: str | None = None,
              issuer: str | None = None, national_id: str | None = None,
-             reveal: bool = False, actor: str = "") -> ResidentView:
+             reveal: bool = False, actor: Actor = LOCAL_OPERATOR) -> ResidentView:
         """The resident of a hospital's local ID or of a national ID, with every linked
         local ID (IHE PIX query). ``reveal`` shows the national ID in clear and is audited.
 
@@ -634,6 +685,7 @@ class ResidentService:
         NotFoundError
             No such record, or it is not linked to a resident (unmatched or in conflict).
         """
+        require_platform_admin(actor)
         with self._write() as session:
             if national_id:
                 nid = parse_national_id(national_id)
@@ -655,39 +707,49 @@ class ResidentService:
             self._audit_read(session, "identity.xref", [resident.id], actor)
             return self._view(session, resident, reveal=reveal, actor=actor)
 
-    def get(self, resident_id: int, *, reveal: bool = False, actor: str = "") -> ResidentView:
+    def get(self, resident_id: int, *, reveal: bool = False,
+            actor: Actor = LOCAL_OPERATOR) -> ResidentView:
+        require_platform_admin(actor)
         with self._write() as session:
             resident = self._require_resident(session, resident_id)
             self._audit_read(session, "identity.read", [resident.id], actor)
             return self._view(session, resident, reveal=reveal, actor=actor)
 
-    def search(self, name: str, *, limit: int = 50) -> list[ResidentView]:
+    def search(self, name: str, *, limit: int = 50,
+               actor: Actor = LOCAL_OPERATOR) -> list[ResidentView]:
         """Residents by a whole name component, in characters or pinyin (``王小东``,
         ``wangxiaodong``, ``wang``)."""
+        require_platform_admin(actor)
         term = name.strip()
         if not term or "%" in term or "_" in term:
             raise InvalidInputError("name: give a name or a part of it, without % or _")
         with self._write() as session:
             found = list(repo.search_residents(session, term, limit))
-            self._audit_read(session, "identity.search", [r.id for r in found], "")
-            return [self._view(session, r, reveal=False, actor="") for r in found]
+            self._audit_read(session, "identity.search", [r.id for r in found], actor)
+            return [self._view(session, r, reveal=False, actor=actor) for r in found]
 
-    def conflicts(self, *, limit: int = 200) -> list[dict[str, Any]]:
+    def conflicts(self, *, limit: int = 200,
+                  actor: Actor = LOCAL_OPERATOR) -> list[dict[str, Any]]:
+        require_platform_admin(actor)
         with self._write() as session:
-            self._audit_read(session, "identity.conflicts", [], "")
+            self._audit_read(session, "identity.conflicts", [], actor)
             return [{"hospital_code": r.hospital_code, "patient_id": r.patient_id,
                      "issuer_of_patient_id": r.issuer_of_patient_id, "reason": r.reason,
                      "resident_id": r.resident_id, "candidate_resident_id":
                      r.candidate_resident_id} for r in repo.conflicts(session, limit)]
 
-    def unmatched(self, *, limit: int = 200) -> list[dict[str, Any]]:
+    def unmatched(self, *, limit: int = 200,
+                  actor: Actor = LOCAL_OPERATOR) -> list[dict[str, Any]]:
+        require_platform_admin(actor)
         with self._write() as session:
-            self._audit_read(session, "identity.unmatched", [], "")
+            self._audit_read(session, "identity.unmatched", [], actor)
             return [{"hospital_code": r.hospital_code, "patient_id": r.patient_id,
                      "issuer_of_patient_id": r.issuer_of_patient_id, "studies": r.studies}
                     for r in repo.unmatched(session, limit)]
 
-    def events(self, *, resident_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def events(self, *, resident_id: int | None = None, limit: int = 100,
+               actor: Actor = LOCAL_OPERATOR) -> list[dict[str, Any]]:
+        require_platform_admin(actor)
         with self._read() as session:
             return [{"id": e.id, "at": e.at.isoformat(), "action": e.action, "actor": e.actor,
                      "resident_id": e.resident_id, "other_resident_id": e.other_resident_id,
@@ -697,7 +759,7 @@ class ResidentService:
     # -- helpers --
 
     def _view(self, session: Session, resident: Resident, *, reveal: bool,
-              actor: str) -> ResidentView:
+              actor: Actor) -> ResidentView:
         clear = None
         if reveal and resident.national_id_enc:
             clear = self.protector.decrypt(NATIONAL_ID, resident.national_id_enc)
@@ -716,10 +778,13 @@ class ResidentService:
             {"relation": f.relation, "resident_id": f.resident_id, "direction": "is_" +
              f.relation + "_of"}
             for f in repo.family_of(session, resident.id))
+        # The phone the resident proved (their account's); hospitals' phones are records
+        # of their own patients, not the resident's contact phone (issue 11).
+        account = account_repo.account_of_resident(session, resident.id)
         return ResidentView(
             id=resident.id, national_id_masked=resident.national_id_masked,
             name=resident.name, birth_date=resident.birth_date, sex=resident.sex,
-            phone_masked=mask_phone(resident.phone) if resident.phone else "",
+            phone_masked=account.phone_masked if account is not None else "",
             status=resident.status, merged_into=resident.merged_into, identifiers=docs,
             links=links, family=family, national_id=clear)
 

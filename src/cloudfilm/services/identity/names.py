@@ -73,9 +73,51 @@ def full_name_forms(name: str) -> set[str]:
     return forms
 
 
+def _groups(name: str) -> tuple[set[str], set[str]]:
+    """(ideographic, alphabetic) whole-name forms of a name, components joined."""
+    ideographic: set[str] = set()
+    alphabetic: set[str] = set()
+    normalised = unicodedata.normalize("NFKC", name).upper()
+    for group in normalised.split("\\", 1)[0].split("="):
+        joined = "".join(c for c in _SPLIT.split(group.replace("^", " ")) if c)
+        if joined:
+            (ideographic if _HAN.search(joined) else alphabetic).add(joined)
+    return ideographic, alphabetic
+
+
+def has_name(name: str) -> bool:
+    """Whether a name has any letters or characters at all (``^^`` has none)."""
+    ideographic, alphabetic = _groups(name)
+    return bool(ideographic or alphabetic)
+
+
 def same_name(a: str, b: str) -> bool | None:
-    """True/False when both names are known; None when either is empty (no evidence)."""
-    fa, fb = full_name_forms(a), full_name_forms(b)
-    if not fa or not fb:
+    """Whether two names are the same person's name; None when either is empty.
+
+    The evidence rule for linking a record to a resident (issue 11): ideographic forms are
+    compared as characters when both names have them (赵洋玲 is not 招扬灵, although both
+    read ZHAOYANGLING); pinyin bridges only a name that has no ideographic group at all
+    (many modalities write only ``Zhao^Yangling``). A caller must treat None as "no
+    evidence", never as a match.
+    """
+    ia, aa = _groups(a)
+    ib, ab = _groups(b)
+    if not (ia or aa) or not (ib or ab):
         return None
-    return bool(fa & fb)
+    if ia and ib:
+        return bool(ia & ib)
+    if aa & ab:
+        return True
+    readings_a = {_pinyin(x) for x in ia} | aa
+    readings_b = {_pinyin(x) for x in ib} | ab
+    return bool(readings_a & readings_b)
+
+
+def exact_name(recorded: str, typed: str) -> bool:
+    """Registration's rule: the typed name is the recorded one exactly (characters for an
+    ideographic name; letters for a name that has none). Pinyin is for search only."""
+    ir, ar = _groups(recorded)
+    it, at = _groups(typed)
+    if ir:
+        return bool(ir & it)
+    return bool(ar and ar & at)

@@ -1,9 +1,8 @@
 """REST API of accounts, sign-in, SMS and authorisation grants (``/api/v1``).
 
 Signed-in callers send ``Authorization: Bearer cfs_...`` (a session token from a sign-in
-route); the platform administrators' configured token (``security.admin_token``) is
-accepted where an administrator is required. :func:`resolve_actor` is the one place that
-turns the header into an :class:`Actor` (the door authentication module replaces it).
+route); every route authenticates through ``interfaces/api/auth.py`` (``CurrentActor``) and
+the services decide what the :class:`Actor` may do.
 Routes are ``def`` (thread pool): the services are synchronous.
 """
 
@@ -16,8 +15,7 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, Field
 
 from cloudfilm.interfaces.api.auth import CurrentActor as AuthenticatedActor
-from cloudfilm.interfaces.api.auth import client_host
-from cloudfilm.interfaces.api.rest.identity import bearer
+from cloudfilm.interfaces.api.auth import bearer, client_host
 from cloudfilm.services.access.accounts import AccountView, NewAccount, SignedIn
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.consent import GrantRequest, GrantView, InPersonEvidence
@@ -56,6 +54,20 @@ class CodeSignInIn(BaseModel):
 class RegisterIn(CodeSignInIn):
     name: str = Field(max_length=128)
     national_id: str = Field(max_length=32)
+    # The one-time code a hospital handed the patient (not needed when the phone is one a
+    # hospital recorded for them, or the identity provider confirms them).
+    activation_code: str = Field("", max_length=20)
+
+
+class ActivationCodeIn(BaseModel):
+    patient_id: str = Field(max_length=64)
+    issuer_of_patient_id: str | None = Field(None, max_length=64)
+    # Only a platform administrator names the hospital; a hospital's is its own.
+    hospital_code: str | None = Field(None, max_length=64)
+
+
+class AccountResetIn(BaseModel):
+    id_card_number: str = Field(max_length=32)
 
 
 class PasswordSignInIn(BaseModel):
@@ -155,8 +167,33 @@ def resident_sign_in(request: Request, body: CodeSignInIn) -> dict[str, Any]:
 def resident_register(request: Request, body: RegisterIn) -> dict[str, Any]:
     signed = _services(request).accounts.register_resident(
         body.phone, body.code, name=body.name, national_id=body.national_id,
-        requester=client_address(request))
+        requester=client_address(request), activation_code=body.activation_code)
     return _signed_in(signed)
+
+
+@router.post("/activation-codes", status_code=201,
+             summary="Issue a one-time activation code for the hospital's linked patient "
+             "(print it on the report slip; shown once)")
+def issue_activation_code(request: Request, body: ActivationCodeIn,
+                          actor: CurrentActor) -> dict[str, Any]:
+    issued = _services(request).accounts.issue_activation_code(
+        body.patient_id, by=actor, hospital_code=body.hospital_code,
+        issuer=body.issuer_of_patient_id)
+    return {"activation_code": issued.code, "expires_at": issued.expires_at.isoformat(),
+            "resident_id": issued.resident_id}
+
+
+@router.post("/residents/{resident_id}/account-reset",
+             summary="Release a resident's account after an in-person ID card check "
+             "(hospital or platform administrators)")
+def reset_account(request: Request, resident_id: int, body: AccountResetIn,
+                  actor: CurrentActor) -> dict[str, Any]:
+    reset = _services(request).accounts.reset_resident_account(
+        resident_id, body.id_card_number, by=actor)
+    code = reset.activation_code
+    return {"resident_id": reset.resident_id, "status": "released",
+            "activation_code": code.code if code else None,
+            "expires_at": code.expires_at.isoformat() if code else None}
 
 
 @router.post("/auth/doctor/sign-in", summary="Password sign-in (doctors, administrators)")
