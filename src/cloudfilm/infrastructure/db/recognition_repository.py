@@ -208,8 +208,9 @@ def save_classifications(session: Session, rows_: Sequence[dict[str, Any]]) -> N
     if not rows_:
         return
     fks = [r["study_fk"] for r in rows_]
-    qc = dict(session.execute(select(StudyRecognition.study_fk, StudyRecognition.qc)
-                              .where(StudyRecognition.study_fk.in_(fks))).tuples().all())
+    qc = {r[0]: r[1] for r in session.execute(
+        select(StudyRecognition.study_fk, StudyRecognition.qc)
+        .where(StudyRecognition.study_fk.in_(fks)))}
     session.execute(delete(StudyRecognition).where(StudyRecognition.study_fk.in_(fks)))
     session.execute(insert(_SR), [{**r, "qc": qc.get(r["study_fk"], "")} for r in rows_])
 
