@@ -154,23 +154,37 @@ def linked_patients(session: Session, resident_id: int) -> list[tuple[int, int]]
 # --- candidates and classification ----------------------------------------------------------
 
 
-def candidates(session: Session, patient_fks: Sequence[int], since: str,
-               until: str) -> Sequence[Any]:
-    """The patients' studies dated ``since``..``until`` (YYYYMMDD), with their hospital and
-    current classification (NULLs when never classified). Uses ix_study_patient_fk_study_date.
-    """
-    return session.execute(
-        select(Study.id, Study.study_instance_uid, Study.study_date, Study.patient_fk,
-               Study.num_instances, Study.updated_at, Study.hospital_id,
-               Hospital.code.label("hospital_code"), Hospital.name.label("hospital_name"),
-               Hospital.level.label("hospital_level"),
-               StudyRecognition.item_code, StudyRecognition.rules_version,
-               StudyRecognition.qc)
-        .join(Hospital, Hospital.id == Study.hospital_id)
+def stale(session: Session, patient_fks: Sequence[int], since: str, until: str,
+          version: int) -> list[int]:
+    """The patients' studies dated ``since``..``until`` (YYYYMMDD) that have no
+    classification under rules ``version`` (or one made for another patient record).
+    Uses ix_study_patient_fk_study_date; empty in the steady state."""
+    return [int(r) for r in session.scalars(
+        select(Study.id)
         .join(StudyRecognition, StudyRecognition.study_fk == Study.id, isouter=True)
         .where(Study.patient_fk.in_(list(patient_fks)), Study.study_date >= since,
-               Study.study_date <= until)
-        .order_by(Study.study_date.desc(), Study.id)).all()
+               Study.study_date <= until,
+               StudyRecognition.id.is_(None)
+               | (StudyRecognition.rules_version != version)
+               | (StudyRecognition.patient_fk != Study.patient_fk)))]
+
+
+def matches(session: Session, patient_fks: Sequence[int], item_code: str, since: str,
+            until: str) -> Sequence[Any]:
+    """The patients' studies of ``item_code`` dated ``since``..``until``, newest first,
+    with their hospital: ix_study_recognition_patient_fk_item_code_study_date."""
+    return session.execute(
+        select(Study.id, Study.study_instance_uid, StudyRecognition.study_date,
+               Study.num_instances, Study.updated_at, Study.hospital_id,
+               Hospital.code.label("hospital_code"), Hospital.name.label("hospital_name"),
+               Hospital.level.label("hospital_level"), StudyRecognition.qc)
+        .join(Study, Study.id == StudyRecognition.study_fk)
+        .join(Hospital, Hospital.id == Study.hospital_id)
+        .where(StudyRecognition.patient_fk.in_(list(patient_fks)),
+               StudyRecognition.item_code == item_code,
+               StudyRecognition.study_date >= since, StudyRecognition.study_date <= until,
+               Study.patient_fk == StudyRecognition.patient_fk)
+        .order_by(StudyRecognition.study_date.desc(), Study.id)).all()
 
 
 def study_facts(session: Session, study_fks: Sequence[int]) -> dict[int, dict[str, Any]]:

@@ -630,11 +630,12 @@ class RecognitionService:
         since = today - timedelta(days=item.window_days)
         patients = ([fk for fk, _ in repo.linked_patients(session, resident_id)]
                     if resident_id is not None else [own_fk])
-        cands = repo.candidates(session, patients or [own_fk], f"{since:%Y%m%d}",
-                                f"{today:%Y%m%d}")
-        stale = [int(c.id) for c in cands if c.rules_version != rules.version]
-        fresh = self._classify(session, rules, stale) if stale else {}
-        matches = [c for c in cands if fresh.get(int(c.id), c.item_code) == item.code]
+        patients = patients or [own_fk]
+        window = (f"{since:%Y%m%d}", f"{today:%Y%m%d}")
+        stale = repo.stale(session, patients, *window, rules.version)
+        if stale:
+            self._classify(session, rules, stale)
+        matches = repo.matches(session, patients, item.code, *window)
         statuses = repo.report_statuses(session, [int(c.id) for c in matches]) if matches else {}
         accepts = set(item.accept_levels.get(hospital.level, []))
         priors: list[Prior] = []
