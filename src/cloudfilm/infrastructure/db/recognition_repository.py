@@ -143,6 +143,12 @@ def local_patients(session: Session, hospital_id: int, patient_id: str) -> Seque
         .order_by(Patient.id).limit(5)).all()
 
 
+def resident_patients(resident_id: int) -> Any:
+    """A sub-select of the patient records linked to a resident (for ``IN``)."""
+    return (select(PatientLink.patient_fk)
+            .where(PatientLink.resident_id == resident_id, PatientLink.state == "linked"))
+
+
 def linked_patients(session: Session, resident_id: int) -> list[tuple[int, int]]:
     """(patient.id, hospital id) of every record linked to the resident."""
     return [(int(r[0]), int(r[1])) for r in session.execute(
@@ -154,7 +160,7 @@ def linked_patients(session: Session, resident_id: int) -> list[tuple[int, int]]
 # --- candidates and classification ----------------------------------------------------------
 
 
-def stale(session: Session, patient_fks: Sequence[int], since: str, until: str,
+def stale(session: Session, patient_fks: Any, since: str, until: str,
           version: int) -> list[int]:
     """The patients' studies dated ``since``..``until`` (YYYYMMDD) that have no
     classification under rules ``version`` (or one made for another patient record).
@@ -162,14 +168,14 @@ def stale(session: Session, patient_fks: Sequence[int], since: str, until: str,
     return [int(r) for r in session.scalars(
         select(Study.id)
         .join(StudyRecognition, StudyRecognition.study_fk == Study.id, isouter=True)
-        .where(Study.patient_fk.in_(list(patient_fks)), Study.study_date >= since,
+        .where(Study.patient_fk.in_(patient_fks), Study.study_date >= since,
                Study.study_date <= until,
                StudyRecognition.id.is_(None)
                | (StudyRecognition.rules_version != version)
                | (StudyRecognition.patient_fk != Study.patient_fk)))]
 
 
-def matches(session: Session, patient_fks: Sequence[int], item_code: str, since: str,
+def matches(session: Session, patient_fks: Any, item_code: str, since: str,
             until: str) -> Sequence[Any]:
     """The patients' studies of ``item_code`` dated ``since``..``until``, newest first,
     with their hospital: ix_study_recognition_patient_fk_item_code_study_date."""
@@ -180,7 +186,7 @@ def matches(session: Session, patient_fks: Sequence[int], item_code: str, since:
                Hospital.level.label("hospital_level"), StudyRecognition.qc)
         .join(Study, Study.id == StudyRecognition.study_fk)
         .join(Hospital, Hospital.id == Study.hospital_id)
-        .where(StudyRecognition.patient_fk.in_(list(patient_fks)),
+        .where(StudyRecognition.patient_fk.in_(patient_fks),
                StudyRecognition.item_code == item_code,
                StudyRecognition.study_date >= since, StudyRecognition.study_date <= until,
                Study.patient_fk == StudyRecognition.patient_fk)

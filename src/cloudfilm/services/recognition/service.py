@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -68,6 +69,7 @@ REPEAT_REASONS = ("emergency", "condition_changed", "prior_quality_insufficient"
 DECISIONS = ("accepted", "repeat")
 LEVELS = catalogue.LEVELS
 _RULES_ADMINS = frozenset({"admin", "operator"})
+RULES_TTL = 2.0  # seconds
 
 
 # --- who may -------------------------------------------------------------------------------
@@ -215,6 +217,7 @@ class RecognitionService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._cache: _Rules | None = None
+        self._cached_at = 0.0
 
     # -- rules --------------------------------------------------------------------------
 
@@ -243,12 +246,18 @@ class RecognitionService:
                                                               }).decode()})
 
     def _rules(self, session: Session) -> _Rules:
+        cached = self._cache
+        # Another process's rule change is seen within RULES_TTL seconds (one round trip
+        # fewer per check); this process's own changes drop the cache at once.
+        if cached is not None and time.monotonic() - self._cached_at < RULES_TTL:
+            return cached
         version = repo.rules_version(session)
         if version == 0:
             self._seed(session)
             version = repo.rules_version(session)
         cached = self._cache
         if cached is not None and cached.version == version:
+            self._cached_at = time.monotonic()
             return cached
         items = {r.code: _item_view(r) for r in repo.rows(session, "item")}
         terms = Terms(Term(t.field, t.pattern, t.value, t.match)
@@ -257,11 +266,12 @@ class RecognitionService:
                    for i in items.values() if i.active}
         rules = _Rules(version, items, terms, by_kind)
         with self._lock:
-            self._cache = rules
+            self._cache, self._cached_at = rules, time.monotonic()
         return rules
 
     def _change(self, session: Session, actor: str, entity: str, key: str, action: str,
                 before: Any, after: Any) -> None:
+        self._cache = None  # re-read after this transaction
         repo.add_change(session, {
             "at": self._clock(), "actor": actor[:128], "entity": entity, "key": key[:160],
             "action": action,
@@ -628,9 +638,9 @@ class RecognitionService:
         now = self._clock()
         today = now.astimezone(self._zone).date()
         since = today - timedelta(days=item.window_days)
-        patients = ([fk for fk, _ in repo.linked_patients(session, resident_id)]
-                    if resident_id is not None else [own_fk])
-        patients = patients or [own_fk]
+        # Every record linked to the resident, in a sub-select (one round trip fewer).
+        patients = (repo.resident_patients(resident_id) if resident_id is not None
+                    else [own_fk])
         window = (f"{since:%Y%m%d}", f"{today:%Y%m%d}")
         stale = repo.stale(session, patients, *window, rules.version)
         if stale:
