@@ -163,7 +163,7 @@ class RecognitionSettings(BaseModel):
 
     # A study counts as complete once no object has arrived for this long (DICOM has no
     # "study complete" flag without MPPS; the ingest of a study takes minutes at most).
-    settle_minutes: int = Field(30, ge=0, le=24 * 60)
+    settle_minutes: int = Field(default=30, ge=0, le=24 * 60)
 
 
 class Settings(BaseSettings):
