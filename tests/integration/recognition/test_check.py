@@ -138,13 +138,23 @@ def test_operator_acts_for_a_named_hospital(province: Province) -> None:
 
 def test_incomplete_and_qc(province: Province) -> None:
     services = province.services
+    svc = services.recognition
+    # Without the final-report condition, a study just received with only a preliminary
+    # report (hb2) is not complete until it has been quiet for the settle time; a final
+    # report says the exam is done.
+    svc.put_item(ADMIN, {"code": "CT-CHEST", "require_final_report": False})
     strict = RecognitionService(services.health._db, services.residents.protector,
                                 services.audit, zone=ZoneInfo("Asia/Shanghai"),
                                 settle_minutes=60)
     result = strict.check(province.hospital("HA"), CheckRequest(patient_id="HA-001",
                                                                 item_code="CT-CHEST"))
-    assert result.priors == () and result.not_offered["incomplete"] == 2
-    svc = services.recognition
+    assert {p.study_instance_uid for p in result.priors} == {province.studies["hb10"],
+                                                             province.studies["hb30"]}
+    assert result.not_offered == {"incomplete": 1, "level": 2}
+    relaxed = svc.check(province.hospital("HA"), CheckRequest(patient_id="HA-001",
+                                                             item_code="CT-CHEST"))
+    assert province.studies["hb2"] in {p.study_instance_uid for p in relaxed.priors}
+    svc.put_item(ADMIN, {"code": "CT-CHEST", "require_final_report": True})
     svc.put_item(ADMIN, {"code": "CT-CHEST", "require_qc": True})
     svc.set_qc(ADMIN, province.studies["hb10"], "passed")
     result = svc.check(province.hospital("HA"), CheckRequest(patient_id="HA-001",

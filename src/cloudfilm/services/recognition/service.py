@@ -663,8 +663,10 @@ class RecognitionService:
             if item.require_final_report and status != "final":
                 skipped["no_final_report"] += 1
                 continue
-            if item.require_complete and (c.num_instances <= 0
-                                          or as_utc(c.updated_at) > now - self._settle):
+            # A final report says the exam is done; without one the study must have been
+            # quiet for the settle time (DICOM has no "complete" flag without MPPS).
+            if item.require_complete and (c.num_instances <= 0 or (
+                    status != "final" and as_utc(c.updated_at) > now - self._settle)):
                 skipped["incomplete"] += 1
                 continue
             if item.require_qc and c.qc != "passed":
