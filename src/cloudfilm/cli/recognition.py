@@ -217,6 +217,29 @@ def check(data: Path | None, hospital: str, patient_id: str | None, national_id:
         click.echo(f"  not offered: {result.not_offered}")
 
 
+@recognition.command("decide")
+@data_option
+@click.argument("decision_id")
+@click.argument("decision", type=click.Choice(["accepted", "repeat"]))
+@click.option("--reason", type=click.Choice(REASONS), default=None)
+@click.option("--text", default="")
+def decide(data: Path | None, decision_id: str, decision: str, reason: str | None,
+           text: str) -> None:
+    """Record the decision of a check: accepted, or repeat with a reason."""
+    _run(lambda: _svc(data).decide(LOCAL_OPERATOR, decision_id, decision,
+                                   reason=reason or "", text=text))
+    click.echo(f"{decision_id}: {decision}{f' ({reason})' if reason else ''}")
+
+
+@recognition.command("performed")
+@data_option
+@click.argument("decision_id")
+def performed(data: Path | None, decision_id: str) -> None:
+    """Record that the exam of a check was performed (what an order feed reports)."""
+    _run(lambda: _svc(data).performed(LOCAL_OPERATOR, decision_id))
+    click.echo(f"{decision_id}: performed")
+
+
 @recognition.command("savings")
 @data_option
 @click.option("--month", "months", multiple=True, help="YYYY-MM (repeatable)")

@@ -35,8 +35,12 @@ def test_cli_rules_check_and_savings(province: Province, settings: Settings, db_
               "RIS-77", "--department", "ER")
     # 20-day window, tertiary now accepts secondary: HB 10 days, HC 5 days.
     assert "2 prior(s)" in out and " HC (secondary)" in out and "HB (tertiary)" in out
+    decision = out.split()[1].rstrip(":")
+    run("decide", decision, "accepted")
+    run("performed", decision)
     csv_out = run("savings", "--csv")
-    assert csv_out.splitlines()[1].startswith(tuple(f"{m},HA,ER,CT-CHEST,1,1"
+    # checks, prompts, accepted, accepted then performed
+    assert csv_out.splitlines()[1].startswith(tuple(f"{m},HA,ER,CT-CHEST,1,1,1,1,"
                                                     for m in _months()))
     bad = runner.invoke(cli, ["recognition", "map", "HA", "RIS-78", "NO-SUCH-ITEM"])
     assert bad.exit_code != 0 and "not in the catalogue" in bad.output
