@@ -181,3 +181,20 @@ def test_unmapped_study_values_listed_then_mapped(province: Province) -> None:
     assert [p.study_instance_uid for p in result.priors] == [uid]
     with pytest.raises(NotAuthorizedError):
         svc.put_term(province.doctor("HA"), "body_part", "BECKEN", "PELVIS")
+
+
+def test_rules_history_is_append_only(province: Province) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    svc = province.services.recognition
+    svc.put_price(ADMIN, "CT-CHEST", "primary", 150)
+    engine = create_engine(province.db_url)
+    try:
+        for statement in ("UPDATE recognition_change SET actor = 'someone else'",
+                          "DELETE FROM recognition_change"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+    assert svc.history(entity="price", limit=1)[0]["actor"] == "admin"

@@ -181,8 +181,37 @@ def upgrade() -> None:
             unique=False,
         )
 
+    # The rules history is append-only, like the audit trail (0005): UPDATE and DELETE
+    # are refused at the database.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("""
+            CREATE FUNCTION recognition_change_append_only() RETURNS trigger AS $$
+            BEGIN
+                RAISE EXCEPTION 'recognition_change is append-only';
+            END;
+            $$ LANGUAGE plpgsql
+        """)
+        op.execute("""
+            CREATE TRIGGER recognition_change_append_only
+            BEFORE UPDATE OR DELETE ON recognition_change
+            FOR EACH ROW EXECUTE FUNCTION recognition_change_append_only()
+        """)
+    else:
+        for event in ("UPDATE", "DELETE"):
+            op.execute(f"""
+                CREATE TRIGGER recognition_change_no_{event.lower()} BEFORE {event}
+                ON recognition_change
+                BEGIN SELECT RAISE(ABORT, 'recognition_change is append-only'); END
+            """)
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS recognition_change_append_only ON recognition_change")
+        op.execute("DROP FUNCTION IF EXISTS recognition_change_append_only()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS recognition_change_no_update")
+        op.execute("DROP TRIGGER IF EXISTS recognition_change_no_delete")
     with op.batch_alter_table("study_recognition", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_study_recognition_patient_fk_item_code_study_date"))
 
