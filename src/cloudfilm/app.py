@@ -53,6 +53,7 @@ from cloudfilm.services.identity.protection import (
     new_key,
 )
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
 
@@ -155,6 +156,8 @@ def build_services(settings: Settings) -> Services:
     return Services(
         ingest=ingest,
         reports=reports,
+        recognition=RecognitionService(db, protector, audit, zone=zone,
+                                       settle_minutes=settings.recognition.settle_minutes),
         query=QueryService(db, policy, audit),
         retrieve=RetrieveService(db, blobs, policy, audit),
         health=HealthService(db, blobs),

@@ -187,6 +187,14 @@ class ReportSettings(BaseModel):
         return value
 
 
+class RecognitionSettings(BaseModel):
+    """Exam mutual recognition (检查检验结果互认)."""
+
+    # A study counts as complete once no object has arrived for this long (DICOM has no
+    # "study complete" flag without MPPS; the ingest of a study takes minutes at most).
+    settle_minutes: int = Field(default=30, ge=0, le=24 * 60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -204,6 +212,7 @@ class Settings(BaseSettings):
     access: AccessSettings = AccessSettings()
     proofing: ProofingSettings = ProofingSettings()
     reports: ReportSettings = ReportSettings()
+    recognition: RecognitionSettings = RecognitionSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

@@ -242,3 +242,9 @@ def _report(console: Any, province: Any, summary: Any, settings: Settings,
         f"  DIMSE        findscu -S -aet {province.hospitals[0].ae_title} -aec "
         f"{settings.dimse.ae_title} 127.0.0.1 {dimse_port} -k QueryRetrieveLevel=STUDY"
     )
+    from cloudfilm.demo.province import recognition_examples
+
+    for recent, _prior in recognition_examples(province)[:1]:
+        patient = recent.resident.local_patient_id(recent.hospital, recent.hospital_index)
+        console.print(f"  recognition  cloudfilm recognition check --hospital "
+                      f"{recent.hospital.code} --patient-id {patient} --item CT-CHEST")

@@ -332,5 +332,14 @@ def _register_access() -> None:
 _register_access()
 
 
+def _register_recognition() -> None:
+    from cloudfilm.cli.recognition import recognition
+
+    cli.add_command(recognition)
+
+
+_register_recognition()
+
+
 if __name__ == "__main__":
     cli()

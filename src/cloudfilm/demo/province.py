@@ -295,7 +295,44 @@ def build_province(size: Size, *, seed: int, anchor: datetime) -> Province:
             when = anchor - timedelta(days=rng.randint(20, 1800), minutes=rng.randint(0, 600))
             exams.append(_exam(len(exams), resident, other, hosp.index(other), old_modality,
                                when, profile, seed, rng))
+    exams += _recognition_priors(exams, hosp, profile, seed)
     return Province(tuple(hosp), tuple(residents), tuple(_with_reports(exams, seed, anchor)))
+
+
+RECOGNITION_PRIOR_DAYS = 10
+
+
+def _recognition_priors(exams: list[Exam], hosp: list[Hospital],
+                        profile: SizeProfile, seed: int) -> list[Exam]:
+    """Exam mutual recognition (issue 15): the first two residents with a recent chest CT
+    also had one 10 days earlier at another (tertiary) hospital, so that checking a chest
+    CT order for them shows a prior. Its own random stream: the rest of the plan is
+    unchanged."""
+    rng = random.Random(f"{seed}/recognition")
+    tertiary = [h for h in hosp if h.level.startswith("三级") and "CT" in h.modalities]
+    added: list[Exam] = []
+    for exam in [e for e in exams if e.modality == "CT"][:2]:
+        other = rng.choice([h for h in tertiary if h is not exam.hospital])
+        when = exam.performed - timedelta(days=RECOGNITION_PRIOR_DAYS, hours=rng.uniform(0, 3))
+        added.append(_exam(len(exams) + len(added), exam.resident, other, hosp.index(other),
+                           "CT", when, profile, seed, rng))
+    return added
+
+
+def recognition_examples(province: Province) -> list[tuple[Exam, Exam]]:
+    """(the recent chest CT, its prior 10 days before elsewhere) pairs of the demo."""
+    pairs = []
+    for prior in province.exams:
+        if prior.modality != "CT":
+            continue
+        for recent in province.exams:
+            if (recent.resident.index == prior.resident.index and recent.modality == "CT"
+                    and recent.hospital is not prior.hospital
+                    and timedelta(days=RECOGNITION_PRIOR_DAYS - 1)
+                    < recent.performed - prior.performed
+                    < timedelta(days=RECOGNITION_PRIOR_DAYS + 1)):
+                pairs.append((recent, prior))
+    return pairs
 
 
 def _residents(count: int, rng: random.Random, hosp: list[Hospital],

@@ -19,6 +19,7 @@ from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
 
 
@@ -54,6 +55,8 @@ class Services:
     consent: ConsentService
     # Diagnostic reports (issue 6): FHIR/HL7 intake, reading, rendering, search, timeliness.
     reports: ReportService
+    # Exam mutual recognition (issue 15): rules, the check, decisions, savings.
+    recognition: RecognitionService
     limits: Limits
     # Where doors spool incoming objects before ingest (same filesystem as local blobs,
     # so that a stored object is renamed into place, not copied).

@@ -175,3 +175,18 @@ def test_fhir_reports_are_read_by_the_platform_as_sent() -> None:
                                                                   exam.accession)
         assert doc.issued_at is not None and doc.issued_at.replace(tzinfo=None) == plan.issued
         assert doc.author == display_name(plan.author) and not doc.warnings
+
+
+def test_recognition_priors_ten_days_before_elsewhere() -> None:
+    from datetime import timedelta
+
+    from cloudfilm.demo.province import recognition_examples
+
+    province = build_province("small", seed=3, anchor=ANCHOR)
+    pairs = recognition_examples(province)
+    assert len(pairs) == 2
+    for recent, prior in pairs:
+        assert recent.resident is prior.resident and recent.hospital is not prior.hospital
+        assert prior.description == "胸部CT平扫" and prior.body_part == "CHEST"
+        assert timedelta(days=9) < recent.performed - prior.performed < timedelta(days=11)
+        assert prior.hospital.level.startswith("三级") and prior.report is not None

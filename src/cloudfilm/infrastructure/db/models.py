@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -645,3 +646,169 @@ class ReportVersion(Base):
     pdf_blob_key: Mapped[str] = mapped_column(String(128), default="")
     warnings: Mapped[str] = mapped_column(Text, default="")
     original_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+# --- exam mutual recognition (issue 15, revision 0009) -------------------------------------
+
+
+class RecognitionItem(Base):
+    """A recognisable exam item of the catalogue (检查检验结果互认项目).
+
+    ``accept_levels`` is JSON ``{ordering level: [prior hospital levels it must accept]}``;
+    ``procedure`` is ``plain`` / ``contrast`` / ``any``. ``typical_dose_msv`` is NULL for
+    items without ionising radiation (MR, US).
+    """
+
+    __tablename__ = "recognition_item"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name_zh: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str] = mapped_column(String(128))
+    modality: Mapped[str] = mapped_column(String(16))
+    body_region: Mapped[str] = mapped_column(String(32))
+    procedure: Mapped[str] = mapped_column(String(16))
+    window_days: Mapped[int] = mapped_column(Integer)
+    accept_levels: Mapped[str] = mapped_column(Text)
+    require_final_report: Mapped[bool] = mapped_column(Boolean)
+    require_complete: Mapped[bool] = mapped_column(Boolean)
+    require_qc: Mapped[bool] = mapped_column(Boolean)
+    typical_dose_msv: Mapped[float | None] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class RecognitionCodeMap(Base):
+    """A hospital's own procedure code (HIS/RIS order code) mapped to a catalogue item."""
+
+    __tablename__ = "recognition_code_map"
+    __table_args__ = (UniqueConstraint("hospital_id", "procedure_code"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    procedure_code: Mapped[str] = mapped_column(String(64))
+    item_code: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class RecognitionTerm(Base):
+    """One normalisation entry: a normalised text of ``field`` (body_part, description,
+    procedure_code, modality, technique) and what it means. ``match``: exact / contains."""
+
+    __tablename__ = "recognition_term"
+    __table_args__ = (UniqueConstraint("field", "pattern"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    field: Mapped[str] = mapped_column(String(16))
+    pattern: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(String(32))
+    match: Mapped[str] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class RecognitionPrice(Base):
+    """What an item costs at a hospital level (yuan), for the "cost avoided" figure."""
+
+    __tablename__ = "recognition_price"
+    __table_args__ = (UniqueConstraint("item_code", "level"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    item_code: Mapped[str] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(16))
+    price_yuan: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class RecognitionChange(Base):
+    """Append-only history of the rules: who changed what, when (before/after as JSON).
+    The largest ``id`` is the rules version that study classifications are tagged with."""
+
+    __tablename__ = "recognition_change"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(128))
+    entity: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(160))
+    action: Mapped[str] = mapped_column(String(8))
+    before_json: Mapped[str] = mapped_column(Text)
+    after_json: Mapped[str] = mapped_column(Text)
+
+
+class RecognitionUnmapped(Base):
+    """A value the normalisation could not map (or mapped ambiguously), for an
+    administrator to map; never guessed."""
+
+    __tablename__ = "recognition_unmapped"
+    __table_args__ = (UniqueConstraint("field", "value", "hospital_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    field: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(256))
+    hospital_id: Mapped[int] = mapped_column(BigInteger)
+    problem: Mapped[str] = mapped_column(String(16))
+    seen: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StudyRecognition(Base):
+    """A study's normalised item under rules version ``rules_version`` (recomputed when the
+    rules change), with the columns the check filters on: the index the check uses is
+    (patient, item, date)."""
+
+    __tablename__ = "study_recognition"
+    __table_args__ = (Index(None, "patient_fk", "item_code", "study_date"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    study_fk: Mapped[int] = mapped_column(ForeignKey("study.id"), unique=True)
+    patient_fk: Mapped[int] = mapped_column(BigInteger)
+    study_date: Mapped[str] = mapped_column(String(8))
+    item_code: Mapped[str] = mapped_column(String(32))
+    modality: Mapped[str] = mapped_column(String(16))
+    body_region: Mapped[str] = mapped_column(String(32))
+    procedure: Mapped[str] = mapped_column(String(16))
+    rules_version: Mapped[int] = mapped_column(BigInteger)
+    # "" (not checked), passed, failed: the optional quality-control flag.
+    qc: Mapped[str] = mapped_column(String(8), default="")
+    classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecognitionCheck(Base):
+    """One check and the doctor's decision on it; ``public_id`` is the decision id.
+
+    ``decision``: "" (none yet), accepted, repeat (``reason`` from a fixed list);
+    ``performed_at``: an order feed said the exam was done anyway. ``month`` (YYYY-MM in
+    the province's zone) and the ordering hospital's level are kept so that the figures
+    are one GROUP BY.
+    """
+
+    __tablename__ = "recognition_check"
+    __table_args__ = (
+        Index(None, "month", "hospital_id"),
+        Index(None, "resident_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    month: Mapped[str] = mapped_column(String(7))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    hospital_level: Mapped[str] = mapped_column(String(16))
+    department: Mapped[str] = mapped_column(String(128))
+    actor_subject: Mapped[str] = mapped_column(String(128))
+    resident_id: Mapped[int | None] = mapped_column(BigInteger)
+    patient_fk: Mapped[int] = mapped_column(BigInteger)
+    item_code: Mapped[str] = mapped_column(String(32))
+    priors: Mapped[int] = mapped_column(Integer)
+    prior_uids: Mapped[str] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(String(16), default="")
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    reason_text: Mapped[str] = mapped_column(String(256), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str] = mapped_column(String(128), default="")
+    performed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,289 @@
+"""Queries of exam mutual recognition (issue 15): the rules tables, study classifications,
+the check's candidate priors, checks/decisions and the savings figures. No commits: the
+service owns the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, case, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db.models import (
+    Hospital,
+    Patient,
+    PatientLink,
+    RecognitionChange,
+    RecognitionCheck,
+    RecognitionCodeMap,
+    RecognitionItem,
+    RecognitionPrice,
+    RecognitionTerm,
+    RecognitionUnmapped,
+    Report,
+    Series,
+    Study,
+    StudyRecognition,
+)
+
+_SR = cast(Table, StudyRecognition.__table__)
+_CHECK = cast(Table, RecognitionCheck.__table__)
+
+ENTITIES: dict[str, Any] = {
+    "item": RecognitionItem,
+    "code_map": RecognitionCodeMap,
+    "term": RecognitionTerm,
+    "price": RecognitionPrice,
+}
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+def rules_version(session: Session) -> int:
+    return int(session.scalar(select(func.max(RecognitionChange.id))) or 0)
+
+
+def item_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(RecognitionItem)) or 0)
+
+
+def rows(session: Session, entity: str, **where: Any) -> Sequence[Any]:
+    model = ENTITIES[entity]
+    query = select(model).order_by(model.id)
+    for name, value in where.items():
+        query = query.where(getattr(model, name) == value)
+    return session.scalars(query).all()
+
+
+def find(session: Session, entity: str, **keys: Any) -> Any:
+    found = rows(session, entity, **keys)
+    return found[0] if found else None
+
+
+def add(session: Session, entity: str, values: dict[str, Any]) -> Any:
+    row = ENTITIES[entity](**values)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def remove(session: Session, row: Any) -> None:
+    session.delete(row)
+    session.flush()
+
+
+def add_change(session: Session, values: dict[str, Any]) -> None:
+    session.add(RecognitionChange(**values))
+    session.flush()
+
+
+def changes(session: Session, *, entity: str | None, limit: int) -> Sequence[RecognitionChange]:
+    query = select(RecognitionChange).order_by(RecognitionChange.id.desc()).limit(limit)
+    if entity:
+        query = query.where(RecognitionChange.entity == entity)
+    return session.scalars(query).all()
+
+
+def code_map(session: Session, hospital_id: int, procedure_code: str) -> str | None:
+    return session.scalar(select(RecognitionCodeMap.item_code).where(
+        RecognitionCodeMap.hospital_id == hospital_id,
+        RecognitionCodeMap.procedure_code == procedure_code))
+
+
+def note_unmapped(session: Session, entries: Iterable[tuple[str, str, int, str]],
+                  now: datetime) -> None:
+    """Count (field, value, hospital, problem) sightings; a new one becomes a row."""
+    for field_name, value, hospital_id, problem in dict.fromkeys(entries):
+        found = session.execute(
+            update(RecognitionUnmapped)
+            .where(RecognitionUnmapped.field == field_name, RecognitionUnmapped.value == value,
+                   RecognitionUnmapped.hospital_id == hospital_id)
+            .values(seen=RecognitionUnmapped.seen + 1, last_seen=now, problem=problem))
+        if not found.rowcount:  # type: ignore[attr-defined]
+            session.add(RecognitionUnmapped(field=field_name, value=value,
+                                            hospital_id=hospital_id, problem=problem, seen=1,
+                                            first_seen=now, last_seen=now))
+    session.flush()
+
+
+def unmapped(session: Session, *, field_name: str | None, limit: int) -> Sequence[Any]:
+    query = (select(RecognitionUnmapped, Hospital.code.label("hospital_code"))
+             .join(Hospital, Hospital.id == RecognitionUnmapped.hospital_id, isouter=True)
+             .order_by(RecognitionUnmapped.seen.desc(), RecognitionUnmapped.id).limit(limit))
+    if field_name:
+        query = query.where(RecognitionUnmapped.field == field_name)
+    return session.execute(query).all()
+
+
+def clear_unmapped(session: Session, field_name: str, value: str) -> None:
+    """A value an administrator just mapped is no longer listed."""
+    session.execute(delete(RecognitionUnmapped).where(RecognitionUnmapped.field == field_name,
+                                                      RecognitionUnmapped.value == value))
+
+
+# --- patients -------------------------------------------------------------------------------
+
+
+def hospital(session: Session, *, hospital_id: int | None = None,
+             code: str | None = None) -> Hospital | None:
+    if hospital_id is not None:
+        return session.get(Hospital, hospital_id)
+    return session.scalars(select(Hospital).where(Hospital.code == code)).first()
+
+
+def local_patients(session: Session, hospital_id: int, patient_id: str) -> Sequence[Any]:
+    """(patient.id, link state, resident id) of a hospital's records with this PatientID."""
+    return session.execute(
+        select(Patient.id, PatientLink.state, PatientLink.resident_id)
+        .join(PatientLink, PatientLink.patient_fk == Patient.id, isouter=True)
+        .where(Patient.hospital_id == hospital_id, Patient.patient_id == patient_id)
+        .order_by(Patient.id).limit(5)).all()
+
+
+def resident_patients(resident_id: int) -> Any:
+    """A sub-select of the patient records linked to a resident (for ``IN``)."""
+    return (select(PatientLink.patient_fk)
+            .where(PatientLink.resident_id == resident_id, PatientLink.state == "linked"))
+
+
+def linked_patients(session: Session, resident_id: int) -> list[tuple[int, int]]:
+    """(patient.id, hospital id) of every record linked to the resident."""
+    return [(int(r[0]), int(r[1])) for r in session.execute(
+        select(Patient.id, Patient.hospital_id)
+        .join(PatientLink, PatientLink.patient_fk == Patient.id)
+        .where(PatientLink.resident_id == resident_id, PatientLink.state == "linked"))]
+
+
+# --- candidates and classification ----------------------------------------------------------
+
+
+def stale(session: Session, patient_fks: Any, since: str, until: str,
+          version: int) -> list[int]:
+    """The patients' studies dated ``since``..``until`` (YYYYMMDD) that have no
+    classification under rules ``version`` (or one made for another patient record).
+    Uses ix_study_patient_fk_study_date; empty in the steady state."""
+    return [int(r) for r in session.scalars(
+        select(Study.id)
+        .join(StudyRecognition, StudyRecognition.study_fk == Study.id, isouter=True)
+        .where(Study.patient_fk.in_(patient_fks), Study.study_date >= since,
+               Study.study_date <= until,
+               StudyRecognition.id.is_(None)
+               | (StudyRecognition.rules_version != version)
+               | (StudyRecognition.patient_fk != Study.patient_fk)))]
+
+
+def matches(session: Session, patient_fks: Any, item_code: str, since: str,
+            until: str) -> Sequence[Any]:
+    """The patients' studies of ``item_code`` dated ``since``..``until``, newest first,
+    with their hospital: ix_study_recognition_patient_fk_item_code_study_date."""
+    return session.execute(
+        select(Study.id, Study.study_instance_uid, StudyRecognition.study_date,
+               Study.num_instances, Study.updated_at, Study.hospital_id,
+               Hospital.code.label("hospital_code"), Hospital.name.label("hospital_name"),
+               Hospital.level.label("hospital_level"), StudyRecognition.qc)
+        .join(Study, Study.id == StudyRecognition.study_fk)
+        .join(Hospital, Hospital.id == Study.hospital_id)
+        .where(StudyRecognition.patient_fk.in_(patient_fks),
+               StudyRecognition.item_code == item_code,
+               StudyRecognition.study_date >= since, StudyRecognition.study_date <= until,
+               Study.patient_fk == StudyRecognition.patient_fk)
+        .order_by(StudyRecognition.study_date.desc(), Study.id)).all()
+
+
+def study_facts(session: Session, study_fks: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Columns normalisation reads: study description and attributes (DICOM JSON, no blob),
+    and each series' modality and BodyPartExamined."""
+    facts: dict[int, dict[str, Any]] = {}
+    for r in session.execute(select(Study.id, Study.study_description, Study.attributes_json,
+                                    Study.patient_fk, Study.study_date, Study.hospital_id)
+                             .where(Study.id.in_(list(study_fks)))):
+        facts[int(r.id)] = {"description": r.study_description, "attributes": r.attributes_json,
+                            "patient_fk": r.patient_fk, "study_date": r.study_date,
+                            "hospital_id": r.hospital_id, "modalities": [], "body_parts": []}
+    for s in session.execute(select(Series.study_fk, Series.modality, Series.body_part_examined)
+                             .where(Series.study_fk.in_(list(facts)))):
+        facts[int(s.study_fk)]["modalities"].append(s.modality)
+        facts[int(s.study_fk)]["body_parts"].append(s.body_part_examined)
+    return facts
+
+
+def study_fk(session: Session, study_uid: str) -> int | None:
+    found = session.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
+    return int(found) if found is not None else None
+
+
+def unclassified(session: Session, version: int, limit: int) -> list[int]:
+    """Studies without a classification under rules ``version`` (backfill)."""
+    return [int(f) for f in session.scalars(
+        select(Study.id).join(StudyRecognition, StudyRecognition.study_fk == Study.id,
+                              isouter=True)
+        .where(StudyRecognition.id.is_(None) | (StudyRecognition.rules_version != version))
+        .order_by(Study.id).limit(limit))]
+
+
+def save_classifications(session: Session, rows_: Sequence[dict[str, Any]]) -> None:
+    if not rows_:
+        return
+    fks = [r["study_fk"] for r in rows_]
+    qc = {r[0]: r[1] for r in session.execute(
+        select(StudyRecognition.study_fk, StudyRecognition.qc)
+        .where(StudyRecognition.study_fk.in_(fks)))}
+    session.execute(delete(StudyRecognition).where(StudyRecognition.study_fk.in_(fks)))
+    session.execute(insert(_SR), [{**r, "qc": qc.get(r["study_fk"], "")} for r in rows_])
+
+
+def set_qc(session: Session, study_uid: str, qc: str) -> bool:
+    study_fk = session.scalar(select(Study.id).where(Study.study_instance_uid == study_uid))
+    if study_fk is None:
+        return False
+    done = session.execute(update(StudyRecognition).where(StudyRecognition.study_fk == study_fk)
+                           .values(qc=qc))
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def report_statuses(session: Session, study_fks: Sequence[int]) -> dict[int, str]:
+    """The best report status of each study: final (final or amended), else the other."""
+    rank = case((Report.status.in_(("final", "amended")), 2),
+                (Report.status == "preliminary", 1), else_=0)
+    found: dict[int, str] = {}
+    for fk, best in session.execute(select(Report.study_fk, func.max(rank))
+                                    .where(Report.study_fk.in_(list(study_fks)))
+                                    .group_by(Report.study_fk)):
+        found[int(fk)] = {2: "final", 1: "preliminary"}.get(int(best), "cancelled")
+    return found
+
+
+# --- checks, decisions, figures ---------------------------------------------------------------
+
+
+def add_check(session: Session, values: dict[str, Any]) -> None:
+    session.execute(insert(_CHECK), [values])
+
+
+def check_by_public_id(session: Session, public_id: str) -> RecognitionCheck | None:
+    return session.scalars(select(RecognitionCheck)
+                           .where(RecognitionCheck.public_id == public_id)).first()
+
+
+def savings(session: Session, *, months: Sequence[str], hospital_id: int | None
+            ) -> Sequence[Any]:
+    """Counts per month, hospital, department, item, level, decision/reason, performed."""
+    c = RecognitionCheck
+    performed = case((c.performed_at.is_not(None), 1), else_=0)
+    query = (select(c.month, c.hospital_id, Hospital.code.label("hospital_code"), c.department,
+                    c.item_code, c.hospital_level, c.decision, c.reason,
+                    func.count().label("checks"),
+                    func.sum(case((c.priors > 0, 1), else_=0)).label("prompts"),
+                    func.sum(performed).label("performed"))
+             .join(Hospital, Hospital.id == c.hospital_id)
+             .group_by(c.month, c.hospital_id, Hospital.code, c.department, c.item_code,
+                       c.hospital_level, c.decision, c.reason)
+             .order_by(c.month, Hospital.code, c.department, c.item_code))
+    if months:
+        query = query.where(c.month.in_(list(months)))
+    if hospital_id is not None:
+        query = query.where(and_(c.hospital_id == hospital_id))
+    return session.execute(query).all()
