@@ -2,7 +2,7 @@
 unmapped values, study classification, checks and decisions
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-03 17:59:31.441355
 """
 
