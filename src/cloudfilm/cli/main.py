@@ -331,5 +331,14 @@ def _register_access() -> None:
 _register_access()
 
 
+def _register_gateway() -> None:
+    from cloudfilm.cli.gateway import gateway
+
+    cli.add_command(gateway)
+
+
+_register_gateway()
+
+
 if __name__ == "__main__":
     cli()
