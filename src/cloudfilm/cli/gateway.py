@@ -120,3 +120,9 @@ def retry(config_path: Path, ids: tuple[int, ...], all_: bool) -> None:
     finally:
         queue.close()
     click.echo(f"{n} object(s) queued again")
+
+
+if __name__ == "__main__":
+    # ``python -m cloudfilm.cli.gateway``: the same commands without the cloud's CLI imports
+    # (a gateway restarts in half the time).
+    gateway()
