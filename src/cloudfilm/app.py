@@ -46,6 +46,7 @@ from cloudfilm.services.identity.protection import (
     decode_key,
     new_key,
 )
+from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
@@ -164,6 +165,7 @@ def build_services(settings: Settings) -> Services:
         policy=policy,
         audit=audit,
         local_access=local,
+        gateways=GatewayService(db),
     )
 
 

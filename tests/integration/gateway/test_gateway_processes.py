@@ -43,6 +43,12 @@ def _check(cloud: Server, acked: list[rig.Sent], before: int) -> rig.Tally:
     return result
 
 
+def rig_hospital() -> str:
+    from tests.integration.crash.kill9 import HOSPITAL
+
+    return HOSPITAL
+
+
 def _report_count(cloud: Server) -> int:
     from sqlalchemy import create_engine, text
 
@@ -102,6 +108,12 @@ def test_storescu_mllp_and_folder_through_the_gateway(cloud: Server, tmp_path: P
         assert "cloudfilm_gateway_sent_objects_total 14.0" in metrics
         page = httpx.get(f"http://127.0.0.1:{gw.status_port}/", timeout=5).text
         assert "sent 14" in page
+        # The heartbeat reached the cloud under the credential's hospital.
+        time.sleep(1.5)
+        beats = httpx.get(f"http://127.0.0.1:{cloud.http_port}/api/v1/gateway/heartbeats",
+                          timeout=5).json()
+        assert [(b["hospital_code"], b["ae_title"], b["queued"]) for b in beats] == \
+            [(rig_hospital(), rig.GATEWAY_AE, 0)]
     finally:
         gw.stop()
     _check(cloud, acked, before)

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from cloudfilm.interfaces.api import errors
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
-from cloudfilm.interfaces.api.rest import access, audit, identity, reports
+from cloudfilm.interfaces.api.rest import access, audit, gateway, identity, reports
 from cloudfilm.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(access.router, prefix=access.PREFIX, tags=["Access"])
     app.include_router(audit.router, prefix=audit.PREFIX, tags=["Audit"])
     app.include_router(reports.router, prefix=reports.PREFIX, tags=["Reports"])
+    app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
 
     app.add_middleware(ObserveMiddleware)
 
