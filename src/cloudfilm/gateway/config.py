@@ -103,6 +103,11 @@ class ForwardConfig(_Section):
     retry_max_seconds: float = Field(default=300.0, gt=0)
     # At most this many bytes sent per day (0: no limit), for links billed by volume.
     daily_limit_bytes: int = Field(default=0, ge=0)
+    # At most this many bytes per second (0: no limit) during the local hours
+    # [throttle_from_hour, throttle_until_hour), e.g. to leave the link to clinical use by day.
+    throttle_bytes_per_second: int = Field(default=0, ge=0)
+    throttle_from_hour: int = Field(default=0, ge=0, le=23)
+    throttle_until_hour: int = Field(default=24, ge=1, le=24)
     # Objects whose exam started longer ago than this and are not yet sent are "at risk".
     deadline_hours: float = Field(default=12.0, gt=0)
 

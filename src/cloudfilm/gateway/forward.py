@@ -192,6 +192,35 @@ def _excerpt(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace").replace("\r", " ").strip()
 
 
+class Throttle:
+    """A token bucket shared by the forwarders: at most ``rate`` bytes per second during the
+    configured local hours (one second of burst)."""
+
+    def __init__(self, rate: int, from_hour: int = 0, until_hour: int = 24) -> None:
+        self.rate = rate
+        self.hours = (from_hour, until_hour)
+        self._tokens = float(rate)
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def active(self, now: float | None = None) -> bool:
+        hour = time.localtime(now).tm_hour
+        start, end = self.hours
+        inside = start <= hour < end if start < end else (hour >= start or hour < end)
+        return self.rate > 0 and inside
+
+    def wait_seconds(self, size: int) -> float:
+        """Take ``size`` bytes from the bucket; how long to wait before sending them."""
+        if not self.active():
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            self._tokens -= size
+            return max(0.0, -self._tokens / self.rate)
+
+
 class Forwarder:
     """``concurrency`` threads sending from the queue until :meth:`stop`."""
 
@@ -205,6 +234,8 @@ class Forwarder:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rng = random.Random()
+        self._throttle = Throttle(config.throttle_bytes_per_second, config.throttle_from_hour,
+                                  config.throttle_until_hour)
         self.last_error = ""
         self.last_success_at: float | None = None
 
@@ -250,6 +281,9 @@ class Forwarder:
                                  batch_bytes=self.config.batch_bytes)
         if not items:
             return False
+        pause = self._throttle.wait_seconds(sum(i.size for i in items))
+        if pause:
+            self._stop.wait(pause)
         started = time.perf_counter()
         if items[0].kind == "hl7":
             outcome = send_hl7(client, self.queue, items[0])

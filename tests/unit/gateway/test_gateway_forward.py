@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 
@@ -77,3 +78,17 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
     assert 4.0 <= delays[3] <= 8.0
     assert all(30.0 <= d <= 60.0 for d in delays[6:])
     assert len({round(d, 6) for d in delays[6:]}) > 1  # jittered, not in lockstep
+
+
+def test_throttle_spreads_bytes_over_time() -> None:
+    from cloudfilm.gateway.forward import Throttle
+
+    bucket = Throttle(1000)
+    assert bucket.wait_seconds(1000) == 0.0  # one second of burst
+    assert 0.9 <= bucket.wait_seconds(1000) <= 1.0
+    assert 1.9 <= bucket.wait_seconds(1000) <= 2.0
+    assert Throttle(0).wait_seconds(10**9) == 0.0
+    hour = time.localtime().tm_hour
+    off_hours = Throttle(1000, (hour + 1) % 24, (hour + 2) % 24 or 24)
+    assert not off_hours.active()
+    assert off_hours.wait_seconds(10**6) == 0.0
