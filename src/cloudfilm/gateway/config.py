@@ -124,6 +124,22 @@ class WatchConfig(_Section):
     interval_seconds: float = Field(default=2.0, gt=0)
 
 
+class PullConfig(_Section):
+    """Pull mode: poll a PACS that cannot push (C-FIND, then C-MOVE to our AE title)."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    hours: float = Field(default=24.0, gt=0)
+    interval_seconds: float = Field(default=300.0, gt=0)
+    timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, value: str) -> str:
+        return _ae_title(value)
+
+
 class StatusConfig(_Section):
     host: str = "127.0.0.1"
     port: int | None = Field(default=8070, ge=0, le=65535)
@@ -138,6 +154,7 @@ class GatewayConfig(_Section):
     reports: ReportsConfig = ReportsConfig()
     watch: WatchConfig = WatchConfig()
     status: StatusConfig = StatusConfig()
+    pull: PullConfig | None = None
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -169,6 +186,9 @@ def parse_config(raw: dict[str, Any], *, source: str = "config",
         message = first["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise GatewayConfigError(f"{source}: {where}: {message}{more}") from None
+    if config.pull is not None and config.pull.ae_title not in config.dicom.allowed_ae_titles:
+        # The PACS sends the moved objects back with its own AE title.
+        config.dicom.allowed_ae_titles.append(config.pull.ae_title)
     if base is not None:
         config.queue.folder = base / config.queue.folder
         if config.watch.folder is not None:

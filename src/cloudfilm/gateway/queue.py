@@ -353,7 +353,7 @@ class Queue:
         return None if row[0] is None else float(row[0])
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        """A read-only query, for the status views."""
+        """A statement outside the item bookkeeping (status views, pull mode), autocommitted."""
         with self._lock:
             return list(self._db.execute(sql, params).fetchall())
 

@@ -15,6 +15,7 @@ import httpx
 
 from cloudfilm.gateway.config import GatewayConfig
 from cloudfilm.gateway.forward import Forwarder, http_client
+from cloudfilm.gateway.pull import Puller
 from cloudfilm.gateway.queue import Queue
 from cloudfilm.gateway.receivers import FolderWatcher, MllpServer
 from cloudfilm.gateway.scp import StoreSCP, configure_pynetdicom
@@ -45,6 +46,10 @@ class Gateway:
         if config.watch.folder is not None:
             self.watcher = FolderWatcher(self.queue, config.watch.folder,
                                          config.watch.interval_seconds, self.forwarder.wake)
+        self.puller: Puller | None = None
+        if config.pull is not None:
+            self.puller = Puller(config.pull, config.dicom.ae_title, self.queue,
+                                 self.forwarder.wake)
         self.status: StatusServer | None = None
         if config.status.port is not None:
             self.status = StatusServer(self.queue, config.status.host, config.status.port,
@@ -65,6 +70,8 @@ class Gateway:
             self.mllp.start()
         if self.watcher is not None:
             self.watcher.start()
+        if self.puller is not None:
+            self.puller.start()
         if self.status is not None:
             self.status.start()
         self._housekeeping.start()
@@ -76,12 +83,18 @@ class Gateway:
             parts.append(f"HL7 MLLP on {self.mllp.host}:{self.mllp.port}")
         if self.watcher is not None:
             parts.append(f"watching {self.watcher.folder}")
+        if self.puller is not None:
+            pull = self.puller.config
+            parts.append(f"polling {pull.ae_title} at {pull.host}:{pull.port} every "
+                         f"{pull.interval_seconds:g} s")
         if self.status is not None:
             parts.append(f"status at http://{self.config.status.host}:{self.status.port}/")
         return "; ".join(parts) + f"; forwarding to {self.config.cloud.url}"
 
     def stop(self) -> None:
         self._stop.set()
+        if self.puller is not None:
+            self.puller.stop()
         self.scp.stop()
         if self.mllp is not None:
             self.mllp.stop()

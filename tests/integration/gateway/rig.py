@@ -67,7 +67,7 @@ class Gateway:
                        "heartbeat_seconds": 1.0},
         }
         for name, values in sections.items():
-            conf[name].update(values)
+            conf.setdefault(name, {}).update(values)
         self.config_path.write_text(_toml(conf), encoding="utf-8")
 
     def start(self, timeout: float = 30) -> None:

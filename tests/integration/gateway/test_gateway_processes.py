@@ -214,3 +214,68 @@ def test_link_down_until_the_quota_fills_then_back(cloud: Server, tmp_path: Path
         proxy.close()
     assert len(sender.acked) == len(datasets)
     _check(cloud, sender.acked, before)
+
+
+@pytest.mark.interop
+def test_pull_mode_from_orthanc(cloud: Server, tmp_path: Path) -> None:
+    """A PACS that cannot push: the gateway C-FINDs Orthanc for today's studies and C-MOVEs
+    them to itself; they reach the cloud like pushed ones."""
+    import json
+    import os
+    import signal
+
+    orthanc_exe = rig.shutil_which("Orthanc")
+    if orthanc_exe is None:
+        pytest.skip("Orthanc is not installed")
+    before = rig.count_instances(cloud)
+    orthanc_http, orthanc_dicom = rig.free_port(), rig.free_port()
+    gw = rig.Gateway(tmp_path, f"http://127.0.0.1:{cloud.http_port}", cloud.token,
+                     pull={"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc_dicom,
+                           "hours": 24, "interval_seconds": 1.0, "timeout": 10.0})
+    config = {
+        "Name": "pacs", "StorageDirectory": str(tmp_path / "orthanc"),
+        "IndexDirectory": str(tmp_path / "orthanc"), "HttpPort": orthanc_http,
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "DicomServerEnabled": True, "DicomPort": orthanc_dicom, "DicomAet": "ORTHANC",
+        "DicomCheckCalledAet": False,
+        "DicomModalities": {"gateway": [rig.GATEWAY_AE, "127.0.0.1", gw.dicom_port]},
+    }
+    (tmp_path / "orthanc.json").write_text(json.dumps(config))
+    with (tmp_path / "orthanc.log").open("wb") as log:
+        orthanc = subprocess.Popen([orthanc_exe, str(tmp_path / "orthanc.json")],
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    base = f"http://127.0.0.1:{orthanc_http}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/system", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and orthanc.poll() is None, "no Orthanc"
+            time.sleep(0.2)
+        today = time.strftime("%Y%m%d")
+        datasets = [ds for ds in rig.studies("GW-PULL", 2, 3)]
+        for ds in datasets:
+            ds.StudyDate = today
+            assert httpx.post(f"{base}/instances", content=to_bytes(ds),
+                              timeout=10).status_code == 200
+        acked = [rig.Sent(str(ds.SOPInstanceUID), dataset_sha256(to_bytes(ds)))
+                 for ds in datasets]
+        gw.start()
+        try:
+            deadline = time.monotonic() + 60
+            while gw.status()["counts"]["sent"] < len(datasets):
+                assert time.monotonic() < deadline, gw.log_tail()
+                time.sleep(0.2)
+            time.sleep(2.5)  # two more polls: nothing is moved or sent twice
+            status = gw.wait_drained()
+            assert status["counts"]["sent"] == len(datasets)
+        finally:
+            gw.stop()
+    finally:
+        os.killpg(orthanc.pid, signal.SIGTERM)
+        orthanc.wait(timeout=20)
+    _check(cloud, acked, before)
