@@ -13,6 +13,7 @@ PS3.4 B.2.3 (C-STORE statuses), PS3.7 9.1.1 (C-STORE), PS3.8 9.3.4 (association 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,21 @@ def handle_store(event: Any, queue: Queue) -> int | Dataset:
 
 def handle_echo(event: Any) -> int:
     return SUCCESS
+
+
+def discard_partial_dataset(event: Any) -> None:
+    """EVT_CONN_CLOSE: remove pynetdicom's temp file of a C-STORE cut off mid-transfer
+    (it deletes the file only after a handler ran, so an abort would leave it in /tmp)."""
+    dimse = getattr(event.assoc, "dimse", None)
+    message = getattr(dimse, "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    if handle is None:
+        return
+    try:
+        handle.close()
+        os.unlink(handle.name)
+    except OSError:
+        pass  # already consumed or deleted by pynetdicom
 
 
 def _status(code: int, comment: str) -> Dataset:

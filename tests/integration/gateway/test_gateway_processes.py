@@ -36,6 +36,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _check(cloud: Server, acked: list[rig.Sent], before: int) -> rig.Tally:
     result = rig.tally(cloud, acked)
+    print(f"\n{result}")
     assert result.lost == [] and result.differing == []
     assert result.arrived == result.identical == result.acknowledged == len(acked)
     assert result.duplicated == 0 and result.versions == 0
