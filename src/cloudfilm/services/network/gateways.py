@@ -57,7 +57,7 @@ class GatewayService:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def heartbeat(self, actor: Actor, beat: Heartbeat) -> GatewayView:
+    def heartbeat(self, actor: Actor, beat: Heartbeat, *, _retry: bool = True) -> GatewayView:
         """Record a gateway's heartbeat for the actor's hospital; committed on return.
 
         Raises
@@ -85,8 +85,11 @@ class GatewayService:
             with self._db.write() as session:
                 row = repo.record(session, actor.hospital_id, title, now, figures)
                 view = _view(row, actor.hospital_code or actor.subject, now)
-        except IntegrityError:  # two first beats at once: the other one created the row
-            return self.heartbeat(actor, beat)
+        except IntegrityError:
+            if not _retry:
+                raise
+            # Two first beats at once: the other one created the row; update it instead.
+            return self.heartbeat(actor, beat, _retry=False)
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return view
