@@ -40,12 +40,14 @@ def queue_hl7(queue: Queue, message: bytes, source: str) -> str:
     """Queue one message; return the ACK (ER7) to send back."""
     if not message.lstrip(b"\x0b").startswith(b"MSH"):
         raise ValueError("not an HL7 v2 message (it does not start with MSH)")
+    # Built first: a message whose MSH cannot be answered is refused, never queued.
+    accepted = hl7v2.ack(message, "AA")
     try:
         spooled = queue.spool(message)
         queue.commit(spooled, hl7_meta(message, source))
     except QuotaExceededError as exc:
         return hl7v2.ack(message, "AE", str(exc))
-    return hl7v2.ack(message, "AA")
+    return accepted
 
 
 class MllpServer:

@@ -95,8 +95,9 @@ def test_mllp_acknowledges_after_queueing(queue: Queue) -> None:
             ok = client.send_message(oru_r01(control_id="C1").encode("utf-8"))
             again = client.send_message(oru_r01(control_id="C1").encode("utf-8"))
             junk = client.send_message(b"this is not HL7")
+            no_id = client.send_message(b"MSH|^~\\&|RIS|HA|||20240105||ORU^R01||P|2.5\r")
         assert b"MSA|AA|C1" in ok and b"MSA|AA|C1" in again
-        assert b"MSA|AR" in junk
+        assert b"MSA|AR" in junk and b"MSA|AR" in no_id
         assert _rows(queue) == [("hl7", "C1", "received")]
     finally:
         server.stop()
