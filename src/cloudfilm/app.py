@@ -52,6 +52,7 @@ from cloudfilm.services.identity.protection import (
     decode_key,
     new_key,
 )
+from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
@@ -176,6 +177,7 @@ def build_services(settings: Settings) -> Services:
         policy=policy,
         audit=audit,
         local_access=local,
+        gateways=GatewayService(db),
     )
 
 

@@ -340,6 +340,14 @@ def _register_recognition() -> None:
 
 _register_recognition()
 
+def _register_gateway() -> None:
+    from cloudfilm.cli.gateway import gateway
+
+    cli.add_command(gateway)
+
+
+_register_gateway()
+
 
 if __name__ == "__main__":
     cli()

@@ -18,6 +18,7 @@ from cloudfilm.services.health import HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
+from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
@@ -64,3 +65,5 @@ class Services:
     policy: AccessPolicy
     audit: AuditService
     local_access: LocalAccess
+    # Heartbeats of the hospitals' edge gateways (issue 18).
+    gateways: GatewayService

@@ -812,3 +812,23 @@ class RecognitionCheck(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str] = mapped_column(String(128), default="")
     performed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GatewayHeartbeat(Base):
+    """The last heartbeat of a hospital's edge gateway (``cloudfilm gateway``), per hospital
+    and gateway AE title, with the queue figures it reported: the commission sees which
+    gateways are alive and which hold a backlog. No patient data."""
+
+    __tablename__ = "gateway_heartbeat"
+    __table_args__ = (UniqueConstraint("hospital_id", "ae_title"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    ae_title: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    queued: Mapped[int] = mapped_column(Integer)
+    refused: Mapped[int] = mapped_column(Integer)
+    oldest_unsent_seconds: Mapped[int | None] = mapped_column(Integer)
+    bytes_queued: Mapped[int] = mapped_column(BigInteger)
+    quota_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -16,7 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from cloudfilm.interfaces.api import errors
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
-from cloudfilm.interfaces.api.rest import access, audit, cds_hooks, identity, recognition, reports
+from cloudfilm.interfaces.api.rest import (
+    access,
+    audit,
+    cds_hooks,
+    gateway,
+    identity,
+    recognition,
+    reports,
+)
 from cloudfilm.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -86,6 +94,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(reports.router, prefix=reports.PREFIX, tags=["Reports"])
     app.include_router(recognition.router, prefix=recognition.PREFIX, tags=["Recognition"])
     app.include_router(cds_hooks.router, tags=["CDS Hooks"])
+
+    app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
 
     app.add_middleware(ObserveMiddleware)
 

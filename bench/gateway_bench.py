@@ -1,0 +1,152 @@
+"""Gateway forwarding throughput on loopback, against C-STORE straight to the cloud.
+
+Three runs over the same kind of objects (fresh UIDs each), one ``cloudfilm serve``:
+
+1. direct: one pynetdicom association C-STOREs every object straight to the cloud;
+2. drain: the gateway holds a full queue (filled while the cloud was down); the cloud comes
+   back and the clock runs until the cloud has acknowledged everything (STOW-RS batches);
+3. through: the hospital C-STOREs into the gateway while it forwards; the clock runs until
+   the last object is acknowledged by the cloud.
+
+Every acknowledged object is then checked in the cloud (once, bit-identical data set).
+
+    .venv/bin/python bench/gateway_bench.py                 # 4 studies x 25 slices, 512x512
+    .venv/bin/python bench/gateway_bench.py --studies 2 --slices 10 --size 256   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the rig lives with the tests
+
+from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
+from pynetdicom import AE  # noqa: E402
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  # noqa: E402
+from tests.factories import to_bytes  # noqa: E402
+from tests.integration.crash import kill9  # noqa: E402
+from tests.integration.dimse.support import dataset_sha256  # noqa: E402
+from tests.integration.gateway import rig  # noqa: E402
+
+from harness import BENCH_DIR, WORK_DIR  # noqa: E402
+
+
+def direct_c_store(server: kill9.Server, datasets: list[Any]) -> list[rig.Sent]:
+    ae = AE(ae_title=kill9.SCU_AE)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="CLOUDFILM")
+    assert assoc.is_established, "the cloud refused the association"
+    sent = []
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            assert int(status.Status) == 0, f"C-STORE 0x{int(status.Status):04X}"
+            sent.append(rig.Sent(str(ds.SOPInstanceUID), dataset_sha256(to_bytes(ds))))
+    finally:
+        assoc.release()
+    return sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=4)
+    parser.add_argument("--slices", type=int, default=25)
+    parser.add_argument("--size", type=int, default=512, help="rows=columns of each CT")
+    parser.add_argument("--batch", type=int, default=20, help="objects per STOW-RS request")
+    parser.add_argument("--concurrency", type=int, default=4, help="STOW-RS requests in flight")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-", dir=WORK_DIR))
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+    def objects(tag: str) -> list[Any]:
+        return rig.studies(tag, args.studies, args.slices, size=args.size)
+
+    (workdir / "cloud").mkdir()
+    server = kill9.Server(workdir / "cloud")
+    server.prepare()
+    server.start(timeout=90)
+    results: dict[str, Any] = {}
+    gw = None
+    try:
+        batch = objects("BENCH-DIRECT")
+        megabytes = sum(len(to_bytes(ds)) for ds in batch) / 1e6
+        log(f"{len(batch)} objects, {megabytes:.1f} MB per run")
+        t0 = time.perf_counter()
+        acked = direct_c_store(server, batch)
+        results["direct C-STORE to the cloud"] = time.perf_counter() - t0
+        log("direct done")
+
+        (workdir / "gw").mkdir()
+        gw = rig.Gateway(workdir / "gw", f"http://127.0.0.1:{server.http_port}", server.token,
+                         queue={"quota_bytes": 20 * 1024**3},
+                         forward={"batch_size": args.batch, "concurrency": args.concurrency,
+                                  "retry_initial_seconds": 0.1, "retry_max_seconds": 0.3,
+                                  "batch_bytes": 256 * 1024**2},
+                         cloud={"timeout": 120.0}, status={"heartbeat_seconds": 0.0})
+        gw.start()
+        server.stop()  # the link is down: the queue fills
+        sender = rig.Sender(gw.dicom_port)
+        batch = objects("BENCH-DRAIN")
+        t0 = time.perf_counter()
+        sender.send(batch, deadline=600)
+        results["C-STORE into the gateway (queue only)"] = time.perf_counter() - t0
+        server.start(timeout=90)
+        t0 = time.perf_counter()
+        gw.wait_drained(timeout=600)
+        results["gateway drains its queue to the cloud"] = time.perf_counter() - t0
+        log("drain done")
+
+        batch = objects("BENCH-THROUGH")
+        t0 = time.perf_counter()
+        sender.send(batch, deadline=600)
+        gw.wait_drained(timeout=600)
+        results["C-STORE through the gateway, until the cloud acknowledged"] = (
+            time.perf_counter() - t0)
+        log("through done")
+        acked += sender.acked
+        tally = rig.tally(server, acked)
+    finally:
+        if gw is not None:
+            gw.stop()
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    ok = (tally.lost == [] and tally.differing == [] and tally.arrived == tally.acknowledged
+          and tally.versions == 0)
+    print(f"gateway bench: {args.studies} studies x {args.slices} slices of {args.size}x"
+          f"{args.size} CT ({megabytes:.1f} MB), STOW-RS batches of {args.batch}, "
+          f"{args.concurrency} in flight, loopback")
+    print(f"  {'run':<58} {'s':>7} {'MB/s':>7} {'obj/s':>7}")
+    n = args.studies * args.slices
+    for name, seconds in results.items():
+        print(f"  {name:<58} {seconds:7.2f} {megabytes / seconds:7.1f} {n / seconds:7.1f}")
+    print(f"  verified: {tally.identical} of {tally.acknowledged} acknowledged objects "
+          f"identical in the cloud, {len(tally.lost)} lost, {tally.versions} extra versions"
+          f" -> {'OK' if ok else 'BROKEN'}")
+    out = BENCH_DIR / "out"
+    out.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    (out / f"gateway-{stamp}.json").write_text(json.dumps(
+        {"args": vars(args), "megabytes": megabytes, "seconds": results,
+         "lost": len(tally.lost), "identical": tally.identical}, indent=1))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
