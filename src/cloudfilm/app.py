@@ -110,8 +110,8 @@ def build_services(settings: Settings) -> Services:
     protector = _protector(security)
     peers = PeerService(db)
     local = local_access(settings)
-    policy = AccessPolicy()
     audit = AuditService(db, address_key=_address_key(security))
+    policy = AccessPolicy(audit=audit)
     sms = SmsService(_sms_sender(settings, db, protector), db, protector, Templates(
         sign_name=settings.sms.sign_name, code=settings.sms.template_code,
         grant_request=settings.sms.template_grant_request,
