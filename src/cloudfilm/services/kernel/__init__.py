@@ -19,6 +19,15 @@ from cloudfilm.services.kernel.time import aware, utc_now
 from cloudfilm.services.kernel.uids import UID_MAX, StudyUID
 
 __all__ = [
-    "LOCAL_OPERATOR", "ROLE_PERMISSIONS", "Actor", "ActorKind", "Permission", "Role", "Sender",
-    "StudyUID", "UID_MAX", "aware", "utc_now",
+    "LOCAL_OPERATOR",
+    "ROLE_PERMISSIONS",
+    "UID_MAX",
+    "Actor",
+    "ActorKind",
+    "Permission",
+    "Role",
+    "Sender",
+    "StudyUID",
+    "aware",
+    "utc_now",
 ]

@@ -30,7 +30,7 @@ from cloudfilm.infrastructure.reports import fhir, hl7v2, render, search
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.access.actor import Actor
-from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.audit import AuditEntry, AuditService, per_resident
 from cloudfilm.services.access.policy import PRIVILEGED, AccessPolicy, Decision, Resource
 from cloudfilm.services.archive.ingest import Sender
 from cloudfilm.services.errors import (
@@ -397,10 +397,14 @@ class ReportService:
                     like_patterns=search.like_patterns(query), hospital_code=hospital_code,
                     status=status, link_state=link_state, since=since, until=until,
                     limit=limit, offset=offset)
-                self._audit.write(conn=conn, entries=[AuditEntry(
-                    actor, "search", "allowed", "report", reason=actor.kind,
-                    detail={"matches": len(rows), "offset": offset, "query": bool(query),
-                            "reports": [r.public_id for r in rows[:20]]})])
+                residents = access_repository.patient_residents(
+                    conn, [r.patient_fk for r in rows if r.patient_fk is not None])
+                owners = {r.public_id: (residents.get(r.patient_fk)
+                                        if r.patient_fk is not None else None) for r in rows}
+                # One record per resident whose reports are in the answer (one INSERT).
+                self._audit.write(conn=conn, entries=per_resident(
+                    actor, "search", "report", "", owners, key="reports", reason=actor.kind,
+                    detail={"matches": len(rows), "offset": offset, "query": bool(query)}))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return [_summary(r) for r in rows]
