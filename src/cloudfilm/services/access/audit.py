@@ -38,6 +38,7 @@ from cloudfilm.infrastructure.db import access_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.services.errors import NotAuthorizedError, ResourceUnavailableError
 from cloudfilm.services.kernel.actor import Actor, Permission
+from cloudfilm.services.kernel.time import aware
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class AuditService:
         for r in rows:
             hospital = names.get(r.actor_hospital_id, (r.actor_hospital_code, ""))
             out.append(AccessLogEntry(
-                at=_aware(r.at), who=r.actor_display or _kind_label(r.actor_kind),
+                at=aware(r.at), who=r.actor_display or _kind_label(r.actor_kind),
                 kind=r.actor_kind, hospital=hospital[1] or hospital[0],
                 department=r.actor_department, action=r.action,
                 resource_type=r.resource_type, resource_uid=r.resource_uid,
@@ -364,10 +365,6 @@ def _values(entry: AuditEntry, *, seq: int, at: datetime, prev_hash: str) -> dic
         "detail": orjson.dumps(entry.detail, option=orjson.OPT_SORT_KEYS).decode(),
         "prev_hash": prev_hash,
     }
-
-
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 def _kind_label(kind: str) -> str:

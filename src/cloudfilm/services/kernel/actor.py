@@ -70,7 +70,10 @@ _EVERYTHING = frozenset(Permission)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: _EVERYTHING,
-    Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG},
+    # Administrators do not upload (a study belongs to the hospital that made it) and
+    # decide no patient's grants.
+    Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
+                               Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS}),
