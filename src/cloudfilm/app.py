@@ -13,6 +13,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -53,7 +54,7 @@ from cloudfilm.services.reports.service import ReportService, ReportSettings
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
     """structlog over stdlib logging: JSON lines in production, readable lines locally."""
-    shared = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -66,7 +66,7 @@ from cloudfilm.services.errors import (
 from cloudfilm.services.identity import mpi, names
 from cloudfilm.services.identity.protection import IdProtector
 from cloudfilm.services.kernel.actor import Actor, Permission
-from cloudfilm.services.kernel.sender import Sender
+from cloudfilm.services.kernel.sender import Sender as Sender  # re-exported for the doors
 from cloudfilm.services.reports.intake import ReportIntake, ReportObject
 
 logger = logging.getLogger(__name__)

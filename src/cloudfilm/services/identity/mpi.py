@@ -564,7 +564,7 @@ class ResidentService:
                                    resident_id=source.id, other_resident_id=target.id,
                                    detail={"links": links, "identifiers": docs,
                                            "moved_national_id": moved_id})
-            return event.id
+            return int(event.id)
 
     def unmerge(self, source_id: int, *, actor: str = "admin") -> None:
         """Reverse the latest merge of ``source_id``: links and identifiers go back.
