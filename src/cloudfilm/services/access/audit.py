@@ -208,6 +208,10 @@ class AuditService:
             rows.append(values)
         repo.append_audit(conn, rows, seq=seq, last_hash=prev)
 
+    def study_owners(self, conn: Any, study_uids: Sequence[str]) -> dict[str, int | None]:
+        """Each study of an answer -> its linked resident, for :func:`per_resident`."""
+        return repo.study_residents(conn, study_uids)
+
     def write(self, entries: Iterable[AuditEntry], *, conn: Any = None) -> None:
         """Append records and commit them before this returns.
 

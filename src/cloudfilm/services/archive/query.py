@@ -17,7 +17,6 @@ from typing import Any, Literal
 import orjson
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from cloudfilm.infrastructure.db import access_repository
 from cloudfilm.infrastructure.db import query_repository as qr
 from cloudfilm.infrastructure.db.query_repository import Condition
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
@@ -174,7 +173,7 @@ class QueryService:
                 # Whoever asked (own hospital included), every resident whose data is in
                 # the answer finds the search in "who looked at my data": one record per
                 # resident, all in one INSERT.
-                owners = access_repository.study_residents(session, studies)
+                owners = self._audit.study_owners(session, studies)
                 self._audit.write(conn=session, entries=per_resident(
                     actor, "search", request.level, _searched_uid(request), owners,
                     key="studies", reason=actor.kind,
