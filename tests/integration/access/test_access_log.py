@@ -14,11 +14,15 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from tests.integration.access.conftest import NID1, NID2, Province, _ingest
 from tests.integration.access.test_policy_doors import as_actor
 from tests.integration.access.test_policy_matrix import audit_rows
+from tests.integration.dimse.support import SCP_AE, running_server
 from tests.integration.reports.support import fhir_report
 
 from cloudfilm.interfaces.api.http import create_app
@@ -159,3 +163,24 @@ def test_many_residents_and_uids_one_insert_nothing_cut(province: Province,
                or "INSERT INTO audit_event" in c]
     assert len(inserts) == 1, inserts
     assert p.services.audit.verify().ok
+
+
+def test_c_find_records_every_resident(province: Province) -> None:
+    p = province
+    p.services.peers.register("HB_PACS", "127.0.0.1", 104, hospital_code="HB")
+    with running_server(p.services) as server:
+        ae = AE(ae_title="HB_PACS")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", server.port, ae_title=SCP_AE)
+        assert assoc.is_established
+        try:
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.StudyInstanceUID = ""
+            found = [ident.StudyInstanceUID for status, ident in assoc.send_c_find(
+                query, StudyRootQueryRetrieveInformationModelFind) if status.Status == 0xFF00]
+        finally:
+            assoc.release()
+    assert set(found) == {p.sb1, p.sb2}
+    assert _searches(audit_rows(p.db_url, 5)) == {p.r1: [p.sb1], p.r2: [p.sb2]}
