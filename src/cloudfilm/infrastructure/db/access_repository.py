@@ -216,18 +216,17 @@ def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
     """Insert chained rows (``seq``/``prev_hash``/``hash`` already set) and move the head."""
     move = update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=seq, hash=last_hash)
     batch = list(rows)
-    if dialect_of(conn) == "postgresql" and len(batch) <= _AUDIT_CHUNK:
+    if dialect_of(conn) == "postgresql" and len(batch) == 1:
         # One statement (a data-modifying CTE): one round trip instead of two.
         conn.execute(move.add_cte(insert(_AUDIT).values(batch).cte("appended")))
         return
-    # Multi-row INSERT ... VALUES: a QIDO page of 100 residents is one statement, not 100
-    # (SQLite binds up to 32,766 parameters, 18 a row).
-    for start in range(0, len(batch), _AUDIT_CHUNK):
-        conn.execute(insert(_AUDIT).values(batch[start:start + _AUDIT_CHUNK]))
+    # Several records (an answer with several residents' data): SQLAlchemy's
+    # "insertmanyvalues" sends them as one multi-row INSERT ... VALUES per batch (1,000 rows
+    # on PostgreSQL, up to 32,766 parameters on SQLite). RETURNING is what turns it on;
+    # ``.values([...])`` would compile a new statement per row count (76 ms for 100 rows
+    # measured here, against 13 ms).
+    conn.execute(insert(_AUDIT).returning(_AUDIT.c.id), batch)
     conn.execute(move)
-
-
-_AUDIT_CHUNK = 1000
 
 
 def chain_head(conn: Executor) -> tuple[int, str] | None:
