@@ -24,10 +24,11 @@ run: install
 	@echo "cloudfilm: look at http://127.0.0.1:8042/dicomweb/studies?limit=20 and /docs (Ctrl-C stops)"
 	$(VENV)/bin/cloudfilm serve --data cloudfilm-data
 
-## The whole test suite: lint, layers, unit, integration (SQLite and PostgreSQL), interop.
+## The whole test suite: lint, layers, types (mypy), unit, integration (SQLite and PostgreSQL), interop.
 test: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -n 2 --dist loadgroup tests
 
 lint: install

@@ -106,6 +106,7 @@ def serve(port: int, data_dir: Path, db_url: str | None, ready: Path) -> None:
         targets[code] = (str(slices[0].StudyInstanceUID), str(slices[0].SeriesInstanceUID),
                          str(slices[0].SOPInstanceUID), pid)
     hospital_ids = {h.code: h.id for h in services.hospitals.list()}
+    _link_fillers(db.engine, hospital_ids["HB"])
     # Link HB's target patient to a resident so that a grant can name them.
     resident_id = _link(services.residents, "HB", targets["HB"][3])
     now = datetime.now(UTC)
@@ -137,6 +138,9 @@ def serve(port: int, data_dir: Path, db_url: str | None, ready: Path) -> None:
         def write(self, entries: Any, *, conn: Any = None) -> None:
             return None
 
+        def study_owners(self, conn: Any, study_uids: Any) -> dict[str, int | None]:
+            return {}
+
     blobs = services.retrieve._blobs
     bare_audit = NoAudit(db, address_key=b"x" * 32)
     off = replace(services, query=QueryService(db, AllowAll(), bare_audit),
@@ -158,6 +162,27 @@ def serve(port: int, data_dir: Path, db_url: str | None, ready: Path) -> None:
     ready.write_text(json.dumps({"targets": targets, "token": token}))
     freeze_startup_objects()
     uvicorn.run(outer, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _link_fillers(engine: Any, hospital_id: int) -> None:
+    """Give every filler patient of a hospital a resident, so that a page of its studies
+    carries ~100 residents' data (one audit record each, issue 11 finding 5)."""
+    from sqlalchemy import insert, select
+    from sqlalchemy.orm import Session
+
+    from cloudfilm.infrastructure.db.models import Patient, PatientLink, Resident
+
+    now = datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        patients = session.execute(select(Patient.id).where(
+            Patient.hospital_id == hospital_id,
+            Patient.patient_id.not_like("BENCH-%"))).scalars().all()
+        for fk in patients:
+            resident = Resident(created_at=now, updated_at=now)
+            session.add(resident)
+            session.flush()
+            session.execute(insert(PatientLink).values(
+                patient_fk=fk, resident_id=resident.id, state="linked", updated_at=now))
 
 
 def _link(residents: Any, code: str, patient_id: str) -> int:
@@ -240,6 +265,8 @@ def measure(base: str, info: dict[str, Any], *, rounds: int,
     endpoints = {
         "QIDO studies ?PatientID": (f"/dicomweb/studies?PatientID={b_pid}",
                                     "application/dicom+json"),
+        "QIDO studies ?limit=100 (~100 residents)": ("/dicomweb/studies?limit=100",
+                                                     "application/dicom+json"),
         "QIDO study instances": (f"/dicomweb/studies/{b_study}/instances",
                                  "application/dicom+json"),
         "WADO series metadata": (f"/dicomweb/studies/{b_study}/series/{b_series}/metadata",

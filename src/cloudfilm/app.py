@@ -14,6 +14,7 @@ import signal
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -61,7 +62,7 @@ from cloudfilm.services.reports.service import ReportService, ReportSettings
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
     """structlog over stdlib logging: JSON lines in production, readable lines locally."""
-    shared = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -118,8 +119,8 @@ def build_services(settings: Settings) -> Services:
     protector = _protector(security)
     peers = PeerService(db)
     local = local_access(settings)
-    policy = AccessPolicy()
     audit = AuditService(db, address_key=_address_key(security))
+    policy = AccessPolicy(audit=audit)
     sms = SmsService(_sms_sender(settings, db, protector), db, protector, Templates(
         sign_name=settings.sms.sign_name, code=settings.sms.template_code,
         grant_request=settings.sms.template_grant_request,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,12 +28,12 @@ from cloudfilm.infrastructure.db.models import (
     Study,
 )
 
-_hospital = Hospital.__table__
-_patient = Patient.__table__
-_study = Study.__table__
-_series = Series.__table__
-_instance = Instance.__table__
-_version = InstanceVersion.__table__
+_hospital = cast(Table, Hospital.__table__)
+_patient = cast(Table, Patient.__table__)
+_study = cast(Table, Study.__table__)
+_series = cast(Table, Series.__table__)
+_instance = cast(Table, Instance.__table__)
+_version = cast(Table, InstanceVersion.__table__)
 
 _HOSPITAL_BY_CODE = select(_hospital.c.id).where(_hospital.c.code == bindparam("code"))
 _PATIENT_BY_KEY = select(
@@ -152,17 +152,17 @@ def upsert_patient(session: Session, *, hospital_id: int, values: dict[str, Any]
     return int(row.id)
 
 
-def studies_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Row[Any]]:
+def studies_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Any]:
     rows = session.connection().execute(_STUDIES_BY_UID, {"uids": list(uids)})
     return {r.study_instance_uid: r for r in rows}
 
 
-def series_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Row[Any]]:
+def series_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Any]:
     rows = session.connection().execute(_SERIES_BY_UID, {"uids": list(uids)})
     return {r.series_instance_uid: r for r in rows}
 
 
-def instances_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Row[Any]]:
+def instances_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Any]:
     rows = session.connection().execute(_INSTANCES_BY_UID, {"uids": list(uids)})
     return {r.sop_instance_uid: r for r in rows}
 
@@ -192,7 +192,9 @@ def create_study(session: Session, values: dict[str, Any]) -> Row[Any]:
     created = _insert_returning(session, _study, values, STUDY_COLUMNS)
     if created is not None:
         return created
-    return studies_by_uid(session, [values["study_instance_uid"]])[values["study_instance_uid"]]
+    found: Row[Any] = studies_by_uid(session, [values["study_instance_uid"]])[
+        values["study_instance_uid"]]
+    return found
 
 
 def create_series(session: Session, values: dict[str, Any]) -> tuple[Row[Any], bool]:

@@ -80,7 +80,7 @@ def _where(cond: Condition, column: Any = None) -> ColumnElement[bool]:
     if cond.kind == "exact":
         return col == cond.value  # type: ignore[no-any-return]
     if cond.kind == "list":
-        return col.in_(list(cond.value)) if cond.value else false()  # type: ignore[no-any-return]
+        return col.in_(list(cond.value)) if cond.value else false()
     if cond.kind == "wildcard":
         return col.like(cond.value, escape="\\")  # type: ignore[no-any-return]
     if cond.kind == "range":
@@ -95,7 +95,7 @@ def _where(cond: Condition, column: Any = None) -> ColumnElement[bool]:
     if cond.kind == "words":
         return and_(*(col.like(f"% {w} %", escape="\\") for w in cond.value))
     if cond.kind == "contains":
-        return func.upper(col).like(f"%{cond.value}%", escape="\\")  # type: ignore[no-any-return]
+        return func.upper(col).like(f"%{cond.value}%", escape="\\")
     raise ValueError(f"unknown condition kind {cond.kind}")
 
 

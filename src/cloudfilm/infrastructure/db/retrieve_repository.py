@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, select
 
 from cloudfilm.infrastructure.db.models import Instance, Series, Study
 
 
-def _scoped(stmt: Select[Any], study_uid: str, series_uid: str | None,
-            sop_uid: str | None) -> Select[Any]:
+def _scoped(stmt: Any, study_uid: str, series_uid: str | None,
+            sop_uid: str | None) -> Any:
     stmt = stmt.join(Series, Series.id == Instance.series_fk).join(
         Study, Study.id == Instance.study_fk
     ).where(Study.study_instance_uid == study_uid)

@@ -60,7 +60,7 @@ def read_header(path: Path) -> ParsedHeader:
         is_part10 = fh.read(4) == b"DICM"
         fh.seek(0)
         try:
-            ds = dcmread(fh, stop_before_pixels=True)
+            ds: Dataset = dcmread(fh, stop_before_pixels=True)
         except InvalidDicomError:
             fh.seek(0)
             ds = _read_without_preamble(fh)

@@ -60,7 +60,7 @@ class HttpProblem(Exception):
 def status_for(exc: CloudfilmError) -> int:
     for cls in type(exc).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 500
 
 

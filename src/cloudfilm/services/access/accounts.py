@@ -37,7 +37,7 @@ from cloudfilm.infrastructure.db import account_repository as repo
 from cloudfilm.infrastructure.db import identity_repository as identity_repo
 from cloudfilm.infrastructure.db.models import Account
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor, ActorKind
+from cloudfilm.services.access.actor import Actor, ActorKind, Role
 from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
 from cloudfilm.services.access.proofing import IdentityVerifier
 from cloudfilm.services.access.sms import PHONE_DOMAIN, SmsService, mask_phone
@@ -614,14 +614,15 @@ class AccountService:
         if hospital_code is None and account.hospital_id is not None:
             hospital = identity_repo.hospital_by_id(session, account.hospital_id)
             hospital_code = hospital.code if hospital is not None else None
-        # A hospital administrator is a member of its hospital like a doctor (the Actor
-        # contract has no separate kind); the consent service reads the account's kind
-        # for what only hospital administrators may do.
+        # A hospital administrator is a member of its hospital like a doctor, with the
+        # hospital-administrator role on top (what it may do: kernel.ROLE_PERMISSIONS).
         kind: ActorKind = "admin" if account.kind == "admin" else "doctor"
+        roles = (frozenset({Role.DOCTOR, Role.HOSPITAL_ADMIN})
+                 if account.kind == "hospital_admin" else frozenset())
         return Actor(kind=kind, subject=subject, hospital_id=account.hospital_id,
                      hospital_code=hospital_code, account_id=account.id,
                      department=account.department, display=account.display_name,
-                     address=address)
+                     address=address, roles=roles)
 
     # -- administration --
 

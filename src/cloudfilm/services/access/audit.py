@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -36,8 +36,9 @@ import orjson
 
 from cloudfilm.infrastructure.db import access_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.errors import NotAuthorizedError, ResourceUnavailableError
+from cloudfilm.services.kernel.actor import Actor, Permission
+from cloudfilm.services.kernel.time import aware
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,42 @@ class AuditEntry:
     resident_id: int | None = None
     reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def per_resident(actor: Actor, action: str, resource_type: str, resource_uid: str,
+                 owners: Mapping[str, int | None], *, key: str, reason: str = "",
+                 detail: Mapping[str, Any] | None = None) -> list[AuditEntry]:
+    """The records of an answer that carries several residents' data: one per resident.
+
+    Parameters
+    ----------
+    owners
+        Each UID (study, report) in the answer -> the resident it is linked to (None:
+        unlinked, a conflict or unmatched; those share one record without a resident).
+    key
+        Name of the UID list in ``detail`` (``studies``, ``reports``). Every record lists
+        all of its resident's UIDs: nothing is cut.
+    detail
+        What every record carries (matches, offset, the query's keys).
+
+    Returns
+    -------
+    list[AuditEntry]
+        At least one record (an empty answer is still a search that happened).
+    """
+    groups: dict[int | None, list[str]] = {}
+    for uid, resident in owners.items():
+        groups.setdefault(resident, []).append(uid)
+    if not groups:
+        groups[None] = []
+    order = sorted(groups, key=lambda r: (r is None, r or 0))
+    entries = []
+    for resident in order:
+        info: dict[str, Any] = {**(detail or {}), key: sorted(groups[resident]),
+                                "residents": len([r for r in groups if r is not None])}
+        entries.append(AuditEntry(actor, action, "allowed", resource_type, resource_uid,
+                                  resident_id=resident, reason=reason, detail=info))
+    return entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +208,10 @@ class AuditService:
             rows.append(values)
         repo.append_audit(conn, rows, seq=seq, last_hash=prev)
 
+    def study_owners(self, conn: Any, study_uids: Sequence[str]) -> dict[str, int | None]:
+        """Each study of an answer -> its linked resident, for :func:`per_resident`."""
+        return repo.study_residents(conn, study_uids)
+
     def write(self, entries: Iterable[AuditEntry], *, conn: Any = None) -> None:
         """Append records and commit them before this returns.
 
@@ -218,7 +259,7 @@ class AuditService:
         NotAuthorizedError
             ``actor`` is not a signed-in resident.
         """
-        if actor.kind != "resident" or not actor.resident_ids:
+        if not actor.can(Permission.READ_OWN_ACCESS_LOG) or not actor.resident_ids:
             raise NotAuthorizedError("only a signed-in resident can read their access log")
         limit = max(1, min(limit, 500))
         try:
@@ -234,7 +275,7 @@ class AuditService:
         for r in rows:
             hospital = names.get(r.actor_hospital_id, (r.actor_hospital_code, ""))
             out.append(AccessLogEntry(
-                at=_aware(r.at), who=r.actor_display or _kind_label(r.actor_kind),
+                at=aware(r.at), who=r.actor_display or _kind_label(r.actor_kind),
                 kind=r.actor_kind, hospital=hospital[1] or hospital[0],
                 department=r.actor_department, action=r.action,
                 resource_type=r.resource_type, resource_uid=r.resource_uid,
@@ -251,7 +292,7 @@ class AuditService:
         NotAuthorizedError
             ``actor`` is not an administrator or the local operator.
         """
-        if actor.kind not in ("admin", "operator"):
+        if not actor.can(Permission.READ_AUDIT):
             self.write([AuditEntry(actor, "audit.read", "denied", reason="not-admin")])
             raise NotAuthorizedError("only administrators can read the audit trail")
         resident = filters.pop("resident_id", None)
@@ -328,10 +369,6 @@ def _values(entry: AuditEntry, *, seq: int, at: datetime, prev_hash: str) -> dic
         "detail": orjson.dumps(entry.detail, option=orjson.OPT_SORT_KEYS).decode(),
         "prev_hash": prev_hash,
     }
-
-
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 def _kind_label(kind: str) -> str:

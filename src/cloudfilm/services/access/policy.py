@@ -1,27 +1,25 @@
-"""The one policy decision point: may this actor see this study?
+"""The one policy decision point: may this actor do this, to this study or report?
 
-Every exit door reaches it through the archive services (``QueryService.search``,
-``RetrieveService.locate/metadata/frames/rendered/bulkdata``), which call it themselves, so
-no door (QIDO, WADO-RS/URI, C-FIND, C-MOVE, C-GET, a portal) can forget it.
+Every exit door reaches it through the services (``QueryService.search``,
+``RetrieveService.locate/metadata/frames/rendered/bulkdata``, ``ReportService``), which call
+it themselves, so no door (QIDO, WADO-RS/URI, C-FIND, C-MOVE, C-GET, REST, a portal) can
+forget it.
 
-Rules (a study is the unit; its series and instances follow it):
+Two questions, one after the other:
 
-- ``operator`` (the embedded platform's local operator) and ``admin`` see everything;
-  every access is audited like anyone else's.
-- ``hospital`` (an API credential or a registered AE title) sees the studies it produced
-  (``study.hospital_id``). Retrieving another hospital's study as a *system* needs a grant
-  to a system, which does not exist yet: hospital systems are kept to their own studies.
-- ``doctor`` sees the studies of his own hospital and, of other hospitals, only those an
-  active, unexpired, unrevoked grant of the patient (or break-glass) covers
-  (``grant_repository.active_scopes``).
-- ``resident`` sees the studies of patient records linked to ``actor.resident_ids``
-  (themself and family members they may act for).
-- Anything else, or a study that is not linked to anybody (for person actors), is refused:
-  unknown means no.
+1. Does one of the actor's roles grant the :class:`~cloudfilm.services.kernel.Permission`
+   (``ROLE_PERMISSIONS`` in ``services.kernel.actor``)? :meth:`AccessPolicy.require`
+   answers it for permissions without a resource (manage hospitals, read the audit
+   trail, read the SMS outbox...).
+2. For patient data: is this study or report in the actor's scope (own hospital, own
+   records, granted)? The rules live in ``services.access.rules``, which yields both the
+   single decision (:meth:`AccessPolicy.decide`) and the search restriction
+   (:meth:`AccessPolicy.filter`, :meth:`AccessPolicy.report_filter`) from one scope.
 
-A refused single-resource request does not say whether the study exists: the services
-raise :class:`~cloudfilm.services.errors.NotAuthorizedError` both for "absent" and for
-"not yours" (HTTP 403 / DIMSE 0x0124), and the audit record keeps the difference.
+:meth:`AccessPolicy.enforce` decides, commits the audit record and raises
+:class:`~cloudfilm.services.errors.NotAuthorizedError` on a refusal. A refused request does
+not say whether the study exists ("absent" and "not yours" are the same refusal; the audit
+record keeps the difference).
 """
 
 from __future__ import annotations
@@ -29,24 +27,30 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import ColumnElement
 
 from cloudfilm.infrastructure.db import access_repository as repo
-from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.rules import Facts, Grants, Scope, scope_of
+from cloudfilm.services.errors import NotAuthorizedError
+from cloudfilm.services.kernel.actor import Actor, Permission, Role
+
+if TYPE_CHECKING:
+    from cloudfilm.services.access.audit import AuditService
 
 logger = logging.getLogger(__name__)
 
 ResourceType = Literal["study", "series", "instance"]
-Scopes = Mapping[int, frozenset[str] | None]
-ScopeLookup = Callable[..., Scopes]
+Scopes = Grants
+ScopeLookup = Callable[..., Grants]
 """``(conn, *, doctor_account_id, resident_ids, now) -> {resident_id: UIDs or None}``."""
 
 PRIVILEGED = frozenset({"operator", "admin"})
+"""Kept for callers of the old API; decisions use ``Permission.READ_ANY_PATIENT``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +79,9 @@ class Resource:
 class Decision:
     """The policy's answer for one resource.
 
-    ``exists`` is False when no such study is stored; for a non-privileged actor that is
-    a refusal like any other (``reason="absent"``), so that guessing UIDs reveals nothing.
+    ``exists`` is False when no such study is stored; for an actor without
+    ``READ_ANY_PATIENT`` that is a refusal like any other (``reason="absent"``), so that
+    guessing UIDs reveals nothing.
     """
 
     allowed: bool
@@ -87,12 +92,13 @@ class Decision:
 
 
 def _no_grants(conn: Any, *, doctor_account_id: int, resident_ids: Sequence[int] | None,
-               now: datetime) -> Scopes:
+               now: datetime) -> Grants:
     return {}
 
 
 class AccessPolicy:
-    """Decides single resources (:meth:`authorize`) and restricts searches (:meth:`filter`).
+    """Decides (:meth:`decide`, :meth:`enforce`, :meth:`require`) and restricts searches
+    (:meth:`filter`, :meth:`report_filter`).
 
     Parameters
     ----------
@@ -101,13 +107,21 @@ class AccessPolicy:
         (imported on first use; while it does not exist, doctors have no grants).
     clock
         Returns the current time (UTC); tests pass a fixed one.
+    audit
+        Where :meth:`enforce` and :meth:`require` record; set by the composition root
+        (``bind_audit``) because the audit service is built beside the policy.
     """
 
     def __init__(self, *, scopes: ScopeLookup | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 audit: AuditService | None = None) -> None:
         self._scopes = scopes
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
+        self._audit = audit
+
+    def bind_audit(self, audit: AuditService) -> None:
+        self._audit = audit
 
     # -- grants ---------------------------------------------------------------------------
 
@@ -119,107 +133,130 @@ class AccessPolicy:
         return self._scopes
 
     def grants(self, conn: Any, actor: Actor,
-               resident_ids: Sequence[int] | None = None) -> Scopes:
+               resident_ids: Sequence[int] | None = None) -> Grants:
         """Active grants of a doctor (resident id -> UIDs or None), ``{}`` for anyone else."""
-        if actor.kind != "doctor" or actor.account_id is None:
+        if not actor.has(Role.DOCTOR) or actor.account_id is None:
             return {}
         return self._scope_lookup()(conn, doctor_account_id=actor.account_id,
                                     resident_ids=resident_ids, now=self._clock())
 
+    def scope(self, conn: Any, actor: Actor) -> Scope:
+        """The actor's whole scope (with all its active grants)."""
+        return scope_of(actor, self.grants(conn, actor))
+
     # -- decisions ------------------------------------------------------------------------
 
-    def authorize(self, conn: Any, actor: Actor, action: str, resource: Resource) -> Decision:
-        """Decide whether ``actor`` may perform ``action`` on ``resource``.
+    def decide(self, conn: Any, actor: Actor, permission: Permission,
+               resource: Resource | Facts) -> Decision:
+        """Decide whether ``actor`` may use ``permission`` on ``resource``.
 
-        Parameters
-        ----------
-        conn
-            A Core connection or Session (reads only: one indexed look-up, plus the grant
-            look-up for a doctor and another hospital's study).
-        actor
-            Who asks, as the door authenticated it.
-        action
-            What for (``retrieve``, ``metadata``, ``render``, ...); recorded, not used by the
-            rules yet (every rule is "may see").
-        resource
-            The study, series or instance.
-
-        Returns
-        -------
-        Decision
-            Never raises for a refusal; the caller audits, then raises.
+        ``resource`` is a study, series or instance (its facts are looked up: one indexed
+        query, plus the grant look-up for a doctor and another hospital's study) or the
+        :class:`Facts` of a report waiting for its study. Never raises for a refusal.
         """
-        facts = repo.study_facts(conn, resource.study_uid)
-        if facts is None:
-            allowed = actor.kind in PRIVILEGED
-            return Decision(allowed, actor.kind if allowed else "absent", exists=False)
-        _, hospital_id, hospital_code, resident_id = facts
-        allowed, reason = self._rule(conn, actor, resource.study_uid, hospital_id,
-                                     hospital_code, resident_id)
-        return Decision(allowed, reason, exists=True, resident_id=resident_id,
-                        study_hospital_id=hospital_id)
+        if isinstance(resource, Resource):
+            found = repo.study_facts(conn, resource.study_uid)
+            if found is None:
+                if actor.can(Permission.READ_ANY_PATIENT) and actor.can(permission):
+                    return Decision(True, actor.kind, exists=False)
+                return Decision(False, "absent", exists=False)
+            _, hospital_id, hospital_code, resident_id = found
+            facts = Facts(hospital_id, hospital_code, resident_id, resource.study_uid)
+        else:
+            facts = resource
+        if not actor.can(permission):
+            reason = "not-permitted" if actor.roles else "unknown-actor"
+            return Decision(False, reason, True, facts.resident_id, facts.hospital_id)
+        allowed, reason = scope_of(actor).admits(facts)
+        if not allowed and actor.has(Role.DOCTOR) and facts.resident_id is not None:
+            # Grants only matter past the own-hospital rule: one look-up, for this resident.
+            grants = self.grants(conn, actor, [facts.resident_id])
+            allowed, reason = scope_of(actor, grants).admits(facts)
+        return Decision(allowed, reason, True, facts.resident_id, facts.hospital_id)
 
-    def _rule(self, conn: Any, actor: Actor, study_uid: str, hospital_id: int,
-              hospital_code: str, resident_id: int | None) -> tuple[bool, str]:
-        if actor.kind in PRIVILEGED:
-            return True, actor.kind
-        own_hospital = (hospital_id == actor.hospital_id if actor.hospital_id is not None
-                        else bool(actor.hospital_code) and hospital_code == actor.hospital_code)
-        if actor.kind == "hospital":
-            return (True, "own-hospital") if own_hospital else (False, "other-hospital")
-        if actor.kind == "resident":
-            if resident_id is not None and resident_id in actor.resident_ids:
-                return True, "own-record"
-            return False, "not-own-record"
-        if actor.kind == "doctor":
-            if own_hospital:
-                return True, "own-hospital"
-            if resident_id is None:
-                return False, "unlinked"
-            scope = self.grants(conn, actor, [resident_id])
-            if resident_id not in scope:
-                return False, "no-grant"
-            granted = scope[resident_id]
-            if granted is None or study_uid in granted:
-                return True, "grant"
-            return False, "not-in-grant"
-        return False, "unknown-actor"
+    def enforce(self, conn: Any, actor: Actor, permission: Permission,
+                resource: Resource | Facts, *, action: str,
+                audit_type: str | None = None, audit_uid: str | None = None,
+                detail: dict[str, Any] | None = None, refusal: str = "") -> Decision:
+        """Decide, commit the audit record (the decision's transaction on PostgreSQL, see
+        ``AuditService.write``), and raise on a refusal.
+
+        Raises
+        ------
+        NotAuthorizedError
+            The actor may not; the message does not say whether the resource exists.
+        ResourceUnavailableError
+            The record could not be written, so nothing may be returned.
+        """
+        from cloudfilm.services.access.audit import AuditEntry
+
+        decision = self.decide(conn, actor, permission, resource)
+        rtype = audit_type or (resource.type if isinstance(resource, Resource) else "report")
+        uid = audit_uid if audit_uid is not None else (
+            resource.uid if isinstance(resource, Resource) else resource.study_uid or "")
+        self._require_audit().write(conn=conn, entries=[AuditEntry(
+            actor, action, "allowed" if decision.allowed else "denied", rtype, uid,
+            resident_id=decision.resident_id, reason=decision.reason, detail=detail or {})])
+        if not decision.allowed:
+            raise NotAuthorizedError(refusal or f"{rtype} {uid} is not in the archive or you "
+                                     "are not authorised to see it")
+        return decision
+
+    def require(self, actor: Actor, permission: Permission, *, action: str,
+                message: str = "", conn: Any = None) -> None:
+        """Refuse (audited) unless one of the actor's roles grants ``permission``.
+
+        For permissions without a resource; the permitted action records itself where it
+        is worth a record (reading the audit trail does). A refusal is recorded on
+        ``conn`` when given (the caller's write transaction), else in its own.
+
+        Raises
+        ------
+        NotAuthorizedError
+            With ``message`` (or a generic one naming the permission).
+        """
+        if actor.can(permission):
+            return
+        from cloudfilm.services.access.audit import AuditEntry
+
+        entry = AuditEntry(actor, action[:32], "denied", reason="not-permitted",
+                           detail={"permission": permission.value})
+        audit = self._require_audit()
+        if conn is not None:
+            audit.record_many(conn, [entry])
+        else:
+            audit.write([entry])
+        raise NotAuthorizedError(message or f"you may not do this ({permission.value})")
+
+    def _require_audit(self) -> AuditService:
+        if self._audit is None:
+            raise RuntimeError("AccessPolicy has no audit service (call bind_audit)")
+        return self._audit
+
+    # -- the old entry points (same rules) --------------------------------------------------
+
+    def authorize(self, conn: Any, actor: Actor, action: str, resource: Resource) -> Decision:
+        """May ``actor`` see ``resource``? (``decide`` with ``READ_STUDY``; ``action`` is
+        what the caller records.)"""
+        return self.decide(conn, actor, Permission.READ_STUDY, resource)
 
     def authorize_held_report(self, conn: Any, actor: Actor, *, hospital_id: int,
                               hospital_code: str, patient_fk: int | None) -> Decision:
-        """Decide on a report that waits for its study (no study to decide on yet).
-
-        Its own hospital (systems and doctors) and the privileged see it; the resident its
-        patient record is linked to sees it; another hospital's doctor needs a grant to
-        *all* of that resident's records.
-        """
+        """Decide on a report that waits for its study (no study to decide on yet): its own
+        hospital, the resident it is linked to, a doctor with a grant to *all* of that
+        resident's records, and the privileged see it."""
         resident_id = repo.patient_resident(conn, patient_fk)
-        if actor.kind in PRIVILEGED:
-            return Decision(True, actor.kind, True, resident_id, hospital_id)
-        own_hospital = (hospital_id == actor.hospital_id if actor.hospital_id is not None
-                        else bool(actor.hospital_code) and hospital_code == actor.hospital_code)
-        allowed, reason = False, "unknown-actor"
-        if actor.kind in ("hospital", "doctor") and own_hospital:
-            allowed, reason = True, "own-hospital"
-        elif actor.kind == "hospital":
-            reason = "other-hospital"
-        elif actor.kind == "resident":
-            allowed = resident_id is not None and resident_id in actor.resident_ids
-            reason = "own-record" if allowed else "not-own-record"
-        elif actor.kind == "doctor":
-            if resident_id is None:
-                reason = "unlinked"
-            else:
-                scope = self.grants(conn, actor, [resident_id])
-                allowed = resident_id in scope and scope[resident_id] is None
-                reason = ("grant" if allowed else
-                          "not-in-grant" if resident_id in scope else "no-grant")
-        return Decision(allowed, reason, True, resident_id, hospital_id)
+        return self.decide(conn, actor, Permission.READ_REPORT,
+                           Facts(hospital_id, hospital_code, resident_id, None))
+
+    # -- searches -------------------------------------------------------------------------
 
     def report_filter(self, conn: Any, actor: Actor) -> ColumnElement[bool] | None:
         """The SQL restriction on ``report`` for a report search by ``actor``; None:
-        everything. Same rules as :meth:`filter` and :meth:`authorize_held_report`."""
-        return self._restriction(conn, actor, repo.visible_reports)
+        everything."""
+        if not actor.can(Permission.READ_REPORT):
+            return repo.visible_reports()
+        return self.scope(conn, actor).predicate(repo.visible_reports)
 
     def filter(self, conn: Any, actor: Actor) -> ColumnElement[bool] | None:
         """The SQL restriction on ``study`` for a search by ``actor``; None: everything.
@@ -227,21 +264,9 @@ class AccessPolicy:
         Applied inside the search statement, so LIMIT/OFFSET count visible rows only and
         the cost is one indexed predicate (plus one grant look-up for a doctor).
         """
-        return self._restriction(conn, actor, repo.visible_studies)
-
-    def _restriction(self, conn: Any, actor: Actor,
-                     visible: Callable[..., ColumnElement[bool]]
-                     ) -> ColumnElement[bool] | None:
-        if actor.kind in PRIVILEGED:
-            return None
-        if actor.kind == "hospital":
-            return visible(hospital_id=actor.hospital_id, hospital_code=actor.hospital_code)
-        if actor.kind == "resident":
-            return visible(resident_ids=sorted(actor.resident_ids))
-        if actor.kind == "doctor":
-            return visible(hospital_id=actor.hospital_id, hospital_code=actor.hospital_code,
-                           granted=self.grants(conn, actor))
-        return visible()  # unknown means no
+        if not actor.can(Permission.READ_STUDY):
+            return repo.visible_studies()
+        return self.scope(conn, actor).predicate(repo.visible_studies)
 
 
 def _default_scopes() -> ScopeLookup:

@@ -54,7 +54,6 @@ from cloudfilm.infrastructure.dicom.uids import is_valid_uid
 from cloudfilm.infrastructure.reports import dicom as dicom_reports
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
-from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.audit import AuditEntry, AuditService
 from cloudfilm.services.errors import (
     CloudfilmError,
@@ -66,6 +65,8 @@ from cloudfilm.services.errors import (
 )
 from cloudfilm.services.identity import mpi, names
 from cloudfilm.services.identity.protection import IdProtector
+from cloudfilm.services.kernel.actor import Actor, Permission
+from cloudfilm.services.kernel.sender import Sender as Sender  # re-exported for the doors
 from cloudfilm.services.reports.intake import ReportIntake, ReportObject
 
 logger = logging.getLogger(__name__)
@@ -89,16 +90,6 @@ _SERIES_TAGS = frozenset(
         "00400245", "00400275", "00080201",
     }
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    """Who delivered an object: the hospital it is recorded for, and through which door."""
-
-    hospital_code: str = "LOCAL"
-    hospital_name: str = "Local uploads"
-    door: str = "import"
-    remote: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +187,9 @@ class IngestService:
             Doctors, residents and administrators do not upload (recorded in the audit
             trail).
         """
-        if actor.kind == "operator":
+        if actor.can(Permission.STORE_FOR_ANY_HOSPITAL):
             return Sender(door=door, remote=actor.address)
-        if actor.kind == "hospital" and actor.hospital_code:
+        if actor.can(Permission.STORE) and actor.hospital_code:
             return Sender(hospital_code=actor.hospital_code,
                           hospital_name=actor.display or actor.hospital_code, door=door,
                           remote=actor.address)

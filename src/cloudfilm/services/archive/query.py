@@ -17,15 +17,14 @@ from typing import Any, Literal
 import orjson
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from cloudfilm.infrastructure.db import access_repository
 from cloudfilm.infrastructure.db import query_repository as qr
 from cloudfilm.infrastructure.db.query_repository import Condition
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor
-from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.audit import AuditService, per_resident
 from cloudfilm.services.access.policy import AccessPolicy
 from cloudfilm.services.archive.ingest import BULK_BASE
 from cloudfilm.services.errors import InvalidQueryError, ResourceUnavailableError
+from cloudfilm.services.kernel.actor import Actor
 
 Level = Literal["study", "series", "instance"]
 
@@ -171,18 +170,15 @@ class QueryService:
                                                visible=visible)
                     matches = [_instance_json(r, request) for r in rows[: request.limit]]
                 studies = sorted({m["0020000D"]["Value"][0] for m in matches})
-                resident = None
-                if actor.kind in ("doctor", "admin") and studies:
-                    # People looking across hospitals: record whose data they saw, so that
-                    # the resident finds the search in "who looked at my data".
-                    residents = access_repository.residents_of_studies(session, studies[:200])
-                    resident = next(iter(residents)) if len(residents) == 1 else None
-                self._audit.write(conn=session, entries=[AuditEntry(
-                    actor, "search", "allowed", request.level,
-                    _searched_uid(request), resident_id=resident, reason=actor.kind,
+                # Whoever asked (own hospital included), every resident whose data is in
+                # the answer finds the search in "who looked at my data": one record per
+                # resident, all in one INSERT.
+                owners = self._audit.study_owners(session, studies)
+                self._audit.write(conn=session, entries=per_resident(
+                    actor, "search", request.level, _searched_uid(request), owners,
+                    key="studies", reason=actor.kind,
                     detail={"matches": len(matches), "offset": request.offset,
-                            "keys": sorted({c.keyword for c in request.conditions}),
-                            "studies": studies[:20]})])
+                            "keys": sorted({c.keyword for c in request.conditions})}))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return SearchResult(matches=matches, truncated=len(rows) > request.limit)

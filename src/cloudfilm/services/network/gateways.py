@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from cloudfilm.infrastructure.db import gateway_repository as repo
 from cloudfilm.infrastructure.db.models import GatewayHeartbeat
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.errors import (
     InvalidQueryError,
     NotAuthorizedError,

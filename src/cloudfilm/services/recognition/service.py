@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from cloudfilm.infrastructure.db import identity_repository as ids
 from cloudfilm.infrastructure.db import recognition_repository as repo
 from cloudfilm.infrastructure.db.session import Database, as_utc
-from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.errors import (
     AlreadyExistsError,

@@ -29,10 +29,8 @@ from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableErr
 from cloudfilm.infrastructure.reports import fhir, hl7v2, render, search
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
-from cloudfilm.services.access.actor import Actor
-from cloudfilm.services.access.audit import AuditEntry, AuditService
-from cloudfilm.services.access.policy import PRIVILEGED, AccessPolicy, Decision, Resource
-from cloudfilm.services.archive.ingest import Sender
+from cloudfilm.services.access.audit import AuditEntry, AuditService, per_resident
+from cloudfilm.services.access.policy import AccessPolicy, Decision, Resource
 from cloudfilm.services.errors import (
     InvalidInputError,
     InvalidReportError,
@@ -40,6 +38,8 @@ from cloudfilm.services.errors import (
     NotFoundError,
     ResourceUnavailableError,
 )
+from cloudfilm.services.kernel.actor import Actor, Permission
+from cloudfilm.services.kernel.sender import Sender
 from cloudfilm.services.reports.recording import Recorded, record_version
 
 
@@ -242,7 +242,8 @@ class ReportService:
         """The report row, once the policy allowed it and the record is committed."""
         row = report_repository.report_by_public_id(conn, public_id[:64])
         if row is None:
-            decision = Decision(actor.kind in PRIVILEGED, "absent", exists=False)
+            decision = Decision(actor.can(Permission.READ_ANY_PATIENT)
+                                and actor.can(Permission.READ_REPORT), "absent", exists=False)
         else:
             decision = self._decide(conn, actor, row)
         detail = {"study": row.linked_study_uid or ""} if row is not None else {}
@@ -397,10 +398,14 @@ class ReportService:
                     like_patterns=search.like_patterns(query), hospital_code=hospital_code,
                     status=status, link_state=link_state, since=since, until=until,
                     limit=limit, offset=offset)
-                self._audit.write(conn=conn, entries=[AuditEntry(
-                    actor, "search", "allowed", "report", reason=actor.kind,
-                    detail={"matches": len(rows), "offset": offset, "query": bool(query),
-                            "reports": [r.public_id for r in rows[:20]]})])
+                residents = access_repository.patient_residents(
+                    conn, [r.patient_fk for r in rows if r.patient_fk is not None])
+                owners = {r.public_id: (residents.get(r.patient_fk)
+                                        if r.patient_fk is not None else None) for r in rows}
+                # One record per resident whose reports are in the answer (one INSERT).
+                self._audit.write(conn=conn, entries=per_resident(
+                    actor, "search", "report", "", owners, key="reports", reason=actor.kind,
+                    detail={"matches": len(rows), "offset": offset, "query": bool(query)}))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return [_summary(r) for r in rows]
@@ -414,14 +419,14 @@ class ReportService:
         Administrators and the operator see every hospital; a hospital system or doctor
         its own hospital only; residents nothing.
         """
-        if actor.kind not in PRIVILEGED and actor.kind not in ("hospital", "doctor"):
-            raise NotAuthorizedError("upload figures are for hospitals and administrators")
+        self._policy.require(actor, Permission.READ_TIMELINESS, action="timeliness",
+                             message="upload figures are for hospitals and administrators")
         if until <= since or until - since > timedelta(days=366):
             raise InvalidInputError("since must be before until, at most a year apart")
         try:
             with self._db.reading() as conn:
                 own: int | None = None
-                if actor.kind not in PRIVILEGED:
+                if not actor.can(Permission.READ_ALL_TIMELINESS):
                     own = actor.hospital_id if actor.hospital_id is not None else \
                         report_repository.hospital_by_code(conn, actor.hospital_code or "")
                     if own is None:

@@ -38,7 +38,9 @@ def parse_accept(header: str | None) -> list[MediaRange]:
 
 
 def _split_unquoted(value: str, sep: str) -> list[str]:
-    out, current, quoted = [], [], False
+    out: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted

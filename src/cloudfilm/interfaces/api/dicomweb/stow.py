@@ -120,7 +120,7 @@ async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
     if not boundary:
         raise HttpProblem(400, "the multipart/related Content-Type has no boundary parameter",
                           code="no-boundary")
-    parser = MultipartParser(boundary, callbacks=_callbacks(spool))
+    parser = MultipartParser(boundary, callbacks=_callbacks(spool))  # type: ignore[arg-type]
     try:
         async for chunk in _batched(request, spool, limit):
             await run_in_threadpool(parser.write, chunk)

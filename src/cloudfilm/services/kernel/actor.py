@@ -1,0 +1,145 @@
+"""Who is asking: the one description of a caller that every door builds and every service
+passes to the access policy, with its roles and what they permit.
+
+A role is what an actor *is* (a doctor, a hospital administrator, a resident); a
+:class:`Permission` is what it may *do*. ``ROLE_PERMISSIONS`` is the only place that maps
+one to the other; services ask ``actor.can(permission)`` (or the policy's ``require`` /
+``enforce``, which also audit) instead of testing ``actor.kind``. Which *data* a permitted
+actor sees (its own hospital, its own records, granted ones) is the policy's rule
+(``services.access.rules``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin"]
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    """The embedded platform's local operator (loopback in open local mode)."""
+    ADMIN = "admin"
+    """A platform (health commission) administrator."""
+    HOSPITAL_SYSTEM = "hospital_system"
+    """A hospital's PACS/RIS/HIS: an API credential or a registered AE title."""
+    DOCTOR = "doctor"
+    """A signed-in clinician, bound to one hospital."""
+    HOSPITAL_ADMIN = "hospital_admin"
+    """A hospital's own administrator (manages its accounts, resets registrations after an
+    in-person ID check, reviews in-person and break-glass grants)."""
+    RESIDENT = "resident"
+    """A signed-in patient (for themself and the family members they may act for)."""
+
+
+class Permission(StrEnum):
+    # -- on patient data (decided per resource by the policy's rules) -------------------
+    READ_STUDY = "study.read"
+    """See a study, its series and instances (search, retrieve, render)."""
+    READ_REPORT = "report.read"
+    """See a diagnostic report (read, render, search)."""
+    READ_ANY_PATIENT = "patient.read_any"
+    """See every study and report without a grant (still audited)."""
+    # -- without a resource ---------------------------------------------------------------
+    STORE = "archive.store"
+    """Send studies and reports (recorded for the sender's own hospital)."""
+    STORE_FOR_ANY_HOSPITAL = "archive.store_any"
+    """Import for any hospital (bulk imports, the demo)."""
+    REQUEST_GRANT = "grant.request"
+    DECIDE_GRANT = "grant.decide"
+    REVIEW_GRANTS = "grant.review"
+    READ_OWN_ACCESS_LOG = "audit.own_log"
+    """Read "who looked at my data"."""
+    READ_AUDIT = "audit.read"
+    MANAGE_HOSPITALS = "hospital.manage"
+    MANAGE_PEERS = "peer.manage"
+    MANAGE_ACCOUNTS = "account.manage"
+    MANAGE_HOSPITAL_ACCOUNTS = "account.manage_own_hospital"
+    RESET_REGISTRATION = "account.reset_registration"
+    READ_SMS_OUTBOX = "sms.outbox"
+    READ_TIMELINESS = "stats.timeliness"
+    """Upload timeliness of one's own hospital."""
+    READ_ALL_TIMELINESS = "stats.timeliness_all"
+    READ_HEALTH = "system.health"
+    MAINTAIN_ARCHIVE = "archive.maintain"
+
+
+_EVERYTHING = frozenset(Permission)
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.OPERATOR: _EVERYTHING,
+    # Administrators do not upload (a study belongs to the hospital that made it) and
+    # decide no patient's grants.
+    Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
+                               Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
+    Role.HOSPITAL_SYSTEM: frozenset({
+        Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
+        Permission.READ_TIMELINESS}),
+    Role.DOCTOR: frozenset({
+        Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
+        Permission.READ_TIMELINESS}),
+    Role.HOSPITAL_ADMIN: frozenset({
+        Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
+        Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS}),
+    Role.RESIDENT: frozenset({
+        Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
+        Permission.READ_OWN_ACCESS_LOG}),
+}
+"""The one map from roles to permissions."""
+
+_KIND_ROLES: dict[str, frozenset[Role]] = {
+    "operator": frozenset({Role.OPERATOR}),
+    "admin": frozenset({Role.ADMIN}),
+    "hospital": frozenset({Role.HOSPITAL_SYSTEM}),
+    "doctor": frozenset({Role.DOCTOR}),
+    "resident": frozenset({Role.RESIDENT}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """A caller, as established by a door's authentication.
+
+    ``kind`` says how the caller authenticated and what the audit trail calls it:
+    ``operator`` (unauthenticated loopback in open local mode), ``hospital`` (API credential
+    or AE title), ``doctor`` and ``resident`` (signed-in people), ``admin`` (platform
+    administrator). ``roles`` say what it may do; left empty they follow from ``kind``
+    (``Actor(kind="doctor", ...)`` is a doctor), and a hospital administrator is
+    ``Actor(kind="doctor", roles={Role.DOCTOR, Role.HOSPITAL_ADMIN}, ...)``. An unknown
+    kind has no role and may do nothing.
+    """
+
+    kind: ActorKind
+    subject: str
+    """Stable id for the audit trail: hospital code, ``account:<id>``, ``local``."""
+    hospital_id: int | None = None
+    hospital_code: str | None = None
+    account_id: int | None = None
+    resident_ids: frozenset[int] = field(default_factory=frozenset)
+    """For a resident: themself and the family members they may act for."""
+    department: str = ""
+    display: str = ""
+    """Shown to residents in "who looked at my data" (doctor's name, hospital's name)."""
+    address: str = ""
+    """Hashed client address or calling AE title; never a raw IP in logs."""
+    roles: frozenset[Role] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not self.roles:
+            object.__setattr__(self, "roles", _KIND_ROLES.get(self.kind, frozenset()))
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return frozenset().union(*(ROLE_PERMISSIONS[r] for r in self.roles))
+
+    def can(self, permission: Permission) -> bool:
+        """Whether one of the actor's roles grants ``permission`` (no data rule applied)."""
+        return any(permission in ROLE_PERMISSIONS[r] for r in self.roles)
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+LOCAL_OPERATOR = Actor(kind="operator", subject="local", display="local operator")

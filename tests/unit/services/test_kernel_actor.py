@@ -1,0 +1,52 @@
+"""Roles and permissions on the Actor: kinds map to roles, roles to permissions, and an
+actor of no known kind may do nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudfilm.services.access.actor import LOCAL_OPERATOR
+from cloudfilm.services.access.rules import Facts, scope_of
+from cloudfilm.services.kernel import Actor, Permission, Role
+
+
+def test_kinds_give_their_roles_and_explicit_roles_win() -> None:
+    assert Actor(kind="doctor", subject="a").roles == {Role.DOCTOR}
+    assert Actor(kind="hospital", subject="H").roles == {Role.HOSPITAL_SYSTEM}
+    assert LOCAL_OPERATOR.roles == {Role.OPERATOR}
+    admin = Actor(kind="doctor", subject="a", roles=frozenset({Role.DOCTOR,
+                                                               Role.HOSPITAL_ADMIN}))
+    assert admin.can(Permission.RESET_REGISTRATION) and admin.can(Permission.READ_STUDY)
+    assert not Actor(kind="doctor", subject="a").can(Permission.RESET_REGISTRATION)
+
+
+@pytest.mark.parametrize(("kind", "allowed", "refused"), [
+    ("operator", [Permission.READ_AUDIT, Permission.STORE_FOR_ANY_HOSPITAL], []),
+    ("admin", [Permission.READ_AUDIT, Permission.MANAGE_HOSPITALS, Permission.READ_SMS_OUTBOX],
+     [Permission.STORE, Permission.DECIDE_GRANT]),
+    ("hospital", [Permission.STORE, Permission.READ_STUDY],
+     [Permission.READ_AUDIT, Permission.REQUEST_GRANT, Permission.READ_ANY_PATIENT]),
+    ("doctor", [Permission.REQUEST_GRANT, Permission.READ_STUDY],
+     [Permission.STORE, Permission.READ_AUDIT, Permission.READ_SMS_OUTBOX]),
+    ("resident", [Permission.READ_OWN_ACCESS_LOG, Permission.DECIDE_GRANT],
+     [Permission.READ_AUDIT, Permission.STORE, Permission.READ_ALL_TIMELINESS]),
+    ("researcher", [], list(Permission)),
+])
+def test_what_each_kind_may_do(kind: str, allowed: list[Permission],
+                               refused: list[Permission]) -> None:
+    actor = Actor(kind=kind, subject="x")  # type: ignore[arg-type]
+    assert all(actor.can(p) for p in allowed)
+    assert not any(actor.can(p) for p in refused)
+
+
+def test_a_hospital_administrator_alone_sees_no_patient_data() -> None:
+    only_admin = Actor(kind="doctor", subject="a", hospital_id=1,
+                       roles=frozenset({Role.HOSPITAL_ADMIN}))
+    facts = Facts(hospital_id=1, hospital_code="HA", resident_id=5, study_uid="1.2")
+    assert scope_of(only_admin).admits(facts) == (False, "unknown-actor")
+    doctor = Actor(kind="doctor", subject="a", hospital_id=1)
+    assert scope_of(doctor).admits(facts) == (True, "own-hospital")
+    # a named grant never covers a held report (no study yet)
+    held = Facts(hospital_id=2, hospital_code="HB", resident_id=5, study_uid=None)
+    assert scope_of(doctor, {5: frozenset({"1.2"})}).admits(held) == (False, "not-in-grant")
+    assert scope_of(doctor, {5: None}).admits(held) == (True, "grant")
