@@ -303,10 +303,15 @@ def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
                               "CLOUDFILM_DIMSE__TLS_PRIVATE_KEY")
         context = tls_context(dimse.tls_certificate, dimse.tls_private_key,
                               dimse.tls_ca_certificates)
+    if dimse.require_tls_remote and (context is None or dimse.tls_ca_certificates is None):
+        raise ConfigError("CLOUDFILM_DIMSE__REQUIRE_TLS_REMOTE needs mutual TLS: set "
+                          "CLOUDFILM_DIMSE__TLS_CERTIFICATE, CLOUDFILM_DIMSE__TLS_PRIVATE_KEY "
+                          "and CLOUDFILM_DIMSE__TLS_CA_CERTIFICATES (the CA of the peers)")
     return DimseServer(
         services, ae_title=dimse.ae_title, host=dimse.host, port=dimse.port,
         max_pdu=dimse.max_pdu, max_associations=dimse.max_associations,
-        timeout=dimse.timeout, ssl_context=context,
+        timeout=dimse.timeout, ssl_context=context, tls_port=dimse.tls_port,
+        require_tls_remote=dimse.require_tls_remote,
     )
 
 

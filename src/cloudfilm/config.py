@@ -57,6 +57,12 @@ class DimseSettings(BaseModel):
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
     tls_ca_certificates: Path | None = None
+    # With TLS configured: a second listener port for TLS, so that ``port`` stays plain for
+    # tools on this machine (unset: ``port`` itself speaks TLS).
+    tls_port: int | None = Field(None, ge=1, le=65535)
+    # Callers not on loopback must come over mutual TLS (needs certificate, key and CA);
+    # every caller must also call from an address registered for its AE title.
+    require_tls_remote: bool = False
 
     @field_validator("ae_title")
     @classmethod
