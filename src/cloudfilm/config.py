@@ -37,6 +37,23 @@ class HttpSettings(BaseModel):
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024)
     # QIDO-RS answers at most this many matches per request; clients page with offset.
     max_query_results: int = Field(10_000, ge=1)
+    # Host names (Host header) answered besides localhost, 127.0.0.1, ::1 and ``host``;
+    # "*.example.org" matches subdomains, "*" any name. Other names get 400, so that a DNS
+    # rebinding page cannot reach the local operator's API.
+    allowed_hosts: list[str] = []
+    # Origins (scheme://host[:port]) whose pages may send state-changing requests besides
+    # the server's own; a foreign Origin or Referer on POST/PUT/PATCH/DELETE gets 403.
+    trusted_origins: list[str] = []
+    # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed; from
+    # anyone else these headers are dropped. None by default (uvicorn's own proxy handling
+    # is off; its forwarded_allow_ips gets the same list).
+    trusted_proxies: list[str] = []
+    # Addresses (IPs or CIDRs) that may read /metrics without a credential (a Prometheus
+    # scraper); everyone else needs the administrator's or the local operator's access.
+    metrics_clients: list[str] = []
+    # Request line and headers together; larger requests are refused (431) while the
+    # headers are still arriving.
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
 
 
 class DimseSettings(BaseModel):

@@ -73,6 +73,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         configure_dicom_libraries,
         configure_logging,
         freeze_startup_objects,
+        uvicorn_options,
     )
     from cloudfilm.interfaces.api.http import create_app
 
@@ -114,7 +115,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
                     log_level="warning", access_log=False, timeout_graceful_shutdown=30,
-                    **options)
+                    **options, **uvicorn_options(settings))
     finally:
         if dimse is not None:
             dimse.stop(grace=30)
