@@ -105,7 +105,8 @@ class SecuritySettings(BaseModel):
     # (loopback) act as the local operator, "closed" answers 401. Unset: open for the
     # embedded SQLite platform, closed with a server database (PostgreSQL).
     local_mode: Literal["open", "closed"] | None = None
-    # TCP peer addresses that count as local (never taken from X-Forwarded-For).
+    # TCP peer addresses that count as local (X-Forwarded-For counts only when it comes
+    # from one of http.trusted_proxies).
     local_clients: list[str] = ["127.0.0.1", "::1"]
     # An explicit local_mode="open" with a server database is refused at start-up unless
     # this is true (one machine running PostgreSQL, nobody else on the network).
