@@ -248,8 +248,11 @@ def test_remote_callers_need_mutual_tls(services: Services, tmp_path: Path) -> N
     server = DimseServer(services, ae_title=SCP_AE, host="0.0.0.0", port=0, timeout=10,
                          ssl_context=server_tls, tls_port=0, require_tls_remote=True)
     server.start()
+    stall: socket.socket | None = None
     try:
         assert server.tls_port and server.tls_port != server.port
+        # A caller that opens TCP on the TLS port and never speaks stalls nobody else.
+        stall = socket.create_connection((address, server.tls_port), timeout=5)
         # plain TCP from the registered remote address: refused
         plain = _associate(server.port, source=address, target=address)
         assert plain.is_rejected and _rejection(plain) == NOT_RECOGNISED
@@ -272,6 +275,8 @@ def test_remote_callers_need_mutual_tls(services: Services, tmp_path: Path) -> N
                            tls=(_client_tls(files, "client"), address))
         assert other.is_rejected
     finally:
+        if stall is not None:
+            stall.close()
         server.stop(grace=2)
 
 

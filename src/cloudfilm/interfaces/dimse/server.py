@@ -278,10 +278,24 @@ def _build_ae(peers: PeerService, ae_title: str, max_pdu: int, max_associations:
     return ae
 
 
+class _DeferredHandshakeContext(ssl.SSLContext):
+    """Handshake in the association's thread, not in the accept loop.
+
+    pynetdicom wraps each accepted socket in its single listening thread
+    (``AssociationServer.get_request``); with the default handshake-on-connect one client
+    that opens TCP and sends nothing stalls every other TLS caller. Deferred, OpenSSL runs
+    the handshake inside the first read, in the association's thread, under its timeouts.
+    """
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
 def tls_context(certificate: Path, private_key: Path,
                 ca_certificates: Path | None = None) -> ssl.SSLContext:
     """A server-side TLS context for DICOM TLS (PS3.15 B.1); CA given -> mutual TLS."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = _DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile=str(certificate), keyfile=str(private_key))
     if ca_certificates is not None:
