@@ -66,10 +66,9 @@ def _raw_request(base: str, head: bytes) -> bytes:
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.settimeout(10)
-        try:
+        # The server may close while we are still sending: also a refusal.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server closed while we were still sending: also a refusal
         answer = b""
         with contextlib.suppress(ConnectionResetError, TimeoutError):
             while chunk := sock.recv(65536):
