@@ -59,10 +59,13 @@ def test_foreign_host_gets_nothing(local: TestClient, province: Province) -> Non
 
 def test_configured_names_and_wildcards(province: Province) -> None:
     with _client(province.services, allowed_hosts=("pacs.example.org", "*.hospital.cn")) as c:
-        assert c.get("/healthz", headers={"Host": "pacs.example.org"}).status_code == 200
-        assert c.get("/healthz", headers={"Host": "ha.hospital.cn:443"}).status_code == 200
-        assert c.get("/healthz", headers={"Host": "hospital.cn.evil"}).status_code == 400
-        assert c.get("/healthz", headers={"Host": "localhost"}).status_code == 400
+        outbox = "/api/v1/sms/outbox"
+        assert c.get(outbox, headers={"Host": "pacs.example.org"}).status_code == 200
+        assert c.get(outbox, headers={"Host": "ha.hospital.cn:443"}).status_code == 200
+        assert c.get(outbox, headers={"Host": "hospital.cn.evil"}).status_code == 400
+        assert c.get(outbox, headers={"Host": "localhost"}).status_code == 400
+        # a load balancer's health probe by IP address is answered
+        assert c.get("/healthz", headers={"Host": "10.0.0.8:8042"}).status_code == 200
 
 
 # -- cross-site requests ------------------------------------------------------------------
@@ -116,7 +119,7 @@ def test_trusted_origin_and_safe_methods(province: Province) -> None:
                     headers={"Origin": "https://viewer.example.org"})
         assert ok.status_code == 200
         # a GET with a foreign Origin is served (no CORS headers: the page cannot read it)
-        read = c.get("/healthz", headers={"Origin": "http://evil.example"})
+        read = c.get("/api/v1/sms/outbox", headers={"Origin": "http://evil.example"})
         assert read.status_code == 200
         assert "access-control-allow-origin" not in read.headers
 

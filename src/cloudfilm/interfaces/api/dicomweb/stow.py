@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Request
@@ -164,7 +164,7 @@ async def _spool_into(spool: _Spool, request: Request, limit: int) -> _Spool:
     if not boundary:
         raise HttpProblem(400, "the multipart/related Content-Type has no boundary parameter",
                           code="no-boundary")
-    parser = MultipartParser(boundary, callbacks=_callbacks(spool))
+    parser = MultipartParser(boundary, callbacks=cast(Any, _callbacks(spool)))
     try:
         async for chunk in _batched(request, spool, limit):
             await run_in_threadpool(parser.write, chunk)
