@@ -375,6 +375,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
     return {"proxy_headers": False,
             "forwarded_allow_ips": ",".join(settings.http.trusted_proxies),
+            # A worker imports pydicom, SQLAlchemy and FastAPI before it answers uvicorn's
+            # health ping; the default 5 s killed and restarted workers in a loop on a busy
+            # 2-core machine (seen in tests/integration/archive/test_serve_workers.py).
+            "timeout_worker_healthcheck": 30,
             "http": BoundedHttpToolsProtocol,
             "h11_max_incomplete_event_size": settings.http.max_header_bytes}
 
