@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from cloudfilm.app import build_services, configure_dicom_libraries
-from cloudfilm.config import SecuritySettings, Settings
+from cloudfilm.config import HttpSettings, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.models import Base
 from cloudfilm.services.container import Services
@@ -128,6 +128,10 @@ TEST_SECURITY = SecuritySettings(
 )
 
 
+# Starlette's TestClient sends "Host: testserver"; production allows localhost names only.
+TEST_HTTP = HttpSettings(allowed_hosts=["testserver"])
+
+
 def settings_to_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, db_url: str) -> None:
     """Point a ``cloudfilm`` command run in-process (click's CliRunner) at the test's
     database, data folder and secrets, the way an operator's environment would."""
@@ -142,7 +146,7 @@ def settings_to_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, db_url:
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False,
-                    security=TEST_SECURITY)
+                    security=TEST_SECURITY, http=TEST_HTTP)
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
 from cloudfilm.services.archive.retrieve import RetrieveService
-from cloudfilm.services.container import Limits, LocalAccess, Services
+from cloudfilm.services.container import Limits, LocalAccess, Services, WebAccess
 from cloudfilm.services.health import HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
@@ -108,7 +108,9 @@ def configure_dicom_libraries() -> None:
 
 def build_services(settings: Settings) -> Services:
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_folder(data_dir)
+    if settings.database_url is None:
+        _private_file(data_dir / "index.sqlite3")
     url = settings.effective_database_url
     if settings.auto_migrate:
         migrate.upgrade(url)
@@ -179,7 +181,26 @@ def build_services(settings: Settings) -> Services:
         audit=audit,
         local_access=local,
         gateways=GatewayService(db),
+        web=web_access(settings),
     )
+
+
+_LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def web_access(settings: Settings) -> WebAccess:
+    """What the HTTP doors accept: localhost names, the configured listen host and
+    ``http.allowed_hosts``; proxies, origins and scrapers only as configured."""
+    http = settings.http
+    hosts = list(_LOCAL_HOST_NAMES)
+    if http.host not in ("0.0.0.0", "::", ""):
+        hosts.append(http.host)
+    hosts.extend(h.strip().lower() for h in http.allowed_hosts if h.strip())
+    return WebAccess(allowed_hosts=tuple(dict.fromkeys(hosts)),
+                     trusted_origins=tuple(o.strip().rstrip("/").lower()
+                                           for o in http.trusted_origins if o.strip()),
+                     trusted_proxies=tuple(http.trusted_proxies),
+                     metrics_clients=tuple(http.metrics_clients))
 
 
 def local_access(settings: Settings) -> LocalAccess:
@@ -316,6 +337,31 @@ def _sms_sender(settings: Settings, db: Database, protector: IdProtector) -> Sms
                          timeout=sms.timeout)
 
 
+def _private_folder(path: Path) -> None:
+    """Create the data folder 0700 (it holds the index, the generated secrets and the
+    blobs); an existing one of ours loses its group and world access."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _drop_group_and_world(path)
+
+
+def _private_file(path: Path) -> None:
+    """Create the embedded index 0600 before SQLite does (SQLite creates it 0644 under the
+    usual umask and gives its -wal and -shm files the same mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for part in (path, path.with_name(path.name + "-wal"),
+                     path.with_name(path.name + "-shm")):
+            if part.exists():
+                _drop_group_and_world(part)
+
+
+def _drop_group_and_world(path: Path) -> None:
+    info = path.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        path.chmod(info.st_mode & 0o700)
+
+
 def _spool_dir(settings: Settings, data_dir: Path) -> Path:
     # Inside the local blob folder's filesystem when there is one, so ingest renames.
     blob_root = Path(settings.effective_storage_url)
@@ -335,11 +381,37 @@ def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
                               "CLOUDFILM_DIMSE__TLS_PRIVATE_KEY")
         context = tls_context(dimse.tls_certificate, dimse.tls_private_key,
                               dimse.tls_ca_certificates)
+    if dimse.require_tls_remote and (context is None or dimse.tls_ca_certificates is None):
+        raise ConfigError("CLOUDFILM_DIMSE__REQUIRE_TLS_REMOTE needs mutual TLS: set "
+                          "CLOUDFILM_DIMSE__TLS_CERTIFICATE, CLOUDFILM_DIMSE__TLS_PRIVATE_KEY "
+                          "and CLOUDFILM_DIMSE__TLS_CA_CERTIFICATES (the CA of the peers)")
     return DimseServer(
         services, ae_title=dimse.ae_title, host=dimse.host, port=dimse.port,
         max_pdu=dimse.max_pdu, max_associations=dimse.max_associations,
-        timeout=dimse.timeout, ssl_context=context,
+        timeout=dimse.timeout, ssl_context=context, tls_port=dimse.tls_port,
+        require_tls_remote=dimse.require_tls_remote,
     )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options every HTTP server of ours runs with.
+
+    Proxy headers: uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise,
+    which let anyone on the machine rotate it past per-requester rate limits. The app
+    applies ``http.trusted_proxies`` itself (``GuardMiddleware``), so uvicorn's own
+    handling is off and its ``forwarded_allow_ips`` names the same list. Request heads
+    are bounded (``http.max_header_bytes``) by ``BoundedHttpToolsProtocol``.
+    """
+    from cloudfilm.interfaces.api.server import BoundedHttpToolsProtocol
+
+    return {"proxy_headers": False,
+            "forwarded_allow_ips": ",".join(settings.http.trusted_proxies),
+            # A worker imports pydicom, SQLAlchemy and FastAPI before it answers uvicorn's
+            # health ping; the default 5 s killed and restarted workers in a loop on a busy
+            # 2-core machine (seen in tests/integration/archive/test_serve_workers.py).
+            "timeout_worker_healthcheck": settings.http.worker_healthcheck_seconds,
+            "http": BoundedHttpToolsProtocol,
+            "h11_max_incomplete_event_size": settings.http.max_header_bytes}
 
 
 def build_http_app(settings: Settings) -> FastAPI:

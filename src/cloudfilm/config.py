@@ -42,6 +42,23 @@ class HttpSettings(BaseModel):
     max_upload_bytes: int = Field(8 * 1024**3, ge=1024)
     # QIDO-RS answers at most this many matches per request; clients page with offset.
     max_query_results: int = Field(10_000, ge=1)
+    # Host names (Host header) answered besides localhost, 127.0.0.1, ::1 and ``host``;
+    # "*.example.org" matches subdomains, "*" any name. Other names get 400, so that a DNS
+    # rebinding page cannot reach the local operator's API.
+    allowed_hosts: list[str] = []
+    # Origins (scheme://host[:port]) whose pages may send state-changing requests besides
+    # the server's own; a foreign Origin or Referer on POST/PUT/PATCH/DELETE gets 403.
+    trusted_origins: list[str] = []
+    # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For/-Proto/-Host are believed; from
+    # anyone else these headers are dropped. None by default (uvicorn's own proxy handling
+    # is off; its forwarded_allow_ips gets the same list).
+    trusted_proxies: list[str] = []
+    # Addresses (IPs or CIDRs) that may read /metrics without a credential (a Prometheus
+    # scraper); everyone else needs the administrator's or the local operator's access.
+    metrics_clients: list[str] = []
+    # Request line and headers together; larger requests are refused (431) while the
+    # headers are still arriving.
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
 
 
 class DimseSettings(BaseModel):
@@ -62,6 +79,12 @@ class DimseSettings(BaseModel):
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
     tls_ca_certificates: Path | None = None
+    # With TLS configured: a second listener port for TLS, so that ``port`` stays plain for
+    # tools on this machine (unset: ``port`` itself speaks TLS).
+    tls_port: int | None = Field(None, ge=1, le=65535)
+    # Callers not on loopback must come over mutual TLS (needs certificate, key and CA);
+    # every caller must also call from an address registered for its AE title.
+    require_tls_remote: bool = False
 
     @field_validator("ae_title")
     @classmethod
@@ -87,7 +110,8 @@ class SecuritySettings(BaseModel):
     # (loopback) act as the local operator, "closed" answers 401. Unset: open for the
     # embedded SQLite platform, closed with a server database (PostgreSQL).
     local_mode: Literal["open", "closed"] | None = None
-    # TCP peer addresses that count as local (never taken from X-Forwarded-For).
+    # TCP peer addresses that count as local (X-Forwarded-For counts only when it comes
+    # from one of http.trusted_proxies).
     local_clients: list[str] = ["127.0.0.1", "::1"]
     # An explicit local_mode="open" with a server database is refused at start-up unless
     # this is true (one machine running PostgreSQL, nobody else on the network).

@@ -119,13 +119,14 @@ def _in_process(services: Any, settings: Settings) -> Iterator[Any]:
     """HTTP and DIMSE on free loopback ports over ``services``, stopped on exit."""
     import uvicorn
 
-    from cloudfilm.app import build_dimse_server
+    from cloudfilm.app import build_dimse_server, uvicorn_options
     from cloudfilm.demo.loader import DemoLoadError, Target
     from cloudfilm.interfaces.api.http import create_app
 
     port = _free_port()
     config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False, lifespan="on")
+                            log_level="warning", access_log=False, lifespan="on",
+                            **uvicorn_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="demo-http", daemon=True)
     thread.start()

@@ -73,6 +73,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         configure_dicom_libraries,
         configure_logging,
         freeze_startup_objects,
+        uvicorn_options,
     )
     from cloudfilm.interfaces.api.http import create_app
 
@@ -109,13 +110,12 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
             "CLOUDFILM_AUTO_MIGRATE": "false",
         })
         app = "cloudfilm.app:http_app_from_environment"
-        options = {"factory": True, "workers": settings.http.workers,
-                   "timeout_worker_healthcheck": settings.http.worker_healthcheck_seconds}
+        options = {"factory": True, "workers": settings.http.workers}
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
                     log_level="warning", access_log=False, timeout_graceful_shutdown=30,
-                    **options)
+                    **options, **uvicorn_options(settings))
     finally:
         if dimse is not None:
             dimse.stop(grace=30)
@@ -185,19 +185,24 @@ def peers() -> None:
 @click.option("--hospital", "hospital_code", required=True,
               help="Code of the hospital whose objects this AE sends.")
 @click.option("--description", default="", help="Free text, e.g. the hospital's name.")
+@click.option("--allow-from", "allowed_from", default="",
+              help="Where the AE may call from: host names, IPs or networks (CIDR, e.g. "
+                   "10.8.0.0/24), comma-separated. Default: HOST only.")
 def peers_add(data: Path | None, ae_title: str, host: str, port: int, hospital_code: str,
-              description: str) -> None:
-    """Register AE_TITLE at HOST:PORT for a hospital."""
+              description: str, allowed_from: str) -> None:
+    """Register AE_TITLE at HOST:PORT for a hospital (associations only from HOST or
+    --allow-from; C-MOVE sends to HOST:PORT)."""
     from cloudfilm.services.errors import CloudfilmError
 
     services = _peer_services(data)
     try:
         peer = services.peers.register(ae_title, host, port, hospital_code=hospital_code,
-                                       description=description)
+                                       description=description, allowed_from=allowed_from)
     except CloudfilmError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"registered {peer.ae_title} at {peer.host}:{peer.port} "
-               f"for hospital {peer.hospital_code}")
+               f"for hospital {peer.hospital_code}, calling from "
+               f"{', '.join(peer.address_rules)}")
 
 
 @peers.command("list")
@@ -209,7 +214,7 @@ def peers_list(data: Path | None) -> None:
         click.echo("no DICOM peers registered (cloudfilm peers add AE HOST PORT --hospital X)")
     for p in rows:
         click.echo(f"{p.ae_title:<16}  {p.host}:{p.port:<5}  {p.hospital_code:<12}  "
-                   f"{p.description}")
+                   f"from {','.join(p.address_rules)}  {p.description}")
 
 
 @peers.command("remove")

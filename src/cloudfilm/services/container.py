@@ -31,6 +31,19 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class WebAccess:
+    """Which HTTP requests the doors take at all (``http.*`` settings): allowed Host names
+    (exact, ``*.suffix`` or ``*``), extra trusted origins for state-changing requests,
+    reverse proxies whose X-Forwarded-* headers are believed and /metrics scrapers
+    (addresses or CIDRs)."""
+
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    trusted_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    metrics_clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LocalAccess:
     """Who may call the HTTP API without credentials (``security.local_mode``): when
     ``open``, clients whose TCP peer address is in ``clients`` act as the local operator."""
@@ -67,3 +80,4 @@ class Services:
     local_access: LocalAccess
     # Heartbeats of the hospitals' edge gateways (issue 18).
     gateways: GatewayService
+    web: WebAccess = WebAccess()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from rich.console import Console
-from tests.conftest import TEST_SECURITY, shared_file
+from tests.conftest import TEST_HTTP, TEST_SECURITY, shared_file
 from tests.factories import make_ct, to_bytes
 
 from cloudfilm.app import build_services
@@ -99,7 +99,8 @@ def s3_services(tmp_path: Path, sqlite_template: Path) -> Iterator[Services]:
     settings = Settings(
         data_dir=tmp_path / "data", database_url=f"sqlite:///{index}", auto_migrate=False,
         storage_url=f"s3://archive/blobs?endpoint_url={endpoint}&region=us-east-1"
-                    "&access_key=test&secret_key=test", security=TEST_SECURITY)
+                    "&access_key=test&secret_key=test", security=TEST_SECURITY,
+        http=TEST_HTTP)
     yield build_services(settings)
     server.stop()
 

@@ -197,8 +197,9 @@ class InstanceVersion(Base):
 class DicomPeer(Base):
     """A hospital's DICOM application entity: who may associate, and where C-MOVE sends.
 
-    Only calling AE titles registered here are accepted by the DIMSE listener; objects they
-    send are recorded for ``hospital_code`` (PS3.8 7.1.1.4, calling AE title).
+    Only calling AE titles registered here are accepted by the DIMSE listener, and only from
+    ``allowed_from`` (host names, IPs or CIDRs; empty: ``host``); objects they send are
+    recorded for ``hospital_code`` (PS3.8 7.1.1.4, calling AE title).
     """
 
     __tablename__ = "dicom_peer"
@@ -210,6 +211,7 @@ class DicomPeer(Base):
     hospital_code: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    allowed_from: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
 
 class Resident(Base):

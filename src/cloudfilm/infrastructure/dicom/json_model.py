@@ -457,9 +457,10 @@ def _convert(
         # pydicom's own conversion: context-dependent VRs, deferred reads, created elements
         try:
             converted: DataElement = ds[tag] if isinstance(elem, RawDataElement) else elem
-        except (NotImplementedError, ValueError, KeyError, struct.error) as exc:
-            # pydicom cannot read it (e.g. a VR that does not exist, found by the fuzz
-            # tests): keep the bytes reachable, as for an unreadable value above.
+        except (NotImplementedError, ValueError, KeyError, struct.error, OSError) as exc:
+            # pydicom cannot read it (e.g. a VR that does not exist, or a sequence item cut
+            # short: "No tag to read", both found by the fuzz tests): keep the bytes
+            # reachable, as for an unreadable value above.
             if ctx.warnings is not None:
                 ctx.warnings.append(f"({prefix}{key}) element not readable: {exc}")
             out[key] = ctx.bulk("UN", prefix + key)

@@ -70,6 +70,41 @@ class RenderError(ValueError):
     """The frame cannot be extracted, decoded or rendered; the message says why."""
 
 
+class RenderSizeError(RenderError):
+    """The requested image size is malformed or larger than :data:`MAX_RENDERED_SIDE`."""
+
+
+#: Largest side of a rendered image. Without a bound, viewport=40000,40000 took ~15 s and
+#: answered 113 MB (the process reached 1.85 GB); 4096 covers a 4K display.
+MAX_RENDERED_SIDE = 4096
+# Enlargement beyond the source: 2x (a 512 CT fills a 1024 viewport), 4x for small images
+# (a 128 x 128 NM or ultrasound region). The viewer scales further itself, at no cost to us.
+_MAX_ENLARGEMENT = 2.0
+_MAX_ENLARGEMENT_SMALL = 4.0
+_SMALL_SIDE = 256
+
+
+def check_viewport(viewport: tuple[int, int]) -> tuple[int, int]:
+    """Validate a requested (width, height) before any pixel is decoded.
+
+    Raises
+    ------
+    RenderSizeError
+        Not two positive integers, or a side above :data:`MAX_RENDERED_SIDE`.
+    """
+    try:
+        width, height = int(viewport[0]), int(viewport[1])
+    except (TypeError, ValueError, IndexError) as exc:
+        raise RenderSizeError(f"viewport must be (width, height), got {viewport!r}") from exc
+    if width <= 0 or height <= 0:
+        raise RenderSizeError(f"viewport {width} x {height} must be positive")
+    if width > MAX_RENDERED_SIDE or height > MAX_RENDERED_SIDE:
+        raise RenderSizeError(f"viewport {width} x {height} is larger than the "
+                              f"{MAX_RENDERED_SIDE} x {MAX_RENDERED_SIDE} pixels rendered "
+                              "here; ask for a smaller size and let the viewer scale")
+    return width, height
+
+
 # -- header helpers ---------------------------------------------------------------------------
 
 
@@ -572,16 +607,15 @@ def _render_image(ds: Dataset, index: int, window: tuple[float, float, str] | No
 
 
 def _fit(image: Image.Image, viewport: tuple[int, int], upscale: bool) -> Image.Image:
-    try:
-        max_width, max_height = int(viewport[0]), int(viewport[1])
-    except (TypeError, ValueError, IndexError) as exc:
-        raise RenderError(f"viewport must be (width, height), got {viewport!r}") from exc
-    if max_width <= 0 or max_height <= 0:
-        raise RenderError(f"viewport {max_width} x {max_height} must be positive")
+    max_width, max_height = check_viewport(viewport)
     width, height = image.size
     scale = min(max_width / width, max_height / height)
     if scale >= 1 and not upscale:
         return image
+    # Enlarge at most a small factor: the result still fits the viewport, and the work
+    # stays bounded by the source, not by the request.
+    limit = _MAX_ENLARGEMENT_SMALL if max(width, height) <= _SMALL_SIDE else _MAX_ENLARGEMENT
+    scale = min(scale, limit)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size == image.size:
         return image
@@ -640,7 +674,9 @@ def render_frame(
     window : (center, width, function), optional
         PS3.18 ``window`` parameter; function ``linear``, ``linear-exact`` or ``sigmoid``.
     viewport : (width, height), optional
-        Scale to fit inside, keeping the aspect ratio.
+        Scale to fit inside, keeping the aspect ratio; at most :data:`MAX_RENDERED_SIDE` a
+        side, enlarging at most 2x (4x for sources of 256 pixels or less). Without it,
+        a source larger than :data:`MAX_RENDERED_SIDE` is reduced to fit.
     quality : int, optional
         JPEG quality 1-100 (default 90); ignored for PNG and GIF.
 
@@ -651,6 +687,8 @@ def render_frame(
 
     Raises
     ------
+    RenderSizeError
+        The viewport is malformed or above :data:`MAX_RENDERED_SIDE` (before decoding).
     RenderError
         No pixel data, frame out of range, transfer syntax not decodable here, decoder
         failure, or an invalid parameter.
@@ -661,9 +699,13 @@ def render_frame(
     """
     if media_type not in RENDERED_MEDIA_TYPES:
         _encode(Image.new("L", (1, 1)), media_type, quality)  # raises the RenderError
+    if viewport is not None:
+        check_viewport(viewport)  # before decoding anything
     image = _render_image(ds, index, window)
     if viewport is not None:
         image = _fit(image, viewport, upscale=True)
+    elif max(image.size) > MAX_RENDERED_SIDE:
+        image = _fit(image, (MAX_RENDERED_SIDE, MAX_RENDERED_SIDE), upscale=False)
     return _encode(image, media_type, quality)
 
 

@@ -581,8 +581,64 @@ def _read_pdf(
     )
 
 
-def _pdf_text(data: bytes, warnings: list[str]) -> tuple[str, int | None]:
+#: Seconds PDF text extraction may take. pypdf is pure Python and a crafted page (a huge
+#: content stream, a decompression bomb) can keep it busy for minutes; a thread cannot be
+#: stopped, so extraction runs in a child process that is killed at the limit.
+PDF_TEXT_SECONDS = 10.0
+
+
+def _pdf_text(data: bytes, warnings: list[str],
+              timeout: float | None = None) -> tuple[str, int | None]:
     """Return the text of the first pages and the page count; never raises."""
+    limit = PDF_TEXT_SECONDS if timeout is None else timeout
+    context = _pdf_context()
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_pdf_text_child, args=(data, sender),
+                            name="cloudfilm-pdf-text")
+    try:
+        child.start()
+    except OSError as exc:
+        warnings.append(f"EncapsulatedDocument: PDF text not extracted ({type(exc).__name__})")
+        return "", None
+    finally:
+        sender.close()
+    try:
+        if receiver.poll(limit):
+            text, count, notes = receiver.recv()
+            warnings.extend(notes)
+            return text, count
+        warnings.append(f"EncapsulatedDocument: PDF text not extracted (took longer than "
+                        f"{limit:g} s)")
+        return "", None
+    except (EOFError, OSError):  # the child died (memory limit, crash)
+        warnings.append("EncapsulatedDocument: PDF text not extracted (extractor failed)")
+        return "", None
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+
+
+@lru_cache(maxsize=1)
+def _pdf_context() -> Any:
+    import multiprocessing
+
+    # forkserver: never fork the threaded server itself; the fork server preloads pypdf
+    # so that each extraction starts in a few ms.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pypdf", __name__])
+    return context
+
+
+def _pdf_text_child(data: bytes, sender: Any) -> None:
+    notes: list[str] = []
+    text, count = _pdf_text_here(data, notes)
+    sender.send((text, count, notes))
+    sender.close()
+
+
+def _pdf_text_here(data: bytes, warnings: list[str]) -> tuple[str, int | None]:
     from pypdf import PdfReader  # imported on first PDF: most ingests never need it
 
     try:

@@ -1,19 +1,38 @@
-"""The HTTP application: DICOMweb under /dicomweb, operations endpoints, OpenAPI docs."""
+"""The HTTP application: DICOMweb under /dicomweb, operations endpoints, OpenAPI docs.
+
+Every request first passes :class:`GuardMiddleware` (settings ``http.*``):
+
+- the Host header must name this server (localhost names, the listen host,
+  ``allowed_hosts``): a DNS-rebinding page that resolves its own name to 127.0.0.1 gets
+  400 instead of the local operator's rights;
+- a state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` (or, without it,
+  ``Referer``) is another origin gets 403: a page elsewhere cannot make a browser act on
+  this API. Requests with neither header (curl, HIS systems, storescu-like clients) pass;
+- ``X-Forwarded-*``/``Forwarded`` headers are dropped unless the TCP peer is one of
+  ``trusted_proxies``; from those, uvicorn's ProxyHeadersMiddleware takes the client
+  address and scheme (so per-requester rate limits see the real client).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
+import orjson
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cloudfilm.interfaces.api import errors
+from cloudfilm.interfaces.api.auth import authenticate, client_host
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
 from cloudfilm.interfaces.api.rest import (
@@ -25,7 +44,8 @@ from cloudfilm.interfaces.api.rest import (
     recognition,
     reports,
 )
-from cloudfilm.services.container import Services
+from cloudfilm.services.container import Services, WebAccess
+from cloudfilm.services.errors import NotAuthorizedError
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +95,111 @@ class ObserveMiddleware:
             structlog.contextvars.clear_contextvars()
 
 
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PROXY_HEADERS = (b"x-forwarded-", b"forwarded", b"x-real-ip")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """IPs or CIDRs as networks (a bare IP is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+
+
+def address_in(address: str, nets: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == n.version and ip in n for n in nets)
+
+
+def _host_name(authority: str) -> str:
+    """The host of a Host header or URL authority, lower case, without port."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):  # [::1]:8042
+        return authority[1:authority.find("]")] if "]" in authority else ""
+    if authority.count(":") == 1:
+        return authority.split(":", 1)[0]
+    return authority
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    name = _host_name(host)
+    if not name:
+        return False
+    for pattern in allowed:
+        if pattern == "*" or pattern == name:
+            return True
+        if pattern.startswith("*.") and name.endswith(pattern[1:]):
+            return True
+    return False
+
+
+class GuardMiddleware:
+    """Host allow-list, cross-origin refusal for state-changing requests, and proxy
+    headers only from trusted proxies (module docstring). A plain ASGI middleware."""
+
+    def __init__(self, app: Any, web: WebAccess) -> None:
+        self.app = app
+        self.web = web
+        self.proxies = networks(web.trusted_proxies)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        peer = scope["client"][0] if scope.get("client") else ""
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        trusted = address_in(peer, self.proxies)
+        if not trusted and any(n.startswith(_PROXY_HEADERS) for n, _ in headers):
+            headers = [(n, v) for n, v in headers if not n.startswith(_PROXY_HEADERS)]
+            scope = {**scope, "headers": headers}
+        found = {n: v.decode("latin-1") for n, v in headers
+                 if n in (b"host", b"origin", b"referer", b"x-forwarded-host")}
+        host = found.get(b"host", "")
+        # /healthz tells nothing about anyone; load balancers probe it by IP address.
+        if scope["path"] != "/healthz" and not host_allowed(host, self.web.allowed_hosts):
+            await _refuse(send, 400, "host-not-allowed",
+                          f"Host {_host_name(host)[:100]!r} is not a name of this server; add "
+                          "it to CLOUDFILM_HTTP__ALLOWED_HOSTS if it is")
+            return
+        if scope["method"] in _UNSAFE_METHODS:
+            source = found.get(b"origin") or found.get(b"referer")
+            if source is not None and not self._same_origin(
+                    source, host, found.get(b"x-forwarded-host") if trusted else None):
+                await _refuse(send, 403, "cross-origin",
+                              "state-changing requests from pages of another origin are "
+                              "refused (Origin/Referer); add the origin to "
+                              "CLOUDFILM_HTTP__TRUSTED_ORIGINS if it is yours")
+                return
+        await self.app(scope, receive, send)
+
+    def _same_origin(self, source: str, host: str, forwarded_host: str | None) -> bool:
+        try:
+            parts = urlsplit(source.strip())
+        except ValueError:
+            return False
+        if not parts.scheme or not parts.netloc:
+            return False  # "null" (sandboxed frames, file: pages) and garbage
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        if origin in self.web.trusted_origins:
+            return True
+        own = {host.strip().lower()}
+        if forwarded_host:
+            own.add(forwarded_host.split(",")[0].strip().lower())
+        return parts.netloc.lower() in own
+
+
+async def _refuse(send: Any, status: int, code: str, message: str) -> None:
+    body = orjson.dumps({"error": code, "message": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="cloudfilm",
@@ -97,7 +222,12 @@ def create_app(services: Services) -> FastAPI:
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
 
+    # Added innermost first: Observe (outermost) > Guard > ProxyHeaders > routes.
+    app.add_middleware(ProxyHeadersMiddleware,
+                       trusted_hosts=list(services.web.trusted_proxies) or [])
+    app.add_middleware(GuardMiddleware, web=services.web)
     app.add_middleware(ObserveMiddleware)
+    scrapers = networks(services.web.metrics_clients)
 
     @app.get("/healthz", summary="Liveness and reachability of the database and blob store")
     async def healthz() -> JSONResponse:
@@ -108,8 +238,14 @@ def create_app(services: Services) -> FastAPI:
             status_code=200 if report.ok else 503,
         )
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
+    @app.get("/metrics", summary="Prometheus metrics (administrator, local operator or a "
+             "configured scraper address)")
+    async def metrics(request: Request) -> Response:
+        if not address_in(client_host(request), scrapers):
+            actor = await authenticate(request)
+            if actor.kind not in ("admin", "operator"):
+                raise NotAuthorizedError("metrics are for the administrator and the local "
+                                         "operator (or CLOUDFILM_HTTP__METRICS_CLIENTS)")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -554,7 +554,8 @@ def on_accepted(event: Event, gateway: Gateway) -> None:
 def on_rejected(event: Event) -> None:
     logger.warning("cloudfilm.dimse.association_rejected", extra={
         "calling_ae": event.assoc.requestor.ae_title,
-        "reason": "calling AE title not registered (cloudfilm peers add) or too many "
+        "reason": "calling AE title not registered (cloudfilm peers add), calling from an "
+                  "address not registered for it, without required TLS, or too many "
                   "associations"})
 
 

@@ -1,8 +1,11 @@
 """The DIMSE listener: Verification, Storage and Query/Retrieve SCP on one AE title.
 
-Association control: only calling AE titles in the peer registry are accepted; others get
+Association control: only calling AE titles in the peer registry are accepted, and only
+from an address registered for that title (host, IP or CIDR); with ``require_tls_remote``
+a caller that is not on loopback must also have come over mutual TLS. Others get
 A-ASSOCIATE-RJ "calling AE title not recognised" (PS3.8 9.3.4, result 1, source 1, reason
-3). Unsupported presentation contexts are rejected one by one by pynetdicom's negotiation
+3): the answer does not tell a prober whether the title or the address was wrong.
+Unsupported presentation contexts are rejected one by one by pynetdicom's negotiation
 (abstract or transfer syntax not supported, PS3.8 9.3.3.2).
 
 Shutdown: the listening socket closes first (new connections are refused), associations in
@@ -13,6 +16,7 @@ acknowledged; the sender resends what it did not see acknowledged.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import threading
@@ -38,6 +42,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import (
     AllStoragePresentationContexts,
     VerificationPresentationContexts,
@@ -86,25 +91,66 @@ _NOBODY = "\x00"
 
 
 class RegistryAE(AE):
-    """An AE whose accepted calling AE titles are read from the peer registry.
+    """An AE that accepts a calling AE title only from the addresses registered for it.
 
     pynetdicom compares the calling AE title with ``require_calling_aet`` during
-    negotiation; reading the registry there (one indexed query per association) makes a
-    peer registered by another process acceptable at its next association.
+    negotiation, in the association's own thread, after it has set the requestor's AE title
+    and address (``acse._negotiate_as_acceptor``). Reading the registry there (one indexed
+    query per association) makes a peer registered by another process acceptable at its
+    next association, and the thread tells us who is asking: the answer is the calling
+    title when that title may call from that address, else a title nobody has.
     """
 
-    def __init__(self, ae_title: str, peers: PeerService) -> None:
+    def __init__(self, ae_title: str, peers: PeerService, *,
+                 require_tls_remote: bool = False) -> None:
         super().__init__(ae_title=ae_title)
         self._registry = peers
+        self._require_tls_remote = require_tls_remote
 
     @property  # type: ignore[misc]
     def require_calling_aet(self) -> list[str]:
+        assoc = threading.current_thread()
+        if not isinstance(assoc, Association) or not assoc.is_acceptor:
+            return [_NOBODY]
+        # pynetdicom reads the property twice per negotiation: decide once per association.
+        decided: list[str] | None = getattr(assoc, "_cloudfilm_admitted", None)
+        if decided is None:
+            decided = self._admit(assoc)
+            assoc._cloudfilm_admitted = decided  # type: ignore[attr-defined]
+        return decided
+
+    def _admit(self, assoc: Association) -> list[str]:
+        title = str(assoc.requestor.ae_title or "").strip()
+        address = str(assoc.requestor.address or "")
+        if self._require_tls_remote and not _is_loopback(address) and not _over_tls(assoc):
+            logger.warning("cloudfilm.dimse.refused_plain_remote",
+                           extra={"calling_ae": title})
+            return [_NOBODY]
         try:
-            titles = [peer.ae_title for peer in self._registry.list()]
+            peer = self._registry.admit(title, address)
         except ResourceUnavailableError:
             logger.error("cloudfilm.dimse.peer_registry_unavailable")
             return [_NOBODY]
-        return titles or [_NOBODY]
+        if peer is None:
+            return [_NOBODY]
+        return [peer.ae_title]
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _over_tls(assoc: Association) -> bool:
+    # The TLS listener's context has CERT_REQUIRED: a TLS socket here holds a verified
+    # client certificate (the handshake fails otherwise).
+    sock = getattr(assoc.dul.socket, "socket", None) if assoc.dul.socket else None
+    return isinstance(sock, ssl.SSLSocket) and sock.getpeercert() is not None
 
 
 class DimseServer:
@@ -121,15 +167,23 @@ class DimseServer:
         max_associations: int = 16,
         timeout: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        tls_port: int | None = None,
+        require_tls_remote: bool = False,
     ) -> None:
+        """``ssl_context`` alone: the listener on ``port`` speaks TLS. With ``tls_port``
+        too: ``port`` stays plain (loopback tools, dcmtk) and TLS listens on ``tls_port``.
+        ``require_tls_remote``: callers not on loopback must come over TLS."""
         self.services = services
         self.ae_title = ae_title
         self.host = host
         self._port = port
         self._ssl_context = ssl_context
+        self._tls_port = tls_port if ssl_context is not None else None
         self.gateway = handlers.Gateway(services, ae_title, max_pdu, timeout)
-        self.ae = _build_ae(services.peers, ae_title, max_pdu, max_associations, timeout)
+        self.ae = _build_ae(services.peers, ae_title, max_pdu, max_associations, timeout,
+                            require_tls_remote=require_tls_remote)
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()
 
     @property
@@ -140,8 +194,16 @@ class DimseServer:
         return self._port
 
     @property
+    def tls_port(self) -> int | None:
+        """The bound port of the separate TLS listener, if there is one."""
+        if self._tls_server is not None:
+            return int(self._tls_server.server_address[1])
+        return self._tls_port
+
+    @property
     def active_associations(self) -> list[Any]:
-        return list(self._server.active_associations) if self._server else []
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        return [a for s in servers for a in s.active_associations]
 
     def start(self) -> None:
         gw = self.gateway
@@ -157,21 +219,28 @@ class DimseServer:
             (evt.EVT_REJECTED, handlers.on_rejected),
             (evt.EVT_ABORTED, handlers.on_aborted),
         ]
+        tls_port = self._tls_port
         self._server = self.ae.start_server(
             (self.host, self._port), block=False, evt_handlers=evt_handlers,
-            ssl_context=self._ssl_context,
+            ssl_context=None if tls_port is not None else self._ssl_context,
         )
+        if tls_port is not None:
+            self._tls_server = self.ae.start_server(
+                (self.host, tls_port), block=False, evt_handlers=evt_handlers,
+                ssl_context=self._ssl_context)
         logger.info("cloudfilm.dimse.listening", extra={
             "ae_title": self.ae_title, "host": self.host, "port": self.port,
-            "tls": self._ssl_context is not None})
+            "tls": self._ssl_context is not None, "tls_port": self.tls_port})
 
     def stop(self, grace: float = 30.0) -> None:
         """Refuse new associations, let open ones finish for ``grace`` s, abort the rest."""
-        server, self._server = self._server, None
-        if server is None:
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        self._server = self._tls_server = None
+        if not servers:
             return
-        assocs = list(server.active_associations)
-        server.shutdown()  # stops accepting and closes the listening socket
+        assocs = [a for s in servers for a in s.active_associations]
+        for server in servers:
+            server.shutdown()  # stops accepting and closes the listening socket
         deadline = time.monotonic() + grace
         for assoc in assocs:
             assoc.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -188,8 +257,8 @@ class DimseServer:
 
 
 def _build_ae(peers: PeerService, ae_title: str, max_pdu: int, max_associations: int,
-              timeout: float) -> RegistryAE:
-    ae = RegistryAE(ae_title, peers)
+              timeout: float, *, require_tls_remote: bool = False) -> RegistryAE:
+    ae = RegistryAE(ae_title, peers, require_tls_remote=require_tls_remote)
     ae.maximum_pdu_size = max_pdu
     ae.maximum_associations = max_associations
     ae.acse_timeout = timeout
@@ -209,10 +278,24 @@ def _build_ae(peers: PeerService, ae_title: str, max_pdu: int, max_associations:
     return ae
 
 
+class _DeferredHandshakeContext(ssl.SSLContext):
+    """Handshake in the association's thread, not in the accept loop.
+
+    pynetdicom wraps each accepted socket in its single listening thread
+    (``AssociationServer.get_request``); with the default handshake-on-connect one client
+    that opens TCP and sends nothing stalls every other TLS caller. Deferred, OpenSSL runs
+    the handshake inside the first read, in the association's thread, under its timeouts.
+    """
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
 def tls_context(certificate: Path, private_key: Path,
                 ca_certificates: Path | None = None) -> ssl.SSLContext:
     """A server-side TLS context for DICOM TLS (PS3.15 B.1); CA given -> mutual TLS."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = _DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile=str(certificate), keyfile=str(private_key))
     if ca_certificates is not None:

@@ -257,7 +257,19 @@ class RetrieveService:
                  window: tuple[float, float, str] | None = None,
                  viewport: tuple[int, int] | None = None, quality: int | None = None) -> bytes:
         """One frame rendered (modality LUT, window, viewport); decided and audited like
-        :meth:`locate`."""
+        :meth:`locate`.
+
+        Raises
+        ------
+        InvalidQueryError
+            The viewport is malformed or larger than ``render.MAX_RENDERED_SIDE`` a side
+            (checked before any read).
+        """
+        if viewport is not None:
+            try:
+                render.check_viewport(viewport)
+            except render.RenderSizeError as exc:
+                raise InvalidQueryError(str(exc)) from exc
         obj = self._one(study_uid, series_uid, sop_uid, actor, "render")
         count = obj.number_of_frames or 1
         if not 1 <= frame <= count:

@@ -16,12 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from cloudfilm.infrastructure.db import gateway_repository as repo
 from cloudfilm.infrastructure.db.models import GatewayHeartbeat
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.errors import (
     InvalidQueryError,
     NotAuthorizedError,
     ResourceUnavailableError,
 )
+from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.network.peers import InvalidPeerError, normalise_ae_title
 
 # A gateway beats every 60 s by default; three missed beats mean "silent".

@@ -41,7 +41,6 @@ from sqlalchemy.orm import Session
 from cloudfilm.infrastructure.db import identity_repository as ids
 from cloudfilm.infrastructure.db import recognition_repository as repo
 from cloudfilm.infrastructure.db.session import Database, as_utc
-from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.errors import (
     AlreadyExistsError,
@@ -51,6 +50,7 @@ from cloudfilm.services.errors import (
 )
 from cloudfilm.services.identity.mpi import NATIONAL_ID, parse_national_id
 from cloudfilm.services.identity.protection import IdProtector
+from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.recognition import catalogue
 from cloudfilm.services.recognition.normalise import (
     FIELDS,

@@ -2,6 +2,11 @@
 
 The whole body is spooled first (streamed, never held in memory) and checked complete
 before any object is ingested, so a truncated upload stores nothing and a resend is safe.
+
+Bounded work: a part whose first bytes cannot start a DICOM object
+(:func:`part10.looks_like_dicom`) is refused there; the rest of it is neither written nor
+parsed (a bare ``application/dicom`` body is not even read further). A request that ends
+early (client gone, server shutting down) stops reading and removes its spool files.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from python_multipart.multipart import MultipartParser
+from starlette.requests import ClientDisconnect
 
+from cloudfilm.infrastructure.dicom import part10
 from cloudfilm.interfaces.api.auth import CurrentActor
 from cloudfilm.interfaces.api.dicomweb.common import base_url, services
 from cloudfilm.interfaces.api.dicomweb.media import parse_media_type
@@ -28,7 +35,7 @@ from cloudfilm.interfaces.api.errors import HttpProblem
 from cloudfilm.interfaces.dimse.status import store_failure_status
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.ingest import IngestItem, Sender, StoredInstance
-from cloudfilm.services.errors import CloudfilmError
+from cloudfilm.services.errors import CloudfilmError, InvalidInstanceError
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -45,8 +52,12 @@ class _Spool:
         self.received = 0
         self.parts: list[tuple[Path, str]] = []
         self.digests: list[Any] = []
+        # Parts refused by their first bytes (index -> reason); their data is dropped.
+        self.refused: dict[int, str] = {}
         self.finished = False
         self._fh: Any = None
+        self._head = b""
+        self._decided = False
         self._header_field = b""
         self._header_value = b""
         self._content_type = ""
@@ -57,6 +68,8 @@ class _Spool:
         self.parts.append((Path(name), ""))
         self.digests.append(hashlib.sha256())
         self._content_type = ""
+        self._head = b""
+        self._decided = False
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
@@ -74,12 +87,31 @@ class _Spool:
         self.parts[-1] = (path, self._content_type)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._fh is None:  # refused: drop the rest of the part unread
+            return
         view = memoryview(data)[start:end]
+        if not self._decided:
+            self._head += bytes(view[:part10.SNIFF_BYTES - len(self._head)])
+            if len(self._head) >= part10.SNIFF_BYTES and not self._decide():
+                return
         self._fh.write(view)
         self.digests[-1].update(view)
 
-    def on_part_end(self) -> None:
+    def _decide(self) -> bool:
+        self._decided = True
+        if part10.looks_like_dicom(self._head):
+            return True
+        self.refused[len(self.parts) - 1] = part10.NOT_DICOM
         self._fh.close()
+        self._fh = None
+        self.parts[-1][0].unlink(missing_ok=True)
+        return False
+
+    def on_part_end(self) -> None:
+        if self._fh is not None and not self._decided:
+            self._decide()  # a part shorter than the sniffed prefix
+        if self._fh is not None:
+            self._fh.close()
         self._fh = None
 
     def on_end(self) -> None:
@@ -93,9 +125,19 @@ class _Spool:
 
 
 async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
+    spool = _Spool(folder, limit)
+    try:
+        return await _spool_into(spool, request, limit)
+    except BaseException:
+        # Client gone (ClientDisconnect), cancelled at shutdown (CancelledError), refused
+        # (HttpProblem): nothing of this request stays in the spool folder.
+        spool.cleanup()
+        raise
+
+
+async def _spool_into(spool: _Spool, request: Request, limit: int) -> _Spool:
     content_type = request.headers.get("content-type", "")
     media = parse_media_type(content_type)
-    spool = _Spool(folder, limit)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HttpProblem(413, f"the upload declares {declared} bytes; the limit is {limit} "
@@ -106,6 +148,8 @@ async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
         spool.parts[-1] = (spool.parts[-1][0], "application/dicom")
         async for chunk in _batched(request, spool, limit):
             await run_in_threadpool(spool.on_part_data, chunk, 0, len(chunk))
+            if spool.refused:
+                break  # not DICOM: the rest of the body is not worth reading
         spool.on_part_end()
         spool.finished = True
         return spool
@@ -120,19 +164,16 @@ async def _spool_body(request: Request, folder: Path, limit: int) -> _Spool:
     if not boundary:
         raise HttpProblem(400, "the multipart/related Content-Type has no boundary parameter",
                           code="no-boundary")
-    parser = MultipartParser(boundary, callbacks=_callbacks(spool))  # type: ignore[arg-type]
+    parser = MultipartParser(boundary, callbacks=cast(Any, _callbacks(spool)))
     try:
         async for chunk in _batched(request, spool, limit):
             await run_in_threadpool(parser.write, chunk)
         parser.finalize()
-    except HttpProblem:
-        spool.cleanup()
+    except (HttpProblem, ClientDisconnect):
         raise
     except Exception as exc:  # python-multipart raises its own errors on malformed bodies
-        spool.cleanup()
         raise HttpProblem(400, f"malformed multipart body: {exc}", code="bad-multipart") from exc
     if not spool.finished:
-        spool.cleanup()
         raise HttpProblem(400, "the multipart body ended before its closing boundary "
                           f"(--{boundary}--): the upload was truncated; nothing was stored",
                           code="truncated")
@@ -150,7 +191,6 @@ async def _batched(request: Request, spool: _Spool, limit: int) -> AsyncIterator
     async for chunk in request.stream():
         spool.received += len(chunk)
         if spool.received > limit:
-            spool.cleanup()
             raise HttpProblem(413, f"the upload exceeds {limit} bytes "
                               "(CLOUDFILM_HTTP__MAX_UPLOAD_BYTES)", code="too-large")
         pending += chunk
@@ -189,18 +229,24 @@ async def _store(request: Request, actor: Actor, study: str | None) -> Response:
         if not spool.parts:
             raise HttpProblem(400, "the multipart body holds no parts", code="empty")
         digests = [d.hexdigest() for d in spool.digests]
-        outcomes = await run_in_threadpool(_ingest_all, svc, spool.parts, digests, sender, study)
+        outcomes = await run_in_threadpool(_ingest_all, svc, spool.parts, digests, sender, study,
+                                           spool.refused)
     finally:
         spool.cleanup()
     return _response(outcomes, base_url(request), study)
 
 
 def _ingest_all(svc: Any, parts: list[tuple[Path, str]], digests: list[str], sender: Sender,
-                study: str | None) -> list[StoredInstance | tuple[str, str, int, str]]:
+                study: str | None, refused: dict[int, str]
+                ) -> list[StoredInstance | tuple[str, str, int, str]]:
     results: list[StoredInstance | tuple[str, str, int, str] | None] = [None] * len(parts)
     items: list[IngestItem] = []
     positions: list[int] = []
     for index, (path, content_type) in enumerate(parts):
+        if index in refused:
+            reason = refused[index]
+            results[index] = ("", "", store_failure_status(InvalidInstanceError(reason)), reason)
+            continue
         if content_type not in _DICOM_TYPES:
             results[index] = ("", "", 0xC000, f"part has Content-Type {content_type}; "
                                               "expected application/dicom")
@@ -221,6 +267,9 @@ def _ingest_all(svc: Any, parts: list[tuple[Path, str]], digests: list[str], sen
 
 def _uids_if_readable(path: Path) -> tuple[str, str]:
     try:
+        with open(path, "rb") as fh:
+            if not part10.looks_like_dicom(fh.read(part10.SNIFF_BYTES)):
+                return "", ""
         from pydicom import dcmread
 
         ds = dcmread(path, stop_before_pixels=True, force=True,
