@@ -23,8 +23,10 @@ from cloudfilm.config import ConfigError, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.storage.factory import open_blob_store
+from cloudfilm.infrastructure.storage.frame_cache import DiskFrameCache
 from cloudfilm.interfaces.api.http import create_app
 from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
+from cloudfilm.interfaces.web.portal import WebOptions
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
@@ -47,6 +49,7 @@ from cloudfilm.services.identity.protection import (
     new_key,
 )
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
 
@@ -147,7 +150,9 @@ def build_services(settings: Settings) -> Services:
         ingest=ingest,
         reports=reports,
         query=QueryService(db, policy, audit),
-        retrieve=RetrieveService(db, blobs, policy, audit),
+        retrieve=RetrieveService(db, blobs, policy, audit, frame_cache=(
+            DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache
+            else None)),
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
         peers=peers,
@@ -164,6 +169,7 @@ def build_services(settings: Settings) -> Services:
         policy=policy,
         audit=audit,
         local_access=local,
+        timeline=TimelineService(db, policy, audit),
     )
 
 
@@ -312,7 +318,12 @@ def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
 
 def build_http_app(settings: Settings) -> FastAPI:
     configure_dicom_libraries()
-    return create_app(build_services(settings))
+    return create_app(build_services(settings), web=web_options(settings))
+
+
+def web_options(settings: Settings) -> WebOptions:
+    """What the web pages take from the settings."""
+    return WebOptions(hosts=tuple(settings.web.hosts), zone=settings.reports.timezone)
 
 
 def http_app_from_environment() -> FastAPI:

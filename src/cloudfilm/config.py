@@ -158,6 +158,16 @@ class ReportSettings(BaseModel):
         return value
 
 
+class WebSettings(BaseModel):
+    """The web pages (``/portal``): host names served, cached phone frames."""
+
+    # Host names the pages answer for (the Host header, and Origin of state-changing
+    # requests); add the public name of the server here. "*" allows any (not advised).
+    hosts: list[str] = ["localhost", "127.0.0.1", "[::1]", "testserver"]
+    # Rendered JPEG frames of the phone viewer are kept under <data_dir>/cache/rendered.
+    frame_cache: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -174,6 +184,7 @@ class Settings(BaseSettings):
     sms: SmsSettings = SmsSettings()
     access: AccessSettings = AccessSettings()
     reports: ReportSettings = ReportSettings()
+    web: WebSettings = WebSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

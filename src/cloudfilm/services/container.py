@@ -19,6 +19,7 @@ from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.reports.service import ReportService
 
 
@@ -61,3 +62,5 @@ class Services:
     policy: AccessPolicy
     audit: AuditService
     local_access: LocalAccess
+    # The resident portal's timeline (issue 13).
+    timeline: TimelineService

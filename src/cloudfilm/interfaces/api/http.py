@@ -17,6 +17,8 @@ from cloudfilm.interfaces.api import errors
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
 from cloudfilm.interfaces.api.rest import access, audit, identity, reports
+from cloudfilm.interfaces.web import portal
+from cloudfilm.interfaces.web.portal import WebOptions
 from cloudfilm.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class ObserveMiddleware:
             structlog.contextvars.clear_contextvars()
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app = FastAPI(
         title="cloudfilm",
         summary="Regional medical-imaging cloud",
@@ -85,6 +87,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(audit.router, prefix=audit.PREFIX, tags=["Audit"])
     app.include_router(reports.router, prefix=reports.PREFIX, tags=["Reports"])
 
+    # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
+    portal.install(app, services, web)
     app.add_middleware(ObserveMiddleware)
 
     @app.get("/healthz", summary="Liveness and reachability of the database and blob store")
