@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from babel.dates import format_datetime
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -359,7 +358,7 @@ def build_router(web: Web) -> APIRouter:
                 "presets": {k: list(v) for k, v in PRESETS.items()},
                 "defaultLabel": _("Default window")}
         return web.render(request, "viewer.html.j2", study=summary, series=series,
-                          current=series_uid, frames_json=orjson.dumps(data).decode(),
+                          current=series_uid, frames=data,
                           count=len(items), start=max(1, min(start, len(items) or 1)),
                           preset=preset if preset in PRESETS else "default",
                           presets=PRESET_NAMES)
