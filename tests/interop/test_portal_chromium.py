@@ -83,7 +83,11 @@ def canvas_pixels(page: Page) -> dict[str, Any]:
         const c = document.getElementById('view');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let lit = 0, sum = 0, hash = 0;
-        for (let i = 0; i < d.length; i += 4) { if (d[i] > 8) lit += 1; sum += d[i]; hash = (hash * 31 + d[i]) >>> 0; }
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] > 8) lit += 1;
+            sum += d[i];
+            hash = (hash * 31 + d[i]) >>> 0;
+        }
         return {lit: lit / (d.length / 4), sum, hash, renders: Number(c.dataset.renders || 0),
                 index: Number(c.dataset.index || 0)};
     }""")
