@@ -43,6 +43,7 @@ from cloudfilm.services.container import Services
 from cloudfilm.services.errors import (
     CloudfilmError,
     InvalidInputError,
+    NotAcceptableError,
     NotAuthenticatedError,
     NotAuthorizedError,
     NotFoundError,
@@ -341,8 +342,9 @@ def build_router(web: Web) -> APIRouter:
                preset: str = "default") -> Response:
         actor = web.actor(request)
         summary, series = svc.timeline.study(actor, _uid(study_uid))
-        if not any(s.series_instance_uid == series_uid for s in series):
-            raise NotFoundError("no such series in this study")
+        shown = next((s for s in series if s.series_instance_uid == series_uid), None)
+        if shown is None or shown.thumbnail_sop_uid is None:
+            raise NotFoundError("no images in this series")
         found = svc.query.search(SearchRequest(
             "instance", (Condition("StudyInstanceUID", "exact", study_uid),
                          Condition("SeriesInstanceUID", "exact", series_uid)),
@@ -361,7 +363,7 @@ def build_router(web: Web) -> APIRouter:
                           current=series_uid, frames=data,
                           count=len(items), start=max(1, min(start, len(items) or 1)),
                           preset=preset if preset in PRESETS else "default",
-                          presets=PRESET_NAMES)
+                          presets=PRESET_NAMES, ct=shown.modality == "CT")
 
     @router.get("/reports/{report_id}")
     def report_page(request: Request, report_id: str) -> Response:
@@ -421,7 +423,7 @@ def _status(exc: CloudfilmError) -> int:
         return 401
     if isinstance(exc, NotAuthorizedError):
         return 403
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, NotFoundError | NotAcceptableError):
         return 404
     if isinstance(exc, InvalidInputError):
         return 400

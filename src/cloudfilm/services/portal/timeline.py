@@ -24,6 +24,9 @@ from cloudfilm.services.errors import (
 )
 
 MAX_PAGE = 50
+# Series without pixels to show (structured reports, key objects, presentation states,
+# encapsulated documents): no thumbnail, no viewer.
+NON_IMAGE = frozenset({"SR", "KO", "PR", "DOC"})
 _REPORT_RANK = {"preliminary": 1, "final": 2, "amended": 3}
 
 
@@ -121,7 +124,7 @@ class TimelineService:
                 reports = repo.reports_of(conn, ids)
                 thumbs: dict[int, tuple[str, str]] = {}
                 for s in series:
-                    if s.study_fk in thumbs or not s.num_instances:
+                    if s.study_fk in thumbs or not s.num_instances or s.modality in NON_IMAGE:
                         continue
                     sop = repo.middle_instance(conn, s.id, s.num_instances)
                     if sop is not None:
@@ -184,7 +187,8 @@ class TimelineService:
                 items = [SeriesItem(
                     s.series_instance_uid, s.modality, (s.body_part_examined or "").upper(),
                     s.series_description or "", s.series_number, s.num_instances,
-                    repo.middle_instance(conn, s.id, s.num_instances)) for s in series]
+                    repo.middle_instance(conn, s.id, s.num_instances)
+                    if s.modality not in NON_IMAGE else None) for s in series]
                 self._audit.write(conn=conn, entries=[AuditEntry(
                     actor, "metadata", "allowed" if decision.allowed else "denied", "study",
                     resource.uid, resident_id=decision.resident_id, reason=decision.reason,
