@@ -81,6 +81,13 @@ def test_sign_in_timeline_study_and_sign_out(browser: TestClient, world: Portal)
     assert mine.text.count('class="study"') == 1
     everyone = browser.get("/portal?for=0")
     assert everyone.text.count('class="study"') == 4
+    assert everyone.text.count('<p class="who">Lei Zhao</p>') == 1  # whose study it is
+    # Elderly mode: remembered, and every page gets the larger type.
+    token = csrf_of(browser, "/portal")
+    big = browser.post("/portal/settings", data={"csrf_token": token, "elderly": "1",
+                                                 "back": "//evil.example"}, headers=ORIGIN)
+    assert big.status_code == 303 and big.headers["location"] == "/portal"
+    assert '<body class=" elderly">' in browser.get("/portal").text
     study = browser.get(f"/portal/studies/{world.ct_study}")
     assert study.status_code == 200 and "检查所见" in study.text
     thumb = re.search(r'src="(/portal/thumbs/[^"]+)"', study.text)

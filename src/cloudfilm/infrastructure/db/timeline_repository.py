@@ -8,7 +8,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 
-from cloudfilm.infrastructure.db.models import Hospital, Instance, Report, Series, Study
+from cloudfilm.infrastructure.db.models import (
+    Hospital,
+    Instance,
+    PatientLink,
+    Report,
+    Series,
+    Study,
+)
 
 
 def _filtered(stmt: Any, visible: ColumnElement[bool] | None, *, year: str | None,
@@ -32,8 +39,11 @@ def studies(conn: Any, visible: ColumnElement[bool] | None, *, year: str | None,
     stmt = (select(Study.id, Study.study_instance_uid, Study.study_date, Study.study_time,
                    Study.study_description, Study.num_series, Study.num_instances,
                    Study.size_bytes, Study.hospital_id, Hospital.name.label("hospital_name"),
-                   Hospital.code.label("hospital_code"))
+                   Hospital.code.label("hospital_code"),
+                   PatientLink.resident_id.label("resident_id"))
             .join(Hospital, Hospital.id == Study.hospital_id)
+            .outerjoin(PatientLink, (PatientLink.patient_fk == Study.patient_fk)
+                       & (PatientLink.state == "linked"))
             .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
             .limit(limit).offset(offset))
     return list(conn.execute(_filtered(stmt, visible, year=year, hospital_id=hospital_id,

@@ -302,8 +302,9 @@ def build_router(web: Web) -> APIRouter:
                     f"&modality={query['modality']}&offset={offset + PAGE_SIZE}")
         template = ("_studies.html.j2" if request.headers.get("hx-request")
                     and offset > 0 else "timeline.html.j2")
+        family = _family(web, full)
         return web.render(request, template, page=page, query=query, more=more,
-                          family=_family(web, full), acting=actor.resident_ids,
+                          family=family, names=dict(family), acting=actor.resident_ids,
                           presets=PRESET_NAMES)
 
     @router.get("/studies/{study_uid}")

@@ -59,6 +59,8 @@ class TimelineStudy:
     report_id: str | None
     thumbnail: tuple[str, str] | None
     """(series UID, SOP instance UID) of a representative image, or None."""
+    resident_id: int | None = None
+    """Whose study it is (a family member's, when the resident acts for several)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,8 @@ class TimelineService:
                     if s.body_part_examined)),
                 series=r.num_series, instances=r.num_instances, size_bytes=r.size_bytes or 0,
                 report_status=report[1] if report else "none",
-                report_id=report[0] if report else None, thumbnail=thumbs.get(r.id)))
+                report_id=report[0] if report else None, thumbnail=thumbs.get(r.id),
+                resident_id=r.resident_id))
         return TimelinePage(out, len(rows) > limit, years,
                             [HospitalChoice(h.id, h.name, h.code) for h in hospitals],
                             modalities)
