@@ -332,10 +332,12 @@ def build_router(web: Web) -> APIRouter:
         if preset in PRESETS:
             width, centre = PRESETS[preset]
             window = (float(centre), float(width), "LINEAR")
+        # Snapped to a few sizes so that the disk cache is shared between phones; quality
+        # 75 is ~26 KB for a 512x512 CT slice (85: ~38 KB), no visible loss on a phone.
         size = min(FRAME_SIZES, key=lambda s: abs(s - size))
         data = svc.retrieve.rendered(_uid(study_uid), _uid(series_uid), _uid(sop_uid),
                                      actor=actor, frame=frame, window=window,
-                                     viewport=(size, size), quality=85)
+                                     viewport=(size, size), quality=75)
         return _jpeg(data)
 
     @router.get("/studies/{study_uid}/series/{series_uid}/view")
