@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from tests.integration.access.conftest import Province, province  # noqa: F401
 from tests.integration.web.support import (
     PHONE1,
+    PHONE2,
     Portal,
     build,
     latest_code,
@@ -211,3 +212,31 @@ def test_viewer_frames_are_cached_after_the_policy_decides(browser: TestClient,
     assert again.content == first.content and calls == []  # from the disk cache
     bone = browser.get(url.replace("lung", "bone"))
     assert bone.content != first.content and len(calls) == 1
+
+
+def test_a_new_resident_registers_from_the_sign_in_page(browser: TestClient,
+                                                        world: Portal) -> None:
+    from tests.integration.access.conftest import NID2
+
+    services = world.province.services
+    token = csrf_of(browser)
+    browser.post("/portal/signin/code", data={"phone": PHONE2, "csrf_token": token},
+                 headers=ORIGIN)
+    first = latest_code(services, PHONE2)
+    step = browser.post("/portal/signin", data={"phone": PHONE2, "code": first,
+                                                "csrf_token": token}, headers=ORIGIN)
+    assert step.status_code == 200 and "身份证号" in step.text
+    second = latest_code(services, PHONE2)
+    assert second != first or len(services.sms.outbox(phone=PHONE2, limit=5)) == 2
+    wrong = browser.post("/portal/register", data={
+        "phone": PHONE2, "code": second, "name": "王小东", "national_id": NID2,
+        "csrf_token": token}, headers=ORIGIN)
+    assert wrong.status_code == 400 and "不一致" in wrong.text  # not Zhao Lei's name
+    browser.post("/portal/signin/code", data={"phone": PHONE2, "csrf_token": token},
+                 headers=ORIGIN)
+    done = browser.post("/portal/register", data={
+        "phone": PHONE2, "code": latest_code(services, PHONE2), "name": "Zhao Lei",
+        "national_id": NID2, "csrf_token": token}, headers=ORIGIN)
+    assert done.status_code == 303 and "cloudfilm_session=cfs_" in done.headers["set-cookie"]
+    page = browser.get("/portal")
+    assert page.text.count('class="study"') == 1  # only Zhao Lei's own study

@@ -41,6 +41,7 @@ from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.query import SearchRequest
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import (
+    AlreadyExistsError,
     CloudfilmError,
     InvalidInputError,
     NotAcceptableError,
@@ -64,7 +65,10 @@ PRESETS: dict[str, tuple[int, int]] = {
 PRESET_NAMES = {"default": "Default", "lung": "Lung", "mediastinum": "Mediastinum",
                 "bone": "Bone", "brain": "Brain", "abdomen": "Abdomen"}
 FRAME_SIZES = (256, 512, 768, 1024)
-NO_ACCOUNT = "No account uses this phone yet. Ask a hospital you visited to register you."
+NO_ACCOUNT = ("No account uses this phone yet. Register with the name and ID number of "
+              "your ID card and the new code.")
+NO_MATCH = ("The name and ID number do not match a patient of the hospitals. Check both, or "
+            "ask a hospital you visited.")
 _UID = re.compile(r"^[0-9.]{1,64}$")
 _PHONE_UA = re.compile(r"Mobi|Android|iPhone|iPad|MicroMessenger|HarmonyOS", re.I)
 
@@ -248,12 +252,44 @@ def build_router(web: Web) -> APIRouter:
             signed = await run_in_threadpool(svc.accounts.sign_in_resident, phone, code,
                                              requester=web.address(request))
         except NotFoundError:
+            # The code proved the phone, but no account uses it: register with the name and
+            # ID number a hospital recorded, and a new code (the first one is spent).
             _ = web.languages.translations[web.lang(request)].gettext
-            return web.render(request, "signin.html.j2", status=404, phone=phone,
-                              step="phone", sent_to=None, error=_(NO_ACCOUNT))
+            try:
+                masked = await run_in_threadpool(svc.accounts.send_sign_in_code, phone,
+                                                 requester=web.address(request))
+            except CloudfilmError as exc:
+                return web.render(request, "signin.html.j2", status=_status(exc),
+                                  phone=phone, step="phone", sent_to=None,
+                                  error=web.message(request, exc))
+            return web.render(request, "signin.html.j2", phone=phone, step="register",
+                              sent_to=masked, error=None, notice=_(NO_ACCOUNT))
         except CloudfilmError as exc:
             return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
                               step="code", sent_to=None, error=web.message(request, exc))
+        return _signed_in(request, signed)
+
+    @router.post("/register")
+    async def register(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        phone, code = form.get("phone", "").strip(), form.get("code", "").strip()
+        name, nid = form.get("name", "").strip(), form.get("national_id", "").strip()
+        _ = web.languages.translations[web.lang(request)].gettext
+        try:
+            signed = await run_in_threadpool(
+                lambda: svc.accounts.register_resident(phone, code, name=name, national_id=nid,
+                                                       requester=web.address(request)))
+        except (InvalidInputError, AlreadyExistsError) as exc:
+            error = (_(NO_MATCH) if isinstance(exc, InvalidInputError)
+                     else _("This person or this phone has an account already."))
+            return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
+                              step="phone", sent_to=None, error=error)
+        except CloudfilmError as exc:
+            return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
+                              step="phone", sent_to=None, error=web.message(request, exc))
+        return _signed_in(request, signed)
+
+    def _signed_in(request: Request, signed: Any) -> Response:
         response = RedirectResponse(f"{PREFIX}", status_code=303)
         seconds = max(int((signed.expires_at - datetime.now(UTC)).total_seconds()), 60)
         response.set_cookie(SESSION_COOKIE, signed.token, max_age=seconds, httponly=True,
@@ -430,6 +466,8 @@ def _status(exc: CloudfilmError) -> int:
         return 404
     if isinstance(exc, InvalidInputError):
         return 400
+    if isinstance(exc, AlreadyExistsError):
+        return 409
     return 503
 
 

@@ -10,7 +10,7 @@ from babel.messages.extract import extract_from_dir
 
 from cloudfilm.interfaces.web import labels
 from cloudfilm.interfaces.web.i18n import LOCALE_DIR, Languages, choose, load_translations
-from cloudfilm.interfaces.web.portal import PRESET_NAMES
+from cloudfilm.interfaces.web.portal import NO_ACCOUNT, NO_MATCH, PRESET_NAMES
 from cloudfilm.interfaces.web.security import _hostname, csrf_matches
 
 WEB = Path(labels.__file__).parent
@@ -29,7 +29,8 @@ def _messages() -> set[str]:
 def test_every_message_has_a_chinese_translation() -> None:
     zh = load_translations("zh-CN")
     wanted = (_messages() | set(labels.BODY_PARTS.values()) | set(labels.MODALITIES.values())
-              | set(labels.REPORT_STATUS.values()) | set(PRESET_NAMES.values()))
+              | set(labels.REPORT_STATUS.values()) | set(PRESET_NAMES.values())
+              | {NO_ACCOUNT, NO_MATCH})
     assert len(wanted) > 60
     missing = sorted(m for m in wanted if m and zh.gettext(m) == m
                      and m not in ("CT", "MR", "PET"))
