@@ -28,7 +28,25 @@ MODALITIES = {
 REPORT_STATUS = {"none": "No report yet", "preliminary": "Preliminary report",
                  "final": "Final report", "amended": "Amended report"}
 
+# What an access-log entry did, in a patient's words (msgids; unknown actions: "Other access").
+ACTIONS = {
+    "search": "Searched your studies", "metadata": "Opened a study", "retrieve": "Opened images",
+    "frames": "Opened images", "render": "Viewed images", "bulkdata": "Opened images",
+    "report": "Read a report", "download": "Downloaded", "identity.read": "Read your details",
+    "identity.xref": "Looked you up", "identity.family.link": "Recorded a family link",
+    "grant.request": "Asked to see your records", "grant.approve": "Approved access",
+    "grant.deny": "Denied access", "grant.revoke": "Revoked access",
+    "grant.break_glass": "Emergency access", "grant.in_person": "Access given in person",
+    "grant.sms_confirm": "Access confirmed with your SMS code",
+}
+WHO = {"administrator": "Platform administrator", "admin": "Platform administrator",
+       "local operator": "Platform operator"}
+
 Gettext = Callable[[str], str]
+
+
+def action(value: str) -> str:
+    return ACTIONS.get(value, "Other access")
 
 
 def body_part(codes: Iterable[str], description: str) -> str | None:

@@ -151,7 +151,8 @@ class Web:
                                                   s.description),
             day=lambda v: labels.da_date(v, lang), when=lambda v: self.when(v, lang),
             report_label=lambda s: _(labels.REPORT_STATUS.get(s) or s),
-            person=labels.person, **context)
+            person=labels.person, action=labels.action,
+            who=lambda w: labels.WHO.get(w, w), **context)
         response = HTMLResponse(page, status_code=status)
         self.remember(request, response, lang)
         return response

@@ -30,7 +30,8 @@ def test_every_message_has_a_chinese_translation() -> None:
     zh = load_translations("zh-CN")
     wanted = (_messages() | set(labels.BODY_PARTS.values()) | set(labels.MODALITIES.values())
               | set(labels.REPORT_STATUS.values()) | set(PRESET_NAMES.values())
-              | {NO_ACCOUNT, NO_MATCH})
+              | {NO_ACCOUNT, NO_MATCH} | set(labels.ACTIONS.values())
+              | set(labels.WHO.values()) | {labels.action('unknown')})
     assert len(wanted) > 60
     missing = sorted(m for m in wanted if m and zh.gettext(m) == m
                      and m not in ("CT", "MR", "PET"))
