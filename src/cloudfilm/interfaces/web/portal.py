@@ -94,9 +94,17 @@ class Web:
     def __init__(self, services: Services, options: WebOptions) -> None:
         self.services = services
         self.options = options
-        self.languages = Languages()
         self.assets = Assets()
+        self._languages: Languages | None = None
         self.zone = ZoneInfo(options.zone)
+
+    @property
+    def languages(self) -> Languages:
+        # Built on the first page, not at start-up: API-only worker processes never pay
+        # for the catalogues and template environments.
+        if self._languages is None:
+            self._languages = Languages()
+        return self._languages
 
     # -- request context --
 
