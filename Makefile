@@ -16,12 +16,16 @@ $(UV):
 
 install: $(UV)
 	$(UV) sync --frozen --all-extras --quiet
+	# The web pages' assets (htmx, the phone viewer, the stylesheet; axe-core for tests):
+	# exact versions from web/package-lock.json, built by Vite into the Python package.
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
 
 ## Start the platform on the embedded default (SQLite + ./cloudfilm-data), with demo data:
 ## the demo province is loaded over C-STORE and STOW-RS first (a rerun adds nothing).
 run: install
 	$(VENV)/bin/cloudfilm demo --size small --data cloudfilm-data
 	@echo "cloudfilm: look at http://127.0.0.1:8042/dicomweb/studies?limit=20 and /docs (Ctrl-C stops)"
+	@echo "cloudfilm: patients' portal at http://127.0.0.1:8042/portal (sign-in codes: .venv/bin/cloudfilm sms outbox --data cloudfilm-data)"
 	$(VENV)/bin/cloudfilm serve --data cloudfilm-data
 
 ## The whole test suite: lint, layers, types (mypy), unit, integration (SQLite and PostgreSQL), interop.

@@ -25,8 +25,10 @@ from cloudfilm.config import ConfigError, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.storage.factory import open_blob_store
+from cloudfilm.infrastructure.storage.frame_cache import DiskFrameCache
 from cloudfilm.interfaces.api.http import create_app
 from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
+from cloudfilm.interfaces.web.portal import WebOptions
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
@@ -55,6 +57,7 @@ from cloudfilm.services.identity.protection import (
 )
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
@@ -163,7 +166,9 @@ def build_services(settings: Settings) -> Services:
         recognition=RecognitionService(db, protector, audit, zone=zone,
                                        settle_minutes=settings.recognition.settle_minutes),
         query=QueryService(db, policy, audit),
-        retrieve=RetrieveService(db, blobs, policy, audit),
+        retrieve=RetrieveService(db, blobs, policy, audit, frame_cache=(
+            DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache
+            else None)),
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
         peers=peers,
@@ -182,6 +187,7 @@ def build_services(settings: Settings) -> Services:
         local_access=local,
         gateways=GatewayService(db),
         web=web_access(settings),
+        timeline=TimelineService(db, policy, audit),
     )
 
 
@@ -416,7 +422,12 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def build_http_app(settings: Settings) -> FastAPI:
     configure_dicom_libraries()
-    return create_app(build_services(settings))
+    return create_app(build_services(settings), web=web_options(settings))
+
+
+def web_options(settings: Settings) -> WebOptions:
+    """What the web pages take from the settings."""
+    return WebOptions(hosts=web_access(settings).allowed_hosts, zone=settings.reports.timezone)
 
 
 def http_app_from_environment() -> FastAPI:

@@ -219,6 +219,14 @@ class RecognitionSettings(BaseModel):
     settle_minutes: int = Field(default=30, ge=0, le=24 * 60)
 
 
+class WebSettings(BaseModel):
+    """The web pages (``/portal``): host names served, cached phone frames."""
+
+    # Host names the pages answer for are the HTTP doors' (http.allowed_hosts).
+    # Rendered JPEG frames of the phone viewer are kept under <data_dir>/cache/rendered.
+    frame_cache: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -237,6 +245,7 @@ class Settings(BaseSettings):
     proofing: ProofingSettings = ProofingSettings()
     reports: ReportSettings = ReportSettings()
     recognition: RecognitionSettings = RecognitionSettings()
+    web: WebSettings = WebSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

@@ -9,6 +9,7 @@ server instead; the peers are registered through the index that ``--data`` (or
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -93,9 +94,62 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
         for credential_id in issued:
             services.credentials.revoke(credential_id, actor=OPERATOR)
         services.health._db.dispose()
+    portal = _portal_accounts(services, province)
     _report(console, province, summary, settings, url, dimse_port)
+    _report_portal(console, portal, settings, data)
     if summary.failures:
         raise SystemExit(1)
+
+
+DEMO_PHONES = ("13800000001", "13800000002")
+
+
+def _portal_accounts(services: Any, province: Any) -> list[tuple[str, str, int]]:
+    """Give the two residents with studies at the most hospitals a portal account (phone,
+    name, hospitals), registered the way a resident registers: an SMS code from the outbox,
+    then name and national ID. A rerun finds the accounts already there."""
+    import re
+
+    from cloudfilm.services.errors import AlreadyExistsError, CloudfilmError
+
+    def spread(resident: Any) -> tuple[int, int]:
+        exams = [e for e in province.exams if e.resident is resident]
+        return len({e.hospital.code for e in exams}), len(exams)
+
+    chosen = sorted(province.residents, key=spread, reverse=True)[:len(DEMO_PHONES)]
+    made = []
+    for phone, resident in zip(DEMO_PHONES, chosen, strict=False):
+        name = resident.family[0] + resident.given[0]
+        try:
+            services.accounts.send_sign_in_code(phone, requester="demo")
+            [message] = services.sms.outbox(phone=phone, limit=1)
+            code = re.search(r"\b(\d{6})\b", message.text)
+            assert code is not None
+            services.accounts.register_resident(phone, code.group(1), name=name,
+                                                national_id=resident.national_id,
+                                                requester="demo")
+        except AlreadyExistsError:
+            pass  # a rerun: the account is there
+        except CloudfilmError as exc:
+            logging.getLogger(__name__).warning("cloudfilm.demo.portal_account",
+                                                extra={"error": exc.message})
+            continue
+        made.append((phone, name, spread(resident)[0]))
+    return made
+
+
+def _report_portal(console: Any, made: list[tuple[str, str, int]], settings: Settings,
+                   data: Path | None) -> None:
+    if not made:
+        return
+    where = f" --data {data}" if data else ""
+    console.print("\n[bold]the patients' portal[/] "
+                  f"http://{settings.http.host}:{settings.http.port}/portal (on a phone, or "
+                  "a narrow browser window):")
+    for phone, name, hospitals in made:
+        console.print(f"  {phone}  {name} (studies at {hospitals} hospitals)")
+    console.print("  sign in with the phone number, then read the code with "
+                  f"`cloudfilm sms outbox{where}`")
 
 
 def _report_mix(province: Any) -> str:

@@ -74,6 +74,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         configure_logging,
         freeze_startup_objects,
         uvicorn_options,
+        web_options,
     )
     from cloudfilm.interfaces.api.http import create_app
 
@@ -88,7 +89,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
     configure_logging(json=settings.log_json)
     configure_dicom_libraries()
     services = build_services(settings)  # migrates and prepares secrets once, here
-    app: Any = create_app(services)
+    app: Any = create_app(services, web=web_options(settings))
     freeze_startup_objects()
     dimse = None
     if settings.dimse.enabled:

@@ -20,6 +20,7 @@ from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
 
@@ -80,4 +81,6 @@ class Services:
     local_access: LocalAccess
     # Heartbeats of the hospitals' edge gateways (issue 18).
     gateways: GatewayService
+    # The resident portal's timeline (issue 13).
+    timeline: TimelineService
     web: WebAccess = WebAccess()

@@ -68,7 +68,7 @@ async def authenticate(request: Request) -> Actor:
         return cached
     svc = _services(request)
     host = client_host(request)
-    token = bearer(request.headers.get("authorization"))
+    token = bearer(request.headers.get("authorization")) or _session_cookie(request)
     address = svc.audit.hash_address(host)
     if token is None:
         local = svc.local_access
@@ -100,6 +100,18 @@ def _session_actor(svc: Services, token: str, address: str) -> Actor:
         raise NotAuthenticatedError("the session is not valid (expired or signed out); "
                                     "sign in again")
     return actor  # type: ignore[no-any-return]
+
+
+# -- browser sessions (issue 13, web pages) ----------------------------------------------
+# A browser carries the same cfs_ session token in an HttpOnly, SameSite=Lax cookie; the
+# header wins when both are sent. State-changing requests with the cookie must come from
+# one of our pages (Origin check in interfaces.web.security.BrowserSafetyMiddleware).
+_SESSION_COOKIE = "cloudfilm_session"
+
+
+def _session_cookie(request: Request) -> str | None:
+    value = request.cookies.get(_SESSION_COOKIE, "")
+    return value if value.startswith(_SESSION_PREFIX) else None
 
 
 CurrentActor = Annotated[Actor, Depends(authenticate)]

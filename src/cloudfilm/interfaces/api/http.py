@@ -44,6 +44,8 @@ from cloudfilm.interfaces.api.rest import (
     recognition,
     reports,
 )
+from cloudfilm.interfaces.web import portal
+from cloudfilm.interfaces.web.portal import WebOptions
 from cloudfilm.services.container import Services, WebAccess
 from cloudfilm.services.errors import NotAuthorizedError
 
@@ -200,7 +202,7 @@ async def _refuse(send: Any, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app = FastAPI(
         title="cloudfilm",
         summary="Regional medical-imaging cloud",
@@ -221,6 +223,9 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(cds_hooks.router, tags=["CDS Hooks"])
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
+
+    # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
+    portal.install(app, services, web)
 
     # Added innermost first: Observe (outermost) > Guard > ProxyHeaders > routes.
     app.add_middleware(ProxyHeadersMiddleware,

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -46,6 +46,14 @@ _UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
 _CACHE_ENTRIES = 64
 _CACHE_MAX_BYTES = 128 * 1024 * 1024
 _CACHE_MAX_OBJECT = 32 * 1024 * 1024
+
+
+class FrameCache(Protocol):
+    """Port: rendered frames by key (``infrastructure.storage.frame_cache``)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +88,11 @@ class RetrieveService:
     """
 
     def __init__(self, db: Database, blobs: BlobStore, policy: AccessPolicy,
-                 audit: AuditService) -> None:
+                 audit: AuditService, frame_cache: FrameCache | None = None) -> None:
         self._db = db
+        # Rendered frames by (instance, frame, window, size, format): the phone viewer
+        # asks for the same JPEGs again and again. Consulted only after the decision.
+        self._frame_cache = frame_cache
         self._blobs = blobs
         self._policy = policy
         self._audit = audit
@@ -274,12 +285,21 @@ class RetrieveService:
         count = obj.number_of_frames or 1
         if not 1 <= frame <= count:
             raise NotFoundError(f"frame {frame} does not exist; the instance has {count}")
+        key = (f"{obj.sha256}/{frame}/{media_type}/{window}/{viewport}/{quality}"
+               if self._frame_cache is not None else "")
+        if self._frame_cache is not None:
+            cached = self._frame_cache.get(key)
+            if cached is not None:
+                return cached
         ds = self._load(obj)
         try:
-            return render.render_frame(ds, frame - 1, media_type=media_type, window=window,
+            data = render.render_frame(ds, frame - 1, media_type=media_type, window=window,
                                        viewport=viewport, quality=quality)
         except render.RenderError as exc:
             raise NotAcceptableError(str(exc)) from exc
+        if self._frame_cache is not None:
+            self._frame_cache.put(key, data)
+        return data
 
     def bulkdata(self, study_uid: str, series_uid: str, sop_uid: str, path: str, *,
                  actor: Actor) -> bytes:

@@ -1,0 +1,535 @@
+"""The resident's phone portal (``/portal``): sign-in by SMS code, timeline, study page,
+phone image viewer, requests and grants, "who looked at my data".
+
+Routes render autoescaped Jinja2 templates and call the services with the signed-in
+resident's :class:`Actor`, so the access policy decides and the audit trail records
+exactly as for the REST API. Nothing here opens a database session or reads a blob.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from cloudfilm.infrastructure.db.query_repository import Condition
+from cloudfilm.interfaces.api.auth import client_host
+from cloudfilm.interfaces.web import labels
+from cloudfilm.interfaces.web.assets import STATIC_DIR, Assets
+from cloudfilm.interfaces.web.i18n import LANG_COOKIE, LANGUAGES, Languages, choose
+from cloudfilm.interfaces.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    REPORT_CSP,
+    SESSION_COOKIE,
+    BrowserSafetyMiddleware,
+    csrf_matches,
+    new_csrf_token,
+)
+from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.archive.query import SearchRequest
+from cloudfilm.services.container import Services
+from cloudfilm.services.errors import (
+    AlreadyExistsError,
+    CloudfilmError,
+    InvalidInputError,
+    NotAcceptableError,
+    NotAuthenticatedError,
+    NotAuthorizedError,
+    NotFoundError,
+    RateLimitedError,
+)
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/portal"
+FOR_COOKIE = "cloudfilm_for"
+ELDERLY_COOKIE = "cloudfilm_elderly"
+PAGE_SIZE = 20
+# Window presets (width, centre) in Hounsfield units, as radiology viewers name them.
+PRESETS: dict[str, tuple[int, int]] = {
+    "lung": (1500, -600), "mediastinum": (350, 50), "bone": (2000, 300),
+    "brain": (80, 40), "abdomen": (400, 50),
+}
+PRESET_NAMES = {"default": "Default", "lung": "Lung", "mediastinum": "Mediastinum",
+                "bone": "Bone", "brain": "Brain", "abdomen": "Abdomen"}
+FRAME_SIZES = (256, 512, 768, 1024)
+NO_ACCOUNT = ("No account uses this phone yet. Register with the name and ID number of "
+              "your ID card and the new code.")
+NO_MATCH = ("The name and ID number do not match a patient of the hospitals. Check both, or "
+            "ask a hospital you visited.")
+_UID = re.compile(r"^[0-9.]{1,64}$")
+_PHONE_UA = re.compile(r"Mobi|Android|iPhone|iPad|MicroMessenger|HarmonyOS", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class WebOptions:
+    """What the pages need from the settings (``web`` section)."""
+
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    zone: str = "Asia/Shanghai"
+
+
+class Redirect(Exception):
+    """Leave the page for another (not signed in: the sign-in page)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+class Web:
+    """Templates, assets and helpers shared by the portal's routes."""
+
+    def __init__(self, services: Services, options: WebOptions) -> None:
+        self.services = services
+        self.options = options
+        self.assets = Assets()
+        self._languages: Languages | None = None
+        self.zone = ZoneInfo(options.zone)
+
+    @property
+    def languages(self) -> Languages:
+        # Built on the first page, not at start-up: API-only worker processes never pay
+        # for the catalogues and template environments.
+        if self._languages is None:
+            self._languages = Languages()
+        return self._languages
+
+    # -- request context --
+
+    def lang(self, request: Request) -> str:
+        return choose(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),
+                      request.headers.get("accept-language"))
+
+    def csrf(self, request: Request) -> str:
+        token = request.cookies.get(CSRF_COOKIE)
+        if not token:
+            token = request.scope.get("cloudfilm.new_csrf") or new_csrf_token()
+            request.scope["cloudfilm.new_csrf"] = token
+        return str(token)
+
+    async def check_csrf(self, request: Request) -> dict[str, Any]:
+        """The submitted form, once its CSRF token matches the cookie."""
+        form = dict(await request.form())
+        given = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+        if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(given or "")):
+            raise NotAuthorizedError("the form expired; reload the page and try again")
+        return {k: str(v) for k, v in form.items()}
+
+    def address(self, request: Request) -> str:
+        return self.services.audit.hash_address(client_host(request))
+
+    def actor(self, request: Request, *, full: bool = False) -> Actor:
+        """The signed-in resident, narrowed to the family member chosen in the switcher
+        (``full``: everyone they act for). Not signed in: to the sign-in page."""
+        token = request.cookies.get(SESSION_COOKIE, "")
+        actor = None
+        if token:
+            actor = self.services.accounts.actor_for_token(token,
+                                                           address=self.address(request))
+        if actor is None or actor.kind != "resident" or not actor.resident_ids:
+            raise Redirect(f"{PREFIX}/signin")
+        if full:
+            return actor
+        chosen = request.query_params.get("for") or request.cookies.get(FOR_COOKIE)
+        if chosen and chosen.isdigit() and int(chosen) in actor.resident_ids:
+            return replace(actor, resident_ids=frozenset({int(chosen)}))
+        return actor
+
+    def render(self, request: Request, template: str, *, status: int = 200,
+               **context: Any) -> HTMLResponse:
+        lang = self.lang(request)
+        _ = self.languages.translations[lang].gettext
+        env = self.languages.envs[lang]
+        page = env.get_template(template).render(
+            request=request, lang=lang, csrf=self.csrf(request), assets=self.assets,
+            path=request.url.path, elderly=request.cookies.get(ELDERLY_COOKIE) == "1",
+            title_of=lambda s: labels.study_title(_, lang, s.modalities, s.body_parts,
+                                                  s.description),
+            day=lambda v: labels.da_date(v, lang), when=lambda v: self.when(v, lang),
+            report_label=lambda s: _(labels.REPORT_STATUS.get(s) or s),
+            person=labels.person, action=labels.action,
+            who=lambda w: labels.WHO.get(w, w), **context)
+        response = HTMLResponse(page, status_code=status)
+        self.remember(request, response, lang)
+        return response
+
+    def remember(self, request: Request, response: Response, lang: str) -> None:
+        secure = request.url.scheme == "https"
+        fresh = request.scope.get("cloudfilm.new_csrf")
+        if fresh:
+            response.set_cookie(CSRF_COOKIE, str(fresh), httponly=True, samesite="lax",
+                                secure=secure, path="/")
+        explicit = request.query_params.get("lang")
+        if explicit in LANGUAGES:
+            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax",
+                                secure=secure, path="/", httponly=True)
+        chosen = request.query_params.get("for")
+        if chosen is not None and chosen.isdigit():
+            response.set_cookie(FOR_COOKIE, chosen, samesite="lax", secure=secure,
+                                path=PREFIX, httponly=True)
+
+    def when(self, value: datetime | None, lang: str) -> str:
+        if value is None:
+            return "—"
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return format_datetime(aware.astimezone(self.zone), format="medium",
+                               locale="zh_CN" if lang == "zh-CN" else "en")
+
+    def message(self, request: Request, exc: CloudfilmError) -> str:
+        """A service refusal in plain words of the page's language."""
+        lang = self.lang(request)
+        _ = self.languages.translations[lang].gettext
+        if isinstance(exc, RateLimitedError):
+            return _("Too many tries. Please try again in %(seconds)s seconds.") % {
+                "seconds": exc.retry_after}
+        if isinstance(exc, NotAuthenticatedError):
+            return _("The code is wrong or has expired. Please ask for a new code.")
+        if isinstance(exc, NotFoundError):
+            return _("Not found.")
+        if isinstance(exc, NotAuthorizedError):
+            return _("You cannot see this, or it does not exist.")
+        if isinstance(exc, InvalidInputError):
+            return _("Please check what you entered.")
+        return _("The service is busy. Please try again in a minute.")
+
+
+def _uid(value: str) -> str:
+    if not _UID.match(value):
+        raise NotFoundError("not a DICOM UID")
+    return value
+
+
+def _family(web: Web, actor: Actor) -> list[tuple[int, str]]:
+    """The people the resident acts for (themself first) with their names."""
+    account = web.services.accounts.me(actor)
+    out = []
+    for rid in account.resident_ids:
+        try:
+            name = web.services.residents.get(rid).name
+        except CloudfilmError:
+            name = str(rid)
+        out.append((rid, labels.person(name)))
+    return out
+
+
+def build_router(web: Web) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    svc = web.services
+
+    # -- sign-in --
+
+    @router.get("/signin")
+    async def signin_page(request: Request) -> Response:
+        return web.render(request, "signin.html.j2", phone="", step="phone", error=None,
+                          sent_to=None)
+
+    @router.post("/signin/code")
+    async def send_code(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        phone = form.get("phone", "").strip()
+        try:
+            masked = await run_in_threadpool(svc.accounts.send_sign_in_code, phone,
+                                             requester=web.address(request))
+        except InvalidInputError:
+            _ = web.languages.translations[web.lang(request)].gettext
+            return web.render(request, "signin.html.j2", status=400, phone=phone,
+                              step="phone", sent_to=None,
+                              error=_("Please enter an 11-digit mobile number."))
+        except CloudfilmError as exc:
+            return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
+                              step="phone", sent_to=None, error=web.message(request, exc))
+        return web.render(request, "signin.html.j2", phone=phone, step="code", error=None,
+                          sent_to=masked)
+
+    @router.post("/signin")
+    async def sign_in(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        phone, code = form.get("phone", "").strip(), form.get("code", "").strip()
+        try:
+            signed = await run_in_threadpool(svc.accounts.sign_in_resident, phone, code,
+                                             requester=web.address(request))
+        except NotFoundError:
+            # The code proved the phone, but no account uses it: register with the name and
+            # ID number a hospital recorded, and a new code (the first one is spent).
+            _ = web.languages.translations[web.lang(request)].gettext
+            try:
+                masked = await run_in_threadpool(svc.accounts.send_sign_in_code, phone,
+                                                 requester=web.address(request))
+            except CloudfilmError as exc:
+                return web.render(request, "signin.html.j2", status=_status(exc),
+                                  phone=phone, step="phone", sent_to=None,
+                                  error=web.message(request, exc))
+            return web.render(request, "signin.html.j2", phone=phone, step="register",
+                              sent_to=masked, error=None, notice=_(NO_ACCOUNT))
+        except CloudfilmError as exc:
+            return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
+                              step="code", sent_to=None, error=web.message(request, exc))
+        return _signed_in(request, signed)
+
+    @router.post("/register")
+    async def register(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        phone, code = form.get("phone", "").strip(), form.get("code", "").strip()
+        name, nid = form.get("name", "").strip(), form.get("national_id", "").strip()
+        _ = web.languages.translations[web.lang(request)].gettext
+        try:
+            signed = await run_in_threadpool(
+                lambda: svc.accounts.register_resident(phone, code, name=name, national_id=nid,
+                                                       requester=web.address(request)))
+        except (InvalidInputError, AlreadyExistsError) as exc:
+            error = (_(NO_MATCH) if isinstance(exc, InvalidInputError)
+                     else _("This person or this phone has an account already."))
+            return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
+                              step="phone", sent_to=None, error=error)
+        except CloudfilmError as exc:
+            return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
+                              step="phone", sent_to=None, error=web.message(request, exc))
+        return _signed_in(request, signed)
+
+    def _signed_in(request: Request, signed: Any) -> Response:
+        response = RedirectResponse(f"{PREFIX}", status_code=303)
+        seconds = max(int((signed.expires_at - datetime.now(UTC)).total_seconds()), 60)
+        response.set_cookie(SESSION_COOKIE, signed.token, max_age=seconds, httponly=True,
+                            samesite="lax", secure=request.url.scheme == "https", path="/")
+        response.delete_cookie(FOR_COOKIE, path=PREFIX)
+        return response
+
+    @router.post("/signout")
+    async def sign_out(request: Request) -> Response:
+        await web.check_csrf(request)
+        token = request.cookies.get(SESSION_COOKIE, "")
+        if token:
+            await run_in_threadpool(svc.accounts.sign_out, token)
+        response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(FOR_COOKIE, path=PREFIX)
+        return response
+
+    @router.post("/settings")
+    async def settings(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        back = form.get("back", "")
+        # Only back into the portal: never an open redirect.
+        response = RedirectResponse(back if back.startswith(f"{PREFIX}") and "//" not in back
+                                    else PREFIX, status_code=303)
+        if "elderly" in form:
+            response.set_cookie(ELDERLY_COOKIE, "1" if form["elderly"] == "1" else "0",
+                                max_age=365 * 86400, samesite="lax", httponly=True,
+                                path="/", secure=request.url.scheme == "https")
+        return response
+
+    # -- timeline --
+
+    @router.get("")
+    def timeline(request: Request, year: str | None = None, hospital: int | None = None,
+                 modality: str | None = None, offset: int = 0) -> Response:
+        actor = web.actor(request)
+        full = web.actor(request, full=True)
+        page = svc.timeline.page(actor, year=year or None, hospital_id=hospital,
+                                 modality=modality or None, limit=PAGE_SIZE,
+                                 offset=max(offset, 0))
+        query = {"year": year or "", "hospital": hospital or "", "modality": modality or ""}
+        more = None
+        if page.has_more:
+            more = (f"{PREFIX}?year={query['year']}&hospital={query['hospital']}"
+                    f"&modality={query['modality']}&offset={offset + PAGE_SIZE}")
+        template = ("_studies.html.j2" if request.headers.get("hx-request")
+                    and offset > 0 else "timeline.html.j2")
+        family = _family(web, full)
+        return web.render(request, template, page=page, query=query, more=more,
+                          family=family, names=dict(family), acting=actor.resident_ids,
+                          presets=PRESET_NAMES)
+
+    @router.get("/studies/{study_uid}")
+    def study(request: Request, study_uid: str) -> Response:
+        actor = web.actor(request)
+        summary, series = svc.timeline.study(actor, _uid(study_uid))
+        report = None
+        if summary.report_id:
+            report = svc.reports.get(summary.report_id, actor=actor)
+        return web.render(request, "study.html.j2", study=summary, series=series,
+                          report=report)
+
+    @router.get("/thumbs/{study_uid}/{series_uid}/{sop_uid}")
+    def thumbnail(request: Request, study_uid: str, series_uid: str, sop_uid: str) -> Response:
+        actor = web.actor(request)
+        data = svc.retrieve.rendered(_uid(study_uid), _uid(series_uid), _uid(sop_uid),
+                                     actor=actor, viewport=(144, 144), quality=80)
+        return _jpeg(data)
+
+    @router.get("/frames/{study_uid}/{series_uid}/{sop_uid}/{frame}")
+    def frame(request: Request, study_uid: str, series_uid: str, sop_uid: str, frame: int,
+              preset: str = "default", size: int = 512) -> Response:
+        actor = web.actor(request)
+        window = None
+        if preset in PRESETS:
+            width, centre = PRESETS[preset]
+            window = (float(centre), float(width), "LINEAR")
+        # Snapped to a few sizes so that the disk cache is shared between phones; quality
+        # 75 is ~26 KB for a 512x512 CT slice (85: ~38 KB), no visible loss on a phone.
+        size = min(FRAME_SIZES, key=lambda s: abs(s - size))
+        data = svc.retrieve.rendered(_uid(study_uid), _uid(series_uid), _uid(sop_uid),
+                                     actor=actor, frame=frame, window=window,
+                                     viewport=(size, size), quality=75)
+        return _jpeg(data)
+
+    @router.get("/studies/{study_uid}/series/{series_uid}/view")
+    def viewer(request: Request, study_uid: str, series_uid: str, start: int = 1,
+               preset: str = "default") -> Response:
+        actor = web.actor(request)
+        summary, series = svc.timeline.study(actor, _uid(study_uid))
+        shown = next((s for s in series if s.series_instance_uid == series_uid), None)
+        if shown is None or shown.thumbnail_sop_uid is None:
+            raise NotFoundError("no images in this series")
+        found = svc.query.search(SearchRequest(
+            "instance", (Condition("StudyInstanceUID", "exact", study_uid),
+                         Condition("SeriesInstanceUID", "exact", series_uid)),
+            limit=svc.limits.max_query_results), actor=actor)
+        items: list[tuple[str, int]] = []
+        for m in found.matches:
+            sop = m["00080018"]["Value"][0]
+            frames = int((m.get("00280008") or {}).get("Value", [1])[0] or 1)
+            items.extend((sop, f) for f in range(1, frames + 1))
+        lang = web.lang(request)
+        _ = web.languages.translations[lang].gettext
+        data = {"base": f"{PREFIX}/frames/{study_uid}/{series_uid}", "items": items,
+                "presets": {k: list(v) for k, v in PRESETS.items()},
+                "defaultLabel": _("Default window")}
+        return web.render(request, "viewer.html.j2", study=summary, series=series,
+                          current=series_uid, frames=data,
+                          count=len(items), start=max(1, min(start, len(items) or 1)),
+                          preset=preset if preset in PRESETS else "default",
+                          presets=PRESET_NAMES, ct=shown.modality == "CT")
+
+    @router.get("/reports/{report_id}")
+    def report_page(request: Request, report_id: str) -> Response:
+        actor = web.actor(request)
+        lang = web.lang(request)
+        page = svc.reports.html(report_id[:64], actor=actor, lang=lang,
+                                pdf_url=f"{PREFIX}/reports/{report_id[:64]}/pdf")
+        return HTMLResponse(page, headers={"content-security-policy": REPORT_CSP})
+
+    @router.get("/reports/{report_id}/pdf")
+    def report_pdf(request: Request, report_id: str) -> Response:
+        actor = web.actor(request)
+        data = svc.reports.pdf(report_id[:64], actor=actor, lang=web.lang(request))
+        return Response(data, media_type="application/pdf", headers={
+            "content-disposition": f'attachment; filename="report-{report_id[:32]}.pdf"',
+            "cache-control": "no-store"})
+
+    # -- requests, grants, access log --
+
+    @router.get("/access")
+    def access(request: Request, done: str | None = None) -> Response:
+        actor = web.actor(request)
+        grants = svc.consent.resident_grants(actor)
+        return web.render(request, "access.html.j2", grants=grants, done=done,
+                          now=datetime.now(UTC))
+
+    @router.post("/access/{grant_id}/{decision}")
+    async def decide(request: Request, grant_id: int, decision: str) -> Response:
+        await web.check_csrf(request)
+        actor = await run_in_threadpool(web.actor, request)
+        action = {"approve": svc.consent.approve, "deny": svc.consent.deny,
+                  "revoke": svc.consent.revoke}.get(decision)
+        if action is None:
+            raise NotFoundError("unknown decision")
+        await run_in_threadpool(action, actor, grant_id)
+        return RedirectResponse(f"{PREFIX}/access?done={decision}", status_code=303)
+
+    @router.get("/log")
+    def access_log(request: Request) -> Response:
+        actor = web.actor(request)
+        entries = svc.audit.access_log(actor, limit=100)
+        return web.render(request, "log.html.j2", entries=entries)
+
+    return router
+
+
+def _jpeg(data: bytes) -> Response:
+    # Private: these are a patient's images; a URL always renders the same bytes.
+    return Response(data, media_type="image/jpeg",
+                    headers={"cache-control": "private, max-age=86400"})
+
+
+def _status(exc: CloudfilmError) -> int:
+    if isinstance(exc, RateLimitedError):
+        return 429
+    if isinstance(exc, NotAuthenticatedError):
+        return 401
+    if isinstance(exc, NotAuthorizedError):
+        return 403
+    if isinstance(exc, NotFoundError | NotAcceptableError):
+        return 404
+    if isinstance(exc, InvalidInputError):
+        return 400
+    if isinstance(exc, AlreadyExistsError):
+        return 409
+    return 503
+
+
+class CachedStatic(StaticFiles):
+    """The Vite build: hashed names, so a year's cache and ``immutable``."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["cache-control"] = "public, max-age=31536000, immutable"
+        return response
+
+
+def install(app: FastAPI, services: Services, options: WebOptions | None = None) -> None:
+    """Add the portal's routes, static files, error pages and browser safety to ``app``."""
+    # Without options (tests, embedding) the pages serve the HTTP doors' Host names.
+    options = options or WebOptions(hosts=services.web.allowed_hosts)
+    web = Web(services, options)
+    app.state.web = web
+    app.include_router(build_router(web))
+    (STATIC_DIR / "dist").mkdir(parents=True, exist_ok=True)
+    app.mount("/static/dist", CachedStatic(directory=STATIC_DIR / "dist", check_dir=False),
+              name="dist")
+
+    @app.get("/", include_in_schema=False)
+    async def root(request: Request) -> Response:
+        # Phones go to the portal; desks to the API documentation until the workstation
+        # pages exist.
+        phone = _PHONE_UA.search(request.headers.get("user-agent", ""))
+        return RedirectResponse(PREFIX if phone else "/docs", status_code=302)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    api_handler = app.exception_handlers.get(CloudfilmError)
+
+    async def service_error(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith(PREFIX) or not isinstance(exc, CloudfilmError):
+            assert api_handler is not None
+            answer = api_handler(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        if request.url.path.startswith(f"{PREFIX}/frames/") or request.url.path.startswith(
+                f"{PREFIX}/thumbs/"):
+            return JSONResponse({"error": exc.code}, status_code=_status(exc))
+        return web.render(request, "error.html.j2", status=_status(exc),
+                          message=web.message(request, exc))
+
+    async def redirect(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Redirect)
+        if request.headers.get("hx-request"):
+            return Response(status_code=204, headers={"hx-redirect": exc.url})
+        return RedirectResponse(exc.url, status_code=303)
+
+    app.add_exception_handler(CloudfilmError, service_error)
+    app.add_exception_handler(Redirect, redirect)
+    app.add_middleware(BrowserSafetyMiddleware, hosts=options.hosts)

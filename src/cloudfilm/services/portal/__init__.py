@@ -1,0 +1,1 @@
+"""What the resident's portal shows that no other door needs: the timeline of studies."""
