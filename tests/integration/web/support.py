@@ -19,6 +19,7 @@ from tests.integration.reports.support import fhir_report
 from cloudfilm.services.access.consent import GrantRequest
 from cloudfilm.services.archive.ingest import IngestItem, Sender
 from cloudfilm.services.container import Services
+from cloudfilm.services.identity.mpi import Registration
 
 PHONE1 = "13800138001"
 PHONE2 = "13900139002"
@@ -40,7 +41,13 @@ def latest_code(services: Services, phone: str) -> str:
     return found.group(1)
 
 
-def register(services: Services, phone: str, name: str, nid: str) -> None:
+def register(services: Services, phone: str, name: str, nid: str, *,
+             hospital: str = "HB") -> None:
+    """Register the resident's portal account the way a patient would: the hospital's
+    registration feed recorded this phone for its patient (the second factor of issue 11),
+    then the patient proves the phone with a code."""
+    services.residents.register_patient(hospital, Registration(
+        patient_id=nid, national_id=nid, name=name.replace(" ", "^"), phone=phone))
     services.accounts.send_sign_in_code(phone, requester="test-setup")
     services.accounts.register_resident(phone, latest_code(services, phone), name=name,
                                         national_id=nid, requester="test-setup")

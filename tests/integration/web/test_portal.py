@@ -234,9 +234,17 @@ def test_a_new_resident_registers_from_the_sign_in_page(browser: TestClient,
     assert wrong.status_code == 400 and "不一致" in wrong.text  # not Zhao Lei's name
     browser.post("/portal/signin/code", data={"phone": PHONE2, "csrf_token": token},
                  headers=ORIGIN)
-    done = browser.post("/portal/register", data={
+    no_factor = browser.post("/portal/register", data={
         "phone": PHONE2, "code": latest_code(services, PHONE2), "name": "Zhao Lei",
         "national_id": NID2, "csrf_token": token}, headers=ORIGIN)
+    assert no_factor.status_code == 400  # right name and ID, but no second factor
+    slip = services.accounts.issue_activation_code(NID2, by=world.province.hospital("HB"))
+    browser.post("/portal/signin/code", data={"phone": PHONE2, "csrf_token": token},
+                 headers=ORIGIN)
+    done = browser.post("/portal/register", data={
+        "phone": PHONE2, "code": latest_code(services, PHONE2), "name": "Zhao Lei",
+        "national_id": NID2, "activation_code": slip.code, "csrf_token": token},
+        headers=ORIGIN)
     assert done.status_code == 303 and "cloudfilm_session=cfs_" in done.headers["set-cookie"]
     page = browser.get("/portal")
     assert page.text.count('class="study"') == 1  # only Zhao Lei's own study

@@ -67,8 +67,9 @@ PRESET_NAMES = {"default": "Default", "lung": "Lung", "mediastinum": "Mediastinu
 FRAME_SIZES = (256, 512, 768, 1024)
 NO_ACCOUNT = ("No account uses this phone yet. Register with the name and ID number of "
               "your ID card and the new code.")
-NO_MATCH = ("The name and ID number do not match a patient of the hospitals. Check both, or "
-            "ask a hospital you visited.")
+NO_MATCH = ("We could not confirm that this is you. Check your name and ID number, and use "
+            "the phone number your hospital recorded or the activation code on your report "
+            "slip; or ask a hospital you visited.")
 _UID = re.compile(r"^[0-9.]{1,64}$")
 _PHONE_UA = re.compile(r"Mobi|Android|iPhone|iPad|MicroMessenger|HarmonyOS", re.I)
 
@@ -283,11 +284,15 @@ def build_router(web: Web) -> APIRouter:
         form = await web.check_csrf(request)
         phone, code = form.get("phone", "").strip(), form.get("code", "").strip()
         name, nid = form.get("name", "").strip(), form.get("national_id", "").strip()
+        # The second factor (issue 11): the phone a hospital recorded for the resident, or
+        # the one-time activation code printed on the report slip.
+        activation = form.get("activation_code", "").strip()
         _ = web.languages.translations[web.lang(request)].gettext
         try:
             signed = await run_in_threadpool(
                 lambda: svc.accounts.register_resident(phone, code, name=name, national_id=nid,
-                                                       requester=web.address(request)))
+                                                       requester=web.address(request),
+                                                       activation_code=activation))
         except (InvalidInputError, AlreadyExistsError) as exc:
             error = (_(NO_MATCH) if isinstance(exc, InvalidInputError)
                      else _("This person or this phone has an account already."))
