@@ -20,7 +20,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
-from tests.conftest import TEST_SECURITY
+from tests.conftest import TEST_HTTP, TEST_SECURITY
 from tests.factories import make_ct, to_bytes
 
 from cloudfilm.config import RecognitionSettings, Settings
@@ -108,7 +108,8 @@ class Province:
 def settings(db_url: str, tmp_path: Path) -> Settings:
     # Studies count as complete at once (the settle time has its own test).
     return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False,
-                    security=TEST_SECURITY, recognition=RecognitionSettings(settle_minutes=0))
+                    security=TEST_SECURITY, http=TEST_HTTP,
+                    recognition=RecognitionSettings(settle_minutes=0))
 
 
 @pytest.fixture

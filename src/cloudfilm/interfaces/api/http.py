@@ -44,6 +44,7 @@ from cloudfilm.interfaces.api.rest import (
     recognition,
     reports,
 )
+from cloudfilm.services.access.actor import Permission
 from cloudfilm.services.container import Services, WebAccess
 from cloudfilm.services.errors import NotAuthorizedError
 
@@ -243,7 +244,7 @@ def create_app(services: Services) -> FastAPI:
     async def metrics(request: Request) -> Response:
         if not address_in(client_host(request), scrapers):
             actor = await authenticate(request)
-            if actor.kind not in ("admin", "operator"):
+            if not actor.can(Permission.READ_HEALTH):
                 raise NotAuthorizedError("metrics are for the administrator and the local "
                                          "operator (or CLOUDFILM_HTTP__METRICS_CLIENTS)")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
