@@ -91,7 +91,7 @@ def test_no_service_or_door_decides_on_an_actor_kind() -> None:
 
 def test_the_allow_list_has_no_stale_entries() -> None:
     # An allowance outlives its use only by mistake: keep the list exact.
-    used = set()
+    used: set[tuple[str, str]] = set()
     for path in _modules():
         name = path.relative_to(ROOT).as_posix()
         used.update((name, expr) for _, expr in kind_comparisons(
