@@ -128,7 +128,7 @@ def serve(port: int, data_dir: Path, db_url: str | None, ready: Path) -> None:
     token = services.credentials.issue("HB").token
 
     class AllowAll(AccessPolicy):
-        def authorize(self, conn: Any, actor: Any, action: str, resource: Any) -> Decision:
+        def decide(self, conn: Any, actor: Any, permission: Any, resource: Any) -> Decision:
             return Decision(True, "bench", exists=True)
 
         def filter(self, conn: Any, actor: Any) -> None:
@@ -144,7 +144,7 @@ def serve(port: int, data_dir: Path, db_url: str | None, ready: Path) -> None:
     blobs = services.retrieve._blobs
     bare_audit = NoAudit(db, address_key=b"x" * 32)
     off = replace(services, query=QueryService(db, AllowAll(), bare_audit),
-                  retrieve=RetrieveService(db, blobs, AllowAll(), bare_audit))
+                  retrieve=RetrieveService(db, blobs, AllowAll(audit=bare_audit), bare_audit))
     app_on, app_off = create_app(services), create_app(off)
 
     class InjectDoctor:

@@ -50,3 +50,31 @@ def test_a_hospital_administrator_alone_sees_no_patient_data() -> None:
     held = Facts(hospital_id=2, hospital_code="HB", resident_id=5, study_uid=None)
     assert scope_of(doctor, {5: frozenset({"1.2"})}).admits(held) == (False, "not-in-grant")
     assert scope_of(doctor, {5: None}).admits(held) == (True, "grant")
+
+
+HOSPITAL_ADMIN = Actor(kind="doctor", subject="a", hospital_id=1,
+                       roles=frozenset({Role.DOCTOR, Role.HOSPITAL_ADMIN}))
+
+
+@pytest.mark.parametrize(("actor", "allowed", "refused"), [
+    (Actor(kind="hospital", subject="H"),
+     [Permission.REGISTER_PATIENTS, Permission.ISSUE_ACTIVATION_CODES,
+      Permission.SEND_HEARTBEAT, Permission.CHECK_RECOGNITION],
+     [Permission.MANAGE_PATIENT_INDEX, Permission.READ_GATEWAYS,
+      Permission.MANAGE_RECOGNITION_RULES, Permission.REVIEW_GRANTS]),
+    (HOSPITAL_ADMIN,
+     [Permission.ISSUE_ACTIVATION_CODES, Permission.REVIEW_GRANTS, Permission.REQUEST_GRANT],
+     [Permission.REVIEW_ALL_GRANTS, Permission.MANAGE_ACCOUNTS, Permission.REGISTER_PATIENTS,
+      Permission.SEND_HEARTBEAT, Permission.READ_HEALTH]),
+    (Actor(kind="admin", subject="root"),
+     [Permission.MANAGE_PATIENT_INDEX, Permission.REVIEW_ALL_GRANTS,
+      Permission.MANAGE_RECOGNITION_RULES, Permission.READ_GATEWAYS, Permission.READ_HEALTH],
+     [Permission.STORE]),
+    (Actor(kind="resident", subject="r"), [Permission.DECIDE_GRANT],
+     [Permission.CHECK_RECOGNITION, Permission.ISSUE_ACTIVATION_CODES,
+      Permission.REQUEST_GRANT]),
+])
+def test_the_permissions_that_replaced_kind_checks(actor: Actor, allowed: list[Permission],
+                                                   refused: list[Permission]) -> None:
+    assert [p for p in allowed if not actor.can(p)] == []
+    assert [p for p in refused if actor.can(p)] == []

@@ -46,6 +46,7 @@ from cloudfilm.interfaces.api.rest import (
 )
 from cloudfilm.interfaces.web import portal
 from cloudfilm.interfaces.web.portal import WebOptions
+from cloudfilm.services.access.actor import Permission
 from cloudfilm.services.container import Services, WebAccess
 from cloudfilm.services.errors import NotAuthorizedError
 
@@ -248,7 +249,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         if not address_in(client_host(request), scrapers):
             actor = await authenticate(request)
-            if actor.kind not in ("admin", "operator"):
+            if not actor.can(Permission.READ_HEALTH):
                 raise NotAuthorizedError("metrics are for the administrator and the local "
                                          "operator (or CLOUDFILM_HTTP__METRICS_CLIENTS)")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -37,7 +37,6 @@ from cloudfilm.interfaces.web.security import (
     csrf_matches,
     new_csrf_token,
 )
-from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.query import SearchRequest
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import (
@@ -50,6 +49,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     RateLimitedError,
 )
+from cloudfilm.services.kernel.actor import Actor, Role
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Web:
         if token:
             actor = self.services.accounts.actor_for_token(token,
                                                            address=self.address(request))
-        if actor is None or actor.kind != "resident" or not actor.resident_ids:
+        if actor is None or not actor.has(Role.RESIDENT) or not actor.resident_ids:
             raise Redirect(f"{PREFIX}/signin")
         if full:
             return actor

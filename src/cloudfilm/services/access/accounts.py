@@ -37,7 +37,7 @@ from cloudfilm.infrastructure.db import account_repository as repo
 from cloudfilm.infrastructure.db import identity_repository as identity_repo
 from cloudfilm.infrastructure.db.models import Account
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor, ActorKind, Role
+from cloudfilm.services.access.actor import Actor, ActorKind, Permission, Role
 from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
 from cloudfilm.services.access.proofing import IdentityVerifier
 from cloudfilm.services.access.sms import PHONE_DOMAIN, SmsService, mask_phone
@@ -650,8 +650,8 @@ class AccountService:
             raise InvalidInputError("display_name: the name residents will see")
         password_hash = self._hasher.hash(new.password)
         now = datetime.now(UTC)
+        by_hospital = self.administered_hospital(by)
         with self._write() as session:
-            by_hospital = self.administered_hospital(session, by)
             hospital_id: int | None = None
             if kind in ("doctor", "hospital_admin"):
                 if not new.hospital_code:
@@ -660,7 +660,7 @@ class AccountService:
                 if hospital is None:
                     raise NotFoundError(f"unknown hospital code {new.hospital_code[:64]!r}")
                 hospital_id = hospital.id
-            if by.kind not in ("admin", "operator") and not (
+            if not by.can(Permission.MANAGE_ACCOUNTS) and not (
                     kind == "doctor" and by_hospital is not None
                     and by_hospital == hospital_id):
                 raise NotAuthorizedError("only a platform administrator, or the hospital's "
@@ -684,9 +684,10 @@ class AccountService:
             account = repo.account_by_id(session, account_id, for_update=True)
             if account is None:
                 raise NotFoundError(f"no account has the id {account_id}")
-            by_hospital = self.administered_hospital(session, by)
-            if by.kind not in ("admin", "operator") and not (
-                    account.kind == "doctor" and by_hospital == account.hospital_id):
+            by_hospital = self.administered_hospital(by)
+            if not by.can(Permission.MANAGE_ACCOUNTS) and not (
+                    account.kind == "doctor" and by_hospital is not None
+                    and by_hospital == account.hospital_id):
                 raise NotAuthorizedError("not an administrator of this account's hospital")
             account.active = active
             if not active:
@@ -760,9 +761,10 @@ class AccountService:
         old_phone: str | None = None
         code: IssuedActivationCode | None = None
         with self._write() as session:
-            hospital_id = None if by.kind in ("admin", "operator") else \
-                self.administered_hospital(session, by)
-            if by.kind not in ("admin", "operator") and hospital_id is None:
+            everywhere = by.can(Permission.MANAGE_ACCOUNTS)
+            hospital_id = None if everywhere else (
+                by.hospital_id if by.can(Permission.RESET_REGISTRATION) else None)
+            if not everywhere and hospital_id is None:
                 raise NotAuthorizedError("platform or hospital administrators only")
             self._limiter.hit(session, f"id-check:reset:{by.subject[:64]}", Limit(20, 3600),
                               now, what="ID card checks by this administrator")
@@ -810,22 +812,21 @@ class AccountService:
 
     def _hospital_of(self, session: Session, by: Actor, hospital_code: str | None) -> int:
         """The hospital ``by`` acts for when issuing activation codes."""
-        if by.kind == "hospital" and by.hospital_id is not None:
-            if hospital_code and hospital_code != by.hospital_code:
-                raise NotAuthorizedError("a hospital issues codes for its own patients only")
-            return by.hospital_id
-        if by.kind in ("admin", "operator"):
+        if not by.can(Permission.ISSUE_ACTIVATION_CODES):
+            raise NotAuthorizedError("the hospital (its credential or its administrator) "
+                                     "issues activation codes")
+        if by.can(Permission.MANAGE_ACCOUNTS):
             if not hospital_code:
                 raise InvalidInputError("hospital_code: which hospital hands out the code")
             hospital = identity_repo.hospital_by_code(session, hospital_code.strip())
             if hospital is None:
                 raise NotFoundError(f"unknown hospital code {hospital_code[:64]!r}")
             return hospital.id
-        administered = self.administered_hospital(session, by)
-        if administered is None:
-            raise NotAuthorizedError("the hospital (its credential or its administrator) "
-                                     "issues activation codes")
-        return administered
+        # The hospital system and the hospital's administrator: their own hospital only
+        # (an administrator naming another hospital was silently given its own before).
+        if by.hospital_id is None or (hospital_code and hospital_code != by.hospital_code):
+            raise NotAuthorizedError("a hospital issues codes for its own patients only")
+        return by.hospital_id
 
     def _decrypt_phone(self, account: Account) -> str | None:
         if not account.phone_enc:
@@ -835,14 +836,15 @@ class AccountService:
         except ValueError:
             return None
 
-    def administered_hospital(self, session: Session, actor: Actor) -> int | None:
-        """The hospital ``actor`` administers (a ``hospital_admin`` account), or None."""
-        if actor.account_id is None or actor.kind != "doctor":
+    @staticmethod
+    def administered_hospital(actor: Actor) -> int | None:
+        """The hospital whose accounts ``actor`` manages (a hospital administrator's own),
+        or None. The roles come from the account when the session was resolved (a
+        deactivated account's sessions end at once), so no second look-up is needed."""
+        if actor.can(Permission.MANAGE_ACCOUNTS) or \
+                not actor.can(Permission.MANAGE_HOSPITAL_ACCOUNTS):
             return None
-        account = repo.account_by_id(session, actor.account_id)
-        if account is None or account.kind != "hospital_admin" or not account.active:
-            return None
-        return account.hospital_id
+        return actor.hospital_id
 
     def me(self, actor: Actor) -> AccountView:
         """The signed-in person's own account."""
@@ -855,15 +857,15 @@ class AccountService:
             return self._view(session, account)
 
     def list_accounts(self, *, by: Actor, hospital_code: str | None = None) -> list[AccountView]:
+        by_hospital = self.administered_hospital(by)
         with self._read() as session:
-            by_hospital = self.administered_hospital(session, by)
             hospital_id = None
             if hospital_code:
                 hospital = identity_repo.hospital_by_code(session, hospital_code)
                 if hospital is None:
                     raise NotFoundError(f"unknown hospital code {hospital_code[:64]!r}")
                 hospital_id = hospital.id
-            if by.kind not in ("admin", "operator"):
+            if not by.can(Permission.MANAGE_ACCOUNTS):
                 if by_hospital is None:
                     raise NotAuthorizedError("administrators only")
                 hospital_id = by_hospital

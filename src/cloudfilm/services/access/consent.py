@@ -39,7 +39,7 @@ from cloudfilm.infrastructure.db import identity_repository as identity_repo
 from cloudfilm.infrastructure.db.models import AccessGrant, Account, Resident
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.services.access.accounts import AuditRecorder, Outcome, audit_event
-from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.actor import Actor, Permission
 from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
 from cloudfilm.services.access.sms import PHONE_DOMAIN, SmsService
 from cloudfilm.services.errors import (
@@ -57,6 +57,10 @@ from cloudfilm.services.transactions import guarded as _guarded
 logger = logging.getLogger(__name__)
 
 MODES = ("sms", "portal", "in_person", "break_glass")
+
+BREAK_GLASS_REFUSED = ("emergency access cannot be opened for this person: check the "
+                       "national ID, or record an in-person consent")
+"""The one refusal of a doctor's break-glass for a person the index does not know."""
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_STUDIES = 200
 
@@ -342,7 +346,9 @@ class ConsentService:
         Raises
         ------
         NotAuthorizedError
-            Not a doctor.
+            Not a doctor; or nobody in the index has this national ID (or id): the same
+            refusal whatever the reason, audited, so that the emergency door does not tell
+            a doctor who is indexed without leaving a trace.
         InvalidInputError
             The reason is missing or too short to review.
         """
@@ -353,24 +359,36 @@ class ConsentService:
         now = datetime.now(UTC)
         hours = self._s.break_glass_hours
         uids = _study_uids(req.study_uids)
+        view: GrantView | None = None
         with self._write() as session:
             doctor = self._doctor(session, actor)
-            resident = self._resident(session, req.resident_id, req.national_id)
-            grant = repo.add_grant(session, {
-                "doctor_account_id": doctor.id, "hospital_id": doctor.hospital_id,
-                "resident_id": resident.id, "scope_all": not uids,
-                "study_uids": orjson.dumps(list(uids)).decode(), "purpose": reason[:256],
-                "mode": "break_glass", "status": "requested", "hours": hours,
-                "requested_at": now, "decided_by": "", "revoked_by": "",
-                "evidence": orjson.dumps({"reason": reason[:1000]}).decode(),
-                "review_status": "pending", "reviewed_by": "", "review_note": "",
-            })
-            self._activate(grant, now, by=f"break-glass:{actor.subject}", hours=hours)
-            audit_event(self.audit, session, actor=actor, action="grant.break_glass",
-                        outcome="success", resident_id=resident.id,
-                        detail={"grant": grant.id})
-            view = self._view(session, grant, now)
-            phones = self._notice_phones(session, resident)
+            resident = self._resident_or_none(session, req.resident_id, req.national_id)
+            if resident is None:
+                # Recorded, so that a doctor probing IDs through the emergency door leaves a
+                # trace; committed with the refusal raised below.
+                audit_event(self.audit, session, actor=actor, action="grant.break_glass",
+                            outcome="failure",
+                            detail={"reason": "not-indexed",
+                                    "by": "national_id" if req.national_id else "resident_id"})
+            else:
+                grant = repo.add_grant(session, {
+                    "doctor_account_id": doctor.id, "hospital_id": doctor.hospital_id,
+                    "resident_id": resident.id, "scope_all": not uids,
+                    "study_uids": orjson.dumps(list(uids)).decode(), "purpose": reason[:256],
+                    "mode": "break_glass", "status": "requested", "hours": hours,
+                    "requested_at": now, "decided_by": "", "revoked_by": "",
+                    "evidence": orjson.dumps({"reason": reason[:1000]}).decode(),
+                    "review_status": "pending", "reviewed_by": "", "review_note": "",
+                })
+                self._activate(grant, now, by=f"break-glass:{actor.subject}", hours=hours)
+                audit_event(self.audit, session, actor=actor, action="grant.break_glass",
+                            outcome="success", resident_id=resident.id,
+                            detail={"grant": grant.id})
+                view = self._view(session, grant, now)
+                phones = self._notice_phones(session, resident)
+        if view is None:
+            logger.warning("cloudfilm.access.break_glass_refused", extra={"account": doctor.id})
+            raise NotAuthorizedError(BREAK_GLASS_REFUSED, code="break-glass-refused")
         logger.warning("cloudfilm.access.break_glass",
                        extra={"grant": view.id, "account": view.doctor_account_id})
         self._notify(phones, view, how="emergency access")
@@ -459,7 +477,7 @@ class ConsentService:
         hospital, or every hospital for a platform administrator."""
         now = datetime.now(UTC)
         with self._read() as session:
-            hospital_id = self._reviewer_scope(session, actor)
+            hospital_id = self._reviewer_scope(actor)
             return [self._view(session, g, now) for g in
                     repo.grants_to_review(session, hospital_id, include_done=include_done)]
 
@@ -479,10 +497,14 @@ class ConsentService:
             raise InvalidInputError("decision must be accepted or flagged")
         now = datetime.now(UTC)
         with self._write() as session:
-            hospital_id = self._reviewer_scope(session, actor)
+            hospital_id = self._reviewer_scope(actor)
             grant = self._grant(session, grant_id, for_update=True,
                                 visible=lambda g: hospital_id is None
                                 or g.hospital_id == hospital_id)
+            if actor.account_id is not None and grant.doctor_account_id == actor.account_id:
+                # Four eyes: a hospital administrator is also a clinician of its hospital
+                # (it may break the glass), but never reviews its own grant.
+                raise NotAuthorizedError("another administrator reviews your own grants")
             if not grant.review_status:
                 raise InvalidInputError(f"grant {grant.id} ({grant.mode}) needs no review")
             grant.review_status, grant.reviewed_at = decision, now
@@ -515,28 +537,28 @@ class ConsentService:
         return hours
 
     def _doctor(self, session: Session, actor: Actor) -> Account:
-        if actor.kind != "doctor" or actor.account_id is None:
+        """The requesting clinician's account (a signed-in person of a hospital with
+        ``REQUEST_GRANT``; its row names the hospital the grant is for)."""
+        if not actor.can(Permission.REQUEST_GRANT) or actor.account_id is None:
             raise NotAuthorizedError("only a signed-in doctor can do this")
         account = account_repo.account_by_id(session, actor.account_id)
-        if account is None or not account.active or account.kind != "doctor" \
-                or account.hospital_id is None:
+        if account is None or not account.active or account.hospital_id is None:
             raise NotAuthorizedError("only an active doctor's account can do this")
         return account
 
-    def _reviewer_scope(self, session: Session, actor: Actor) -> int | None:
-        """None for a platform administrator (every hospital), else the hospital the
-        actor's ``hospital_admin`` account administers."""
-        if actor.kind in ("admin", "operator"):
+    @staticmethod
+    def _reviewer_scope(actor: Actor) -> int | None:
+        """None for a platform administrator (every hospital), else the hospital whose
+        grants the actor reviews (a hospital administrator's own)."""
+        if actor.can(Permission.REVIEW_ALL_GRANTS):
             return None
-        if actor.kind == "doctor" and actor.account_id is not None:
-            account = account_repo.account_by_id(session, actor.account_id)
-            if account is not None and account.kind == "hospital_admin" and account.active:
-                return account.hospital_id
+        if actor.can(Permission.REVIEW_GRANTS) and actor.hospital_id is not None:
+            return actor.hospital_id
         raise NotAuthorizedError("hospital administrators only")
 
     @staticmethod
     def _resident_ids(actor: Actor) -> list[int]:
-        if actor.kind != "resident":
+        if not actor.can(Permission.DECIDE_GRANT) or actor.account_id is None:
             raise NotAuthorizedError("only a signed-in resident can do this")
         if not actor.resident_ids:
             raise NotAuthenticatedError("this account is not bound to a resident")
@@ -680,6 +702,7 @@ def _purpose(value: str) -> str:
 
 def _may_revoke(actor: Actor, grant: AccessGrant) -> bool:
     """The resident (or family acting for them), the doctor holding it, an administrator."""
-    return ((actor.kind == "resident" and grant.resident_id in actor.resident_ids)
-            or (actor.kind == "doctor" and actor.account_id == grant.doctor_account_id)
-            or actor.kind in ("admin", "operator"))
+    return ((actor.can(Permission.DECIDE_GRANT) and grant.resident_id in actor.resident_ids)
+            or (actor.can(Permission.REQUEST_GRANT) and actor.account_id is not None
+                and actor.account_id == grant.doctor_account_id)
+            or actor.can(Permission.REVIEW_ALL_GRANTS))

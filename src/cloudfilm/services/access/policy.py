@@ -147,23 +147,25 @@ class AccessPolicy:
     # -- decisions ------------------------------------------------------------------------
 
     def decide(self, conn: Any, actor: Actor, permission: Permission,
-               resource: Resource | Facts) -> Decision:
+               resource: Resource | Facts | None) -> Decision:
         """Decide whether ``actor`` may use ``permission`` on ``resource``.
 
         ``resource`` is a study, series or instance (its facts are looked up: one indexed
-        query, plus the grant look-up for a doctor and another hospital's study) or the
-        :class:`Facts` of a report waiting for its study. Never raises for a refusal.
+        query, plus the grant look-up for a doctor and another hospital's study), the
+        :class:`Facts` of a report (:meth:`held_report_facts` for one waiting for its
+        study), or None for something the caller looked up and did not find. Never raises
+        for a refusal.
         """
+        facts: Facts | None = resource if isinstance(resource, Facts) else None
         if isinstance(resource, Resource):
             found = repo.study_facts(conn, resource.study_uid)
-            if found is None:
-                if actor.can(Permission.READ_ANY_PATIENT) and actor.can(permission):
-                    return Decision(True, actor.kind, exists=False)
-                return Decision(False, "absent", exists=False)
-            _, hospital_id, hospital_code, resident_id = found
-            facts = Facts(hospital_id, hospital_code, resident_id, resource.study_uid)
-        else:
-            facts = resource
+            if found is not None:
+                _, hospital_id, hospital_code, resident_id = found
+                facts = Facts(hospital_id, hospital_code, resident_id, resource.study_uid)
+        if facts is None:
+            if actor.can(Permission.READ_ANY_PATIENT) and actor.can(permission):
+                return Decision(True, actor.kind, exists=False)
+            return Decision(False, "absent", exists=False)
         if not actor.can(permission):
             reason = "not-permitted" if actor.roles else "unknown-actor"
             return Decision(False, reason, True, facts.resident_id, facts.hospital_id)
@@ -175,11 +177,19 @@ class AccessPolicy:
         return Decision(allowed, reason, True, facts.resident_id, facts.hospital_id)
 
     def enforce(self, conn: Any, actor: Actor, permission: Permission,
-                resource: Resource | Facts, *, action: str,
+                resource: Resource | Facts | None, *, action: str,
                 audit_type: str | None = None, audit_uid: str | None = None,
-                detail: dict[str, Any] | None = None, refusal: str = "") -> Decision:
+                detail: dict[str, Any] | Callable[[Decision], dict[str, Any]] | None = None,
+                refusal: str = "") -> Decision:
         """Decide, commit the audit record (the decision's transaction on PostgreSQL, see
         ``AuditService.write``), and raise on a refusal.
+
+        ``detail`` is the record's detail, or a function of the decision that returns it:
+        it runs between the decision and the record, on the same connection, so a read
+        path can fetch what it will return (when allowed) and record how much it was. A
+        decision that allows reading something absent (``exists`` False: only with
+        ``READ_ANY_PATIENT``) is recorded as allowed and returned; the caller answers "not
+        found".
 
         Raises
         ------
@@ -193,10 +203,12 @@ class AccessPolicy:
         decision = self.decide(conn, actor, permission, resource)
         rtype = audit_type or (resource.type if isinstance(resource, Resource) else "report")
         uid = audit_uid if audit_uid is not None else (
-            resource.uid if isinstance(resource, Resource) else resource.study_uid or "")
+            resource.uid if isinstance(resource, Resource)
+            else resource.study_uid or "" if resource is not None else "")
+        extra = detail(decision) if callable(detail) else detail
         self._require_audit().write(conn=conn, entries=[AuditEntry(
             actor, action, "allowed" if decision.allowed else "denied", rtype, uid,
-            resident_id=decision.resident_id, reason=decision.reason, detail=detail or {})])
+            resident_id=decision.resident_id, reason=decision.reason, detail=extra or {})])
         if not decision.allowed:
             raise NotAuthorizedError(refusal or f"{rtype} {uid} is not in the archive or you "
                                      "are not authorised to see it")
@@ -245,9 +257,15 @@ class AccessPolicy:
         """Decide on a report that waits for its study (no study to decide on yet): its own
         hospital, the resident it is linked to, a doctor with a grant to *all* of that
         resident's records, and the privileged see it."""
-        resident_id = repo.patient_resident(conn, patient_fk)
-        return self.decide(conn, actor, Permission.READ_REPORT,
-                           Facts(hospital_id, hospital_code, resident_id, None))
+        return self.decide(conn, actor, Permission.READ_REPORT, self.held_report_facts(
+            conn, hospital_id=hospital_id, hospital_code=hospital_code,
+            patient_fk=patient_fk))
+
+    @staticmethod
+    def held_report_facts(conn: Any, *, hospital_id: int, hospital_code: str,
+                          patient_fk: int | None) -> Facts:
+        """The facts of a report that waits for its study (one look-up: its resident)."""
+        return Facts(hospital_id, hospital_code, repo.patient_resident(conn, patient_fk), None)
 
     # -- searches -------------------------------------------------------------------------
 

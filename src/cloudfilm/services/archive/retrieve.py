@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,13 +29,12 @@ from cloudfilm.infrastructure.db import retrieve_repository as rr
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import json_model, render, transfer_syntax
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError
-from cloudfilm.services.access.actor import Actor
-from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.actor import Actor, Permission
+from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.policy import AccessPolicy, Decision, Resource
 from cloudfilm.services.errors import (
     InvalidQueryError,
     NotAcceptableError,
-    NotAuthorizedError,
     NotFoundError,
     ResourceUnavailableError,
 )
@@ -102,22 +101,26 @@ class RetrieveService:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def _decide(self, conn: Any, actor: Actor, action: str, resource: Resource) -> Decision:
-        return self._policy.authorize(conn, actor, action, resource)
+    def _enforce(self, conn: Any, actor: Actor, action: str, resource: Resource,
+                 fetch: Callable[[], list[Any]]) -> list[Any]:
+        """One decision and its committed audit record (``policy.enforce``), raising on a
+        refusal; ``fetch`` reads what is returned, when allowed, before the record is
+        written, which counts it."""
+        rows: list[Any] = []
 
-    def _record(self, conn: Any, actor: Actor, action: str, resource: Resource,
-                decision: Decision, **detail: Any) -> None:
-        """Commit the decision's audit record, then raise if it was a refusal."""
-        self._audit.write(conn=conn, entries=[AuditEntry(
-            actor, action, "allowed" if decision.allowed else "denied", resource.type,
-            resource.uid, resident_id=decision.resident_id, reason=decision.reason,
-            detail={"study": resource.study_uid, **detail} if resource.type != "study"
-            else detail)])
-        if not decision.allowed:
-            raise NotAuthorizedError(
-                f"{_what(resource.study_uid, resource.series_uid, resource.sop_uid)} is not "
-                "in the archive or you are not authorised to see it (a doctor needs the "
-                "patient's grant for another hospital's studies)")
+        def detail(decision: Decision) -> dict[str, Any]:
+            if decision.allowed:
+                rows.extend(fetch())
+            counted = {"objects": len(rows)}
+            return ({"study": resource.study_uid, **counted} if resource.type != "study"
+                    else counted)
+
+        self._policy.enforce(
+            conn, actor, Permission.READ_STUDY, resource, action=action, detail=detail,
+            refusal=f"{_what(resource.study_uid, resource.series_uid, resource.sop_uid)} is "
+                    "not in the archive or you are not authorised to see it (a doctor needs "
+                    "the patient's grant for another hospital's studies)")
+        return rows
 
     # -- whole objects ---------------------------------------------------------------------
 
@@ -141,10 +144,8 @@ class RetrieveService:
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
             with self._db.reading() as session:
-                decision = self._decide(session, actor, action, resource)
-                rows = (rr.instances(session, study_uid, series_uid, sop_uid)
-                        if decision.allowed else [])
-                self._record(session, actor, action, resource, decision, objects=len(rows))
+                rows = self._enforce(session, actor, action, resource, lambda: rr.instances(
+                    session, study_uid, series_uid, sop_uid))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         if not rows:
@@ -205,11 +206,8 @@ class RetrieveService:
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
             with self._db.reading() as session:
-                decision = self._decide(session, actor, "metadata", resource)
-                docs = (rr.metadata(session, study_uid, series_uid, sop_uid)
-                        if decision.allowed else [])
-                self._record(session, actor, "metadata", resource, decision,
-                             objects=len(docs))
+                docs = self._enforce(session, actor, "metadata", resource, lambda: rr.metadata(
+                    session, study_uid, series_uid, sop_uid))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         if not docs:

@@ -23,7 +23,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     ResourceUnavailableError,
 )
-from cloudfilm.services.identity.roles import actor_label, require_platform_admin
+from cloudfilm.services.identity.roles import actor_label, require_hospital_admin
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class CredentialService:
         NotFoundError
             The hospital code is unknown.
         """
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         now = datetime.now(UTC)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         try:
@@ -98,7 +98,7 @@ class CredentialService:
 
     def list(self, hospital_code: str, *,
              actor: Actor = LOCAL_OPERATOR) -> list[CredentialView]:
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         try:
             with self._db.read() as session:
                 hospital = repo.hospital_by_code(session, hospital_code.strip())
@@ -117,7 +117,7 @@ class CredentialService:
         ------
         NotFoundError
         """
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         now = datetime.now(UTC)
         try:
             with self._db.write() as session:

@@ -22,7 +22,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     ResourceUnavailableError,
 )
-from cloudfilm.services.identity.roles import actor_label, require_platform_admin
+from cloudfilm.services.identity.roles import actor_label, require_hospital_admin
 from cloudfilm.services.network.peers import Peer, PeerService, normalise_ae_title
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -87,7 +87,7 @@ class HospitalService:
         AlreadyExistsError
             The code is registered already (use :meth:`update`).
         """
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         values = _validated(_asdict(data))
         now = datetime.now(UTC)
         try:
@@ -123,7 +123,7 @@ class HospitalService:
         ------
         NotFoundError, InvalidInputError
         """
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise InvalidInputError(f"unknown hospital field(s): {', '.join(sorted(unknown))}; "
@@ -149,7 +149,7 @@ class HospitalService:
 
     def get(self, code: str, *, actor: Actor = LOCAL_OPERATOR) -> HospitalView:
         """Raises NotFoundError for an unknown code."""
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         try:
             with self._db.read() as session:
                 row = _require(session, code)
@@ -160,7 +160,7 @@ class HospitalService:
 
     def list(self, *, active_only: bool = False,
              actor: Actor = LOCAL_OPERATOR) -> list[HospitalView]:
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         try:
             with self._db.read() as session:
                 rows = repo.all_hospitals(session, active_only=active_only)
@@ -187,7 +187,7 @@ class HospitalService:
     def remove_ae_title(self, code: str, ae_title: str, *,
                         actor: Actor = LOCAL_OPERATOR) -> None:
         """Remove one of the hospital's AE titles; refuses another hospital's."""
-        require_platform_admin(actor)
+        require_hospital_admin(actor)
         title = normalise_ae_title(ae_title)
         peer = self._peers.lookup(title)
         if peer is None or peer.hospital_code != code:

@@ -44,7 +44,7 @@ from cloudfilm.services.errors import (
 from cloudfilm.services.identity import names
 from cloudfilm.services.identity.national_id import NationalId, NationalIdError, parse
 from cloudfilm.services.identity.protection import IdProtector
-from cloudfilm.services.identity.roles import actor_label, require_feed_of, require_platform_admin
+from cloudfilm.services.identity.roles import actor_label, require_feed_of, require_index_admin
 from cloudfilm.services.transactions import guarded as _guarded
 
 logger = logging.getLogger(__name__)
@@ -535,7 +535,7 @@ class ResidentService:
         IdentityConflictError
             The record is linked to another resident: unlink it first.
         """
-        require_platform_admin(actor)
+        require_index_admin(actor)
         now = datetime.now(UTC)
         with self._write() as session:
             patient = self._require_patient(session, hospital_code, patient_id, issuer)
@@ -554,7 +554,7 @@ class ResidentService:
                actor: Actor = LOCAL_OPERATOR) -> LinkOutcome:
         """Undo a link (or dismiss a conflict); audited with the previous resident, so that
         :meth:`link` restores it. Raises NotFoundError when there is no link."""
-        require_platform_admin(actor)
+        require_index_admin(actor)
         now = datetime.now(UTC)
         with self._write() as session:
             patient = self._require_patient(session, hospital_code, patient_id, issuer)
@@ -582,7 +582,7 @@ class ResidentService:
             Both residents have a national ID (two numbers are two people), one is merged
             already, or they are the same.
         """
-        require_platform_admin(actor)
+        require_index_admin(actor)
         if source_id == target_id:
             raise IdentityConflictError("cannot merge a resident into itself")
         now = datetime.now(UTC)
@@ -620,7 +620,7 @@ class ResidentService:
 
         Raises NotFoundError when the resident is not merged.
         """
-        require_platform_admin(actor)
+        require_index_admin(actor)
         now = datetime.now(UTC)
         with self._write() as session:
             source = self._require_resident(session, source_id)
@@ -651,7 +651,7 @@ class ResidentService:
 
         Raises InvalidInputError, NotFoundError, AlreadyExistsError.
         """
-        require_platform_admin(actor)
+        require_index_admin(actor)
         if relation not in RELATIONS:
             raise InvalidInputError(f"relation {relation!r} is not one of {', '.join(RELATIONS)}")
         if resident_id == related_id:
@@ -685,7 +685,7 @@ class ResidentService:
         NotFoundError
             No such record, or it is not linked to a resident (unmatched or in conflict).
         """
-        require_platform_admin(actor)
+        require_index_admin(actor)
         with self._write() as session:
             if national_id:
                 nid = parse_national_id(national_id)
@@ -709,7 +709,7 @@ class ResidentService:
 
     def get(self, resident_id: int, *, reveal: bool = False,
             actor: Actor = LOCAL_OPERATOR) -> ResidentView:
-        require_platform_admin(actor)
+        require_index_admin(actor)
         with self._write() as session:
             resident = self._require_resident(session, resident_id)
             self._audit_read(session, "identity.read", [resident.id], actor)
@@ -719,7 +719,7 @@ class ResidentService:
                actor: Actor = LOCAL_OPERATOR) -> list[ResidentView]:
         """Residents by a whole name component, in characters or pinyin (``王小东``,
         ``wangxiaodong``, ``wang``)."""
-        require_platform_admin(actor)
+        require_index_admin(actor)
         term = name.strip()
         if not term or "%" in term or "_" in term:
             raise InvalidInputError("name: give a name or a part of it, without % or _")
@@ -730,7 +730,7 @@ class ResidentService:
 
     def conflicts(self, *, limit: int = 200,
                   actor: Actor = LOCAL_OPERATOR) -> list[dict[str, Any]]:
-        require_platform_admin(actor)
+        require_index_admin(actor)
         with self._write() as session:
             self._audit_read(session, "identity.conflicts", [], actor)
             return [{"hospital_code": r.hospital_code, "patient_id": r.patient_id,
@@ -740,7 +740,7 @@ class ResidentService:
 
     def unmatched(self, *, limit: int = 200,
                   actor: Actor = LOCAL_OPERATOR) -> list[dict[str, Any]]:
-        require_platform_admin(actor)
+        require_index_admin(actor)
         with self._write() as session:
             self._audit_read(session, "identity.unmatched", [], actor)
             return [{"hospital_code": r.hospital_code, "patient_id": r.patient_id,
@@ -749,7 +749,7 @@ class ResidentService:
 
     def events(self, *, resident_id: int | None = None, limit: int = 100,
                actor: Actor = LOCAL_OPERATOR) -> list[dict[str, Any]]:
-        require_platform_admin(actor)
+        require_index_admin(actor)
         with self._read() as session:
             return [{"id": e.id, "at": e.at.isoformat(), "action": e.action, "actor": e.actor,
                      "resident_id": e.resident_id, "other_resident_id": e.other_resident_id,

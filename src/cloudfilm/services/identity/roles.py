@@ -1,13 +1,12 @@
-"""Who may do what in the identity domain, in small named helpers.
-
-Kept apart on purpose: the permission model (``Permission`` and ``enforce``) replaces
-these ``actor.kind`` tests in one place later, without touching the services' logic.
+"""Who may do what in the identity domain: the patient index and the hospital registry
+are permissions of the one model (``services.kernel.Permission``); these helpers only add
+the identity domain's messages and the "own hospital" rule of a registration feed.
 """
 
 from __future__ import annotations
 
-from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.errors import NotAuthorizedError
+from cloudfilm.services.kernel.actor import Actor, Permission
 
 
 def actor_label(actor: Actor) -> str:
@@ -15,20 +14,25 @@ def actor_label(actor: Actor) -> str:
     return f"{actor.kind}:{actor.subject}"[:64]
 
 
-def is_platform_admin(actor: Actor) -> bool:
-    return actor.kind in ("admin", "operator")
+def require_index_admin(actor: Actor) -> None:
+    """The patient index: read, link, unlink, merge (platform administrators, the local
+    operator)."""
+    if not actor.can(Permission.MANAGE_PATIENT_INDEX):
+        raise NotAuthorizedError("platform administrators only")
 
 
-def require_platform_admin(actor: Actor) -> None:
-    """Platform administrators and the local operator: the registry and the index."""
-    if not is_platform_admin(actor):
+def require_hospital_admin(actor: Actor) -> None:
+    """The hospital registry and its API credentials."""
+    if not actor.can(Permission.MANAGE_HOSPITALS):
         raise NotAuthorizedError("platform administrators only")
 
 
 def require_feed_of(actor: Actor, hospital_code: str) -> None:
-    """A registration feed speaks for its own hospital only (or the platform's operator)."""
-    if is_platform_admin(actor):
+    """A registration feed speaks for its own hospital only (the index's administrators
+    for any)."""
+    if actor.can(Permission.MANAGE_PATIENT_INDEX):
         return
-    if actor.kind != "hospital" or actor.hospital_code != hospital_code:
+    if not actor.can(Permission.REGISTER_PATIENTS) or actor.hospital_code is None \
+            or actor.hospital_code != hospital_code:
         raise NotAuthorizedError("a hospital registers patients of its own hospital only "
                                  "(Authorization: Bearer cfh_... of that hospital)")

@@ -63,7 +63,25 @@ class Permission(StrEnum):
     """Upload timeliness of one's own hospital."""
     READ_ALL_TIMELINESS = "stats.timeliness_all"
     READ_HEALTH = "system.health"
+    """Health details and the Prometheus metrics."""
     MAINTAIN_ARCHIVE = "archive.maintain"
+    MANAGE_PATIENT_INDEX = "patient_index.manage"
+    """Read, link, unlink, merge the patient index; register patients for any hospital."""
+    REGISTER_PATIENTS = "patient_index.register"
+    """A registration feed: register patients of the actor's own hospital."""
+    ISSUE_ACTIVATION_CODES = "account.activation_code"
+    """Hand residents of the actor's own hospital an activation code (any hospital's with
+    ``MANAGE_ACCOUNTS``)."""
+    REVIEW_ALL_GRANTS = "grant.review_all"
+    """Review every hospital's in-person and break-glass grants; revoke any grant."""
+    SEND_HEARTBEAT = "gateway.heartbeat"
+    """A hospital's edge gateway reports its queue (for the actor's own hospital)."""
+    READ_GATEWAYS = "gateway.read"
+    CHECK_RECOGNITION = "recognition.check"
+    """Check an order for mutual recognition, record the decision, see the figures (the
+    actor's own hospital)."""
+    MANAGE_RECOGNITION_RULES = "recognition.manage"
+    """Change the recognition rules, code maps and prices; act for any hospital."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -76,13 +94,16 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
                                Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
-        Permission.READ_TIMELINESS}),
+        Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
+        Permission.ISSUE_ACTIVATION_CODES, Permission.SEND_HEARTBEAT,
+        Permission.CHECK_RECOGNITION}),
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
-        Permission.READ_TIMELINESS}),
+        Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION}),
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
-        Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS}),
+        Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
+        Permission.ISSUE_ACTIVATION_CODES}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG}),

@@ -21,7 +21,7 @@ from cloudfilm.services.errors import (
     NotAuthorizedError,
     ResourceUnavailableError,
 )
-from cloudfilm.services.kernel.actor import Actor
+from cloudfilm.services.kernel.actor import Actor, Permission
 from cloudfilm.services.network.peers import InvalidPeerError, normalise_ae_title
 
 # A gateway beats every 60 s by default; three missed beats mean "silent".
@@ -67,7 +67,7 @@ class GatewayService:
         InvalidQueryError
             The AE title or a figure is out of range.
         """
-        if actor.kind != "hospital" or actor.hospital_id is None:
+        if not actor.can(Permission.SEND_HEARTBEAT) or actor.hospital_id is None:
             raise NotAuthorizedError("only a hospital's gateway, with the hospital's "
                                      "credential (cfh_...), sends heartbeats")
         try:
@@ -96,7 +96,7 @@ class GatewayService:
 
     def list(self, actor: Actor) -> list[GatewayView]:
         """Every gateway with its last heartbeat, longest silent first (administrators)."""
-        if actor.kind not in ("admin", "operator"):
+        if not actor.can(Permission.READ_GATEWAYS):
             raise NotAuthorizedError("only administrators list the hospitals' gateways")
         now = datetime.now(UTC)
         try:

@@ -13,7 +13,6 @@ from typing import Any
 
 from cloudfilm.infrastructure.db import timeline_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.access.audit import AuditEntry, AuditService
 from cloudfilm.services.access.policy import AccessPolicy, Resource
 from cloudfilm.services.errors import (
@@ -22,6 +21,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     ResourceUnavailableError,
 )
+from cloudfilm.services.kernel.actor import Actor, Role
 
 MAX_PAGE = 50
 # Series without pixels to show (structured reports, key objects, presentation states,
@@ -106,7 +106,7 @@ class TimelineService:
         ResourceUnavailableError
             The index or the audit trail is unavailable.
         """
-        if actor.kind != "resident" or not actor.resident_ids:
+        if not actor.has(Role.RESIDENT) or not actor.resident_ids:
             raise NotAuthorizedError("the timeline is a signed-in resident's own")
         if year is not None and not (len(year) == 4 and year.isdigit()):
             raise InvalidInputError("year must be 4 digits")

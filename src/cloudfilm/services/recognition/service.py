@@ -1,15 +1,15 @@
 """The recognition service: rules as data, the check an order entry calls, the doctor's
 decision, the order feed's "performed", and what it saved.
 
-Who may do what (one helper each, :func:`ordering_party` and :func:`require_rules_admin`,
-so that the coming Permission model replaces two functions):
+Who may do what (permissions of ``services.kernel.Permission``, applied by
+:func:`ordering_party` and :func:`require_rules_admin`):
 
-- the check, decisions and "performed": a hospital system (its credential) or a doctor
-  (his session), always *for his own hospital*; the local operator and a platform
-  administrator only when they name the ordering hospital.
-- rules (catalogue, code maps, terms, prices, QC flags): platform administrators and the
-  local operator.
-- figures: administrators see every hospital, a hospital or doctor their own.
+- the check, decisions and "performed" (``CHECK_RECOGNITION``): a hospital system (its
+  credential) or a doctor (his session), always *for his own hospital*; with
+  ``MANAGE_RECOGNITION_RULES`` (the local operator, a platform administrator) only when
+  naming the ordering hospital.
+- rules (catalogue, code maps, terms, prices, QC flags): ``MANAGE_RECOGNITION_RULES``.
+- figures: ``MANAGE_RECOGNITION_RULES`` every hospital, ``CHECK_RECOGNITION`` its own.
 
 No fishing: a hospital can only check a patient it has a record of. By local ID that is
 its own patient record; by national ID the resident must have a record *linked at the
@@ -50,7 +50,7 @@ from cloudfilm.services.errors import (
 )
 from cloudfilm.services.identity.mpi import NATIONAL_ID, parse_national_id
 from cloudfilm.services.identity.protection import IdProtector
-from cloudfilm.services.kernel.actor import Actor
+from cloudfilm.services.kernel.actor import Actor, Permission
 from cloudfilm.services.recognition import catalogue
 from cloudfilm.services.recognition.normalise import (
     FIELDS,
@@ -68,7 +68,6 @@ REPEAT_REASONS = ("emergency", "condition_changed", "prior_quality_insufficient"
                   "different_protocol", "patient_request", "other")
 DECISIONS = ("accepted", "repeat")
 LEVELS = catalogue.LEVELS
-_RULES_ADMINS = frozenset({"admin", "operator"})
 RULES_TTL = 2.0  # seconds
 
 
@@ -86,23 +85,28 @@ def ordering_party(actor: Actor, *, hospital_code: str | None = None,
                    department: str = "") -> Party:
     """The hospital (and department) an actor orders for.
 
-    Raises NotAuthorizedError for residents and unknown kinds, and for another hospital
-    named by a hospital or doctor.
+    Raises NotAuthorizedError without ``CHECK_RECOGNITION`` (residents, unknown actors),
+    and for another hospital named by a hospital or doctor.
     """
-    if actor.kind in ("hospital", "doctor"):
+    if _any_hospital(actor):
+        if not hospital_code:
+            raise InvalidInputError("hospital_code: name the ordering hospital")
+        return Party(None, hospital_code, department.strip()[:128])
+    if actor.can(Permission.CHECK_RECOGNITION) and actor.hospital_id is not None:
         if hospital_code and hospital_code != actor.hospital_code:
             raise NotAuthorizedError("a hospital or doctor checks for its own hospital only")
         return Party(actor.hospital_id, actor.hospital_code,
                      (department or actor.department).strip()[:128])
-    if actor.kind in ("operator", "admin"):
-        if not hospital_code:
-            raise InvalidInputError("hospital_code: name the ordering hospital")
-        return Party(None, hospital_code, department.strip()[:128])
     raise NotAuthorizedError("only a hospital system or a doctor may check an order")
 
 
+def _any_hospital(actor: Actor) -> bool:
+    """Platform administrators act for (and see) every hospital."""
+    return actor.can(Permission.MANAGE_RECOGNITION_RULES)
+
+
 def require_rules_admin(actor: Actor) -> None:
-    if actor.kind not in _RULES_ADMINS:
+    if not actor.can(Permission.MANAGE_RECOGNITION_RULES):
         raise NotAuthorizedError("only platform administrators change recognition rules")
 
 
@@ -702,7 +706,7 @@ class RecognitionService:
 
     def _own_check(self, session: Session, actor: Actor, decision_id: str) -> Any:
         row = repo.check_by_public_id(session, decision_id.strip()[:36])
-        if row is None or (actor.kind not in _RULES_ADMINS
+        if row is None or (not _any_hospital(actor)
                            and row.hospital_id != ordering_party(actor).hospital_id):
             # Another hospital's decision id looks exactly like an unknown one.
             raise NotFoundError("no such decision")
@@ -716,7 +720,7 @@ class RecognitionService:
         Raises InvalidInputError, NotFoundError (unknown or another hospital's decision),
         AlreadyExistsError (decided before).
         """
-        if actor.kind not in _RULES_ADMINS:
+        if not _any_hospital(actor):
             ordering_party(actor)
         if decision not in DECISIONS:
             raise InvalidInputError(f"decision: {' or '.join(DECISIONS)}")
@@ -744,7 +748,7 @@ class RecognitionService:
 
     def performed(self, actor: Actor, decision_id: str, *, at: datetime | None = None) -> None:
         """An order feed reports that the exam of this check was done (after all)."""
-        if actor.kind not in _RULES_ADMINS:
+        if not _any_hospital(actor):
             ordering_party(actor)
         with guarded(self._db.write()) as session:
             row = self._own_check(session, actor, decision_id)
@@ -768,12 +772,12 @@ class RecognitionService:
                 raise InvalidInputError("month: YYYY-MM")
         with guarded(self._db.read()) as session:
             hospital_id = None
-            if actor.kind in ("hospital", "doctor"):
+            if not _any_hospital(actor):
+                if not actor.can(Permission.CHECK_RECOGNITION) or actor.hospital_id is None:
+                    raise NotAuthorizedError("figures are for hospitals and administrators")
                 hospital_id = actor.hospital_id
                 if hospital_code and hospital_code != actor.hospital_code:
                     raise NotAuthorizedError("a hospital sees its own figures only")
-            elif actor.kind not in _RULES_ADMINS:
-                raise NotAuthorizedError("figures are for hospitals and administrators")
             elif hospital_code:
                 found = repo.hospital(session, code=hospital_code)
                 if found is None:

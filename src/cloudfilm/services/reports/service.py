@@ -29,12 +29,12 @@ from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableErr
 from cloudfilm.infrastructure.reports import fhir, hl7v2, render, search
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
-from cloudfilm.services.access.audit import AuditEntry, AuditService, per_resident
+from cloudfilm.services.access.audit import AuditService, per_resident
 from cloudfilm.services.access.policy import AccessPolicy, Decision, Resource
+from cloudfilm.services.access.rules import Facts
 from cloudfilm.services.errors import (
     InvalidInputError,
     InvalidReportError,
-    NotAuthorizedError,
     NotFoundError,
     ResourceUnavailableError,
 )
@@ -230,34 +230,29 @@ class ReportService:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _decide(self, conn: Any, actor: Actor, row: Any) -> Decision:
-        if row.study_fk is not None:
-            return self._policy.authorize(conn, actor, "report",
-                                          Resource.of(row.linked_study_uid))
-        return self._policy.authorize_held_report(
-            conn, actor, hospital_id=row.hospital_id, hospital_code=row.hospital_code,
-            patient_fk=row.patient_fk)
-
     def _load(self, conn: Any, public_id: str, actor: Actor, action: str) -> Any:
-        """The report row, once the policy allowed it and the record is committed."""
-        row = report_repository.report_by_public_id(conn, public_id[:64])
+        """The report row, once ``policy.enforce`` allowed it and committed the record.
+
+        A report linked to a study is decided on that study; one waiting for its study on
+        its own facts (hospital, linked resident)."""
+        public_id = public_id[:64]
+        row = report_repository.report_by_public_id(conn, public_id)
+        resource: Resource | Facts | None = None
+        if row is not None and row.study_fk is not None:
+            resource = Resource.of(row.linked_study_uid)
+        elif row is not None:
+            resource = self._policy.held_report_facts(
+                conn, hospital_id=row.hospital_id, hospital_code=row.hospital_code,
+                patient_fk=row.patient_fk)
+        self._policy.enforce(
+            conn, actor, Permission.READ_REPORT, resource, action=action,
+            audit_type="report", audit_uid=public_id,
+            detail={"study": row.linked_study_uid or ""} if row is not None else {},
+            refusal=f"report {public_id} is not in the archive or you are not authorised to "
+                    "see it (a doctor needs the patient's grant for another hospital's "
+                    "reports)")
         if row is None:
-            decision = Decision(actor.can(Permission.READ_ANY_PATIENT)
-                                and actor.can(Permission.READ_REPORT), "absent", exists=False)
-        else:
-            decision = self._decide(conn, actor, row)
-        detail = {"study": row.linked_study_uid or ""} if row is not None else {}
-        self._audit.write(conn=conn, entries=[AuditEntry(
-            actor, action, "allowed" if decision.allowed and row is not None else "denied",
-            "report", public_id[:64], resident_id=decision.resident_id,
-            reason=decision.reason, detail=detail)])
-        if row is None and decision.allowed:
-            raise NotFoundError(f"report {public_id[:64]} is not in the archive")
-        if not decision.allowed:
-            raise NotAuthorizedError(
-                f"report {public_id[:64]} is not in the archive or you are not authorised "
-                "to see it (a doctor needs the patient's grant for another hospital's "
-                "reports)")
+            raise NotFoundError(f"report {public_id} is not in the archive")
         return row
 
     def get(self, public_id: str, *, actor: Actor) -> ReportDetail:
@@ -275,19 +270,21 @@ class ReportService:
         resource = Resource.of(study_uid[:64])
         try:
             with self._db.reading() as conn:
-                decision = self._policy.authorize(conn, actor, "report", resource)
-                rows = (report_repository.reports_of_study(conn, study_uid)
-                        if decision.allowed else [])
-                self._audit.write(conn=conn, entries=[AuditEntry(
-                    actor, "report", "allowed" if decision.allowed else "denied", "study",
-                    resource.uid, resident_id=decision.resident_id, reason=decision.reason,
-                    detail={"reports": len(rows)})])
+                rows: list[Any] = []
+
+                def counted(decision: Decision) -> dict[str, Any]:
+                    if decision.allowed:
+                        rows.extend(report_repository.reports_of_study(conn, study_uid))
+                    return {"reports": len(rows)}
+
+                self._policy.enforce(
+                    conn, actor, Permission.READ_REPORT, resource, action="report",
+                    detail=counted,
+                    refusal=f"study {study_uid[:64]} is not in the archive or you are not "
+                            "authorised to see it (a doctor needs the patient's grant for "
+                            "another hospital's studies)")
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
-        if not decision.allowed:
-            raise NotAuthorizedError(
-                f"study {study_uid[:64]} is not in the archive or you are not authorised to "
-                "see it (a doctor needs the patient's grant for another hospital's studies)")
         return [_summary(r) for r in rows]
 
     def _rendering(self, public_id: str, *, actor: Actor, version: int | None,

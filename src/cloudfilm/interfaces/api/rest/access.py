@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from cloudfilm.interfaces.api.auth import CurrentActor as AuthenticatedActor
 from cloudfilm.interfaces.api.auth import bearer, client_host
 from cloudfilm.services.access.accounts import AccountView, NewAccount, SignedIn
-from cloudfilm.services.access.actor import Actor
+from cloudfilm.services.access.actor import Actor, Permission
 from cloudfilm.services.access.consent import GrantRequest, GrantView, InPersonEvidence
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import NotAuthorizedError
@@ -257,7 +257,7 @@ def deactivate(request: Request, account_id: int, actor: CurrentActor) -> dict[s
 @router.get("/sms/outbox", summary="Local SMS outbox (development backend; administrators)")
 def sms_outbox(request: Request, actor: CurrentActor, phone: str | None = None,
                limit: int = 100) -> list[dict[str, Any]]:
-    if actor.kind not in ("admin", "operator"):
+    if not actor.can(Permission.READ_SMS_OUTBOX):
         raise NotAuthorizedError("platform administrators only")
     return [{"id": m.id, "created_at": m.created_at.isoformat(), "phone": m.phone_masked,
              "template": m.template, "text": m.text}

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from cloudfilm.interfaces.api.auth import CurrentActor
+from cloudfilm.services.access.actor import Permission
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import NotAuthorizedError
 from cloudfilm.services.identity.hospitals import HospitalInput, HospitalView
@@ -215,7 +216,8 @@ def _credential(view: Any) -> dict[str, Any]:
 def register_patient(request: Request, body: RegistrationIn,
                      actor: CurrentActor) -> dict[str, Any]:
     code = body.hospital_code or actor.hospital_code
-    if actor.kind == "hospital" and code != actor.hospital_code:
+    if not actor.can(Permission.MANAGE_PATIENT_INDEX) and actor.hospital_code \
+            and code != actor.hospital_code:
         raise NotAuthorizedError(f"this credential belongs to hospital {actor.hospital_code}; "
                                  "it cannot register patients for another hospital")
     if not code:
