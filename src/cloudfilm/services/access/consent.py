@@ -39,7 +39,7 @@ from cloudfilm.infrastructure.db import identity_repository as identity_repo
 from cloudfilm.infrastructure.db.models import AccessGrant, Account, Resident
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.services.access.accounts import AuditRecorder, Outcome, audit_event
-from cloudfilm.services.access.actor import Actor, Permission
+from cloudfilm.services.access.actor import Actor, Permission, Role
 from cloudfilm.services.access.otp import Limit, OneTimeCodes, RateLimiter, aware
 from cloudfilm.services.access.sms import PHONE_DOMAIN, SmsService
 from cloudfilm.services.errors import (
@@ -558,7 +558,7 @@ class ConsentService:
 
     @staticmethod
     def _resident_ids(actor: Actor) -> list[int]:
-        if not actor.can(Permission.DECIDE_GRANT) or actor.account_id is None:
+        if not (actor.can(Permission.DECIDE_GRANT) and actor.has(Role.RESIDENT)):
             raise NotAuthorizedError("only a signed-in resident can do this")
         if not actor.resident_ids:
             raise NotAuthenticatedError("this account is not bound to a resident")
