@@ -57,6 +57,7 @@ from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
+from cloudfilm.services.research.service import ResearchService
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -178,6 +179,8 @@ def build_services(settings: Settings) -> Services:
         audit=audit,
         local_access=local,
         gateways=GatewayService(db),
+        research=ResearchService(db, blobs, audit, protector,
+                                 k=settings.research.k_threshold),
     )
 
 

@@ -195,6 +195,14 @@ class RecognitionSettings(BaseModel):
     settle_minutes: int = Field(default=30, ge=0, le=24 * 60)
 
 
+class ResearchSettings(BaseModel):
+    """De-identified research projects (issue 19)."""
+
+    # Before a project is approved, cohort counts below k read "< k" (small cells
+    # re-identify people).
+    k_threshold: int = Field(default=10, ge=1, le=1000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -213,6 +221,7 @@ class Settings(BaseSettings):
     proofing: ProofingSettings = ProofingSettings()
     reports: ReportSettings = ReportSettings()
     recognition: RecognitionSettings = RecognitionSettings()
+    research: ResearchSettings = ResearchSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True
