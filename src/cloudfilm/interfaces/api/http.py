@@ -24,6 +24,7 @@ from cloudfilm.interfaces.api.rest import (
     identity,
     recognition,
     reports,
+    research,
 )
 from cloudfilm.services.container import Services
 
@@ -96,6 +97,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(cds_hooks.router, tags=["CDS Hooks"])
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
+    app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
 
     app.add_middleware(ObserveMiddleware)
 
