@@ -23,7 +23,7 @@ from cloudfilm.infrastructure.db.models import AuditEvent, PatientLink, Resident
 from cloudfilm.services.access.actor import Actor
 from cloudfilm.services.archive.ingest import IngestItem, Sender
 from cloudfilm.services.container import Services
-from cloudfilm.services.errors import NotAuthorizedError
+from cloudfilm.services.errors import InvalidInputError, NotAuthorizedError
 from cloudfilm.services.identity import national_id
 from cloudfilm.services.identity.hospitals import HospitalInput
 from cloudfilm.services.identity.mpi import Registration
@@ -184,3 +184,44 @@ def test_projects_unlinkable_across(services: Services, tmp_path: Path) -> None:
         ids.append(pydicom.dcmread(io.BytesIO(archive.read(name))).PatientID)
     assert ids[0] != ids[1]
 
+
+
+def test_attacks_on_the_rules(services: Services, db_url: str, tmp_path: Path) -> None:
+    _hospital(services)
+    _ingest(services, tmp_path, NIDS[0], "Zhang^San0", "CHEST")
+    ds = make_ct(patient_id=NIDS[2], patient_name="Zhang^San2", StudyDate="20240105",
+                 BodyPartExamined="CHEST", Modality="US", PatientSex="F",
+                 PatientBirthDate="19520304")
+    path = tmp_path / "us.dcm"
+    path.write_bytes(to_bytes(ds))
+    services.ingest.ingest_files([IngestItem(path)], sender=Sender("HZ1", "Hospital HZ1", "t"))
+    # An administrator cannot approve their own proposal.
+    own = services.research.propose(ADMIN, ProjectInput(
+        title="Own", principal_investigator="PI", institution="I", ethics_reference="E",
+        ethics_expires=date.today() + timedelta(days=3)))
+    with pytest.raises(NotAuthorizedError):
+        services.research.approve(ADMIN, own.id)
+    # Expired ethics approval: approved, but nothing leaves.
+    expired = services.research.propose(DOCTOR, ProjectInput(
+        title="Old", principal_investigator="PI", institution="I", ethics_reference="E",
+        ethics_expires=date.today() - timedelta(days=1)))
+    services.research.approve(ADMIN, expired.id)
+    with pytest.raises(NotAuthorizedError):
+        services.research.export(ADMIN, expired.id)
+    # A doctor may count but not export; unknown options are refused up front.
+    chest = _project(services, body_parts=("CHEST",))
+    services.research.approve(ADMIN, chest)
+    with pytest.raises(NotAuthorizedError):
+        services.research.export(DOCTOR, chest)
+    with pytest.raises(InvalidInputError):
+        services.research.propose(DOCTOR, ProjectInput(
+            title="X", principal_investigator="PI", institution="I", ethics_reference="E",
+            ethics_expires=date.today() + timedelta(days=3), options={"keep_names": True}))
+    # The ultrasound (burned-in text likely) is excluded and the manifest says why.
+    summary = ExportSummary()
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(
+        services.research.export(ADMIN, chest, summary))))
+    assert summary.exported == 1 and summary.excluded == 1
+    rows = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+    assert [r["burned_in"] for r in rows if not r["file"]] == ["excluded"]
+    assert "US" in next(r["reason"] for r in rows if not r["file"])
