@@ -211,3 +211,10 @@ def test_report_text_deidentified_with_residual_check() -> None:
     assert residual_risk(result.text, dictionary) == []
     assert residual_risk(REPORT, dictionary)  # the check does find the originals
     assert resident_id_valid("11010519491231002X") and not resident_id_valid("110105194912310021")
+
+
+def test_label_order_and_residual_name_shaped_field() -> None:
+    out = deidentify_text("报告医师：李明  审核医师：黄平静").text
+    assert "李明" not in out and "黄平静" not in out
+    # What the cleaner once left behind is flagged by the residual check.
+    assert residual_risk("报告医师：[NAME]  审核[NAME]：黄平静")

@@ -46,8 +46,10 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("HOSPITAL", re.compile(r"\b(?:[A-Z][a-z'&.-]+\s+){1,5}(?:Hospital|Clinic|Medical Center|"
                             r"Medical Centre|Health Centre|Health Center)\b")),
     # Labelled names: "患者：张三", "姓名:李四", "医师 王五", "Name: John Smith", "Dr. Smith".
-    ("NAME", re.compile(r"(?:患者|病人|姓名|病员|医师|医生|技师|审核|报告人|审核人|报告医师|"
-                        r"审核医师|签名|家属|联系人)\s*[:：]?\s*(" + _CJK + r"{2,4})")),
+    # Longer labels first: "审核医师：X" must not match as "审核" + the name "医师".
+    ("NAME", re.compile(r"(?:报告医师|审核医师|主治医师|申请医师|报告人|审核人|联系人|患者|病人|"
+                        r"姓名|病员|医师|医生|技师|审核|签名|家属)\s*[:：]?\s*(" + _CJK
+                        + r"{2,4})")),
     ("NAME", re.compile(r"(?i)\b(?:name|patient|physician|doctor|radiologist|reported by|"
                         r"signed by|dictated by|referring)\s*[:：]\s*([A-Z][A-Za-z'-]+"
                         r"(?:[ ^]+[A-Z][A-Za-z'-]+){0,3})")),
@@ -108,6 +110,8 @@ _RESIDUAL: list[tuple[str, re.Pattern[str]]] = [
     ("phone-like", re.compile(r"\d{3,4}[- ]\d{4}")),
     ("year", re.compile(r"(?<!\d)(?:19|20)\d{2}(?!\d)")),
     ("name label", re.compile(r"(?:姓名|患者|医师|Name|Dr)\s*[:：.]?\s*(?!\[)[^\s\[]{2}")),
+    # A short Chinese word alone after a colon is shaped like a name in a form field.
+    ("name-shaped field", re.compile(r"[:：]\s*" + _CJK + r"{2,3}(?=\s|$)", re.MULTILINE)),
     # Case-sensitive so that the "[HOSPITAL]" placeholders do not count.
     ("hospital word", re.compile(r"医院|卫生院|Hospital|Clinic")),
 ]
