@@ -110,12 +110,15 @@ def counts(data: Path | None, project_id: str) -> None:
 @data_option
 @click.argument("project_id")
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
-def export(data: Path | None, project_id: str, out: Path) -> None:
+@click.option("--resume-after", default="", metavar="SOP_UID",
+              help="Go on after this object (the last one of an interrupted export)")
+def export(data: Path | None, project_id: str, out: Path, resume_after: str) -> None:
     """Write the project's de-identified zip to OUT (streamed to disk)."""
     from cloudfilm.services.research.service import ExportSummary
 
     summary = ExportSummary()
-    stream = _run(lambda: _svc(data).export(LOCAL_OPERATOR, project_id, summary))
+    stream = _run(lambda: _svc(data).export(LOCAL_OPERATOR, project_id, summary,
+                                            resume_after=resume_after))
     partial = out.with_name(out.name + ".partial")
     with partial.open("wb") as fh:
         for chunk in stream:

@@ -150,6 +150,13 @@ def test_counts_k_threshold_approval_refusal_and_streamed_export(
     # The same project again: same pseudonyms; the residents' log names the project.
     again = zipfile.ZipFile(io.BytesIO(b"".join(services.research.export(ADMIN2, chest))))
     assert sorted(again.namelist()) == sorted(names)
+    # Resumed after the second object: only the rest, with its own manifest.
+    second_uid = dicoms[1].rsplit("/", 1)[1].removesuffix(".dcm")
+    rest = zipfile.ZipFile(io.BytesIO(b"".join(services.research.export(
+        ADMIN2, chest, resume_after=second_uid))))
+    assert [n for n in rest.namelist() if n.endswith(".dcm")] == dicoms[2:]
+    with pytest.raises(InvalidInputError):
+        services.research.export(ADMIN2, chest, resume_after=next(iter(originals)))
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
@@ -161,7 +168,7 @@ def test_counts_k_threshold_approval_refusal_and_streamed_export(
     finally:
         engine.dispose()
     assert refused_flag is True
-    assert len(events) == 8 and all("Lung nodules" in e[1] for e in events)
+    assert len(events) == 10 and all("Lung nodules" in e[1] for e in events)
     assert _resident_of(db_url, 1) not in {e[0] for e in events}
     for pid in pseudo_ids:
         assert all(pid not in str(e[2]) for e in events)  # never the pseudonym

@@ -304,13 +304,16 @@ class ResearchService:
             return bool(repo.refused(s, rid))
 
     # -- export --------------------------------------------------------------------------
-    def export(self, actor: Actor, project_id: str,
-               summary: ExportSummary | None = None) -> Iterator[bytes]:
+    def export(self, actor: Actor, project_id: str, summary: ExportSummary | None = None,
+               *, resume_after: str = "") -> Iterator[bytes]:
         """Check everything, then return the zip as a stream of chunks.
 
         The checks run before the first chunk, so a door can still answer with an error.
         Each object is audited (naming its resident and the project, never the pseudonym)
         before its bytes are yielded. ``summary`` is filled in as the stream runs.
+        ``resume_after`` is the (pseudonymous) SOP Instance UID of the last object the
+        researcher received: an interrupted export goes on after it, in a new archive with
+        its own manifest and hash.
         """
         _require(actor, "export")
         with self._db.read() as s:
@@ -327,12 +330,24 @@ class ResearchService:
             project_pk = row.id
         options = _options(view.options)
         cohort = _cohort_from(view.cohort)
+        pseudo = Pseudonymiser(key)
+        with self._db.read() as s:
+            rows = [r for r in repo.cohort(s, _filter(cohort)) if _in_age(r, cohort)]
+            dictionary = repo.dictionary_terms(s, sorted({r.study_fk for r in rows}))
+        if resume_after:
+            done = next((i for i, r in enumerate(rows) if (options.retain_uids
+                         and r.sop_instance_uid == resume_after)
+                         or pseudo.uid(r.sop_instance_uid) == resume_after), None)
+            if done is None:
+                raise InvalidInputError("resume_after is not an object of this export")
+            rows = rows[done + 1:]
         with self._db.write() as s:
             export_id = repo.start_export(s, project_pk, datetime.now(UTC), actor.subject).id
-        return self._stream(actor, view, options, cohort, Pseudonymiser(key), export_id,
+        return self._stream(actor, view, options, rows, dictionary, pseudo, export_id,
                             summary if summary is not None else ExportSummary())
 
-    def _stream(self, actor: Actor, view: ProjectView, options: DeidOptions, cohort: Cohort,
+    def _stream(self, actor: Actor, view: ProjectView, options: DeidOptions,
+                rows: list[CohortRow], dictionary: dict[str, str],
                 pseudo: Pseudonymiser, export_id: int,
                 summary: ExportSummary) -> Iterator[bytes]:
         zs = ZipStream()
@@ -345,9 +360,6 @@ class ResearchService:
         rwriter.writerow(["file", "pseudo_patient_id", "study_uid", "residual_risk"])
         # The resident's log shows the project's title as who received the data.
         shown_as = dataclasses.replace(actor, display=f"research project «{view.title}»")
-        with self._db.read() as s:
-            rows = [r for r in repo.cohort(s, _filter(cohort)) if _in_age(r, cohort)]
-            dictionary = repo.dictionary_terms(s, sorted({r.study_fk for r in rows}))
         done_studies: set[int] = set()
         for start in range(0, len(rows), _BATCH):
             batch = rows[start:start + _BATCH]

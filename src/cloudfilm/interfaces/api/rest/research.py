@@ -96,8 +96,12 @@ def counts(request: Request, project_id: str, actor: CurrentActor) -> dict[str, 
 
 @router.get("/research/projects/{project_id}/export",
             summary="Streamed zip of de-identified DICOM, CSV manifest and its SHA-256")
-def export(request: Request, project_id: str, actor: CurrentActor) -> StreamingResponse:
-    stream = _services(request).research.export(actor, project_id)
+def export(request: Request, project_id: str, actor: CurrentActor,
+           resume_after: str = "") -> StreamingResponse:
+    """``resume_after``: the SOP Instance UID of the last object received, to go on after an
+    interruption."""
+    stream = _services(request).research.export(actor, project_id,
+                                                 resume_after=resume_after[:64])
     return StreamingResponse(stream, media_type="application/zip", headers={
         "Content-Disposition": f'attachment; filename="research-{project_id}.zip"'})
 
