@@ -46,7 +46,7 @@ def research() -> None:
 @data_option
 def list_projects(data: Path | None) -> None:
     """Research projects."""
-    _echo([asdict(p) for p in _run(lambda: _svc(data).list(LOCAL_OPERATOR))])
+    _echo([asdict(p) for p in _run(lambda: _svc(data).projects(LOCAL_OPERATOR))])
 
 
 @research.command("propose")

@@ -40,6 +40,7 @@ def test_cli(services: Services, settings: Settings, db_url: str,  # noqa: F811
     bad = runner.invoke(cli, ["research", "export", pid, str(tmp_path / "x.zip")])
     assert bad.exit_code != 0 and "not approved" in bad.output
     run("approve", pid)
+    assert [p["status"] for p in run("list")] == ["approved"]  # type: ignore[attr-defined,index]
     summary = run("export", pid, str(tmp_path / "out.zip"))
     assert summary["exported"] == 1  # type: ignore[index]
     names = zipfile.ZipFile(tmp_path / "out.zip").namelist()

@@ -30,6 +30,8 @@ def test_http_lifecycle(client: Any, services: Services, tmp_path: Path) -> None
     created = client.post("/api/v1/research/projects", json=body)  # the local operator
     assert created.status_code == 201, created.text
     pid = created.json()["id"]
+    assert [p["id"] for p in client.get("/api/v1/research/projects").json()] == [pid]
+    assert client.get(f"/api/v1/research/projects/{pid}").json()["status"] == "proposed"
     assert client.get(f"/api/v1/research/projects/{pid}/counts").json()["studies"] == "< 3"
     assert client.get(f"/api/v1/research/projects/{pid}/export").status_code == 403
     bad = {"Authorization": "Bearer nope"}

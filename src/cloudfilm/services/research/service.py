@@ -240,7 +240,7 @@ class ResearchService:
                 raise NotFoundError("no such research project")
             return _view(row)
 
-    def list(self, actor: Actor) -> list[ProjectView]:
+    def projects(self, actor: Actor) -> list[ProjectView]:
         _require(actor, "count")
         with self._db.read() as s:
             return [_view(r) for r in repo.projects(s)]
@@ -421,7 +421,18 @@ class ResearchService:
                 ds = pydicom.dcmread(fh)
         except (BlobStoreError, OSError) as exc:
             raise ResourceUnavailableError(f"an object could not be read: {exc}") from exc
-        result = deidentify(ds, options, pseudo, patient_key=r.key(), dictionary=dictionary)
+        try:
+            result = deidentify(ds, options, pseudo, patient_key=r.key(),
+                                dictionary=dictionary)
+            if result.dataset is not None:
+                buf = io.BytesIO()
+                result.dataset.save_as(buf, enforce_file_format=True)
+        except Exception as exc:  # one odd object must not break the whole archive
+            # Left out, and said so in the manifest; nothing of it leaves.
+            summary.excluded += 1
+            writer.writerow(["", pseudo.patient_id(r.key()), "", "", "", "", "",
+                             f"de-identification failed: {type(exc).__name__}", ""])
+            return None
         if result.dataset is None:
             summary.excluded += 1
             writer.writerow(["", result.pseudo_patient_id, "", "", "",
@@ -429,8 +440,6 @@ class ResearchService:
                              result.reason, ""])
             return None
         out = result.dataset
-        buf = io.BytesIO()
-        out.save_as(buf, enforce_file_format=True)
         data = buf.getvalue()
         name = f"{out.PatientID}/{out.StudyInstanceUID}/{out.SOPInstanceUID}.dcm"
         writer.writerow([name, out.PatientID, out.StudyInstanceUID, out.SeriesInstanceUID,

@@ -75,7 +75,7 @@ def propose(request: Request, body: ProjectBody, actor: CurrentActor) -> dict[st
 
 @router.get("/research/projects", summary="Research projects")
 def projects(request: Request, actor: CurrentActor) -> list[dict[str, Any]]:
-    return [asdict(v) for v in _services(request).research.list(actor)]
+    return [asdict(v) for v in _services(request).research.projects(actor)]
 
 
 @router.get("/research/projects/{project_id}", summary="One research project")
