@@ -218,3 +218,24 @@ def test_label_order_and_residual_name_shaped_field() -> None:
     assert "李明" not in out and "黄平静" not in out
     # What the cleaner once left behind is flagged by the residual check.
     assert residual_risk("报告医师：[NAME]  审核[NAME]：黄平静")
+
+
+def test_structured_report_text_is_cleaned() -> None:
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(next(p for p in IMAGES if p.name == "CT_small.dcm"))
+    del ds.PixelData
+    item = Dataset()
+    item.ValueType = "TEXT"
+    item.TextValue = ("患者：王小东，电话13812345678，2023年5月6日于杭州市第一人民医院检查，"
+                      "右肺结节。")
+    nested = Dataset()
+    nested.ContentSequence = Sequence([item])
+    ds.ContentSequence = Sequence([nested])
+    for options in (DeidOptions(), OPTIONS):
+        out = deidentify(copy.deepcopy(ds), options, Pseudonymiser(b"k" * 32)).dataset
+        assert out is not None
+        text = out.ContentSequence[0].ContentSequence[0].TextValue
+        for secret in ("王小东", "13812345678", "2023", "杭州"):
+            assert secret not in text
+        assert "右肺结节" in text

@@ -168,6 +168,7 @@ def _resolve(rule: Rule, columns: tuple[str, ...]) -> str:
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
 _PATIENT_AGE = 0x00101010
+_CONTENT_SEQUENCE = 0x0040A730
 _TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE"}
 _MAX_LEN = {"SH": 16, "AE": 16, "CS": 16, "LO": 64}
 
@@ -182,6 +183,7 @@ class _Cleaner:
         self.shift = pseudo.date_shift(patient_key)
         self.pid = pseudo.patient_id(patient_key)
         self.dictionary = dictionary or {}
+        self.structured = 0
 
     # -- value helpers -------------------------------------------------------------------
     def _map(self, elem: DataElement, fn: Callable[[str], str]) -> None:
@@ -323,8 +325,16 @@ class _Cleaner:
             self.options.safe_private
 
     def _walk(self, elem: DataElement) -> None:
-        for item in elem.value:
-            self.dataset(item)
+        # Inside structured content (SR Content Sequence) free text is report text: it is
+        # cleaned whichever options are chosen (the Basic Profile would replace the whole
+        # sequence; the text cleaner keeps the findings).
+        structured = int(elem.tag) == _CONTENT_SEQUENCE
+        self.structured += structured
+        try:
+            for item in elem.value:
+                self.dataset(item)
+        finally:
+            self.structured -= structured
 
     def _unlisted(self, ds: Dataset, elem: DataElement) -> None:
         """Safety net for elements Table E.1-1 does not list."""
@@ -340,6 +350,8 @@ class _Cleaner:
                 self._dummy(elem)
         elif vr == "UI" and not self.options.retain_uids:
             self._map(elem, lambda v: v if v in UID_dictionary else self.pseudo.uid(v))
+        elif self.structured and vr in ("UT", "ST", "LT"):
+            self._map(elem, lambda v: self._clean_text(v, vr))
 
 
 def vr_is_sq(elem: DataElement) -> bool:
