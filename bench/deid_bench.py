@@ -59,12 +59,53 @@ def reports() -> dict[str, object]:
             "flagged_by_residual_check_with_dictionary": risky_dict}
 
 
+def export_rate(n: int) -> dict[str, object]:
+    """Objects/s of a whole export on the embedded platform (SQLite, local blobs): cohort
+    query, blob read, de-identification, per-object audit, streamed zip."""
+    import tempfile
+    from datetime import date, timedelta
+
+    from cloudfilm.app import build_services
+    from cloudfilm.config import Settings
+    from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
+    from cloudfilm.services.archive.ingest import IngestItem, Sender
+    from cloudfilm.services.research.service import ExportSummary, ProjectInput
+
+    with tempfile.TemporaryDirectory() as tmp:
+        services = build_services(Settings(data_dir=Path(tmp) / "data", auto_migrate=True))
+        items = []
+        for i, ds in enumerate(make_ct_series(n, patient_id="P1", patient_name="Smith^Anna",
+                                              size=256)):
+            path = Path(tmp) / f"{i}.dcm"
+            path.write_bytes(to_bytes(ds))
+            items.append(IngestItem(path))
+        services.ingest.ingest_files(items, sender=Sender("BENCH", "Bench", "bench"))
+        project = services.research.propose(LOCAL_OPERATOR, ProjectInput(
+            title="bench", principal_investigator="PI", institution="I",
+            ethics_reference="E", ethics_expires=date.today() + timedelta(days=1),
+            options={"retain_modified_dates": True, "clean_descriptors": True}))
+        services.research.approve(LOCAL_OPERATOR, project.id)
+        admin = Actor(kind="admin", subject="admin:bench")
+        summary = ExportSummary()
+        start = time.perf_counter()
+        size = sum(len(c) for c in services.research.export(admin, project.id, summary))
+        elapsed = time.perf_counter() - start
+        services.health._db.dispose()
+    return {"export_objects": summary.exported, "seconds": round(elapsed, 2),
+            "export_objects_per_s": round(summary.exported / elapsed, 1),
+            "zip_MB": round(size / 1e6, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--reports", action="store_true",
                         help="Also run the residual-risk check on the demo reports")
+    parser.add_argument("--export", type=int, default=0, metavar="N",
+                        help="Also time an export of N objects on the embedded platform")
     args = parser.parse_args()
+    if args.export:
+        print(json.dumps(export_rate(args.export)))
     if args.reports:
         print(json.dumps(reports()))
     blobs = [to_bytes(ds) for ds in make_ct_series(args.objects, patient_id="P1",
