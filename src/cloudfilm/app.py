@@ -61,6 +61,7 @@ from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
+from cloudfilm.services.research.service import ResearchService
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -188,6 +189,8 @@ def build_services(settings: Settings) -> Services:
         gateways=GatewayService(db),
         web=web_access(settings),
         timeline=TimelineService(db, policy, audit),
+        research=ResearchService(db, blobs, audit, protector,
+                                 k=settings.research.k_threshold),
     )
 
 

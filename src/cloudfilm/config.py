@@ -227,6 +227,14 @@ class WebSettings(BaseModel):
     frame_cache: bool = True
 
 
+class ResearchSettings(BaseModel):
+    """De-identified research projects (issue 19)."""
+
+    # Before a project is approved, cohort counts below k read "< k" (small cells
+    # re-identify people).
+    k_threshold: int = Field(default=10, ge=1, le=1000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -246,6 +254,7 @@ class Settings(BaseSettings):
     reports: ReportSettings = ReportSettings()
     recognition: RecognitionSettings = RecognitionSettings()
     web: WebSettings = WebSettings()
+    research: ResearchSettings = ResearchSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

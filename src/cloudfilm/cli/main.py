@@ -346,6 +346,15 @@ def _register_recognition() -> None:
 
 _register_recognition()
 
+
+def _register_research() -> None:
+    from cloudfilm.cli.research import research
+
+    cli.add_command(research)
+
+
+_register_research()
+
 def _register_gateway() -> None:
     from cloudfilm.cli.gateway import gateway
 

@@ -23,6 +23,7 @@ from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
+from cloudfilm.services.research.service import ResearchService
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,4 +84,6 @@ class Services:
     gateways: GatewayService
     # The resident portal's timeline (issue 13).
     timeline: TimelineService
+    # De-identified research projects (issue 19).
+    research: ResearchService
     web: WebAccess = WebAccess()

@@ -237,6 +237,9 @@ class Resident(Base):
     # active, or merged (into ``merged_into``; reversed by unmerge).
     status: Mapped[str] = mapped_column(String(16), default="active")
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("resident.id"))
+    # The resident refused research use of their data (issue 19): honoured at export.
+    research_refused: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -834,3 +837,50 @@ class GatewayHeartbeat(Base):
     oldest_unsent_seconds: Mapped[int | None] = mapped_column(Integer)
     bytes_queued: Mapped[int] = mapped_column(BigInteger)
     quota_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class ResearchProject(Base):
+    """A de-identified research project (issue 19): who asks, under which ethics approval,
+    with which de-identification options (``options_json``) and cohort (``cohort_json``).
+
+    ``status``: proposed (counts only, small counts hidden), approved (by a platform
+    administrator: exports allowed until ``ethics_expires``), closed. ``key_enc`` is the
+    project's pseudonym key, encrypted: pseudonyms are consistent within the project and
+    unlinkable across projects.
+    """
+
+    __tablename__ = "research_project"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(256))
+    principal_investigator: Mapped[str] = mapped_column(String(128))
+    institution: Mapped[str] = mapped_column(String(256))
+    ethics_reference: Mapped[str] = mapped_column(String(128))
+    ethics_expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    options_json: Mapped[str] = mapped_column(Text, default="{}")
+    cohort_json: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="proposed")
+    key_enc: Mapped[str] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    approved_by: Mapped[str] = mapped_column(String(128), default="")
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ResearchExport(Base):
+    """One export of a project: what left (counts) and the SHA-256 of its manifest, which
+    the ethics board can compare with the manifest the researcher holds."""
+
+    __tablename__ = "research_export"
+    __table_args__ = (Index(None, "project_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("research_project.id"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exported: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
+    created_by: Mapped[str] = mapped_column(String(128))

@@ -43,6 +43,7 @@ from cloudfilm.interfaces.api.rest import (
     identity,
     recognition,
     reports,
+    research,
 )
 from cloudfilm.interfaces.web import portal
 from cloudfilm.interfaces.web.portal import WebOptions
@@ -224,6 +225,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(cds_hooks.router, tags=["CDS Hooks"])
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
+    app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     portal.install(app, services, web)

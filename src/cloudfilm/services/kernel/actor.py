@@ -62,6 +62,12 @@ class Permission(StrEnum):
     READ_TIMELINESS = "stats.timeliness"
     """Upload timeliness of one's own hospital."""
     READ_ALL_TIMELINESS = "stats.timeliness_all"
+    PROPOSE_RESEARCH = "research.propose"
+    """Propose a de-identified research project and see its cohort counts."""
+    APPROVE_RESEARCH = "research.approve"
+    EXPORT_RESEARCH = "research.export"
+    SET_RESEARCH_CHOICE = "research.own_choice"
+    """Refuse (or allow again) research use of one's own data."""
     READ_HEALTH = "system.health"
     """Health details and the Prometheus metrics."""
     MAINTAIN_ARCHIVE = "archive.maintain"
@@ -91,6 +97,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # Administrators do not upload (a study belongs to the hospital that made it) and
     # decide no patient's grants.
     Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
+                               Permission.SET_RESEARCH_CHOICE,
                                Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
@@ -99,14 +106,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.CHECK_RECOGNITION}),
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
-        Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION}),
+        Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION,
+        Permission.PROPOSE_RESEARCH}),
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
         Permission.ISSUE_ACTIVATION_CODES}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
-        Permission.READ_OWN_ACCESS_LOG}),
+        Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE}),
 }
 """The one map from roles to permissions."""
 

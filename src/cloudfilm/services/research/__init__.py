@@ -1,0 +1,1 @@
+"""De-identified research projects (issue 19)."""
