@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from sqlalchemy import create_engine, select
-from tests.conftest import TEST_SECURITY
+from tests.conftest import TEST_HTTP, TEST_SECURITY
 from tests.factories import make_ct, to_bytes
 
 from cloudfilm.config import ResearchSettings, Settings
@@ -40,7 +40,8 @@ NIDS = [national_id.generate(area_code="330106", birth_date=date(1950 + i, 3, 4)
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=db_url, auto_migrate=False,
-                    security=TEST_SECURITY, research=ResearchSettings(k_threshold=3))
+                    security=TEST_SECURITY, http=TEST_HTTP,
+                    research=ResearchSettings(k_threshold=3))
 
 
 def _ingest(services: Services, tmp: Path, nid: str, name: str, body: str) -> str:
