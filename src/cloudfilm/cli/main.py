@@ -349,5 +349,15 @@ def _register_gateway() -> None:
 _register_gateway()
 
 
+def _register_storage() -> None:
+    from cloudfilm.cli.storage import jobs, verify_command
+
+    cli.add_command(jobs)
+    verify_command(storage)
+
+
+_register_storage()
+
+
 if __name__ == "__main__":
     cli()

@@ -22,6 +22,7 @@ from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
+from cloudfilm.services.storage.service import StorageService
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +68,5 @@ class Services:
     local_access: LocalAccess
     # Heartbeats of the hospitals' edge gateways (issue 18).
     gateways: GatewayService
+    # Background re-encoding and the integrity scrubber (issue 16).
+    storage: StorageService | None = None

@@ -27,6 +27,7 @@ def instances(conn: Connection, study_uid: str, series_uid: str | None = None,
         Instance.sop_instance_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
         Instance.blob_key, Instance.size_bytes, Instance.sha256, Instance.number_of_frames,
         Series.series_instance_uid, Study.study_instance_uid, Study.hospital_id,
+        Instance.original_transfer_syntax_uid,
     )  # fmt: skip
     return list(conn.execute(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
 

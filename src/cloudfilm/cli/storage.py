@@ -1,0 +1,89 @@
+"""``cloudfilm jobs ...`` and ``cloudfilm storage verify``: background storage jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cloudfilm.cli.main import _common, _settings, data_option
+
+
+def _storage(data: Path | None) -> Any:
+    from cloudfilm.app import build_services
+
+    services = build_services(_settings(**_common(data)))
+    assert services.storage is not None
+    return services.storage
+
+
+@click.group()
+def jobs() -> None:
+    """Background jobs (lossless re-encoding, scrubbing): list, retry, run."""
+
+
+@jobs.command("list")
+@data_option
+@click.option("--state", type=click.Choice(["pending", "queued", "done", "left", "dead"]),
+              default=None, help="Only jobs in this state (dead: the dead-letter list).")
+@click.option("--limit", default=50, show_default=True)
+def jobs_list(data: Path | None, state: str | None, limit: int) -> None:
+    """Counts per state, then the latest jobs."""
+    storage = _storage(data)
+    counts = storage.job_counts()
+    click.echo("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no jobs")
+    for j in storage.jobs(state=state, limit=limit):
+        click.echo(f"{j.id}\t{j.kind}\t{j.state}\t{j.attempts}\t{j.sop_instance_uid}\t"
+                   f"{j.last_error}")
+
+
+@jobs.command("retry")
+@data_option
+@click.argument("ids", nargs=-1, type=int)
+def jobs_retry(data: Path | None, ids: tuple[int, ...]) -> None:
+    """Put dead jobs (all, or the IDS given) back in the queue."""
+    n = _storage(data).retry(list(ids) or None)
+    click.echo(f"{n} job(s) queued again")
+
+
+@jobs.command("run")
+@data_option
+@click.option("--limit", default=1000, show_default=True)
+def jobs_run(data: Path | None, limit: int) -> None:
+    """Run pending jobs in this process, then exit (no worker needed)."""
+    states = _storage(data).run_pending(limit=limit)
+    click.echo("  ".join(f"{k}={v}" for k, v in sorted(states.items())) or "nothing to do")
+
+
+@jobs.command("worker")
+@data_option
+@click.option("--workers", type=int, default=None,
+              help="Worker processes [env CLOUDFILM_JOBS__WORKERS; default 1]")
+def jobs_worker(data: Path | None, workers: int | None) -> None:
+    """Run the job workers until interrupted (huey consumer and the outbox relay)."""
+    from cloudfilm.app import configure_dicom_libraries, configure_logging
+    from cloudfilm.worker import run_worker
+
+    settings = _settings(**_common(data))
+    configure_logging(json=settings.log_json)
+    configure_dicom_libraries()
+    run_worker(settings, workers=workers)
+
+
+def verify_command(storage_group: click.Group) -> None:
+    @storage_group.command("verify")
+    @data_option
+    @click.option("--rate", type=float, default=None,
+                  help="At most this many bytes per second (default: as fast as possible).")
+    @click.option("--limit", type=int, default=None, help="Check at most this many objects.")
+    def storage_verify(data: Path | None, rate: float | None, limit: int | None) -> None:
+        """Re-read every blob, check its SHA-256, repair from the replica store if any."""
+        report = _storage(data).verify(bytes_per_second=rate, limit=limit)
+        click.echo(f"checked {report.checked} objects ({report.bytes} bytes); "
+                   f"{len(report.mismatches)} mismatched, {len(report.missing)} missing, "
+                   f"{len(report.repaired)} repaired")
+        for uid in sorted(set(report.mismatches + report.missing) - set(report.repaired)):
+            click.echo(f"damaged: {uid}")
+        if set(report.mismatches + report.missing) - set(report.repaired):
+            raise SystemExit(1)
