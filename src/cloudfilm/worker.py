@@ -102,13 +102,33 @@ def relay_forever(queue: HueyJobQueue, storage: StorageService, stop: threading.
         stop.wait(jobs.relay_seconds)
 
 
+def _relay_main(settings: Settings) -> None:
+    """The relay's own process (spawned, not forked): see :func:`run_worker`."""
+    import signal
+
+    from cloudfilm.app import configure_logging, die_with_parent
+
+    die_with_parent()
+    configure_logging(json=settings.log_json)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    relay_forever(HueyJobQueue(settings), _storage(settings), stop)
+
+
 def run_worker(settings: Settings, *, workers: int | None = None) -> None:
-    """Run the huey consumer and the relay until SIGINT/SIGTERM (blocks)."""
+    """Run the huey consumer and the relay until SIGINT/SIGTERM (blocks).
+
+    The relay runs in a spawned process, not a thread: huey forks its workers (at start and
+    to replace a dead one), and a fork while another thread holds a lock (logging, the
+    database pool) leaves the child blocked forever on that lock.
+    """
+    import multiprocessing
+
     queue = HueyJobQueue(settings)
     count = settings.jobs.workers if workers is None else workers
-    stop = threading.Event()
-    relay = threading.Thread(target=relay_forever, args=(queue, _storage(settings), stop),
-                             name="cloudfilm-relay", daemon=True)
+    relay = multiprocessing.get_context("spawn").Process(
+        target=_relay_main, args=(settings,), name="cloudfilm-relay", daemon=True)
     relay.start()
     consumer: Any = queue.huey.create_consumer(workers=max(count, 1), worker_type="process",
                                                periodic=False, initial_delay=0.2,
@@ -116,4 +136,5 @@ def run_worker(settings: Settings, *, workers: int | None = None) -> None:
     try:
         consumer.run()  # huey installs SIGTERM/SIGINT handlers and stops its workers
     finally:
-        stop.set()
+        relay.terminate()
+        relay.join(timeout=10)

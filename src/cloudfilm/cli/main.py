@@ -111,6 +111,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         app = "cloudfilm.app:http_app_from_environment"
         options = {"factory": True, "workers": settings.http.workers,
                    "timeout_worker_healthcheck": settings.http.worker_healthcheck_seconds}
+    jobs = _start_job_workers(settings)
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
@@ -119,6 +120,32 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
     finally:
         if dimse is not None:
             dimse.stop(grace=30)
+        if jobs is not None:
+            _stop_job_workers(jobs)
+
+
+def _start_job_workers(settings: Settings) -> Any:
+    """Background storage jobs run in their own process group (``cloudfilm jobs worker``)
+    when there is work for them: re-encoding or a replica to scrub against."""
+    import subprocess
+
+    conf = settings.storage
+    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url):
+        return None
+    env = {**os.environ, "CLOUDFILM_DATA_DIR": str(settings.data_dir.resolve()),
+           "CLOUDFILM_AUTO_MIGRATE": "false"}
+    return subprocess.Popen([sys.executable, "-m", "cloudfilm", "jobs", "worker",
+                             "--die-with-parent"], env=env)
+
+
+def _stop_job_workers(process: Any) -> None:
+    import subprocess
+
+    process.terminate()  # huey finishes the running jobs' current step, then exits
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _start_dimse(build: Any, services: Any, settings: Settings) -> Any:

@@ -60,11 +60,15 @@ def jobs_run(data: Path | None, limit: int) -> None:
 @data_option
 @click.option("--workers", type=int, default=None,
               help="Worker processes [env CLOUDFILM_JOBS__WORKERS; default 1]")
-def jobs_worker(data: Path | None, workers: int | None) -> None:
+@click.option("--die-with-parent", is_flag=True, hidden=True)
+def jobs_worker(data: Path | None, workers: int | None, die_with_parent: bool) -> None:
     """Run the job workers until interrupted (huey consumer and the outbox relay)."""
     from cloudfilm.app import configure_dicom_libraries, configure_logging
+    from cloudfilm.app import die_with_parent as _die_with_parent
     from cloudfilm.worker import run_worker
 
+    if die_with_parent:  # started by `cloudfilm serve`: never outlive it
+        _die_with_parent()
     settings = _settings(**_common(data))
     configure_logging(json=settings.log_json)
     configure_dicom_libraries()
