@@ -377,9 +377,18 @@ _register_gateway()
 
 
 def _register_storage() -> None:
-    from cloudfilm.cli.storage import jobs, verify_command
+    from cloudfilm.cli.storage import (
+        backup_command,
+        jobs,
+        migrate_index_command,
+        restore_command,
+        verify_command,
+    )
 
     cli.add_command(jobs)
+    cli.add_command(backup_command)
+    cli.add_command(restore_command)
+    cli.add_command(migrate_index_command)
     verify_command(storage)
 
 

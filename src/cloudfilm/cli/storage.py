@@ -91,3 +91,76 @@ def verify_command(storage_group: click.Group) -> None:
             click.echo(f"damaged: {uid}")
         if set(report.mismatches + report.missing) - set(report.repaired):
             raise SystemExit(1)
+
+
+def _blob_store(settings: Any) -> Any:
+    from cloudfilm.infrastructure.storage.factory import open_blob_store
+    from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
+
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    if settings.storage.replica_url:
+        store = MirroredBlobStore(store, open_blob_store(settings.storage.replica_url,
+                                                         data_dir=data_dir))
+    return store
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.command("backup")
+@data_option
+@click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
+def backup_command(data: Path | None, dest: Path) -> None:
+    """Back up the embedded platform (SQLite snapshot + blobs + manifest) into DEST."""
+    from cloudfilm.services.storage import backup
+    from cloudfilm.services.storage.backup import BackupError
+
+    settings = _settings(**_common(data))
+    try:
+        report = backup.backup(settings.effective_database_url, _blob_store(settings), dest,
+                               data_dir=settings.data_dir.resolve())
+    except BackupError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"backed up the index and {report.blobs} blobs ({report.bytes} bytes) to {dest}")
+
+
+@click.command("restore")
+@data_option
+@click.argument("source", type=click.Path(path_type=Path, file_okay=False, exists=True))
+def restore_command(data: Path | None, source: Path) -> None:
+    """Restore a `cloudfilm backup` folder into an empty data folder."""
+    from cloudfilm.services.storage import backup
+    from cloudfilm.services.storage.backup import BackupError
+
+    settings = _settings(**_common(data))
+    store = _blob_store(settings)
+    work = settings.data_dir.resolve()
+    try:
+        report = backup.restore(source, settings.effective_database_url, store, work,
+                                data_dir=work)
+    except BackupError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"restored the index and {report.blobs} blobs ({report.bytes} bytes)")
+
+
+@click.command("migrate-index")
+@data_option
+@click.option("--to", "target", required=True, help="postgresql://user@host/database")
+def migrate_index_command(data: Path | None, target: str) -> None:
+    """Copy the embedded SQLite index into an empty PostgreSQL database."""
+    from cloudfilm.services.storage import backup
+    from cloudfilm.services.storage.backup import BackupError
+
+    settings = _settings(**_common(data))
+    if not target.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise click.ClickException("--to takes a postgresql:// URL")
+    try:
+        counts = backup.migrate_index(settings.effective_database_url, target)
+    except BackupError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"copied {sum(counts.values())} rows in {len(counts)} tables; now set "
+               "CLOUDFILM_DATABASE_URL to the PostgreSQL URL and the CLOUDFILM_SECURITY__* "
+               "keys to the values in secrets.toml of the data folder")
