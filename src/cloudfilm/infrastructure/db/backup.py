@@ -67,9 +67,9 @@ def copy_index(source_url: str, target_url: str, *, batch: int = 2000) -> dict[s
     counts: dict[str, int] = {}
     try:
         with src.connect() as read, dst.begin() as write:
-            for table in (Hospital.__table__, Instance.__table__):
-                if write.execute(select(func.count()).select_from(table)).scalar_one():
-                    raise ValueError(f"the target database already holds {table.name} rows; "
+            for model in (Hospital, Instance):
+                if write.execute(select(func.count()).select_from(model)).scalar_one():
+                    raise ValueError(f"the target database already holds {model.__tablename__} rows; "
                                      "migrate into an empty database")
             # Rows the migrations seed (e.g. the audit chain's head) come from the source.
             for table in reversed(Base.metadata.sorted_tables):
