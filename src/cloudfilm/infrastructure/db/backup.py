@@ -69,8 +69,8 @@ def copy_index(source_url: str, target_url: str, *, batch: int = 2000) -> dict[s
         with src.connect() as read, dst.begin() as write:
             for model in (Hospital, Instance):
                 if write.execute(select(func.count()).select_from(model)).scalar_one():
-                    raise ValueError(f"the target database already holds {model.__tablename__} rows; "
-                                     "migrate into an empty database")
+                    raise ValueError(f"the target database already holds "
+                                     f"{model.__tablename__} rows; migrate into an empty one")
             # Rows the migrations seed (e.g. the audit chain's head) come from the source.
             for table in reversed(Base.metadata.sorted_tables):
                 write.execute(delete(table))
