@@ -379,6 +379,7 @@ _register_gateway()
 def _register_storage() -> None:
     from cloudfilm.cli.storage import (
         backup_command,
+        forecast_command,
         jobs,
         migrate_index_command,
         restore_command,
@@ -390,6 +391,7 @@ def _register_storage() -> None:
     cli.add_command(restore_command)
     cli.add_command(migrate_index_command)
     verify_command(storage)
+    forecast_command(storage)
 
 
 _register_storage()

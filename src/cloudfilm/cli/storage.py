@@ -93,6 +93,37 @@ def verify_command(storage_group: click.Group) -> None:
             raise SystemExit(1)
 
 
+def forecast_command(storage_group: click.Group) -> None:
+    @storage_group.command("forecast")
+    @data_option
+    @click.option("--raw-pb-per-year", type=float, default=None,
+                  help="Raw (as received) petabytes a year to project; default: this "
+                       "archive's last 12 months.")
+    @click.option("--growth", type=float, default=0.0, show_default=True,
+                  help="Yearly growth of the raw volume (0.1 = 10 %).")
+    def storage_forecast(data: Path | None, raw_pb_per_year: float | None,
+                         growth: float) -> None:
+        """Bytes per modality and month, ratio achieved, projection to 5/10/30 years."""
+        raw = raw_pb_per_year * 1e15 if raw_pb_per_year is not None else None
+        f = _storage(data).forecast(raw_per_year=raw, growth=growth)
+        click.echo("month\tmodality\tobjects\treceived_bytes\tstored_bytes\tratio")
+        for r in f.rows:
+            click.echo(f"{r.month}\t{r.modality}\t{r.objects}\t{r.received_bytes}\t"
+                       f"{r.stored_bytes}\t{r.ratio:.2f}")
+        click.echo(f"ratio achieved: {f.ratio:.2f}:1")
+        for years, (raw_bytes, stored_bytes) in sorted(f.projection.items()):
+            click.echo(f"{years} years: {_human(raw_bytes)} as received, "
+                       f"{_human(stored_bytes)} stored")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if abs(n) < 1000 or unit == "EB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"
+
+
 def _blob_store(settings: Any) -> Any:
     from cloudfilm.infrastructure.storage.factory import open_blob_store
     from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore

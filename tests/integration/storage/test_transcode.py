@@ -265,3 +265,26 @@ def test_failing_job_goes_to_the_dead_list_and_retry_brings_it_back(
     local.write_bytes(good)
     assert storage.retry() == 1
     assert storage.run_pending() == {"done": 1}
+
+
+def test_forecast_reports_bytes_per_modality_and_month_and_projects(
+        csvc: Services, tmp_path: Path) -> None:
+    storage = csvc.storage
+    assert storage is not None
+    sizes = 0
+    for i in range(3):
+        data = to_bytes(make_ct(instance_number=i + 1, size=64))
+        sizes += len(data)
+        (tmp_path / f"f{i}.dcm").write_bytes(data)
+        csvc.ingest.ingest_file(tmp_path / f"f{i}.dcm", sender=SENDER)
+    before = storage.forecast(raw_per_year=16e15)
+    assert before.ratio == 1.0
+    storage.run_pending()
+    after = storage.forecast(raw_per_year=16e15)
+    (row,) = after.rows
+    assert row.modality == "CT" and row.objects == 3 and len(row.month) == 7
+    assert row.received_bytes == sizes and row.stored_bytes < sizes
+    assert after.ratio == pytest.approx(sizes / row.stored_bytes)
+    raw30, stored30 = after.projection[30]
+    assert raw30 == pytest.approx(30 * 16e15)
+    assert stored30 == pytest.approx(raw30 / after.ratio)

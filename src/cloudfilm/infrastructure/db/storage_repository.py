@@ -143,8 +143,21 @@ def check_of(session: Session, sop_uid: str) -> BlobCheck | None:
 
 
 def bytes_by_modality_month(session: Session) -> Any:
-    """Stored bytes, original bytes and counts per modality and month of receipt."""
+    """(modality, "YYYY-MM", objects, stored bytes, bytes as received) per month of receipt.
+
+    As-received bytes of a re-encoded object come from its ``transcoded`` history row.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        month: Any = func.to_char(Instance.received_at, "YYYY-MM")
+    else:
+        month = func.substr(Instance.received_at, 1, 7)
+    original = (select(InstanceVersion.size_bytes)
+                .where(InstanceVersion.sop_instance_uid == Instance.sop_instance_uid,
+                       InstanceVersion.reason == "transcoded")
+                .order_by(InstanceVersion.id).limit(1).scalar_subquery())
+    received = func.coalesce(original, Instance.size_bytes)
     return session.execute(
-        select(Series.modality, Instance.received_at, Instance.size_bytes,
-               Instance.original_transfer_syntax_uid, Instance.sop_instance_uid)
-        .join(Series, Series.id == Instance.series_fk)).all()
+        select(Series.modality, month.label("month"), func.count(),
+               func.sum(Instance.size_bytes), func.sum(received))
+        .join(Series, Series.id == Instance.series_fk)
+        .group_by(Series.modality, month).order_by(month, Series.modality)).all()

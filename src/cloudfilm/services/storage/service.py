@@ -331,10 +331,57 @@ class StorageService:
         self._blobs.restore_from_replica(inst.blob_key, self._work_dir)
         return bool(_digest(self._blobs.primary, inst.blob_key)[0] == inst.sha256)
 
+    def forecast(self, *, raw_per_year: float | None = None, growth: float = 0.0) -> Forecast:
+        """Bytes per modality and month, the compression ratio achieved, and the projection
+        to 5, 10 and 30 years (of ``raw_per_year``, or of this archive's last 12 months)."""
+        with self._db.read() as session:
+            rows = [ForecastRow(m or "", month or "", int(n), int(stored or 0), int(rec or 0))
+                    for m, month, n, stored, rec in repo.bytes_by_modality_month(session)]
+        stored = sum(r.stored_bytes for r in rows)
+        received = sum(r.received_bytes for r in rows)
+        ratio = received / stored if stored else 1.0
+        if raw_per_year is None:
+            months = sorted({r.month for r in rows})[-12:]
+            recent = sum(r.received_bytes for r in rows if r.month in months)
+            raw_per_year = recent * 12 / max(len(months), 1)
+        return Forecast(rows, ratio, project(raw_per_year, ratio, growth=growth))
+
     def check_of(self, sop_uid: str) -> tuple[bool, bool, str] | None:
         with self._db.read() as session:
             row = repo.check_of(session, sop_uid)
             return (row.ok, row.repaired, row.detail) if row is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastRow:
+    modality: str
+    month: str
+    objects: int
+    stored_bytes: int
+    received_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.received_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    rows: list[ForecastRow]
+    ratio: float  # bytes as received / bytes stored, over everything stored
+    # years -> (raw bytes, stored bytes at the achieved ratio)
+    projection: dict[int, tuple[float, float]]
+
+
+def project(raw_per_year: float, ratio: float, *, growth: float = 0.0,
+            years: Iterable[int] = (5, 10, 30)) -> dict[int, tuple[float, float]]:
+    """Cumulative raw and stored bytes after each number of years (every study kept),
+    with the yearly raw volume growing by ``growth`` (0.1 = 10 % a year)."""
+    out = {}
+    for n in years:
+        raw = sum(raw_per_year * (1 + growth) ** y for y in range(n))
+        out[n] = (raw, raw / ratio if ratio > 0 else raw)
+    return out
 
 
 class _Collect:
