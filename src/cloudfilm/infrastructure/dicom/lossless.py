@@ -43,7 +43,7 @@ def why_not(ds: Dataset) -> str | None:
     """The reason to leave ``ds`` as it is, or None when it may be compressed losslessly."""
     meta = getattr(ds, "file_meta", None)
     ts = UID(meta.get("TransferSyntaxUID", "")) if meta is not None else UID("")
-    if "PixelData" not in ds:
+    if "PixelData" not in ds or not ds["PixelData"].value:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             return "float-pixels"
         return "no-pixel-data"
@@ -79,11 +79,17 @@ def compress_lossless(raw: bytes, target: str) -> Transcoded:
     """
     if target not in ENCODABLE:
         raise LosslessError(f"target {target} is not a lossless syntax we encode")
-    ds = dcmread(io.BytesIO(raw))
-    reason = why_not(ds)
+    try:
+        ds = dcmread(io.BytesIO(raw))
+        reason = why_not(ds)
+    except Exception as exc:  # a header pydicom cannot take: keep the object as it is
+        raise LosslessError(f"unreadable: {exc}") from exc
     if reason is not None:
         raise LosslessError(reason)
-    original = _pixel_bytes(ds)
+    try:
+        original = _pixel_bytes(ds)
+    except Exception as exc:
+        raise LosslessError(f"unreadable-pixels: {exc}") from exc
     encoded = copy.deepcopy(ds)
     try:
         encoded.compress(UID(target), generate_instance_uid=False)
@@ -118,6 +124,8 @@ def _pixel_bytes(ds: Dataset) -> bytes:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     size = rows * cols * frames * samples * (int(ds.BitsAllocated) // 8)
     if not ds.file_meta.TransferSyntaxUID.is_compressed:
+        if len(ds.PixelData) < size:
+            raise ValueError("Pixel Data is shorter than Rows x Columns x frames")
         return bytes(ds.PixelData[:size])
     from pydicom.pixels.utils import pixel_array
 
