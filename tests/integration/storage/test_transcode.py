@@ -203,6 +203,13 @@ def test_synthetic_ct_compresses_and_the_client_gets_original_bytes_back(
     assert dcmread(io.BytesIO(stored_part)).file_meta.TransferSyntaxUID == JPEGLSLossless
     assert len(stored_part) < len(original)
     assert pixels_equal(stored_part, original)
+    # frames: the JPEG-LS bitstream when asked for it, the original bytes otherwise
+    jls = http.get(f"{url}/frames/1", headers={"Accept": 'multipart/related; type="image/jls"'})
+    assert jls.status_code == 200
+    assert _only_part(jls)[:2] == b"\xff\xd8"  # a JPEG-LS codestream (SOI)
+    raw = http.get(f"{url}/frames/1",
+                   headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert _only_part(raw) == ds.PixelData
 
 
 def _only_part(response: Any) -> bytes:
