@@ -195,7 +195,8 @@ def _storage_service(settings: Settings, db: Database, blobs: BlobStore,
     return StorageService(db, blobs, work_dir, policy=CompressionPolicy(
         enabled=conf.compress, default=conf.compress_default,
         per_modality={k.upper(): v for k, v in conf.compress_modalities.items()}),
-        max_attempts=settings.jobs.max_attempts, stale_seconds=settings.jobs.stale_seconds)
+        max_attempts=settings.jobs.max_attempts, stale_seconds=settings.jobs.stale_seconds,
+        delete_grace_seconds=conf.delete_grace_seconds)
 
 
 def local_access(settings: Settings) -> LocalAccess:

@@ -207,6 +207,9 @@ class StorageSettings(BaseModel):
     # or "none"; per modality overrides, e.g. {"US": "none"}.
     compress_default: str = "1.2.840.10008.1.2.4.80"
     compress_modalities: dict[str, str] = {}
+    # A re-encoded object's original blob is deleted this long after the switch, so that a
+    # reader that located it just before (a series being streamed) still finds it.
+    delete_grace_seconds: int = Field(900, ge=0)
     # The scrubber job re-reads blobs at most this fast, every scrub_interval_hours.
     scrub_bytes_per_second: int = Field(50 * 1024 * 1024, ge=1024)
     scrub_interval_hours: float = Field(24 * 7, gt=0)

@@ -47,7 +47,8 @@ def test_backup_wipe_restore_serves_everything_identically(
     for name in ("CLOUDFILM_DATABASE_URL", "CLOUDFILM_STORAGE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(data))
-    settings = Settings(data_dir=data, storage=StorageSettings(compress=True))
+    settings = Settings(data_dir=data,
+                        storage=StorageSettings(compress=True, delete_grace_seconds=0))
     services = build_services(settings)
     assert services.storage is not None
     study = make_ct().StudyInstanceUID

@@ -37,7 +37,9 @@ def jobs_env(settings: Settings, db_url: str, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CLOUDFILM_STORAGE__COMPRESS", "true")
     monkeypatch.setenv("CLOUDFILM_JOBS__RELAY_SECONDS", "0.2")
     monkeypatch.setenv("CLOUDFILM_JOBS__RETRY_DELAY_SECONDS", "0")
-    return settings.model_copy(update={"storage": StorageSettings(compress=True),
+    monkeypatch.setenv("CLOUDFILM_STORAGE__DELETE_GRACE_SECONDS", "0")
+    return settings.model_copy(update={"storage": StorageSettings(compress=True,
+                                                                  delete_grace_seconds=0),
                                        "jobs": JobSettings(relay_seconds=0.2)})
 
 

@@ -146,7 +146,8 @@ def test_reencoding_and_repair_on_s3(settings: Settings, tmp_path: Path,
                                      s3: tuple[str, Any]) -> None:
     on_s3 = settings.model_copy(update={
         "storage_url": _bucket_url(s3),
-        "storage": StorageSettings(compress=True, replica_url=_bucket_url(s3))})
+        "storage": StorageSettings(compress=True, delete_grace_seconds=0,
+                                   replica_url=_bucket_url(s3))})
     services = build_services(on_s3)
     storage = services.storage
     assert storage is not None

@@ -52,7 +52,8 @@ SHARED = [
 
 @pytest.fixture
 def compressing(settings: Settings, tmp_path: Path) -> Settings:
-    return settings.model_copy(update={"storage": StorageSettings(compress=True)})
+    return settings.model_copy(update={"storage": StorageSettings(compress=True,
+                                                                  delete_grace_seconds=0)})
 
 
 @pytest.fixture
@@ -295,3 +296,25 @@ def test_forecast_reports_bytes_per_modality_and_month_and_projects(
     raw30, stored30 = after.projection[30]
     assert raw30 == pytest.approx(30 * 16e15)
     assert stored30 == pytest.approx(raw30 / after.ratio)
+
+
+def test_the_original_blob_outlives_the_switch_by_the_grace_period(
+        settings: Settings, tmp_path: Path) -> None:
+    import time
+
+    services = build_services(settings.model_copy(update={"storage": StorageSettings(
+        compress=True, delete_grace_seconds=1)}))
+    storage = services.storage
+    assert storage is not None
+    original = to_bytes(make_ct(size=64))
+    (tmp_path / "g.dcm").write_bytes(original)
+    uid = services.ingest.ingest_file(tmp_path / "g.dcm", sender=SENDER).sop_instance_uid
+    located = _locate_all(services)  # a reader that located it before the switch
+    assert storage.run_pending() == {"cleanup": 1}
+    assert _row(services, uid).transfer_syntax_uid == JPEGLSLossless
+    assert b"".join(services.retrieve.object_chunks(located[0], "*")) == original
+    assert storage.run_pending() == {}  # not due yet
+    time.sleep(1.1)
+    assert storage.run_pending() == {"done": 1}
+    assert not services.retrieve._blobs.exists(_key(original))
+    services.health._db.dispose()

@@ -34,7 +34,7 @@ SENDER = Sender(hospital_code=HOSPITAL, hospital_name="Test Hospital", door="tes
 def test_peers_accepting_only_explicit_le_receive_the_original_pixels(
         settings: Settings, tmp_path: Path) -> None:
     services = build_services(settings.model_copy(
-        update={"storage": StorageSettings(compress=True)}))
+        update={"storage": StorageSettings(compress=True, delete_grace_seconds=0)}))
     assert services.storage is not None
     services.peers.register(SCU_AE, "127.0.0.1", 104, hospital_code=HOSPITAL)
     ds = make_ct(size=128)

@@ -25,13 +25,16 @@ def add_jobs(session: Session, kind: str, uids: Iterable[str], *, now: datetime)
         session.execute(insert(StorageJob), rows)
 
 
-def claim(session: Session, *, stale_before: datetime, now: datetime, limit: int) -> list[int]:
-    """Mark pending jobs, and queued ones not finished since ``stale_before`` (their worker
-    died), as queued now; return their ids (the caller hands them to the queue)."""
+def claim(session: Session, *, stale_before: datetime, cleanup_before: datetime,
+          now: datetime, limit: int) -> list[int]:
+    """Mark pending jobs, queued ones not finished since ``stale_before`` (their worker
+    died) and cleanups due (old blob kept until ``cleanup_before``) as queued now; return
+    their ids (the caller hands them to the queue)."""
     ids = list(session.scalars(
         select(StorageJob.id)
         .where((StorageJob.state == "pending")
-               | ((StorageJob.state == "queued") & (StorageJob.updated_at < stale_before)))
+               | ((StorageJob.state == "queued") & (StorageJob.updated_at < stale_before))
+               | ((StorageJob.state == "cleanup") & (StorageJob.updated_at <= cleanup_before)))
         .order_by(StorageJob.id).limit(limit).with_for_update(skip_locked=True)))
     if ids:
         session.execute(update(StorageJob).where(StorageJob.id.in_(ids))

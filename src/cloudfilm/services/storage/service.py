@@ -109,13 +109,16 @@ class VerifyReport:
 class StorageService:
     def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
                  policy: CompressionPolicy, max_attempts: int = 3,
-                 stale_seconds: float = 600.0) -> None:
+                 stale_seconds: float = 600.0, delete_grace_seconds: float = 0.0) -> None:
         self._db = db
         self._blobs = blobs
         self._work_dir = work_dir
         self.policy = policy
         self._max_attempts = max_attempts
         self._stale = timedelta(seconds=stale_seconds)
+        # The original blob outlives its index row this long: a reader that located the
+        # object just before the switch (a WADO-RS series stream) still finds its blob.
+        self._grace = timedelta(seconds=delete_grace_seconds)
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class StorageService:
         now = datetime.now(UTC)
         with self._db.write() as session:
             ids = repo.claim(session, stale_before=now - self._stale if stale else now,
-                             now=now, limit=limit)
+                             cleanup_before=now - self._grace, now=now, limit=limit)
         for job_id in ids:
             queue.enqueue(job_id)
         return len(ids)
@@ -152,12 +155,16 @@ class StorageService:
             if state == "dead":
                 return state
             raise JobFailedError(str(exc)) from exc
-        state = "done" if outcome in ("transcoded", "already") else "left"
+        if outcome == "transcoded" and self._grace > timedelta(0):
+            state = "cleanup"  # the relay runs it again after the grace: "already" deletes
+        else:
+            state = "done" if outcome in ("transcoded", "already") else "left"
         self._set(job_id, state, outcome, attempts)
         return state
 
     def run_pending(self, *, limit: int = 1000) -> dict[str, int]:
-        """Run every pending job here, in order (``cloudfilm jobs run``, tests)."""
+        """Run every pending job here, in order (``cloudfilm jobs run``, tests); counts of
+        the states they ended in (cleanups due later are left for the worker)."""
         ran: list[int] = []
         self.relay(_Collect(ran), limit=limit, stale=False)
         states: dict[str, int] = {}
@@ -228,7 +235,8 @@ class StorageService:
         if not applied:  # a sender replaced it meanwhile: theirs wins
             self._delete_unused([key])
             return self._left("changed")
-        self._delete_unused([row.blob_key])
+        if not self._grace:
+            self._delete_unused([row.blob_key])
         TRANSCODED.labels("transcoded").inc()
         logger.info("cloudfilm.storage.transcoded", extra={
             "sop": sop_uid, "from": row.size_bytes, "to": len(new.data), "syntax": target})
