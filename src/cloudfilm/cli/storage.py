@@ -25,8 +25,9 @@ def jobs() -> None:
 
 @jobs.command("list")
 @data_option
-@click.option("--state", type=click.Choice(["pending", "queued", "done", "left", "dead"]),
-              default=None, help="Only jobs in this state (dead: the dead-letter list).")
+@click.option("--state", default=None,
+              type=click.Choice(["pending", "queued", "cleanup", "done", "left", "dead"]),
+              help="Only jobs in this state (dead: the dead-letter list).")
 @click.option("--limit", default=50, show_default=True)
 def jobs_list(data: Path | None, state: str | None, limit: int) -> None:
     """Counts per state, then the latest jobs."""

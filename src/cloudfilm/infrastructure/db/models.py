@@ -213,7 +213,8 @@ class StorageJob(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     sop_instance_uid: Mapped[str] = mapped_column(String(64))
-    # pending (not yet handed to the queue), queued, done, left (left alone), dead.
+    # pending (not yet handed to the queue), queued, cleanup (original blob deleted after
+    # the grace period), done, left (left alone), dead.
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
