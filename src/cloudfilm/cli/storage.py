@@ -7,7 +7,24 @@ from typing import Any
 
 import click
 
-from cloudfilm.cli.main import _common, _settings, data_option
+# Not imported from cli.main: `python -m cloudfilm.cli.main` imports this module while
+# cli.main is still running as __main__ (a circular import).
+data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
+                           help="Data folder of the embedded default (index and blobs). "
+                                "[env CLOUDFILM_DATA_DIR; default ./cloudfilm-data]")
+
+
+def _settings(**overrides: Any) -> Any:
+    from cloudfilm.config import ConfigError, load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _common(data: Path | None) -> dict[str, Any]:
+    return {"data_dir": data} if data is not None else {}
 
 
 def _storage(data: Path | None) -> Any:
