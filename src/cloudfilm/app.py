@@ -24,8 +24,10 @@ from pydantic import SecretStr
 from cloudfilm.config import ConfigError, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
+from cloudfilm.infrastructure.storage.base import BlobStore
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.infrastructure.storage.frame_cache import DiskFrameCache
+from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
 from cloudfilm.interfaces.api.http import create_app
 from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
 from cloudfilm.interfaces.web.portal import WebOptions
@@ -62,6 +64,7 @@ from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
 from cloudfilm.services.research.service import ResearchService
+from cloudfilm.services.storage.service import CompressionPolicy, StorageService
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -119,8 +122,12 @@ def build_services(settings: Settings) -> Services:
     if settings.auto_migrate:
         migrate.upgrade(url)
     db = Database(url)
-    blobs = open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    blobs: BlobStore = open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    if settings.storage.replica_url:
+        blobs = MirroredBlobStore(blobs, open_blob_store(settings.storage.replica_url,
+                                                         data_dir=data_dir))
     spool = _spool_dir(settings, data_dir)
+    storage = _storage_service(settings, db, blobs, spool)
     security = resolve_secrets(settings, data_dir)
     protector = _protector(security)
     peers = PeerService(db)
@@ -156,7 +163,7 @@ def build_services(settings: Settings) -> Services:
         otp_checks_per_15min=access.otp_checks_per_15min), audit=audit)
     zone = ZoneInfo(settings.reports.timezone)
     ingest = IngestService(db, blobs, spool, protector=protector, audit=audit, zone=zone,
-                           reports=ReportIntake(zone))
+                           reports=ReportIntake(zone), enqueue=storage.enqueue_in)
     reports = ReportService(db, blobs, policy, audit, ReportSettings(
         zone=zone, deadline_hours=settings.reports.upload_deadline_hours,
         max_bytes=settings.reports.max_report_bytes), work_dir=spool,
@@ -191,7 +198,18 @@ def build_services(settings: Settings) -> Services:
         timeline=TimelineService(db, policy, audit),
         research=ResearchService(db, blobs, audit, protector,
                                  k=settings.research.k_threshold),
+        storage=storage,
     )
+
+
+def _storage_service(settings: Settings, db: Database, blobs: BlobStore,
+                     work_dir: Path) -> StorageService:
+    conf = settings.storage
+    return StorageService(db, blobs, work_dir, policy=CompressionPolicy(
+        enabled=conf.compress, default=conf.compress_default,
+        per_modality={k.upper(): v for k, v in conf.compress_modalities.items()}),
+        max_attempts=settings.jobs.max_attempts, stale_seconds=settings.jobs.stale_seconds,
+        delete_grace_seconds=conf.delete_grace_seconds)
 
 
 _LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")

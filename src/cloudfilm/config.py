@@ -235,6 +235,40 @@ class ResearchSettings(BaseModel):
     k_threshold: int = Field(default=10, ge=1, le=1000)
 
 
+class StorageSettings(BaseModel):
+    """Lossless re-encoding, the replica store and the integrity scrubber (issue 16)."""
+
+    # A second blob store every blob is also written to (a folder on another disk, or
+    # another bucket; same forms as CLOUDFILM_STORAGE_URL). The scrubber repairs from it.
+    replica_url: str = ""
+    # Re-encode stored objects losslessly in the background (bit-exact or nothing).
+    compress: bool = False
+    # Target syntax: JPEG-LS Lossless (1.2.840.10008.1.2.4.80), RLE (1.2.840.10008.1.2.5)
+    # or "none"; per modality overrides, e.g. {"US": "none"}.
+    compress_default: str = "1.2.840.10008.1.2.4.80"
+    compress_modalities: dict[str, str] = {}
+    # A re-encoded object's original blob is deleted this long after the switch, so that a
+    # reader that located it just before (a series being streamed) still finds it.
+    delete_grace_seconds: int = Field(900, ge=0)
+    # The scrubber job re-reads blobs at most this fast, every scrub_interval_hours.
+    scrub_bytes_per_second: int = Field(50 * 1024 * 1024, ge=1024)
+    scrub_interval_hours: float = Field(24 * 7, gt=0)
+
+
+class JobSettings(BaseModel):
+    """The background job queue (huey): SQLite file in the data folder, or Redis."""
+
+    redis_url: str = ""
+    # Worker processes started by `cloudfilm serve` (0: none; run `cloudfilm jobs worker`).
+    workers: int = Field(1, ge=0, le=64)
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_delay_seconds: int = Field(60, ge=0)
+    # A queued job without news for this long had its worker die: it is queued again.
+    stale_seconds: int = Field(600, ge=1)
+    # How often the outbox is handed to the queue.
+    relay_seconds: float = Field(5.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -255,6 +289,8 @@ class Settings(BaseSettings):
     recognition: RecognitionSettings = RecognitionSettings()
     web: WebSettings = WebSettings()
     research: ResearchSettings = ResearchSettings()
+    storage: StorageSettings = StorageSettings()
+    jobs: JobSettings = JobSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

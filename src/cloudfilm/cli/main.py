@@ -112,6 +112,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         })
         app = "cloudfilm.app:http_app_from_environment"
         options = {"factory": True, "workers": settings.http.workers}
+    jobs = _start_job_workers(settings)
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
@@ -120,6 +121,32 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
     finally:
         if dimse is not None:
             dimse.stop(grace=30)
+        if jobs is not None:
+            _stop_job_workers(jobs)
+
+
+def _start_job_workers(settings: Settings) -> Any:
+    """Background storage jobs run in their own process group (``cloudfilm jobs worker``)
+    when there is work for them: re-encoding or a replica to scrub against."""
+    import subprocess
+
+    conf = settings.storage
+    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url):
+        return None
+    env = {**os.environ, "CLOUDFILM_DATA_DIR": str(settings.data_dir.resolve()),
+           "CLOUDFILM_AUTO_MIGRATE": "false"}
+    return subprocess.Popen([sys.executable, "-m", "cloudfilm", "jobs", "worker",
+                             "--die-with-parent"], env=env)
+
+
+def _stop_job_workers(process: Any) -> None:
+    import subprocess
+
+    process.terminate()  # huey finishes the running jobs' current step, then exits
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _start_dimse(build: Any, services: Any, settings: Settings) -> Any:
@@ -362,6 +389,27 @@ def _register_gateway() -> None:
 
 
 _register_gateway()
+
+
+def _register_storage() -> None:
+    from cloudfilm.cli.storage import (
+        backup_command,
+        forecast_command,
+        jobs,
+        migrate_index_command,
+        restore_command,
+        verify_command,
+    )
+
+    cli.add_command(jobs)
+    cli.add_command(backup_command)
+    cli.add_command(restore_command)
+    cli.add_command(migrate_index_command)
+    verify_command(storage)
+    forecast_command(storage)
+
+
+_register_storage()
 
 
 if __name__ == "__main__":

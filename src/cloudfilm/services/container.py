@@ -24,6 +24,7 @@ from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
 from cloudfilm.services.research.service import ResearchService
+from cloudfilm.services.storage.service import StorageService
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,4 +87,6 @@ class Services:
     timeline: TimelineService
     # De-identified research projects (issue 19).
     research: ResearchService
+    # Background re-encoding and the integrity scrubber (issue 16).
+    storage: StorageService | None = None
     web: WebAccess = WebAccess()

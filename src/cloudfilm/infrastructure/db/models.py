@@ -172,6 +172,10 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Decoding problems met on ingest (e.g. a name in an undeclared character set).
     warnings: Mapped[str] = mapped_column(Text, default="")
+    # The syntax it was received in when the archive re-encoded it losslessly ("" when
+    # stored as received): what a client that names no syntax gets back (services/storage).
+    original_transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="",
+                                                              server_default="")
     # Full header as DICOM JSON; bulk data as BulkDataURI relative to "{{BASE}}". Kept last
     # so that SQLite's overflow pages are only read when the metadata is asked for.
     metadata_json: Mapped[str] = mapped_column(Text)
@@ -192,6 +196,43 @@ class InstanceVersion(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     superseded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     superseded_by_sha256: Mapped[str] = mapped_column(String(64))
+    # "replaced" (a sender sent new content; blob kept) or "transcoded" (the archive
+    # re-encoded it losslessly; blob_key is "" as the original blob is gone).
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    reason: Mapped[str] = mapped_column(String(16), default="replaced",
+                                        server_default="replaced")
+
+
+class StorageJob(Base):
+    """Outbox and state of a background storage job (transcode), written in the ingest
+    transaction so that kill -9 loses none; huey only carries its id (services/storage)."""
+
+    __tablename__ = "storage_job"
+    __table_args__ = (Index(None, "state", "updated_at"), Index(None, "sop_instance_uid"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    # pending (not yet handed to the queue), queued, cleanup (original blob deleted after
+    # the grace period), done, left (left alone), dead.
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BlobCheck(Base):
+    """The scrubber's latest result per instance (SHA-256 of the stored blob re-read)."""
+
+    __tablename__ = "blob_check"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    repaired: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class DicomPeer(Base):

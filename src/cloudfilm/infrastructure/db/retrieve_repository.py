@@ -23,10 +23,11 @@ def _scoped(stmt: Any, study_uid: str, series_uid: str | None,
 
 def instances(conn: Connection, study_uid: str, series_uid: str | None = None,
               sop_uid: str | None = None) -> list[Any]:
-    stmt = select(
+    stmt: Any = select(  # 11 columns: past the typed arity of Select
         Instance.sop_instance_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
         Instance.blob_key, Instance.size_bytes, Instance.sha256, Instance.number_of_frames,
         Series.series_instance_uid, Study.study_instance_uid, Study.hospital_id,
+        Instance.original_transfer_syntax_uid,
     )  # fmt: skip
     return list(conn.execute(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
 

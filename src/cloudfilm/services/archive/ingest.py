@@ -158,8 +158,12 @@ class IngestService:
                  protector: IdProtector | None = None,
                  audit: AuditService | None = None,
                  zone: tzinfo = ZoneInfo("Asia/Shanghai"),
-                 reports: ReportIntake | None = None) -> None:
+                 reports: ReportIntake | None = None,
+                 enqueue: Callable[[Any, list[str]], None] | None = None) -> None:
         self._db = db
+        # Background jobs for the objects stored (services/storage outbox), written in the
+        # same transaction so that a crash after the commit loses none.
+        self._enqueue = enqueue
         # The province's time zone: StudyDate/StudyTime carry none (exam_at).
         self._zone = zone
         # Reports (SR, Encapsulated PDF) are recorded, and held reports linked, in the
@@ -367,6 +371,10 @@ class IngestService:
                 patients: dict[int, Dataset] = {}
                 created: list[Any] = []
                 outcomes = _index_in(session, entries, hospital, self._zone, patients, created)
+                if self._enqueue is not None:
+                    self._enqueue(session, [e.header.sop_instance_uid for e, o in
+                                           zip(entries, outcomes, strict=True)
+                                           if o != "duplicate"])
                 if self._reports is not None:
                     self._reports.after_index(session, hospital_id=hospital, door=sender.door,
                                               entries=_report_entries(entries, outcomes),
@@ -574,6 +582,7 @@ def _instance_values(
         "sha256": entry.sha256,
         "received_at": now,
         "warnings": "\n".join(header.warnings),
+        "original_transfer_syntax_uid": "",
         "metadata_json": entry.metadata_json,
     }
 

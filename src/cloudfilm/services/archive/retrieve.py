@@ -67,6 +67,8 @@ class StoredObject:
     sha256: str
     number_of_frames: int | None
     hospital_id: int
+    # Set when the archive re-encoded it losslessly: served to clients naming no syntax.
+    original_transfer_syntax_uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,8 @@ class RetrieveService:
         return [
             StoredObject(r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid,
                          r.sop_class_uid, r.transfer_syntax_uid, r.blob_key, r.size_bytes,
-                         r.sha256, r.number_of_frames, r.hospital_id)
+                         r.sha256, r.number_of_frames, r.hospital_id,
+                         r.original_transfer_syntax_uid)
             for r in rows
         ]
 
@@ -178,7 +181,14 @@ class RetrieveService:
         ds = self._load(obj)
         yield render.transcode(ds, target)
 
+    def served_syntax(self, obj: StoredObject, wanted: str | None) -> str:
+        """The syntax :meth:`object_chunks` sends for ``wanted``."""
+        return self._target_syntax(obj, wanted)
+
     def _target_syntax(self, obj: StoredObject, wanted: str | None) -> str:
+        if wanted in (None, "") and obj.original_transfer_syntax_uid in _UNCOMPRESSED:
+            # Re-encoded by the archive: a client naming no syntax gets what was sent.
+            return obj.original_transfer_syntax_uid
         if wanted in (None, "", "*") or wanted == obj.transfer_syntax_uid:
             return obj.transfer_syntax_uid
         if wanted in _UNCOMPRESSED and transfer_syntax.can_decode(obj.transfer_syntax_uid):

@@ -50,7 +50,7 @@ def _stream_objects(retrieve: RetrieveService, objects: list[StoredObject],
 
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
         for obj in objects:
-            ts = obj.transfer_syntax_uid if syntax in (None, "*") else syntax
+            ts = retrieve.served_syntax(obj, syntax)
             yield (f"application/dicom; transfer-syntax={ts}",
                    retrieve.object_chunks(obj, syntax))
 

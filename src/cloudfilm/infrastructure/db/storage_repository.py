@@ -1,0 +1,166 @@
+"""Queries of the storage jobs' outbox, the scrubber's results and lossless re-encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db.models import (
+    BlobCheck,
+    Instance,
+    InstanceVersion,
+    Series,
+    StorageJob,
+)
+
+
+def add_jobs(session: Session, kind: str, uids: Iterable[str], *, now: datetime) -> None:
+    rows = [{"kind": kind, "sop_instance_uid": uid, "state": "pending", "attempts": 0,
+             "last_error": "", "created_at": now, "updated_at": now} for uid in uids]
+    if rows:
+        session.execute(insert(StorageJob), rows)
+
+
+def claim(session: Session, *, stale_before: datetime, cleanup_before: datetime,
+          now: datetime, limit: int) -> list[int]:
+    """Mark pending jobs, queued ones not finished since ``stale_before`` (their worker
+    died) and cleanups due (old blob kept until ``cleanup_before``) as queued now; return
+    their ids (the caller hands them to the queue)."""
+    ids = list(session.scalars(
+        select(StorageJob.id)
+        .where((StorageJob.state == "pending")
+               | ((StorageJob.state == "queued") & (StorageJob.updated_at < stale_before))
+               | ((StorageJob.state == "cleanup") & (StorageJob.updated_at <= cleanup_before)))
+        .order_by(StorageJob.id).limit(limit).with_for_update(skip_locked=True)))
+    if ids:
+        session.execute(update(StorageJob).where(StorageJob.id.in_(ids))
+                        .values(state="queued", updated_at=now))
+    return ids
+
+
+def job(session: Session, job_id: int) -> StorageJob | None:
+    return session.get(StorageJob, job_id)
+
+
+def jobs(session: Session, *, state: str | None, limit: int) -> Sequence[StorageJob]:
+    query = select(StorageJob)
+    if state:
+        query = query.where(StorageJob.state == state)
+    return session.scalars(query.order_by(StorageJob.id.desc()).limit(limit)).all()
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(StorageJob.state, func.count()).group_by(StorageJob.state))
+    return {state: n for state, n in rows}
+
+
+def retry(session: Session, ids: Sequence[int] | None, *, now: datetime) -> int:
+    stmt = update(StorageJob).where(StorageJob.state == "dead")
+    if ids:
+        stmt = stmt.where(StorageJob.id.in_(ids))
+    result = session.execute(stmt.values(state="pending", attempts=0, updated_at=now))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def instance(session: Session, sop_uid: str) -> Any:
+    return session.execute(
+        select(Instance.id, Instance.sop_instance_uid, Instance.hospital_id,
+               Instance.blob_key, Instance.sha256, Instance.size_bytes,
+               Instance.transfer_syntax_uid, Instance.original_transfer_syntax_uid,
+               Instance.received_at, Instance.metadata_json, Instance.study_fk,
+               Series.modality)
+        .join(Series, Series.id == Instance.series_fk)
+        .where(Instance.sop_instance_uid == sop_uid)).first()
+
+
+def apply_transcode(session: Session, current: Row[Any], *, blob_key: str, sha256: str,
+                    size: int, transfer_syntax_uid: str, metadata_json: str,
+                    now: datetime) -> bool:
+    """Point the instance at its re-encoded blob and keep the original in its history.
+
+    Only when the row still holds the blob we read (compare-and-set on sha256): a sender's
+    replacement meanwhile wins. Returns whether the row changed.
+    """
+    changed = session.execute(
+        update(Instance)
+        .where(Instance.id == current.id, Instance.sha256 == current.sha256)
+        .values(blob_key=blob_key, sha256=sha256, size_bytes=size,
+                transfer_syntax_uid=transfer_syntax_uid, metadata_json=metadata_json,
+                original_transfer_syntax_uid=current.transfer_syntax_uid))
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.execute(insert(InstanceVersion).values(
+        sop_instance_uid=current.sop_instance_uid, hospital_id=current.hospital_id,
+        blob_key="", size_bytes=current.size_bytes, sha256=current.sha256,
+        received_at=current.received_at, superseded_at=now, superseded_by_sha256=sha256,
+        transfer_syntax_uid=current.transfer_syntax_uid, reason="transcoded"))
+    from cloudfilm.infrastructure.db.models import Study
+
+    session.execute(update(Study).where(Study.id == current.study_fk)
+                    .values(size_bytes=Study.size_bytes + (size - current.size_bytes)))
+    return True
+
+
+def transcoded_from(session: Session, sop_uid: str) -> Any:
+    """The originals an instance was re-encoded from (newest first)."""
+    return session.execute(
+        select(InstanceVersion.sha256, InstanceVersion.transfer_syntax_uid,
+               InstanceVersion.size_bytes)
+        .where(InstanceVersion.sop_instance_uid == sop_uid,
+               InstanceVersion.reason == "transcoded")
+        .order_by(InstanceVersion.id.desc())).all()
+
+
+def blob_in_use(session: Session, key: str) -> bool:
+    if session.execute(select(Instance.id).where(Instance.blob_key == key).limit(1)).first():
+        return True
+    return session.execute(select(InstanceVersion.id).where(InstanceVersion.blob_key == key)
+                           .limit(1)).first() is not None
+
+
+def instances_after(session: Session, after_id: int, limit: int) -> Any:
+    return session.execute(
+        select(Instance.id, Instance.sop_instance_uid, Instance.blob_key, Instance.sha256,
+               Instance.size_bytes)
+        .where(Instance.id > after_id).order_by(Instance.id).limit(limit)).all()
+
+
+def record_check(session: Session, sop_uid: str, *, ok: bool, repaired: bool, detail: str,
+                 now: datetime) -> None:
+    row = session.scalars(select(BlobCheck).where(BlobCheck.sop_instance_uid == sop_uid)
+                          ).first()
+    if row is None:
+        session.add(BlobCheck(sop_instance_uid=sop_uid, checked_at=now, ok=ok,
+                              repaired=repaired, detail=detail))
+    else:
+        row.checked_at, row.ok, row.repaired, row.detail = now, ok, repaired, detail
+
+
+def check_of(session: Session, sop_uid: str) -> BlobCheck | None:
+    return session.scalars(select(BlobCheck).where(BlobCheck.sop_instance_uid == sop_uid)
+                           ).first()
+
+
+def bytes_by_modality_month(session: Session) -> Any:
+    """(modality, "YYYY-MM", objects, stored bytes, bytes as received) per month of receipt.
+
+    As-received bytes of a re-encoded object come from its ``transcoded`` history row.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        month: Any = func.to_char(Instance.received_at, "YYYY-MM")
+    else:
+        month = func.substr(Instance.received_at, 1, 7)
+    original = (select(InstanceVersion.size_bytes)
+                .where(InstanceVersion.sop_instance_uid == Instance.sop_instance_uid,
+                       InstanceVersion.reason == "transcoded")
+                .order_by(InstanceVersion.id).limit(1).scalar_subquery())
+    received = func.coalesce(original, Instance.size_bytes)
+    return session.execute(
+        select(Series.modality, month.label("month"), func.count(),
+               func.sum(Instance.size_bytes), func.sum(received))
+        .join(Series, Series.id == Instance.series_fk)
+        .group_by(Series.modality, month).order_by(month, Series.modality)).all()

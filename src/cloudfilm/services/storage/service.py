@@ -1,0 +1,409 @@
+"""Storage upkeep in the background: lossless re-encoding and the integrity scrubber.
+
+Jobs are rows of ``storage_job`` written in the ingest transaction (the outbox), so a
+kill -9 anywhere loses none. :meth:`StorageService.relay` hands pending rows, and queued
+rows whose worker died (no news for ``stale_seconds``), to the queue (huey); the queue only
+carries the row's id and :meth:`run_job` is idempotent, so running a job twice is harmless.
+
+Re-encoding is bit-exact or nothing (infrastructure/dicom/lossless.py) and crash-safe:
+
+1. read the blob and check its SHA-256 (never re-encode damaged bytes);
+2. encode, decode again, compare every pixel byte with the original;
+3. write the new blob (durable: fsync or the object store's acknowledgement);
+4. one transaction: point the instance at it (only if it still holds the blob read in 1)
+   and keep the original's SHA-256 and transfer syntax in ``instance_version``;
+5. delete the old blob, then mark the job done.
+
+A crash before 4 leaves the original served (and at most the new blob unreferenced, which
+the rerun rewrites under the same key and indexes); after 4 the new one is served and the
+rerun of the job deletes the old blob (step 5 again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import Counter
+from sqlalchemy.orm import Session
+
+from cloudfilm.infrastructure.db import storage_repository as repo
+from cloudfilm.infrastructure.db.session import Database
+from cloudfilm.infrastructure.dicom import lossless
+from cloudfilm.infrastructure.storage.base import (
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+    blob_key,
+)
+from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
+from cloudfilm.services.errors import InvalidQueryError
+
+logger = logging.getLogger(__name__)
+
+TRANSCODED = Counter("cloudfilm_storage_transcoded_total", "Storage re-encoding outcomes",
+                     ["outcome"])
+SCRUB_MISMATCHES = Counter("cloudfilm_storage_scrub_mismatches_total",
+                           "Blobs whose bytes no longer match their SHA-256")
+SCRUB_REPAIRED = Counter("cloudfilm_storage_scrub_repaired_total",
+                         "Blobs repaired from the replica store")
+SCRUB_BYTES = Counter("cloudfilm_storage_scrub_bytes_total", "Bytes re-read by the scrubber")
+
+TRANSCODE = "transcode"
+_FINAL = frozenset({"done", "left", "dead"})
+_CHUNK = 1 << 20
+
+
+class JobQueue(Protocol):
+    """Where job ids go to be run by a worker (huey in production, inline in tests)."""
+
+    def enqueue(self, job_id: int) -> None: ...
+
+
+class JobFailedError(Exception):
+    """A job failed this attempt; the queue retries it (until it goes to the dead list)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionPolicy:
+    """Which syntax each modality is re-encoded to ("none": kept as received)."""
+
+    enabled: bool = False
+    default: str = "1.2.840.10008.1.2.4.80"  # JPEG-LS Lossless
+    per_modality: Mapping[str, str] = field(default_factory=dict)
+
+    def target_for(self, modality: str) -> str | None:
+        target = self.per_modality.get(modality.upper(), self.default)
+        return None if target.lower() in ("", "none") else target
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    id: int
+    kind: str
+    sop_instance_uid: str
+    state: str
+    attempts: int
+    last_error: str
+    updated_at: datetime
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    checked: int = 0
+    bytes: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+
+class StorageService:
+    def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
+                 policy: CompressionPolicy, max_attempts: int = 3,
+                 stale_seconds: float = 600.0, delete_grace_seconds: float = 0.0) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._work_dir = work_dir
+        self.policy = policy
+        self._max_attempts = max_attempts
+        self._stale = timedelta(seconds=stale_seconds)
+        # The original blob outlives its index row this long: a reader that located the
+        # object just before the switch (a WADO-RS series stream) still finds its blob.
+        self._grace = timedelta(seconds=delete_grace_seconds)
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def enqueue_in(self, session: Session, uids: Iterable[str]) -> None:
+        """Called by ingest inside its transaction: one transcode job per stored object."""
+        if self.policy.enabled:
+            repo.add_jobs(session, TRANSCODE, uids, now=datetime.now(UTC))
+
+    def relay(self, queue: JobQueue, *, limit: int = 1000, stale: bool = True) -> int:
+        """Hand pending (and abandoned) jobs to the queue; returns how many."""
+        now = datetime.now(UTC)
+        with self._db.write() as session:
+            ids = repo.claim(session, stale_before=now - self._stale if stale else now,
+                             cleanup_before=now - self._grace, now=now, limit=limit)
+        for job_id in ids:
+            queue.enqueue(job_id)
+        return len(ids)
+
+    def run_job(self, job_id: int) -> str:
+        """Run one job; returns its state. Raises :class:`JobFailedError` to be retried."""
+        with self._db.read() as session:
+            row = repo.job(session, job_id)
+            if row is None or row.state in _FINAL:
+                return row.state if row is not None else "gone"
+            uid, attempts = row.sop_instance_uid, row.attempts
+        try:
+            outcome = self.transcode(uid)
+        except Exception as exc:
+            attempts += 1
+            state = "dead" if attempts >= self._max_attempts else "queued"
+            self._set(job_id, state, f"{type(exc).__name__}: {exc}"[:2000], attempts)
+            logger.warning("cloudfilm.storage.job_failed",
+                           extra={"job": job_id, "attempts": attempts, "state": state})
+            if state == "dead":
+                return state
+            raise JobFailedError(str(exc)) from exc
+        if outcome == "transcoded" and self._grace > timedelta(0):
+            state = "cleanup"  # the relay runs it again after the grace: "already" deletes
+        else:
+            state = "done" if outcome in ("transcoded", "already") else "left"
+        self._set(job_id, state, outcome, attempts)
+        return state
+
+    def run_pending(self, *, limit: int = 1000) -> dict[str, int]:
+        """Run every pending job here, in order (``cloudfilm jobs run``, tests); counts of
+        the states they ended in (cleanups due later are left for the worker)."""
+        ran: list[int] = []
+        self.relay(_Collect(ran), limit=limit, stale=False)
+        states: dict[str, int] = {}
+        for job_id in ran:
+            try:
+                state = self.run_job(job_id)
+            except JobFailedError:
+                state = "failed"
+            states[state] = states.get(state, 0) + 1
+        return states
+
+    def jobs(self, *, state: str | None = None, limit: int = 100) -> list[JobView]:
+        with self._db.read() as session:
+            return [JobView(j.id, j.kind, j.sop_instance_uid, j.state, j.attempts,
+                            j.last_error, j.updated_at)
+                    for j in repo.jobs(session, state=state, limit=limit)]
+
+    def job_counts(self) -> dict[str, int]:
+        with self._db.read() as session:
+            return repo.job_counts(session)
+
+    def retry(self, ids: list[int] | None = None) -> int:
+        """Put dead jobs (all, or those named) back to pending."""
+        with self._db.write() as session:
+            return repo.retry(session, ids, now=datetime.now(UTC))
+
+    def _set(self, job_id: int, state: str, detail: str, attempts: int) -> None:
+        with self._db.write() as session:
+            row = repo.job(session, job_id)
+            if row is not None:
+                row.state, row.last_error, row.attempts = state, detail, attempts
+                row.updated_at = datetime.now(UTC)
+
+    # -- lossless re-encoding -------------------------------------------------------------
+
+    def transcode(self, sop_uid: str) -> str:
+        """Re-encode one instance losslessly per policy; returns "transcoded", "already" or
+        "left:<reason>". Raises on storage or index failures (the job is retried)."""
+        with self._db.read() as session:
+            row = repo.instance(session, sop_uid)
+            originals = repo.transcoded_from(session, sop_uid) if row is not None else []
+        if row is None:
+            return "left:gone"
+        if row.original_transfer_syntax_uid:
+            self._delete_unused([blob_key(o.sha256) for o in originals])
+            return "already"
+        target = self.policy.target_for(row.modality or "")
+        if target is None:
+            return self._left("policy")
+        raw = self._read_checked(row.blob_key, row.sha256)
+        try:
+            new = lossless.compress_lossless(raw, target)
+        except lossless.LosslessError as exc:
+            return self._left(str(exc).split(":")[0])
+        if len(new.data) >= len(raw):
+            return self._left("no-gain")
+        sha = hashlib.sha256(new.data).hexdigest()
+        key = blob_key(sha)
+        self._put(key, new.data)
+        meta = orjson.loads(row.metadata_json)
+        meta["00083002"] = {"vr": "UI", "Value": [new.transfer_syntax_uid]}
+        now = datetime.now(UTC)
+        with self._db.write() as session:
+            applied = repo.apply_transcode(
+                session, row, blob_key=key, sha256=sha, size=len(new.data),
+                transfer_syntax_uid=new.transfer_syntax_uid,
+                metadata_json=orjson.dumps(meta).decode(), now=now)
+        if not applied:  # a sender replaced it meanwhile: theirs wins
+            self._delete_unused([key])
+            return self._left("changed")
+        if not self._grace:
+            self._delete_unused([row.blob_key])
+        TRANSCODED.labels("transcoded").inc()
+        logger.info("cloudfilm.storage.transcoded", extra={
+            "sop": sop_uid, "from": row.size_bytes, "to": len(new.data), "syntax": target})
+        return "transcoded"
+
+    def _left(self, reason: str) -> str:
+        TRANSCODED.labels(f"left:{reason}").inc()
+        return f"left:{reason}"
+
+    def _read_checked(self, key: str, sha256: str) -> bytes:
+        with self._blobs.open(key) as fh:
+            raw = fh.read()
+        if hashlib.sha256(raw).hexdigest() != sha256:
+            raise BlobStoreError(f"blob {key} does not match its SHA-256; run "
+                                 "`cloudfilm storage verify` to repair it")
+        return raw
+
+    def _put(self, key: str, data: bytes) -> None:
+        fd, name = tempfile.mkstemp(prefix="transcode-", suffix=".dcm", dir=self._work_dir)
+        tmp = Path(name)
+        try:
+            with open(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._blobs.put_file(key, tmp, move=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _delete_unused(self, keys: list[str]) -> None:
+        for key in keys:
+            with self._db.read() as session:
+                if repo.blob_in_use(session, key):
+                    continue
+            self._blobs.delete(key)
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def verify(self, *, bytes_per_second: float | None = None, limit: int | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> VerifyReport:
+        """Re-read every blob, compare its SHA-256, record the result per instance, and
+        repair from the replica store when one is configured and holds the right bytes."""
+        if bytes_per_second is not None and bytes_per_second <= 0:
+            raise InvalidQueryError("bytes_per_second must be positive")
+        report = VerifyReport()
+        started = time.monotonic()
+        after = 0
+        while limit is None or report.checked < limit:
+            with self._db.read() as session:
+                batch = repo.instances_after(session, after, 200)
+            if not batch:
+                break
+            for inst in batch:
+                after = inst.id
+                self._verify_one(inst, report)
+                if bytes_per_second:
+                    ahead = report.bytes / bytes_per_second - (time.monotonic() - started)
+                    if ahead > 0:
+                        sleep(ahead)
+                if limit is not None and report.checked >= limit:
+                    break
+        return report
+
+    def _verify_one(self, inst: Any, report: VerifyReport) -> None:
+        report.checked += 1
+        primary = self._blobs.primary if isinstance(self._blobs, MirroredBlobStore) \
+            else self._blobs
+        try:
+            digest, size = _digest(primary, inst.blob_key)
+            ok, detail = digest == inst.sha256, "" if digest == inst.sha256 else "sha256"
+        except BlobNotFoundError:
+            ok, detail, size = False, "missing", 0
+        report.bytes += size
+        SCRUB_BYTES.inc(size)
+        repaired = False
+        if not ok:
+            SCRUB_MISMATCHES.inc()
+            (report.missing if detail == "missing" else report.mismatches).append(
+                inst.sop_instance_uid)
+            logger.error("cloudfilm.storage.scrub_mismatch",
+                         extra={"sop": inst.sop_instance_uid, "key": inst.blob_key,
+                                "problem": detail})
+            repaired = self._repair(inst)
+            if repaired:
+                SCRUB_REPAIRED.inc()
+                report.repaired.append(inst.sop_instance_uid)
+        with self._db.write() as session:
+            repo.record_check(session, inst.sop_instance_uid, ok=ok or repaired,
+                              repaired=repaired, detail=detail, now=datetime.now(UTC))
+
+    def _repair(self, inst: Any) -> bool:
+        if not isinstance(self._blobs, MirroredBlobStore):
+            return False
+        try:
+            digest, _ = _digest(self._blobs.replica, inst.blob_key)
+        except BlobStoreError:
+            return False
+        if digest != inst.sha256:
+            return False
+        self._blobs.restore_from_replica(inst.blob_key, self._work_dir)
+        return bool(_digest(self._blobs.primary, inst.blob_key)[0] == inst.sha256)
+
+    def forecast(self, *, raw_per_year: float | None = None, growth: float = 0.0) -> Forecast:
+        """Bytes per modality and month, the compression ratio achieved, and the projection
+        to 5, 10 and 30 years (of ``raw_per_year``, or of this archive's last 12 months)."""
+        with self._db.read() as session:
+            rows = [ForecastRow(m or "", month or "", int(n), int(stored or 0), int(rec or 0))
+                    for m, month, n, stored, rec in repo.bytes_by_modality_month(session)]
+        stored = sum(r.stored_bytes for r in rows)
+        received = sum(r.received_bytes for r in rows)
+        ratio = received / stored if stored else 1.0
+        if raw_per_year is None:
+            months = sorted({r.month for r in rows})[-12:]
+            recent = sum(r.received_bytes for r in rows if r.month in months)
+            raw_per_year = recent * 12 / max(len(months), 1)
+        return Forecast(rows, ratio, project(raw_per_year, ratio, growth=growth))
+
+    def check_of(self, sop_uid: str) -> tuple[bool, bool, str] | None:
+        with self._db.read() as session:
+            row = repo.check_of(session, sop_uid)
+            return (row.ok, row.repaired, row.detail) if row is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastRow:
+    modality: str
+    month: str
+    objects: int
+    stored_bytes: int
+    received_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.received_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    rows: list[ForecastRow]
+    ratio: float  # bytes as received / bytes stored, over everything stored
+    # years -> (raw bytes, stored bytes at the achieved ratio)
+    projection: dict[int, tuple[float, float]]
+
+
+def project(raw_per_year: float, ratio: float, *, growth: float = 0.0,
+            years: Iterable[int] = (5, 10, 30)) -> dict[int, tuple[float, float]]:
+    """Cumulative raw and stored bytes after each number of years (every study kept),
+    with the yearly raw volume growing by ``growth`` (0.1 = 10 % a year)."""
+    out = {}
+    for n in years:
+        raw = sum(raw_per_year * (1 + growth) ** y for y in range(n))
+        out[n] = (raw, raw / ratio if ratio > 0 else raw)
+    return out
+
+
+class _Collect:
+    def __init__(self, into: list[int]) -> None:
+        self._into = into
+
+    def enqueue(self, job_id: int) -> None:
+        self._into.append(job_id)
+
+
+def _digest(store: BlobStore, key: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    for chunk in store.iter_chunks(key, _CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
