@@ -57,6 +57,7 @@ from cloudfilm.services.identity.protection import (
 )
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.downloads import DownloadService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
@@ -160,15 +161,15 @@ def build_services(settings: Settings) -> Services:
         zone=zone, deadline_hours=settings.reports.upload_deadline_hours,
         max_bytes=settings.reports.max_report_bytes), work_dir=spool,
         sender_for=ingest.sender_for)
+    retrieve = RetrieveService(db, blobs, policy, audit, frame_cache=(
+        DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache else None))
     return Services(
         ingest=ingest,
         reports=reports,
         recognition=RecognitionService(db, protector, audit, zone=zone,
                                        settle_minutes=settings.recognition.settle_minutes),
         query=QueryService(db, policy, audit),
-        retrieve=RetrieveService(db, blobs, policy, audit, frame_cache=(
-            DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache
-            else None)),
+        retrieve=retrieve,
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
         peers=peers,
@@ -188,6 +189,7 @@ def build_services(settings: Settings) -> Services:
         gateways=GatewayService(db),
         web=web_access(settings),
         timeline=TimelineService(db, policy, audit),
+        downloads=DownloadService(retrieve),
     )
 
 

@@ -20,6 +20,7 @@ from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.downloads import DownloadService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
@@ -83,4 +84,6 @@ class Services:
     gateways: GatewayService
     # The resident portal's timeline (issue 13).
     timeline: TimelineService
+    # Studies and images a resident takes home (issue 13).
+    downloads: DownloadService
     web: WebAccess = WebAccess()

@@ -92,3 +92,10 @@ def person(name: str) -> str:
     if len(groups) > 1 and groups[1].strip("^ "):
         return "".join(parts)
     return " ".join(reversed(parts[:2])) if len(parts) > 1 else "".join(parts)
+
+
+def size(n: int) -> str:
+    """A download's size as people read it (decimal units, like phones show storage)."""
+    if n < 1_000_000:
+        return f"{max(n, 1000) // 1000} KB"
+    return f"{n / 1_000_000:.1f} MB"

@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_datetime
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 
 from cloudfilm.infrastructure.db.query_repository import Condition
@@ -50,6 +56,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     RateLimitedError,
 )
+from cloudfilm.services.portal.downloads import Download
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +168,7 @@ class Web:
             day=lambda v: labels.da_date(v, lang), when=lambda v: self.when(v, lang),
             report_label=lambda s: _(labels.REPORT_STATUS.get(s) or s),
             person=labels.person, action=labels.action,
-            who=lambda w: labels.WHO.get(w, w), **context)
+            who=lambda w: labels.WHO.get(w, w), megabytes=labels.size, **context)
         response = HTMLResponse(page, status_code=status)
         self.remember(request, response, lang)
         return response
@@ -434,6 +441,23 @@ def build_router(web: Web) -> APIRouter:
             "content-disposition": f'attachment; filename="report-{report_id[:32]}.pdf"',
             "cache-control": "no-store"})
 
+    # -- downloads (each one decision of the policy, audited as "download") --
+
+    @router.get("/studies/{study_uid}/download.zip")
+    def download_study(request: Request, study_uid: str) -> Response:
+        return _download(svc.downloads.study_zip(web.actor(request), _uid(study_uid)))
+
+    @router.get("/studies/{study_uid}/series/{series_uid}/jpeg.zip")
+    def download_series(request: Request, study_uid: str, series_uid: str) -> Response:
+        return _download(svc.downloads.series_jpeg_zip(web.actor(request), _uid(study_uid),
+                                                       _uid(series_uid)))
+
+    @router.get("/images/{study_uid}/{series_uid}/{sop_uid}/{frame}.jpg")
+    def download_image(request: Request, study_uid: str, series_uid: str, sop_uid: str,
+                       frame: int) -> Response:
+        return _download(svc.downloads.image_jpeg(web.actor(request), _uid(study_uid),
+                                                  _uid(series_uid), _uid(sop_uid), frame))
+
     # -- requests, grants, access log --
 
     @router.get("/access")
@@ -461,6 +485,15 @@ def build_router(web: Web) -> APIRouter:
         return web.render(request, "log.html.j2", entries=entries)
 
     return router
+
+
+def _download(download: Download) -> Response:
+    headers = {"content-disposition": f'attachment; filename="{download.filename}"',
+               "cache-control": "no-store"}
+    if download.size is not None:
+        headers["content-length"] = str(download.size)
+    return StreamingResponse(download.chunks, media_type=download.media_type,
+                             headers=headers)
 
 
 def _jpeg(data: bytes) -> Response:
