@@ -58,6 +58,7 @@ from cloudfilm.services.identity.protection import (
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
+from cloudfilm.services.portal.sharing import ShareService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
@@ -163,6 +164,7 @@ def build_services(settings: Settings) -> Services:
         sender_for=ingest.sender_for)
     retrieve = RetrieveService(db, blobs, policy, audit, frame_cache=(
         DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache else None))
+    timeline = TimelineService(db, policy, audit)
     return Services(
         ingest=ingest,
         reports=reports,
@@ -188,8 +190,9 @@ def build_services(settings: Settings) -> Services:
         local_access=local,
         gateways=GatewayService(db),
         web=web_access(settings),
-        timeline=TimelineService(db, policy, audit),
+        timeline=timeline,
         downloads=DownloadService(retrieve),
+        shares=ShareService(db, audit, timeline),
     )
 
 

@@ -38,6 +38,8 @@ ACTIONS = {
     "grant.deny": "Denied access", "grant.revoke": "Revoked access",
     "grant.break_glass": "Emergency access", "grant.in_person": "Access given in person",
     "grant.sms_confirm": "Access confirmed with your SMS code",
+    "share.open": "Opened your share link", "share.create": "Created a share link",
+    "share.revoke": "Stopped a share link",
 }
 WHO = {"administrator": "Platform administrator", "admin": "Platform administrator",
        "local operator": "Platform operator"}

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import segno
 from babel.dates import format_datetime
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -27,6 +28,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 
 from cloudfilm.infrastructure.db.query_repository import Condition
 from cloudfilm.interfaces.api.auth import client_host
@@ -63,6 +65,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/portal"
 FOR_COOKIE = "cloudfilm_for"
 ELDERLY_COOKIE = "cloudfilm_elderly"
+SHARE_PIN_COOKIE = "cloudfilm_share_pin"
 PAGE_SIZE = 20
 # Window presets (width, centre) in Hounsfield units, as radiology viewers name them.
 PRESETS: dict[str, tuple[int, int]] = {
@@ -384,7 +387,10 @@ def build_router(web: Web) -> APIRouter:
     @router.get("/frames/{study_uid}/{series_uid}/{sop_uid}/{frame}")
     def frame(request: Request, study_uid: str, series_uid: str, sop_uid: str, frame: int,
               preset: str = "default", size: int = 512) -> Response:
-        actor = web.actor(request)
+        return _frame(web.actor(request), study_uid, series_uid, sop_uid, frame, preset, size)
+
+    def _frame(actor: Actor, study_uid: str, series_uid: str, sop_uid: str, frame: int,
+               preset: str, size: int) -> Response:
         window = None
         if preset in PRESETS:
             width, centre = PRESETS[preset]
@@ -401,7 +407,13 @@ def build_router(web: Web) -> APIRouter:
     def viewer(request: Request, study_uid: str, series_uid: str, start: int = 1,
                preset: str = "default") -> Response:
         actor = web.actor(request)
-        summary, series = svc.timeline.study(actor, _uid(study_uid))
+        return _viewer(request, actor, _uid(study_uid), _uid(series_uid), start, preset,
+                       f"{PREFIX}/studies/{study_uid}", f"{PREFIX}/frames/{study_uid}",
+                       f"{PREFIX}/studies/{study_uid}/series")
+
+    def _viewer(request: Request, actor: Actor, study_uid: str, series_uid: str, start: int,
+                preset: str, back: str, frames_base: str, series_base: str) -> Response:
+        summary, series = svc.timeline.study(actor, study_uid)
         shown = next((s for s in series if s.series_instance_uid == series_uid), None)
         if shown is None or shown.thumbnail_sop_uid is None:
             raise NotFoundError("no images in this series")
@@ -416,11 +428,11 @@ def build_router(web: Web) -> APIRouter:
             items.extend((sop, f) for f in range(1, frames + 1))
         lang = web.lang(request)
         _ = web.languages.translations[lang].gettext
-        data = {"base": f"{PREFIX}/frames/{study_uid}/{series_uid}", "items": items,
+        data = {"base": f"{frames_base}/{series_uid}", "items": items,
                 "presets": {k: list(v) for k, v in PRESETS.items()},
                 "defaultLabel": _("Default window")}
         return web.render(request, "viewer.html.j2", study=summary, series=series,
-                          current=series_uid, frames=data,
+                          current=series_uid, frames=data, back=back, series_base=series_base,
                           count=len(items), start=max(1, min(start, len(items) or 1)),
                           preset=preset if preset in PRESETS else "default",
                           presets=PRESET_NAMES, ct=shown.modality == "CT")
@@ -457,6 +469,91 @@ def build_router(web: Web) -> APIRouter:
                        frame: int) -> Response:
         return _download(svc.downloads.image_jpeg(web.actor(request), _uid(study_uid),
                                                   _uid(series_uid), _uid(sop_uid), frame))
+
+    # -- share links (a doctor outside the platform, no account) --
+
+    @router.post("/studies/{study_uid}/share")
+    async def share(request: Request, study_uid: str) -> Response:
+        form = await web.check_csrf(request)
+        actor = await run_in_threadpool(web.actor, request)
+        try:
+            hours = int(form.get("hours", "0"))
+        except ValueError:
+            raise InvalidInputError("hours must be a number") from None
+        token, link = await run_in_threadpool(
+            lambda: svc.shares.create(actor, _uid(study_uid), hours=hours,
+                                      pin=form.get("pin", "").strip()))
+        url = str(request.base_url).rstrip("/") + f"{PREFIX}/s/{token}"
+        qr = segno.make(url, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+        return web.render(request, "shared.html.j2", link=link, url=url, qr=Markup(qr))
+
+    @router.get("/shares")
+    def shares(request: Request) -> Response:
+        actor = web.actor(request, full=True)
+        return web.render(request, "shares.html.j2", links=svc.shares.mine(actor))
+
+    @router.post("/shares/{link_id}/revoke")
+    async def revoke_share(request: Request, link_id: int) -> Response:
+        await web.check_csrf(request)
+        actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+        await run_in_threadpool(svc.shares.revoke, actor, link_id)
+        return RedirectResponse(f"{PREFIX}/shares", status_code=303)
+
+    def _opened(request: Request, token: str, *, count: bool = False) -> Any:
+        return svc.shares.open(token[:64], request.cookies.get(SHARE_PIN_COOKIE, ""),
+                               address=web.address(request), count=count)
+
+    @router.get("/s/{token}")
+    def shared_study(request: Request, token: str) -> Response:
+        link = svc.shares.peek(token)
+        if link.has_pin and not request.cookies.get(SHARE_PIN_COOKIE):
+            return web.render(request, "share_pin.html.j2", token=token, error=None)
+        try:
+            opened = _opened(request, token, count=True)
+        except NotAuthenticatedError:
+            _ = web.languages.translations[web.lang(request)].gettext
+            return web.render(request, "share_pin.html.j2", status=401, token=token,
+                              error=_("Wrong PIN."))
+        _summary, series = svc.timeline.study(opened.actor, link.study_instance_uid)
+        first = next((s for s in series if s.thumbnail_sop_uid), None)
+        if first is None:
+            raise NotFoundError("no images in this study")
+        return _viewer(request, opened.actor, link.study_instance_uid,
+                       first.series_instance_uid, 1, "default", "",
+                       f"{PREFIX}/s/{token}/frames", f"{PREFIX}/s/{token}/series")
+
+    @router.post("/s/{token}")
+    async def shared_pin(request: Request, token: str) -> Response:
+        form = await web.check_csrf(request)
+        pin = form.get("pin", "").strip()[:4]
+        response = RedirectResponse(f"{PREFIX}/s/{token[:64]}", status_code=303)
+        try:
+            await run_in_threadpool(lambda: svc.shares.open(
+                token[:64], pin, address=web.address(request)))
+        except NotAuthenticatedError:
+            _ = web.languages.translations[web.lang(request)].gettext
+            return web.render(request, "share_pin.html.j2", status=401, token=token,
+                              error=_("Wrong PIN."))
+        response.set_cookie(SHARE_PIN_COOKIE, pin, httponly=True, samesite="lax",
+                            path=f"{PREFIX}/s/{token[:64]}", max_age=12 * 3600,
+                            secure=request.url.scheme == "https")
+        return response
+
+    @router.get("/s/{token}/series/{series_uid}/view")
+    def shared_series(request: Request, token: str, series_uid: str, start: int = 1,
+                      preset: str = "default") -> Response:
+        opened = _opened(request, token)
+        return _viewer(request, opened.actor, opened.link.study_instance_uid,
+                       _uid(series_uid), start, preset, "", f"{PREFIX}/s/{token}/frames",
+                       f"{PREFIX}/s/{token}/series")
+
+    @router.get("/s/{token}/frames/{series_uid}/{sop_uid}/{frame}")
+    def shared_frame(request: Request, token: str, series_uid: str, sop_uid: str,
+                     frame: int, preset: str = "default", size: int = 512) -> Response:
+        opened = _opened(request, token)
+        # Only the link's own study: the UID comes from the link, never from the URL.
+        return _frame(opened.actor, opened.link.study_instance_uid, series_uid, sop_uid,
+                      frame, preset, size)
 
     # -- requests, grants, access log --
 
@@ -556,8 +653,8 @@ def install(app: FastAPI, services: Services, options: WebOptions | None = None)
             assert api_handler is not None
             answer = api_handler(request, exc)
             return await answer if inspect.isawaitable(answer) else answer
-        if request.url.path.startswith(f"{PREFIX}/frames/") or request.url.path.startswith(
-                f"{PREFIX}/thumbs/"):
+        if request.url.path.startswith((f"{PREFIX}/frames/", f"{PREFIX}/thumbs/")) or (
+                request.url.path.startswith(f"{PREFIX}/s/") and "/frames/" in request.url.path):
             return JSONResponse({"error": exc.code}, status_code=_status(exc))
         return web.render(request, "error.html.j2", status=_status(exc),
                           message=web.message(request, exc))
