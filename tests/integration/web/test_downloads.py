@@ -39,6 +39,7 @@ def test_study_zip_is_a_media_set_identical_to_wado(browser: TestClient,  # noqa
     sign_in(browser, world)
     page = browser.get(f"/portal/studies/{world.ct_study}")
     assert "下载全部原始影像（DICOM，" in page.text  # the size is shown before download
+    assert page.text.count("<form") == page.text.count("</form>") == 1  # the share form
     answer = browser.get(f"/portal/studies/{world.ct_study}/download.zip")
     assert answer.status_code == 200, answer.text[:300]
     assert answer.headers["content-type"] == "application/zip"
