@@ -100,3 +100,18 @@ def test_wrong_pin_is_refused_and_locks_the_link(browser: TestClient,  # noqa: F
         # Locked even for the right PIN now.
         assert other.post(link, data={"csrf_token": csrf.group(1), "pin": "4821"},
                           headers={"origin": "http://testserver"}).status_code == 429
+
+
+def test_sign_out_everywhere_ends_every_session(browser: TestClient,  # noqa: F811
+                                                world: Portal) -> None:  # noqa: F811
+    sign_in(browser, world)
+    with TestClient(create_app(world.province.services), follow_redirects=False,
+                    headers={"user-agent": "Mobile"}) as second:
+        sign_in(second, world)
+        assert second.get("/portal").status_code == 200
+        token = csrf_of(browser, "/portal")
+        out = browser.post("/portal/signout", data={"csrf_token": token, "everywhere": "1"},
+                           headers=ORIGIN)
+        assert out.status_code == 303
+        assert browser.get("/portal").status_code == 303
+        assert second.get("/portal").status_code == 303  # the other phone is signed out

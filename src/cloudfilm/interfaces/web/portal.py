@@ -323,9 +323,13 @@ def build_router(web: Web) -> APIRouter:
 
     @router.post("/signout")
     async def sign_out(request: Request) -> Response:
-        await web.check_csrf(request)
+        form = await web.check_csrf(request)
         token = request.cookies.get(SESSION_COOKIE, "")
-        if token:
+        if token and form.get("everywhere") == "1":
+            # Every phone and browser of this account: its sessions end in the database.
+            actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+            await run_in_threadpool(svc.accounts.sign_out_everywhere, actor)
+        elif token:
             await run_in_threadpool(svc.accounts.sign_out, token)
         response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
