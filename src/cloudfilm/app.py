@@ -58,7 +58,7 @@ from cloudfilm.services.identity.protection import (
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
-from cloudfilm.services.portal.sharing import ShareService
+from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
@@ -193,6 +193,7 @@ def build_services(settings: Settings) -> Services:
         timeline=timeline,
         downloads=DownloadService(retrieve),
         shares=ShareService(db, audit, timeline),
+        preferences=PreferenceService(db),
     )
 
 

@@ -21,7 +21,7 @@ from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
-from cloudfilm.services.portal.sharing import ShareService
+from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
@@ -89,4 +89,5 @@ class Services:
     downloads: DownloadService
     # View-only links to one study for a doctor outside the platform (issue 13).
     shares: ShareService
+    preferences: PreferenceService
     web: WebAccess = WebAccess()

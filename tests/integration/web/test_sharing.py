@@ -115,3 +115,24 @@ def test_sign_out_everywhere_ends_every_session(browser: TestClient,  # noqa: F8
         assert out.status_code == 303
         assert browser.get("/portal").status_code == 303
         assert second.get("/portal").status_code == 303  # the other phone is signed out
+
+
+def test_elderly_mode_follows_the_account_to_another_phone(browser: TestClient,  # noqa: F811
+                                                           world: Portal) -> None:  # noqa: F811
+    sign_in(browser, world)
+    token = csrf_of(browser, "/portal")
+    big = browser.post("/portal/settings", data={"csrf_token": token, "elderly": "1",
+                                                 "back": "/portal"}, headers=ORIGIN)
+    assert big.status_code == 303
+    with TestClient(create_app(world.province.services), follow_redirects=False,
+                    headers={"user-agent": "Mobile"}) as second:
+        assert "elderly" not in second.get("/portal/signin").text.split("<body", 1)[1][:40]
+        sign_in(second, world)
+        assert '<body class=" elderly">' in second.get("/portal").text
+        token = csrf_of(second, "/portal")
+        second.post("/portal/settings", data={"csrf_token": token, "elderly": "0"},
+                    headers=ORIGIN)
+    with TestClient(create_app(world.province.services), follow_redirects=False,
+                    headers={"user-agent": "Mobile"}) as third:
+        sign_in(third, world)
+        assert "elderly" not in third.get("/portal").text.split("<body", 1)[1][:40]

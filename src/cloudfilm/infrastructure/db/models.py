@@ -854,3 +854,14 @@ class ShareLink(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     uses: Mapped[int] = mapped_column(Integer)
     failed_pins: Mapped[int] = mapped_column(Integer)
+
+
+class PortalPreference(Base):
+    """What a resident chose in the portal, kept with the account so that every phone
+    they sign in on shows it (elderly mode: larger type, higher contrast)."""
+
+    __tablename__ = "portal_preference"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), primary_key=True)
+    elderly: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,13 +1,14 @@
-"""Rows of ``share_link``: a resident's view-only links to one study."""
+"""Rows of ``share_link`` (a resident's view-only links to one study) and of
+``portal_preference``."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
-from cloudfilm.infrastructure.db.models import ShareLink
+from cloudfilm.infrastructure.db.models import PortalPreference, ShareLink
 
 
 def add(conn: Any, **values: Any) -> int:
@@ -39,3 +40,16 @@ def count_use(conn: Any, link_id: int) -> None:
 def count_failed_pin(conn: Any, link_id: int) -> None:
     conn.execute(update(ShareLink).where(ShareLink.id == link_id)
                  .values(failed_pins=ShareLink.failed_pins + 1))
+
+
+def elderly(conn: Any, account_id: int) -> bool | None:
+    value = conn.execute(select(PortalPreference.elderly)
+                         .where(PortalPreference.account_id == account_id)).scalar()
+    return None if value is None else bool(value)
+
+
+def set_elderly(conn: Any, account_id: int, value: bool, at: datetime) -> None:
+    # Delete and insert: one statement pair that works the same on SQLite and PostgreSQL.
+    conn.execute(delete(PortalPreference).where(PortalPreference.account_id == account_id))
+    conn.execute(insert(PortalPreference).values(account_id=account_id, elderly=value,
+                                                 updated_at=at))

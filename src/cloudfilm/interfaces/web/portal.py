@@ -287,7 +287,7 @@ def build_router(web: Web) -> APIRouter:
         except CloudfilmError as exc:
             return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
                               step="code", sent_to=None, error=web.message(request, exc))
-        return _signed_in(request, signed)
+        return await run_in_threadpool(_signed_in, request, signed)
 
     @router.post("/register")
     async def register(request: Request) -> Response:
@@ -311,7 +311,7 @@ def build_router(web: Web) -> APIRouter:
         except CloudfilmError as exc:
             return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
                               step="phone", sent_to=None, error=web.message(request, exc))
-        return _signed_in(request, signed)
+        return await run_in_threadpool(_signed_in, request, signed)
 
     def _signed_in(request: Request, signed: Any) -> Response:
         response = RedirectResponse(f"{PREFIX}", status_code=303)
@@ -319,6 +319,10 @@ def build_router(web: Web) -> APIRouter:
         response.set_cookie(SESSION_COOKIE, signed.token, max_age=seconds, httponly=True,
                             samesite="lax", secure=request.url.scheme == "https", path="/")
         response.delete_cookie(FOR_COOKIE, path=PREFIX)
+        actor = svc.accounts.actor_for_token(signed.token, address=web.address(request))
+        elderly = svc.preferences.elderly(actor) if actor is not None else None
+        if elderly is not None:
+            _elderly_cookie(request, response, elderly)
         return response
 
     @router.post("/signout")
@@ -344,9 +348,16 @@ def build_router(web: Web) -> APIRouter:
         response = RedirectResponse(back if back.startswith(f"{PREFIX}") and "//" not in back
                                     else PREFIX, status_code=303)
         if "elderly" in form:
-            response.set_cookie(ELDERLY_COOKIE, "1" if form["elderly"] == "1" else "0",
-                                max_age=365 * 86400, samesite="lax", httponly=True,
-                                path="/", secure=request.url.scheme == "https")
+            on = form["elderly"] == "1"
+            # Kept with the account (every phone it signs in on), and in a cookie for
+            # the pages before sign-in.
+            try:
+                actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+            except Redirect:
+                actor = None
+            if actor is not None:
+                await run_in_threadpool(svc.preferences.set_elderly, actor, on)
+            _elderly_cookie(request, response, on)
         return response
 
     # -- timeline --
@@ -586,6 +597,12 @@ def build_router(web: Web) -> APIRouter:
         return web.render(request, "log.html.j2", entries=entries)
 
     return router
+
+
+def _elderly_cookie(request: Request, response: Response, on: bool) -> None:
+    response.set_cookie(ELDERLY_COOKIE, "1" if on else "0", max_age=365 * 86400,
+                        samesite="lax", httponly=True, path="/",
+                        secure=request.url.scheme == "https")
 
 
 def _download(download: Download) -> Response:

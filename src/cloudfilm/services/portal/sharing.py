@@ -213,3 +213,26 @@ class ShareService:
         if failed:  # raised after the commit, so the failure counts
             raise NotAuthenticatedError("wrong PIN")
         return OpenedShare(_view(row), actor)
+
+
+class PreferenceService:
+    """A resident's portal preferences, kept with their account."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def elderly(self, actor: Actor) -> bool | None:
+        """The account's elderly-mode choice, or None if never made."""
+        if actor.account_id is None:
+            return None
+        with self._db.reading() as conn:
+            return repo.elderly(conn, actor.account_id)
+
+    def set_elderly(self, actor: Actor, value: bool) -> None:
+        if actor.kind != "resident" or actor.account_id is None:
+            raise NotAuthorizedError("only a signed-in resident has portal preferences")
+        try:
+            with self._db.writing() as conn:
+                repo.set_elderly(conn, actor.account_id, value, datetime.now(UTC))
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc

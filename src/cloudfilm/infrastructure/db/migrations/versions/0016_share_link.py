@@ -1,4 +1,5 @@
-"""share links: a resident's time-limited, revocable view-only link to one study
+"""share links (a resident's time-limited, revocable view-only link to one study) and
+portal preferences of an account (elderly mode)
 
 Revision ID: 0016
 Revises: 0012
@@ -39,8 +40,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash", name="uq_share_link_token_hash"),
     )
     op.create_index("ix_share_link_resident_id", "share_link", ["resident_id"])
+    op.create_table(
+        "portal_preference",
+        sa.Column("account_id", _ID, nullable=False),
+        sa.Column("elderly", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", _TS, nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["account.id"],
+                                name="fk_portal_preference_account_id_account"),
+        sa.PrimaryKeyConstraint("account_id", name="pk_portal_preference"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("portal_preference")
     op.drop_index("ix_share_link_resident_id", table_name="share_link")
     op.drop_table("share_link")
