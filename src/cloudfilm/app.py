@@ -59,6 +59,8 @@ from cloudfilm.services.identity.protection import (
 )
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.downloads import DownloadService
+from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
@@ -168,15 +170,16 @@ def build_services(settings: Settings) -> Services:
         zone=zone, deadline_hours=settings.reports.upload_deadline_hours,
         max_bytes=settings.reports.max_report_bytes), work_dir=spool,
         sender_for=ingest.sender_for)
+    retrieve = RetrieveService(db, blobs, policy, audit, frame_cache=(
+        DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache else None))
+    timeline = TimelineService(db, policy, audit)
     return Services(
         ingest=ingest,
         reports=reports,
         recognition=RecognitionService(db, protector, audit, zone=zone,
                                        settle_minutes=settings.recognition.settle_minutes),
         query=QueryService(db, policy, audit),
-        retrieve=RetrieveService(db, blobs, policy, audit, frame_cache=(
-            DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache
-            else None)),
+        retrieve=retrieve,
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
         peers=peers,
@@ -195,9 +198,12 @@ def build_services(settings: Settings) -> Services:
         local_access=local,
         gateways=GatewayService(db),
         web=web_access(settings),
-        timeline=TimelineService(db, policy, audit),
         research=ResearchService(db, blobs, audit, protector,
                                  k=settings.research.k_threshold),
+        timeline=timeline,
+        downloads=DownloadService(retrieve),
+        shares=ShareService(db, audit, timeline),
+        preferences=PreferenceService(db),
         storage=storage,
     )
 

@@ -6,6 +6,7 @@ page. Screenshots are saved under tests/artifacts/portal/ (git-ignored)."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,4 +167,44 @@ def test_approve_a_request_then_see_who_looked(phone: tuple[Page, list[str]], ba
     page.get_by_text("Dr 1").first.wait_for()
     assert "Hospital HA" in page.locator("main").inner_text()
     check_page(page, base, "08-who-looked")
+    assert errors == []
+
+
+def test_download_the_study_and_share_it_with_a_doctor(
+        phone: tuple[Page, list[str]], base: str, world: Portal,
+        browser: Browser) -> None:  # noqa: F811
+    page, errors = phone
+    sign_in(page, base, world)
+    page.goto(f"{base}/portal/studies/{world.ct_study}")
+    dicom = page.locator("#download-dicom")
+    assert "DICOM" in dicom.inner_text() and "KB" in dicom.inner_text()  # size shown first
+    with page.expect_download() as download:
+        dicom.click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        names = archive.namelist()
+        assert names[0] == "DICOMDIR" and len(names) == SLICES + 1
+    page.get_by_label("有效期").select_option("1")
+    page.get_by_role("button", name="生成链接").click()
+    page.locator("#share-result svg").wait_for()
+    check_page(page, base, "09-share-link")
+    url = page.locator("#share-url").input_value()
+    # The doctor: another browser, no account, no session.
+    other = browser.new_context(locale="zh-CN", **PHONE)
+    try:
+        doctor = other.new_page()
+        doctor.goto(url)
+        doctor.wait_for_function(
+            "() => Number(document.getElementById('view').dataset.renders) > 0")
+        assert doctor.get_by_text("只能查看").is_visible()
+        check_page(doctor, base, "10-shared-viewer")
+        page.goto(f"{base}/portal/log")
+        page.get_by_text("持您分享链接的医生").first.wait_for()
+        page.goto(f"{base}/portal/shares")
+        check_page(page, base, "11-my-shares")
+        page.get_by_role("button", name="停止分享").click()
+        page.get_by_text("已失效").wait_for()
+        answer = doctor.goto(url)
+        assert answer is not None and answer.status == 404
+    finally:
+        other.close()
     assert errors == []

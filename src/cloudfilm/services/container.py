@@ -20,6 +20,8 @@ from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
+from cloudfilm.services.portal.downloads import DownloadService
+from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
@@ -87,6 +89,11 @@ class Services:
     timeline: TimelineService
     # De-identified research projects (issue 19).
     research: ResearchService
+    # Studies and images a resident takes home (issue 13).
+    downloads: DownloadService
+    # View-only links to one study for a doctor outside the platform (issue 13).
+    shares: ShareService
+    preferences: PreferenceService
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()

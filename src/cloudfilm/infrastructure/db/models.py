@@ -925,3 +925,34 @@ class ResearchExport(Base):
     refused: Mapped[int] = mapped_column(Integer, default=0)
     manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
     created_by: Mapped[str] = mapped_column(String(128))
+
+
+class ShareLink(Base):
+    """A resident's view-only link to one study for a doctor outside the platform: a
+    random token (only its SHA-256 stored), an optional PIN (hashed with the token), an
+    expiry, revocable; every use is an audit record under ``share:<id>``."""
+
+    __tablename__ = "share_link"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("resident.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    pin_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    uses: Mapped[int] = mapped_column(Integer)
+    failed_pins: Mapped[int] = mapped_column(Integer)
+
+
+class PortalPreference(Base):
+    """What a resident chose in the portal, kept with the account so that every phone
+    they sign in on shows it (elderly mode: larger type, higher contrast)."""
+
+    __tablename__ = "portal_preference"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), primary_key=True)
+    elderly: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

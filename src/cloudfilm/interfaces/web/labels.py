@@ -38,6 +38,8 @@ ACTIONS = {
     "grant.deny": "Denied access", "grant.revoke": "Revoked access",
     "grant.break_glass": "Emergency access", "grant.in_person": "Access given in person",
     "grant.sms_confirm": "Access confirmed with your SMS code",
+    "share.open": "Opened your share link", "share.create": "Created a share link",
+    "share.revoke": "Stopped a share link",
 }
 WHO = {"administrator": "Platform administrator", "admin": "Platform administrator",
        "local operator": "Platform operator"}
@@ -92,3 +94,10 @@ def person(name: str) -> str:
     if len(groups) > 1 and groups[1].strip("^ "):
         return "".join(parts)
     return " ".join(reversed(parts[:2])) if len(parts) > 1 else "".join(parts)
+
+
+def size(n: int) -> str:
+    """A download's size as people read it (decimal units, like phones show storage)."""
+    if n < 1_000_000:
+        return f"{max(n, 1000) // 1000} KB"
+    return f"{n / 1_000_000:.1f} MB"

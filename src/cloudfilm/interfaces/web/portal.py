@@ -16,11 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import segno
 from babel.dates import format_datetime
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 
 from cloudfilm.infrastructure.db.query_repository import Condition
 from cloudfilm.interfaces.api.auth import client_host
@@ -50,12 +58,14 @@ from cloudfilm.services.errors import (
     RateLimitedError,
 )
 from cloudfilm.services.kernel.actor import Actor, Role
+from cloudfilm.services.portal.downloads import Download
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/portal"
 FOR_COOKIE = "cloudfilm_for"
 ELDERLY_COOKIE = "cloudfilm_elderly"
+SHARE_PIN_COOKIE = "cloudfilm_share_pin"
 PAGE_SIZE = 20
 # Window presets (width, centre) in Hounsfield units, as radiology viewers name them.
 PRESETS: dict[str, tuple[int, int]] = {
@@ -161,7 +171,7 @@ class Web:
             day=lambda v: labels.da_date(v, lang), when=lambda v: self.when(v, lang),
             report_label=lambda s: _(labels.REPORT_STATUS.get(s) or s),
             person=labels.person, action=labels.action,
-            who=lambda w: labels.WHO.get(w, w), **context)
+            who=lambda w: labels.WHO.get(w, w), megabytes=labels.size, **context)
         response = HTMLResponse(page, status_code=status)
         self.remember(request, response, lang)
         return response
@@ -277,7 +287,7 @@ def build_router(web: Web) -> APIRouter:
         except CloudfilmError as exc:
             return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
                               step="code", sent_to=None, error=web.message(request, exc))
-        return _signed_in(request, signed)
+        return await run_in_threadpool(_signed_in, request, signed)
 
     @router.post("/register")
     async def register(request: Request) -> Response:
@@ -301,7 +311,7 @@ def build_router(web: Web) -> APIRouter:
         except CloudfilmError as exc:
             return web.render(request, "signin.html.j2", status=_status(exc), phone=phone,
                               step="phone", sent_to=None, error=web.message(request, exc))
-        return _signed_in(request, signed)
+        return await run_in_threadpool(_signed_in, request, signed)
 
     def _signed_in(request: Request, signed: Any) -> Response:
         response = RedirectResponse(f"{PREFIX}", status_code=303)
@@ -309,13 +319,21 @@ def build_router(web: Web) -> APIRouter:
         response.set_cookie(SESSION_COOKIE, signed.token, max_age=seconds, httponly=True,
                             samesite="lax", secure=request.url.scheme == "https", path="/")
         response.delete_cookie(FOR_COOKIE, path=PREFIX)
+        actor = svc.accounts.actor_for_token(signed.token, address=web.address(request))
+        elderly = svc.preferences.elderly(actor) if actor is not None else None
+        if elderly is not None:
+            _elderly_cookie(request, response, elderly)
         return response
 
     @router.post("/signout")
     async def sign_out(request: Request) -> Response:
-        await web.check_csrf(request)
+        form = await web.check_csrf(request)
         token = request.cookies.get(SESSION_COOKIE, "")
-        if token:
+        if token and form.get("everywhere") == "1":
+            # Every phone and browser of this account: its sessions end in the database.
+            actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+            await run_in_threadpool(svc.accounts.sign_out_everywhere, actor)
+        elif token:
             await run_in_threadpool(svc.accounts.sign_out, token)
         response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
@@ -330,9 +348,16 @@ def build_router(web: Web) -> APIRouter:
         response = RedirectResponse(back if back.startswith(f"{PREFIX}") and "//" not in back
                                     else PREFIX, status_code=303)
         if "elderly" in form:
-            response.set_cookie(ELDERLY_COOKIE, "1" if form["elderly"] == "1" else "0",
-                                max_age=365 * 86400, samesite="lax", httponly=True,
-                                path="/", secure=request.url.scheme == "https")
+            on = form["elderly"] == "1"
+            # Kept with the account (every phone it signs in on), and in a cookie for
+            # the pages before sign-in.
+            try:
+                actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+            except Redirect:
+                actor = None
+            if actor is not None:
+                await run_in_threadpool(svc.preferences.set_elderly, actor, on)
+            _elderly_cookie(request, response, on)
         return response
 
     # -- timeline --
@@ -377,7 +402,10 @@ def build_router(web: Web) -> APIRouter:
     @router.get("/frames/{study_uid}/{series_uid}/{sop_uid}/{frame}")
     def frame(request: Request, study_uid: str, series_uid: str, sop_uid: str, frame: int,
               preset: str = "default", size: int = 512) -> Response:
-        actor = web.actor(request)
+        return _frame(web.actor(request), study_uid, series_uid, sop_uid, frame, preset, size)
+
+    def _frame(actor: Actor, study_uid: str, series_uid: str, sop_uid: str, frame: int,
+               preset: str, size: int) -> Response:
         window = None
         if preset in PRESETS:
             width, centre = PRESETS[preset]
@@ -394,7 +422,13 @@ def build_router(web: Web) -> APIRouter:
     def viewer(request: Request, study_uid: str, series_uid: str, start: int = 1,
                preset: str = "default") -> Response:
         actor = web.actor(request)
-        summary, series = svc.timeline.study(actor, _uid(study_uid))
+        return _viewer(request, actor, _uid(study_uid), _uid(series_uid), start, preset,
+                       f"{PREFIX}/studies/{study_uid}", f"{PREFIX}/frames/{study_uid}",
+                       f"{PREFIX}/studies/{study_uid}/series")
+
+    def _viewer(request: Request, actor: Actor, study_uid: str, series_uid: str, start: int,
+                preset: str, back: str, frames_base: str, series_base: str) -> Response:
+        summary, series = svc.timeline.study(actor, study_uid)
         shown = next((s for s in series if s.series_instance_uid == series_uid), None)
         if shown is None or shown.thumbnail_sop_uid is None:
             raise NotFoundError("no images in this series")
@@ -409,11 +443,11 @@ def build_router(web: Web) -> APIRouter:
             items.extend((sop, f) for f in range(1, frames + 1))
         lang = web.lang(request)
         _ = web.languages.translations[lang].gettext
-        data = {"base": f"{PREFIX}/frames/{study_uid}/{series_uid}", "items": items,
+        data = {"base": f"{frames_base}/{series_uid}", "items": items,
                 "presets": {k: list(v) for k, v in PRESETS.items()},
                 "defaultLabel": _("Default window")}
         return web.render(request, "viewer.html.j2", study=summary, series=series,
-                          current=series_uid, frames=data,
+                          current=series_uid, frames=data, back=back, series_base=series_base,
                           count=len(items), start=max(1, min(start, len(items) or 1)),
                           preset=preset if preset in PRESETS else "default",
                           presets=PRESET_NAMES, ct=shown.modality == "CT")
@@ -433,6 +467,108 @@ def build_router(web: Web) -> APIRouter:
         return Response(data, media_type="application/pdf", headers={
             "content-disposition": f'attachment; filename="report-{report_id[:32]}.pdf"',
             "cache-control": "no-store"})
+
+    # -- downloads (each one decision of the policy, audited as "download") --
+
+    @router.get("/studies/{study_uid}/download.zip")
+    def download_study(request: Request, study_uid: str) -> Response:
+        return _download(svc.downloads.study_zip(web.actor(request), _uid(study_uid)))
+
+    @router.get("/studies/{study_uid}/series/{series_uid}/jpeg.zip")
+    def download_series(request: Request, study_uid: str, series_uid: str) -> Response:
+        return _download(svc.downloads.series_jpeg_zip(web.actor(request), _uid(study_uid),
+                                                       _uid(series_uid)))
+
+    @router.get("/images/{study_uid}/{series_uid}/{sop_uid}/{frame}.jpg")
+    def download_image(request: Request, study_uid: str, series_uid: str, sop_uid: str,
+                       frame: int) -> Response:
+        return _download(svc.downloads.image_jpeg(web.actor(request), _uid(study_uid),
+                                                  _uid(series_uid), _uid(sop_uid), frame))
+
+    # -- share links (a doctor outside the platform, no account) --
+
+    @router.post("/studies/{study_uid}/share")
+    async def share(request: Request, study_uid: str) -> Response:
+        form = await web.check_csrf(request)
+        actor = await run_in_threadpool(web.actor, request)
+        try:
+            hours = int(form.get("hours", "0"))
+        except ValueError:
+            raise InvalidInputError("hours must be a number") from None
+        token, link = await run_in_threadpool(
+            lambda: svc.shares.create(actor, _uid(study_uid), hours=hours,
+                                      pin=form.get("pin", "").strip()))
+        url = str(request.base_url).rstrip("/") + f"{PREFIX}/s/{token}"
+        qr = segno.make(url, error="m").svg_inline(scale=4, dark="#000", light="#fff")
+        return web.render(request, "shared.html.j2", link=link, url=url, qr=Markup(qr))
+
+    @router.get("/shares")
+    def shares(request: Request) -> Response:
+        actor = web.actor(request, full=True)
+        return web.render(request, "shares.html.j2", links=svc.shares.mine(actor))
+
+    @router.post("/shares/{link_id}/revoke")
+    async def revoke_share(request: Request, link_id: int) -> Response:
+        await web.check_csrf(request)
+        actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+        await run_in_threadpool(svc.shares.revoke, actor, link_id)
+        return RedirectResponse(f"{PREFIX}/shares", status_code=303)
+
+    def _opened(request: Request, token: str, *, count: bool = False) -> Any:
+        return svc.shares.open(token[:64], request.cookies.get(SHARE_PIN_COOKIE, ""),
+                               address=web.address(request), count=count)
+
+    @router.get("/s/{token}")
+    def shared_study(request: Request, token: str) -> Response:
+        link = svc.shares.peek(token)
+        if link.has_pin and not request.cookies.get(SHARE_PIN_COOKIE):
+            return web.render(request, "share_pin.html.j2", token=token, error=None)
+        try:
+            opened = _opened(request, token, count=True)
+        except NotAuthenticatedError:
+            _ = web.languages.translations[web.lang(request)].gettext
+            return web.render(request, "share_pin.html.j2", status=401, token=token,
+                              error=_("Wrong PIN."))
+        _summary, series = svc.timeline.study(opened.actor, link.study_instance_uid)
+        first = next((s for s in series if s.thumbnail_sop_uid), None)
+        if first is None:
+            raise NotFoundError("no images in this study")
+        return _viewer(request, opened.actor, link.study_instance_uid,
+                       first.series_instance_uid, 1, "default", "",
+                       f"{PREFIX}/s/{token}/frames", f"{PREFIX}/s/{token}/series")
+
+    @router.post("/s/{token}")
+    async def shared_pin(request: Request, token: str) -> Response:
+        form = await web.check_csrf(request)
+        pin = form.get("pin", "").strip()[:4]
+        response = RedirectResponse(f"{PREFIX}/s/{token[:64]}", status_code=303)
+        try:
+            await run_in_threadpool(lambda: svc.shares.open(
+                token[:64], pin, address=web.address(request)))
+        except NotAuthenticatedError:
+            _ = web.languages.translations[web.lang(request)].gettext
+            return web.render(request, "share_pin.html.j2", status=401, token=token,
+                              error=_("Wrong PIN."))
+        response.set_cookie(SHARE_PIN_COOKIE, pin, httponly=True, samesite="lax",
+                            path=f"{PREFIX}/s/{token[:64]}", max_age=12 * 3600,
+                            secure=request.url.scheme == "https")
+        return response
+
+    @router.get("/s/{token}/series/{series_uid}/view")
+    def shared_series(request: Request, token: str, series_uid: str, start: int = 1,
+                      preset: str = "default") -> Response:
+        opened = _opened(request, token)
+        return _viewer(request, opened.actor, opened.link.study_instance_uid,
+                       _uid(series_uid), start, preset, "", f"{PREFIX}/s/{token}/frames",
+                       f"{PREFIX}/s/{token}/series")
+
+    @router.get("/s/{token}/frames/{series_uid}/{sop_uid}/{frame}")
+    def shared_frame(request: Request, token: str, series_uid: str, sop_uid: str,
+                     frame: int, preset: str = "default", size: int = 512) -> Response:
+        opened = _opened(request, token)
+        # Only the link's own study: the UID comes from the link, never from the URL.
+        return _frame(opened.actor, opened.link.study_instance_uid, series_uid, sop_uid,
+                      frame, preset, size)
 
     # -- requests, grants, access log --
 
@@ -461,6 +597,21 @@ def build_router(web: Web) -> APIRouter:
         return web.render(request, "log.html.j2", entries=entries)
 
     return router
+
+
+def _elderly_cookie(request: Request, response: Response, on: bool) -> None:
+    response.set_cookie(ELDERLY_COOKIE, "1" if on else "0", max_age=365 * 86400,
+                        samesite="lax", httponly=True, path="/",
+                        secure=request.url.scheme == "https")
+
+
+def _download(download: Download) -> Response:
+    headers = {"content-disposition": f'attachment; filename="{download.filename}"',
+               "cache-control": "no-store"}
+    if download.size is not None:
+        headers["content-length"] = str(download.size)
+    return StreamingResponse(download.chunks, media_type=download.media_type,
+                             headers=headers)
 
 
 def _jpeg(data: bytes) -> Response:
@@ -523,8 +674,8 @@ def install(app: FastAPI, services: Services, options: WebOptions | None = None)
             assert api_handler is not None
             answer = api_handler(request, exc)
             return await answer if inspect.isawaitable(answer) else answer
-        if request.url.path.startswith(f"{PREFIX}/frames/") or request.url.path.startswith(
-                f"{PREFIX}/thumbs/"):
+        if request.url.path.startswith((f"{PREFIX}/frames/", f"{PREFIX}/thumbs/")) or (
+                request.url.path.startswith(f"{PREFIX}/s/") and "/frames/" in request.url.path):
             return JSONResponse({"error": exc.code}, status_code=_status(exc))
         return web.render(request, "error.html.j2", status=_status(exc),
                           message=web.message(request, exc))

@@ -599,6 +599,13 @@ class AccountService:
         with self._write() as session:
             repo.revoke_session(session, _token_hash(token), datetime.now(UTC))
 
+    def sign_out_everywhere(self, actor: Actor) -> None:
+        """End every session of the actor's account (a lost or shared phone)."""
+        if actor.account_id is None:
+            raise NotAuthorizedError("only a signed-in account can sign out everywhere")
+        with self._write() as session:
+            repo.revoke_sessions_of(session, actor.account_id, datetime.now(UTC))
+
     def _actor(self, session: Session, account: Account, address: str, *,
                hospital_code: str | None = None) -> Actor:
         subject = f"account:{account.id}"

@@ -274,9 +274,10 @@ class RetrieveService:
     def rendered(self, study_uid: str, series_uid: str, sop_uid: str, *, actor: Actor,
                  frame: int = 1, media_type: str = "image/jpeg",
                  window: tuple[float, float, str] | None = None,
-                 viewport: tuple[int, int] | None = None, quality: int | None = None) -> bytes:
+                 viewport: tuple[int, int] | None = None, quality: int | None = None,
+                 action: str = "render") -> bytes:
         """One frame rendered (modality LUT, window, viewport); decided and audited like
-        :meth:`locate`.
+        :meth:`locate` (as ``action``: a saved JPEG is a ``download``).
 
         Raises
         ------
@@ -289,7 +290,17 @@ class RetrieveService:
                 render.check_viewport(viewport)
             except render.RenderSizeError as exc:
                 raise InvalidQueryError(str(exc)) from exc
-        obj = self._one(study_uid, series_uid, sop_uid, actor, "render")
+        obj = self._one(study_uid, series_uid, sop_uid, actor, action)
+        return self.render_located(obj, frame=frame, media_type=media_type, window=window,
+                                   viewport=viewport, quality=quality)
+
+    def render_located(self, obj: StoredObject, *, frame: int = 1,
+                       media_type: str = "image/jpeg",
+                       window: tuple[float, float, str] | None = None,
+                       viewport: tuple[int, int] | None = None,
+                       quality: int | None = None) -> bytes:
+        """Render a frame of an object :meth:`locate` returned (decided and recorded
+        there: a series saved as JPEGs is one decision, not one per image)."""
         count = obj.number_of_frames or 1
         if not 1 <= frame <= count:
             raise NotFoundError(f"frame {frame} does not exist; the instance has {count}")
@@ -329,6 +340,18 @@ class RetrieveService:
         if isinstance(value, str):
             return value.encode("utf-8")
         return json_model_value_bytes(elem)
+
+    def header(self, obj: StoredObject) -> Dataset:
+        """The object's file meta and header, read up to the pixels (for a DICOMDIR
+        record); only the first bytes of the object leave the blob store."""
+        try:
+            path = self._blobs.local_path(obj.blob_key)
+            if path is not None:
+                return dcmread(path, stop_before_pixels=True)
+            with self._blobs.open(obj.blob_key) as fh:
+                return dcmread(fh, stop_before_pixels=True)
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
 
     def _load(self, obj: StoredObject) -> Dataset:
         with self._lock:

@@ -66,6 +66,8 @@ class Permission(StrEnum):
     """Propose a de-identified research project and see its cohort counts."""
     APPROVE_RESEARCH = "research.approve"
     EXPORT_RESEARCH = "research.export"
+    SHARE_STUDY = "portal.share"
+    """Give a doctor outside the platform a view-only link to one's own study."""
     SET_RESEARCH_CHOICE = "research.own_choice"
     """Refuse (or allow again) research use of one's own data."""
     READ_HEALTH = "system.health"
@@ -97,7 +99,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # Administrators do not upload (a study belongs to the hospital that made it) and
     # decide no patient's grants.
     Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
-                               Permission.SET_RESEARCH_CHOICE,
+                               Permission.SET_RESEARCH_CHOICE, Permission.SHARE_STUDY,
                                Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
@@ -114,7 +116,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.ISSUE_ACTIVATION_CODES}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
-        Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE}),
+        Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
+        Permission.SHARE_STUDY}),
 }
 """The one map from roles to permissions."""
 
