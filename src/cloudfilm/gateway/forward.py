@@ -20,6 +20,7 @@ PS3.18 10.5.3 (STOW-RS response), PS3.18 10.5.1.2 (multipart/related request).
 
 from __future__ import annotations
 
+import gzip as zlib_gzip
 import logging
 import random
 import secrets
@@ -79,8 +80,10 @@ def http_client(cloud: CloudConfig) -> httpx.Client:
 
 
 def send_dicom(client: httpx.Client, path_prefix: str, queue: Queue,
-               items: list[Item]) -> Outcome:
-    """POST one STOW-RS request holding ``items`` (one study) and classify the answer."""
+               items: list[Item], *, gzip: bool = False) -> Outcome:
+    """POST one STOW-RS request holding ``items`` (one study) and classify the answer.
+    ``gzip``: the body travels gzip-compressed (level 1: CT pixels shrink ~2:1 at a CPU cost
+    far below a slow link's time)."""
     boundary = "cfgw" + secrets.token_hex(12)
     chunks: list[bytes] = []
     for item in items:
@@ -89,10 +92,13 @@ def send_dicom(client: httpx.Client, path_prefix: str, queue: Queue,
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+    body = b"".join(chunks)
+    if gzip:
+        body = zlib_gzip.compress(body, compresslevel=1)
+        headers["Content-Encoding"] = "gzip"
     try:
-        response = client.post(f"{path_prefix}/studies", content=b"".join(chunks),
-                               headers={"Content-Type": content_type,
-                                        "Accept": "application/dicom+json"})
+        response = client.post(f"{path_prefix}/studies", content=body, headers=headers)
     except httpx.HTTPError as exc:
         return Outcome([], [], items, f"cannot reach the cloud: {type(exc).__name__}: {exc}")
     return classify_stow(response.status_code, response.content, items)
@@ -288,7 +294,8 @@ class Forwarder:
         if items[0].kind == "hl7":
             outcome = send_hl7(client, self.queue, items[0])
         else:
-            outcome = send_dicom(client, self.cloud.dicomweb_path, self.queue, items)
+            outcome = send_dicom(client, self.cloud.dicomweb_path, self.queue, items,
+                                 gzip=self.cloud.gzip)
         self._record(outcome)
         logger.info("cloudfilm.gateway.forwarded", extra={
             "objects": len(items), "sent": len(outcome.sent), "refused": len(outcome.refused),
