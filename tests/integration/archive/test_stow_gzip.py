@@ -8,6 +8,7 @@ import gzip
 import zlib
 from typing import Any
 
+from pydicom.uid import generate_uid
 from tests.factories import make_ct, multipart, to_bytes
 
 
@@ -84,3 +85,34 @@ def test_corrupt_truncated_and_unknown_encodings_store_nothing(client: Any) -> N
     # Claiming gzip without it is a corrupt stream, not a silent plain upload.
     assert post(client, body, content_type).status_code == 400
     assert nothing_stored(client)
+
+
+def test_the_gateway_sends_gzip_and_the_cloud_keeps_each_object(client: Any,
+                                                               tmp_path: Any) -> None:
+    """The gateway's own sender (forward.send_dicom) against the cloud's door."""
+    from cloudfilm.gateway.forward import send_dicom
+    from cloudfilm.gateway.queue import Meta, Queue
+
+    queue = Queue(tmp_path / "q", quota_bytes=10 << 20)
+    seen: list[str] = []
+
+    def spy(request: Any) -> None:
+        seen.append(request.headers.get("content-encoding", ""))
+
+    client.event_hooks["request"].append(spy)
+    try:
+        study = generate_uid()  # one claim is one study
+        objects = [make_ct(size=64, study_uid=study, instance_number=k) for k in (1, 2)]
+        for ds in objects:
+            queue.commit(queue.spool(to_bytes(ds)),
+                         Meta(kind="dicom", uid=str(ds.SOPInstanceUID),
+                              study_uid=str(ds.StudyInstanceUID)))
+        items = queue.claim(batch_size=10, batch_bytes=10 << 20)
+        outcome = send_dicom(client, "/dicomweb", queue, items, gzip=True)
+    finally:
+        client.event_hooks["request"].remove(spy)
+        queue.close()
+    assert seen == ["gzip"]
+    assert sorted(i.uid for i in outcome.sent) == sorted(str(d.SOPInstanceUID)
+                                                         for d in objects)
+    assert outcome.refused == [] and outcome.retry == []
