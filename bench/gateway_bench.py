@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,17 @@ def direct_c_store(server: kill9.Server, datasets: list[Any]) -> list[rig.Sent]:
     return sent
 
 
+def phantom(size: int, seed: int) -> bytes:
+    """A water-like ellipse (HU ~40, noise SD 80: gzip ~2:1 like real CT) in air."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.ogrid[:size, :size]
+    inside = ((x - size / 2) / (size * 0.47)) ** 2 + ((y - size / 2) / (size * 0.47)) ** 2 < 1
+    image = np.where(inside, 1064 + rng.normal(0, 80, (size, size)), 24)
+    return np.clip(image, 0, 4095).astype(np.uint16).tobytes()  # type: ignore[no-any-return]
+
+
 def write_files(datasets: list[Any], folder: Path) -> list[Path]:
     folder.mkdir()
     files = []
@@ -94,6 +106,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--link", help="RATE_MBIT:RTT_MS, e.g. 100:20 (needs root, iproute2)")
     parser.add_argument("--gzip", action="store_true", help="the gateway sends gzip bodies")
+    parser.add_argument("--pixels", choices=["random", "phantom"], default="random",
+                        help="random 12-bit noise (gzip ~1.15:1) or a noisy body phantom "
+                             "in air, compressing like real CT (~2:1)")
     args = parser.parse_args()
     link = None
     if args.link:
@@ -112,7 +127,11 @@ def main() -> None:
         print(f"[{time.monotonic() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
 
     def objects(tag: str) -> list[Any]:
-        return rig.studies(tag, args.studies, args.slices, size=args.size)
+        made = rig.studies(tag, args.studies, args.slices, size=args.size)
+        if args.pixels == "phantom":
+            for k, ds in enumerate(made):
+                ds.PixelData = phantom(args.size, k)
+        return made
 
     (workdir / "cloud").mkdir()
     server = kill9.Server(workdir / "cloud")
@@ -123,6 +142,8 @@ def main() -> None:
     try:
         batch = objects("BENCH-DIRECT")
         megabytes = sum(len(to_bytes(ds)) for ds in batch) / 1e6
+        sample = to_bytes(batch[0])
+        ratio = len(sample) / len(zlib.compress(sample, 1))
         log(f"{len(batch)} objects, {megabytes:.1f} MB per run")
         files = [] if link is None else write_files(batch, workdir / "direct")
         t0 = time.perf_counter()
@@ -181,7 +202,8 @@ def main() -> None:
           f"{args.size} CT ({megabytes:.1f} MB), STOW-RS batches of {args.batch}, "
           f"{args.concurrency} in flight, "
           f"{'loopback' if link is None else 'link ' + link.describe()}"
-          f"{', gzip' if args.gzip else ''}")
+          f"{', gzip' if args.gzip else ''}, {args.pixels} pixels (gzip -1 "
+          f"{ratio:.2f}:1)")
     print(f"  {'run':<58} {'s':>7} {'MB/s':>7} {'obj/s':>7} {'% link':>7}")
     n = args.studies * args.slices
     for name, seconds in results.items():
