@@ -96,6 +96,50 @@ def direct_storescu(link: Link, port: int, datasets: list[Any],
     return [rig.Sent(str(ds.SOPInstanceUID), dataset_sha256(to_bytes(ds))) for ds in datasets]
 
 
+def orthanc_forward(link: Link, cloud_dicom_port: int, datasets: list[Any],
+                    log: Any) -> tuple[float, list[rig.Sent]]:
+    """Debian's Orthanc inside the hospital's namespace as the store-and-forward box: the
+    studies are uploaded into it (not timed), then ``POST /modalities/cloud/store`` (C-STORE,
+    one association) is timed until it returns."""
+    import httpx
+
+    from orthanc import Orthanc
+
+    relay = link.relay(cloud_dicom_port)
+
+    class LinkOrthanc(Orthanc):
+        def prepare(self) -> tuple[list[str], dict[str, str]]:
+            argv, env = super().prepare()
+            path = Path(argv[1])
+            config = json.loads(path.read_text())
+            config.update({"RemoteAccessAllowed": True,  # reached on the namespace's address
+                           "DicomModalities": {"cloud": ["CLOUDFILM", link.outer, relay]},
+                           "DicomScuTimeout": 120})
+            path.write_text(json.dumps(config))
+            return [*link.prefix, *argv], env
+
+        @property
+        def health_url(self) -> str:
+            return f"http://{link.inner}:{self.http_port}/system"
+
+    with LinkOrthanc(aet=kill9.SCU_AE) as orthanc:
+        base = f"http://{link.inner}:{orthanc.http_port}"
+        studies = set()
+        with httpx.Client(timeout=60) as client:
+            for ds in datasets:
+                answer = client.post(f"{base}/instances", content=to_bytes(ds))
+                answer.raise_for_status()
+                studies.add(answer.json()["ParentStudy"])
+            log("orthanc loaded")
+            t0 = time.perf_counter()
+            answer = client.post(f"{base}/modalities/cloud/store", timeout=1800,
+                                 json={"Resources": sorted(studies), "Synchronous": True})
+            seconds = time.perf_counter() - t0
+            answer.raise_for_status()
+    return seconds, [rig.Sent(str(ds.SOPInstanceUID), dataset_sha256(to_bytes(ds)))
+                     for ds in datasets]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=4)
@@ -106,6 +150,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--link", help="RATE_MBIT:RTT_MS, e.g. 100:20 (needs root, iproute2)")
     parser.add_argument("--gzip", action="store_true", help="the gateway sends gzip bodies")
+    parser.add_argument("--orthanc", action="store_true",
+                        help="with --link: also Debian's Orthanc forwarding to the cloud")
     parser.add_argument("--pixels", choices=["random", "phantom"], default="random",
                         help="random 12-bit noise (gzip ~1.15:1) or a noisy body phantom "
                              "in air, compressing like real CT (~2:1)")
@@ -186,6 +232,11 @@ def main() -> None:
         results["C-STORE through the gateway, until the cloud acknowledged"] = (
             time.perf_counter() - t0)
         log("through done")
+        if link is not None and args.orthanc:
+            seconds, more = orthanc_forward(link, server.dicom_port, objects("BENCH-ORTHANC"),
+                                            log)
+            results["Orthanc forwards (C-STORE to its peer), until it returned"] = seconds
+            acked += more
         acked += sender.acked
         tally = rig.tally(server, acked)
     finally:
