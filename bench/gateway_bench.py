@@ -74,7 +74,7 @@ def phantom(size: int, seed: int) -> bytes:
     y, x = np.ogrid[:size, :size]
     inside = ((x - size / 2) / (size * 0.47)) ** 2 + ((y - size / 2) / (size * 0.47)) ** 2 < 1
     image = np.where(inside, 1064 + rng.normal(0, 80, (size, size)), 24)
-    return np.clip(image, 0, 4095).astype(np.uint16).tobytes()  # type: ignore[no-any-return]
+    return bytes(np.clip(image, 0, 4095).astype(np.uint16).tobytes())
 
 
 def write_files(datasets: list[Any], folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ def post(client: Any, body: bytes, content_type: str, encoding: str = "gzip") ->
 
 
 def nothing_stored(client: Any) -> bool:
-    return client.get("/dicomweb/instances").json() == []
+    return bool(client.get("/dicomweb/instances").json() == [])
 
 
 def test_gzip_body_is_stored_bit_identical(client: Any) -> None:
