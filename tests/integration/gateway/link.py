@@ -48,7 +48,8 @@ class Link:
     _relays: list[DelayRelay] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        subnet = random.randrange(1, 250)
+        taken = _run("ip", "-o", "addr").stdout  # another link of a parallel run
+        subnet = random.choice([n for n in range(1, 250) if f"10.231.{n}." not in taken])
         self.outer = f"10.231.{subnet}.1"  # the cloud's side (root namespace)
         self.inner = f"10.231.{subnet}.2"  # the hospital's side (inside the namespace)
 
