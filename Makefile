@@ -23,10 +23,13 @@ install: $(UV)
 ## Start the platform on the embedded default (SQLite + ./cloudfilm-data), with demo data:
 ## the demo province is loaded over C-STORE and STOW-RS first (a rerun adds nothing).
 run: install
-	$(VENV)/bin/cloudfilm demo --size small --data cloudfilm-data
+	$(VENV)/bin/cloudfilm demo --size small --data cloudfilm-data --gateway
 	@echo "cloudfilm: look at http://127.0.0.1:8042/dicomweb/studies?limit=20 and /docs (Ctrl-C stops)"
 	@echo "cloudfilm: patients' portal at http://127.0.0.1:8042/portal (sign-in codes: .venv/bin/cloudfilm sms outbox --data cloudfilm-data)"
-	$(VENV)/bin/cloudfilm serve --data cloudfilm-data
+	@echo "cloudfilm: a hospital gateway runs beside it (status http://127.0.0.1:8043/, heartbeats at /api/v1/gateway/heartbeats)"
+	$(VENV)/bin/cloudfilm gateway run cloudfilm-data/gateway/gateway.toml & gw=$$!; \
+	  trap 'kill $$gw 2>/dev/null' EXIT INT TERM; \
+	  $(VENV)/bin/cloudfilm serve --data cloudfilm-data
 
 ## The whole test suite: lint, layers, types (mypy), unit, integration (SQLite and PostgreSQL), interop.
 test: install

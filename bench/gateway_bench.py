@@ -12,16 +12,24 @@ Every acknowledged object is then checked in the cloud (once, bit-identical data
 
     .venv/bin/python bench/gateway_bench.py                 # 4 studies x 25 slices, 512x512
     .venv/bin/python bench/gateway_bench.py --studies 2 --slices 10 --size 256   # quick
+    sudo .venv/bin/python bench/gateway_bench.py --link 100:20   # 100 Mbit/s, 20 ms RTT
+
+With ``--link RATE:RTT`` the hospital side (the gateway, and the direct C-STORE, sent with
+dcmtk ``storescu``) runs in a network namespace whose upload is shaped by ``tc``
+(tests/integration/gateway/link.py); the PACS pushing into the gateway is not shaped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,7 @@ from tests.factories import to_bytes  # noqa: E402
 from tests.integration.crash import kill9  # noqa: E402
 from tests.integration.dimse.support import dataset_sha256  # noqa: E402
 from tests.integration.gateway import rig  # noqa: E402
+from tests.integration.gateway.link import Link  # noqa: E402
 
 from harness import BENCH_DIR, WORK_DIR  # noqa: E402
 
@@ -57,6 +66,80 @@ def direct_c_store(server: kill9.Server, datasets: list[Any]) -> list[rig.Sent]:
     return sent
 
 
+def phantom(size: int, seed: int) -> bytes:
+    """A water-like ellipse (HU ~40, noise SD 80: gzip ~2:1 like real CT) in air."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.ogrid[:size, :size]
+    inside = ((x - size / 2) / (size * 0.47)) ** 2 + ((y - size / 2) / (size * 0.47)) ** 2 < 1
+    image = np.where(inside, 1064 + rng.normal(0, 80, (size, size)), 24)
+    return bytes(np.clip(image, 0, 4095).astype(np.uint16).tobytes())
+
+
+def write_files(datasets: list[Any], folder: Path) -> list[Path]:
+    folder.mkdir()
+    files = []
+    for k, ds in enumerate(datasets):
+        files.append(folder / f"{k:05d}.dcm")
+        files[-1].write_bytes(to_bytes(ds))
+    return files
+
+
+def direct_storescu(link: Link, port: int, datasets: list[Any],
+                   files: list[Path]) -> list[rig.Sent]:
+    """C-STORE straight to the cloud from inside the hospital's namespace (dcmtk; its
+    start-up, ~50 ms, is counted)."""
+    subprocess.run([*link.prefix, "storescu", "-aet", kill9.SCU_AE, "-aec", "CLOUDFILM",
+                    "-xs", "-to", "60", link.outer, str(port), *map(str, files)],
+                   check=True, timeout=1800, stdout=subprocess.DEVNULL)
+    return [rig.Sent(str(ds.SOPInstanceUID), dataset_sha256(to_bytes(ds))) for ds in datasets]
+
+
+def orthanc_forward(link: Link, cloud_dicom_port: int, datasets: list[Any],
+                    log: Any) -> tuple[float, list[rig.Sent]]:
+    """Debian's Orthanc inside the hospital's namespace as the store-and-forward box: the
+    studies are uploaded into it (not timed), then ``POST /modalities/cloud/store`` (C-STORE,
+    one association) is timed until it returns."""
+    import httpx
+
+    from orthanc import Orthanc
+
+    relay = link.relay(cloud_dicom_port)
+
+    class LinkOrthanc(Orthanc):
+        def prepare(self) -> tuple[list[str], dict[str, str]]:
+            argv, env = super().prepare()
+            path = Path(argv[1])
+            config = json.loads(path.read_text())
+            config.update({"RemoteAccessAllowed": True,  # reached on the namespace's address
+                           "DicomModalities": {"cloud": ["CLOUDFILM", link.outer, relay]},
+                           "DicomScuTimeout": 120})
+            path.write_text(json.dumps(config))
+            return [*link.prefix, *argv], env
+
+        @property
+        def health_url(self) -> str:
+            return f"http://{link.inner}:{self.http_port}/system"
+
+    with LinkOrthanc(aet=kill9.SCU_AE) as orthanc:
+        base = f"http://{link.inner}:{orthanc.http_port}"
+        studies = set()
+        with httpx.Client(timeout=60) as client:
+            for ds in datasets:
+                answer = client.post(f"{base}/instances", content=to_bytes(ds))
+                answer.raise_for_status()
+                studies.add(answer.json()["ParentStudy"])
+            log("orthanc loaded")
+            t0 = time.perf_counter()
+            answer = client.post(f"{base}/modalities/cloud/store", timeout=1800,
+                                 json={"Resources": sorted(studies), "Synchronous": True})
+            seconds = time.perf_counter() - t0
+            answer.raise_for_status()
+    return seconds, [rig.Sent(str(ds.SOPInstanceUID), dataset_sha256(to_bytes(ds)))
+                     for ds in datasets]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=4)
@@ -65,7 +148,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20, help="objects per STOW-RS request")
     parser.add_argument("--concurrency", type=int, default=4, help="STOW-RS requests in flight")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--link", help="RATE_MBIT:RTT_MS, e.g. 100:20 (needs root, iproute2)")
+    parser.add_argument("--gzip", action="store_true", help="the gateway sends gzip bodies")
+    parser.add_argument("--orthanc", action="store_true",
+                        help="with --link: also Debian's Orthanc forwarding to the cloud")
+    parser.add_argument("--pixels", choices=["random", "phantom"], default="random",
+                        help="random 12-bit noise (gzip ~1.15:1) or a noisy body phantom "
+                             "in air, compressing like real CT (~2:1)")
     args = parser.parse_args()
+    link = None
+    if args.link:
+        rate, rtt = (float(x) for x in args.link.split(":"))
+        if (why := Link.available()) is not None:
+            sys.exit(f"--link: {why}")
+        link = Link(rate, rtt)
+        link.up()
+        os.environ["CLOUDFILM_HTTP__ALLOWED_HOSTS"] = f'["{link.outer}"]'
 
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-", dir=WORK_DIR))
@@ -75,7 +173,11 @@ def main() -> None:
         print(f"[{time.monotonic() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
 
     def objects(tag: str) -> list[Any]:
-        return rig.studies(tag, args.studies, args.slices, size=args.size)
+        made = rig.studies(tag, args.studies, args.slices, size=args.size)
+        if args.pixels == "phantom":
+            for k, ds in enumerate(made):
+                ds.PixelData = phantom(args.size, k)
+        return made
 
     (workdir / "cloud").mkdir()
     server = kill9.Server(workdir / "cloud")
@@ -86,22 +188,33 @@ def main() -> None:
     try:
         batch = objects("BENCH-DIRECT")
         megabytes = sum(len(to_bytes(ds)) for ds in batch) / 1e6
+        sample = to_bytes(batch[0])
+        ratio = len(sample) / len(zlib.compress(sample, 1))
         log(f"{len(batch)} objects, {megabytes:.1f} MB per run")
+        files = [] if link is None else write_files(batch, workdir / "direct")
         t0 = time.perf_counter()
-        acked = direct_c_store(server, batch)
+        if link is None:
+            acked = direct_c_store(server, batch)
+        else:
+            acked = direct_storescu(link, link.relay(server.dicom_port), batch, files)
         results["direct C-STORE to the cloud"] = time.perf_counter() - t0
         log("direct done")
 
         (workdir / "gw").mkdir()
-        gw = rig.Gateway(workdir / "gw", f"http://127.0.0.1:{server.http_port}", server.token,
+        cloud_url = (f"http://127.0.0.1:{server.http_port}" if link is None
+                     else f"http://{link.outer}:{link.relay(server.http_port)}")
+        extra: dict[str, Any] = {} if link is None else {"host": link.inner,
+                                                        "prefix": link.prefix}
+        gw = rig.Gateway(workdir / "gw", cloud_url, server.token, **extra,
                          queue={"quota_bytes": 20 * 1024**3},
                          forward={"batch_size": args.batch, "concurrency": args.concurrency,
                                   "retry_initial_seconds": 0.1, "retry_max_seconds": 0.3,
                                   "batch_bytes": 256 * 1024**2},
-                         cloud={"timeout": 120.0}, status={"heartbeat_seconds": 0.0})
+                         cloud={"timeout": 120.0, **({"gzip": True} if args.gzip else {})},
+                         status={"heartbeat_seconds": 0.0})
         gw.start()
         server.stop()  # the link is down: the queue fills
-        sender = rig.Sender(gw.dicom_port)
+        sender = rig.Sender(gw.dicom_port, host=gw.host)
         batch = objects("BENCH-DRAIN")
         t0 = time.perf_counter()
         sender.send(batch, deadline=600)
@@ -119,23 +232,36 @@ def main() -> None:
         results["C-STORE through the gateway, until the cloud acknowledged"] = (
             time.perf_counter() - t0)
         log("through done")
+        if link is not None and args.orthanc:
+            seconds, more = orthanc_forward(link, server.dicom_port, objects("BENCH-ORTHANC"),
+                                            log)
+            results["Orthanc forwards (C-STORE to its peer), until it returned"] = seconds
+            acked += more
         acked += sender.acked
         tally = rig.tally(server, acked)
     finally:
         if gw is not None:
             gw.stop()
         server.stop()
+        if link is not None:
+            link.down()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     ok = (tally.lost == [] and tally.differing == [] and tally.arrived == tally.acknowledged
           and tally.versions == 0)
     print(f"gateway bench: {args.studies} studies x {args.slices} slices of {args.size}x"
           f"{args.size} CT ({megabytes:.1f} MB), STOW-RS batches of {args.batch}, "
-          f"{args.concurrency} in flight, loopback")
-    print(f"  {'run':<58} {'s':>7} {'MB/s':>7} {'obj/s':>7}")
+          f"{args.concurrency} in flight, "
+          f"{'loopback' if link is None else 'link ' + link.describe()}"
+          f"{', gzip' if args.gzip else ''}, {args.pixels} pixels (gzip -1 "
+          f"{ratio:.2f}:1)")
+    print(f"  {'run':<58} {'s':>7} {'MB/s':>7} {'obj/s':>7} {'% link':>7}")
     n = args.studies * args.slices
     for name, seconds in results.items():
-        print(f"  {name:<58} {seconds:7.2f} {megabytes / seconds:7.1f} {n / seconds:7.1f}")
+        share = ("" if link is None or "queue only" in name
+                 else f"{100 * megabytes * 8 / seconds / link.rate_mbit:6.0f}%")
+        print(f"  {name:<58} {seconds:7.2f} {megabytes / seconds:7.1f} {n / seconds:7.1f}"
+              f" {share:>7}")
     print(f"  verified: {tally.identical} of {tally.acknowledged} acknowledged objects "
           f"identical in the cloud, {len(tally.lost)} lost, {tally.versions} extra versions"
           f" -> {'OK' if ok else 'BROKEN'}")

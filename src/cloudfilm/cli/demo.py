@@ -42,8 +42,12 @@ from cloudfilm.services.access.actor import LOCAL_OPERATOR as OPERATOR
 @click.option("--ae-title", default=None, help="The server's AE title (with --dicom).")
 @click.option("--workers", type=int, default=3, show_default=True,
               help="Exams sent concurrently.")
+@click.option("--gateway", is_flag=True,
+              help="Also set up a hospital gateway for the first hospital: its config "
+                   "DATA/gateway/gateway.toml (run it with `cloudfilm gateway run`; `make "
+                   "run` does, beside `serve`, so GET /api/v1/gateway/heartbeats shows it).")
 def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | None,
-         ae_title: str | None, workers: int) -> None:
+         ae_title: str | None, workers: int, gateway: bool) -> None:
     """Create a synthetic province and load it over C-STORE and STOW-RS, with its
     diagnostic reports (DICOM SR over C-STORE, FHIR DiagnosticReport over REST)."""
     from rich.console import Console
@@ -94,11 +98,37 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
         for credential_id in issued:
             services.credentials.revoke(credential_id, actor=OPERATOR)
         services.health._db.dispose()
+    if gateway:
+        _gateway_config(console, services, province, settings)
     portal = _portal_accounts(services, province)
     _report(console, province, summary, settings, url, dimse_port)
     _report_portal(console, portal, settings, data)
     if summary.failures:
         raise SystemExit(1)
+
+
+def _gateway_config(console: Any, services: Any, province: Any, settings: Settings) -> None:
+    """A gateway config for the first hospital, with a credential of its own (kept, unlike
+    the load's); a rerun keeps the file and its credential."""
+    folder = settings.data_dir / "gateway"
+    path = folder / "gateway.toml"
+    hospital = province.hospitals[0]
+    if not path.exists():
+        token = services.credentials.issue(hospital.code, label="demo gateway",
+                                           actor=OPERATOR).token
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "# The demo's hospital gateway (cloudfilm demo --gateway): PACS -> C-STORE to\n"
+            "# GATEWAY@127.0.0.1:11113 -> STOW-RS to the cloud.\n"
+            f'[cloud]\nurl = "http://127.0.0.1:{settings.http.port}"\ncredential = "{token}"\n'
+            '[dicom]\nae_title = "GATEWAY"\nhost = "127.0.0.1"\nport = 11113\n'
+            'allowed_ae_titles = ["PACS"]\n'
+            '[queue]\nfolder = "queue"\n'
+            '[status]\nhost = "127.0.0.1"\nport = 8043\nheartbeat_seconds = 30\n',
+            encoding="utf-8")
+        path.chmod(0o600)  # it holds the hospital's credential
+    console.print(f"[bold]gateway[/] for {hospital.code}: cloudfilm gateway run {path} "
+                  "(status http://127.0.0.1:8043/)")
 
 
 DEMO_PHONES = ("13800000001", "13800000002")

@@ -39,6 +39,9 @@ class CloudConfig(_Section):
     credential: SecretStr = Field(description="The hospital's cfh_ credential")
     dicomweb_path: str = "/dicomweb"
     timeout: float = Field(default=60.0, gt=0)
+    # Send STOW-RS bodies gzip-compressed (the cloud accepts Content-Encoding: gzip since
+    # issue 18's second round; an older cloud refuses them, so it is off by default).
+    gzip: bool = False
     # A CA bundle to trust instead of the system's, and a client certificate for mutual TLS.
     ca_file: Path | None = None
     client_certificate: Path | None = None

@@ -25,6 +25,8 @@ import random
 import secrets
 import threading
 import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +81,10 @@ def http_client(cloud: CloudConfig) -> httpx.Client:
 
 
 def send_dicom(client: httpx.Client, path_prefix: str, queue: Queue,
-               items: list[Item]) -> Outcome:
-    """POST one STOW-RS request holding ``items`` (one study) and classify the answer."""
+               items: list[Item], *, gzip: bool = False) -> Outcome:
+    """POST one STOW-RS request holding ``items`` (one study) and classify the answer.
+    ``gzip``: the body travels gzip-compressed (level 1: CT pixels shrink ~2:1 at a CPU cost
+    far below a slow link's time)."""
     boundary = "cfgw" + secrets.token_hex(12)
     chunks: list[bytes] = []
     for item in items:
@@ -89,13 +93,26 @@ def send_dicom(client: httpx.Client, path_prefix: str, queue: Queue,
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+    body: Any = b"".join(chunks)
+    if gzip:
+        # Compressed while it is sent (chunked): a connection that fails costs no CPU, which
+        # matters while the link is down and batches are retried.
+        body = _gzipped(chunks)
+        headers["Content-Encoding"] = "gzip"
     try:
-        response = client.post(f"{path_prefix}/studies", content=b"".join(chunks),
-                               headers={"Content-Type": content_type,
-                                        "Accept": "application/dicom+json"})
+        response = client.post(f"{path_prefix}/studies", content=body, headers=headers)
     except httpx.HTTPError as exc:
         return Outcome([], [], items, f"cannot reach the cloud: {type(exc).__name__}: {exc}")
     return classify_stow(response.status_code, response.content, items)
+
+
+def _gzipped(chunks: list[bytes]) -> Iterator[bytes]:
+    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    for chunk in chunks:
+        if out := packer.compress(chunk):
+            yield out
+    yield packer.flush()
 
 
 def classify_stow(status: int, body: bytes, items: list[Item]) -> Outcome:
@@ -288,7 +305,8 @@ class Forwarder:
         if items[0].kind == "hl7":
             outcome = send_hl7(client, self.queue, items[0])
         else:
-            outcome = send_dicom(client, self.cloud.dicomweb_path, self.queue, items)
+            outcome = send_dicom(client, self.cloud.dicomweb_path, self.queue, items,
+                                 gzip=self.cloud.gzip)
         self._record(outcome)
         logger.info("cloudfilm.gateway.forwarded", extra={
             "objects": len(items), "sent": len(outcome.sent), "refused": len(outcome.refused),

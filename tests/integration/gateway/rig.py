@@ -41,8 +41,12 @@ class Gateway:
     """``cloudfilm gateway run CONFIG`` in its own process group, logging to a file."""
 
     def __init__(self, workdir: Path, cloud_url: str, credential: str, *,
-                 full_cli: bool = False, **sections: Any) -> None:
+                 full_cli: bool = False, host: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = (), **sections: Any) -> None:
         self.workdir = workdir
+        # ``host``: where its doors listen; ``prefix``: e.g. ``ip netns exec NS`` (link.py).
+        self.host = host
+        self.prefix = list(prefix)
         # ``cloudfilm gateway run`` or its faster twin ``python -m cloudfilm.cli.gateway run``.
         self.argv = ([str(Path(sys.executable).with_name("cloudfilm")), "gateway"] if full_cli
                      else [sys.executable, "-m", "cloudfilm.cli.gateway"])
@@ -56,14 +60,14 @@ class Gateway:
         self.starts = 0
         conf: dict[str, dict[str, Any]] = {
             "cloud": {"url": cloud_url, "credential": credential, "timeout": 5.0},
-            "dicom": {"ae_title": GATEWAY_AE, "host": "127.0.0.1", "port": self.dicom_port,
+            "dicom": {"ae_title": GATEWAY_AE, "host": host, "port": self.dicom_port,
                       "allowed_ae_titles": [PACS_AE], "timeout": 10.0},
             "queue": {"folder": str(self.queue_dir), "quota_bytes": 200 * 1024 * 1024},
             "forward": {"batch_size": 5, "concurrency": 3, "retry_initial_seconds": 0.2,
                         "retry_max_seconds": 1.0},
             "reports": {"mllp_host": "127.0.0.1", "mllp_port": self.mllp_port},
             "watch": {"folder": str(self.watch_dir), "interval_seconds": 0.3},
-            "status": {"host": "127.0.0.1", "port": self.status_port,
+            "status": {"host": host, "port": self.status_port,
                        "heartbeat_seconds": 1.0},
         }
         for name, values in sections.items():
@@ -73,7 +77,7 @@ class Gateway:
     def start(self, timeout: float = 30) -> None:
         log = (self.workdir / "gateway.log").open("ab")
         self.proc = subprocess.Popen(
-            [*self.argv, "run", str(self.config_path)],
+            [*self.prefix, *self.argv, "run", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.starts += 1
@@ -90,7 +94,7 @@ class Gateway:
 
     @property
     def status_url(self) -> str:
-        return f"http://127.0.0.1:{self.status_port}/status.json"
+        return f"http://{self.host}:{self.status_port}/status.json"
 
     def status(self) -> dict[str, Any]:
         return httpx.get(self.status_url, timeout=5).json()  # type: ignore[no-any-return]
@@ -275,6 +279,7 @@ class Sender:
     answered 0x0000. Aborted associations (the gateway killed) are retried, same bytes."""
 
     port: int
+    host: str = "127.0.0.1"
     acked: list[Sent] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
 
@@ -293,7 +298,7 @@ class Sender:
                 if time.monotonic() > end:
                     raise AssertionError(f"{len(pending)} objects never acknowledged")
                 if assoc is None or not assoc.is_established:
-                    assoc = ae.associate("127.0.0.1", self.port, ae_title=GATEWAY_AE)
+                    assoc = ae.associate(self.host, self.port, ae_title=GATEWAY_AE)
                     if not assoc.is_established:
                         time.sleep(0.1)
                         continue
