@@ -14,18 +14,16 @@ import signal
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import structlog
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from cloudfilm.config import ConfigError, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.storage.factory import open_blob_store
-from cloudfilm.interfaces.api.http import create_app
-from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
@@ -57,6 +55,13 @@ from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
+
+if TYPE_CHECKING:
+    # The doors are imported where they are built: CLI commands that only need the services
+    # then skip FastAPI and pynetdicom (issue 12, fast start).
+    from fastapi import FastAPI
+
+    from cloudfilm.interfaces.dimse.server import DimseServer
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -326,6 +331,8 @@ def _spool_dir(settings: Settings, data_dir: Path) -> Path:
 
 def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
     """The DIMSE listener on the same :class:`Services` as the HTTP app (not started)."""
+    from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
+
     dimse = settings.dimse
     context = None
     if dimse.tls_certificate is not None or dimse.tls_private_key is not None:
@@ -342,6 +349,8 @@ def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
 
 
 def build_http_app(settings: Settings) -> FastAPI:
+    from cloudfilm.interfaces.api.http import create_app
+
     configure_dicom_libraries()
     return create_app(build_services(settings))
 

@@ -5,15 +5,44 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cloudfilm.config import ConfigError, Settings, load_settings
-from cloudfilm.infrastructure.reports.render import cjk_font_available
+from cloudfilm.cli.lazy import LazyGroup
+
+if TYPE_CHECKING:
+    from cloudfilm.config import Settings
+
+# Command groups that live in their own modules, imported on first use so that `--help` and
+# simple commands do not load the services (issue 12). The summary is the listing's line
+# (tests/unit/cli/test_lazy_cli.py keeps it equal to the command's docstring).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "accounts": ("cloudfilm.cli.access:accounts",
+                 "Doctor and administrator accounts (residents register with their phone)."),
+    "audit": ("cloudfilm.cli.audit:audit",
+              "The audit trail: every access decision, sign-in, grant and link change."),
+    "demo": ("cloudfilm.cli.demo:demo",
+             "Create a synthetic province and load it over C-STORE and STOW-RS, with its "
+             "diagnostic reports (DICOM SR over C-STORE, FHIR DiagnosticReport over REST)."),
+    "gateway": ("cloudfilm.cli.gateway:gateway",
+                "The hospital edge gateway: receive, queue durably, forward to the cloud."),
+    "hospitals": ("cloudfilm.cli.hospitals:hospitals",
+                  "Hospital registry: hospitals, their AE titles and API credentials."),
+    "recognition": ("cloudfilm.cli.recognition:recognition",
+                    "Exam mutual recognition (检查检验结果互认): rules, checks, what they saved."),
+    "reports": ("cloudfilm.cli.reports:reports",
+                "Diagnostic reports: held reports, upload timeliness."),
+    "residents": ("cloudfilm.cli.hospitals:residents",
+                  "Residents and the master patient index: cross-reference, conflicts, link, "
+                  "merge."),
+    "sms": ("cloudfilm.cli.access:sms", "Text messages of the platform."),
+}
 
 
 def _settings(**overrides: Any) -> Settings:
+    from cloudfilm.config import ConfigError, load_settings
+
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
@@ -29,7 +58,7 @@ data_option = click.option("--data", type=click.Path(path_type=Path), default=No
                                 "[env CLOUDFILM_DATA_DIR; default ./cloudfilm-data]")
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS)
 @click.version_option(package_name="cloudfilm")
 def cli() -> None:
     """cloudfilm: a regional medical-imaging cloud (DICOM archive, DICOMweb, DIMSE)."""
@@ -74,6 +103,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         configure_logging,
         freeze_startup_objects,
     )
+    from cloudfilm.infrastructure.reports.render import cjk_font_available
     from cloudfilm.interfaces.api.http import create_app
 
     settings = _settings(**_common(data))
@@ -283,70 +313,6 @@ def storage_sweep(data: Path | None, min_age: float, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"scanned {report.scanned} blobs; {len(report.orphans)} orphans; "
                f"{verb} {len(report.orphans) if dry_run else report.removed}")
-
-
-def _register_demo() -> None:
-    from cloudfilm.cli.demo import demo
-
-    cli.add_command(demo)
-
-
-_register_demo()
-
-
-def _register_audit() -> None:
-    from cloudfilm.cli.audit import audit
-
-    cli.add_command(audit)
-
-
-_register_audit()
-
-
-def _register_reports() -> None:
-    from cloudfilm.cli.reports import reports
-
-    cli.add_command(reports)
-
-
-_register_reports()
-
-
-def _register_identity() -> None:
-    from cloudfilm.cli.hospitals import hospitals, residents
-
-    cli.add_command(hospitals)
-    cli.add_command(residents)
-
-
-_register_identity()
-
-
-def _register_access() -> None:
-    from cloudfilm.cli.access import accounts, sms
-
-    cli.add_command(accounts)
-    cli.add_command(sms)
-
-
-_register_access()
-
-
-def _register_recognition() -> None:
-    from cloudfilm.cli.recognition import recognition
-
-    cli.add_command(recognition)
-
-
-_register_recognition()
-
-def _register_gateway() -> None:
-    from cloudfilm.cli.gateway import gateway
-
-    cli.add_command(gateway)
-
-
-_register_gateway()
 
 
 if __name__ == "__main__":
