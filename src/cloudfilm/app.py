@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from cloudfilm.config import ConfigError, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
+from cloudfilm.infrastructure.storage.base import BlobStore
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
@@ -112,12 +113,8 @@ def configure_dicom_libraries() -> None:
 
 def build_services(settings: Settings) -> Services:
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.effective_database_url
-    if settings.auto_migrate:
-        migrate.upgrade(url)
-    db = Database(url)
-    blobs = open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    db = open_index(settings, upgrade=settings.auto_migrate)
+    blobs = _open_blobs(settings, data_dir)
     spool = _spool_dir(settings, data_dir)
     security = resolve_secrets(settings, data_dir)
     protector = _protector(security)
@@ -184,6 +181,45 @@ def build_services(settings: Settings) -> Services:
         local_access=local,
         gateways=GatewayService(db),
     )
+
+
+def open_index(settings: Settings, *, upgrade: bool) -> Database:
+    """Create the data folder, migrate the index when ``upgrade``, and open it.
+
+    What an operator can fix (a bad URL, an unreachable server, a data folder that is a
+    file) raises :class:`ConfigError`: one line at the command line, not a traceback.
+    """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    url = settings.effective_database_url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ConfigError(f"CLOUDFILM_DATABASE_URL: not a database URL: {exc}") from exc
+    data_dir = settings.data_dir.resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"CLOUDFILM_DATA_DIR: cannot use {data_dir} as the data folder: "
+                          f"{exc.strerror or exc}") from exc
+    try:
+        if upgrade:
+            migrate.upgrade(url)
+        return Database(url)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"CLOUDFILM_DATABASE_URL: unsupported database URL {shown}: "
+                          f"{exc}") from exc
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(f"cannot open the index database {shown}: {reason}") from exc
+
+
+def _open_blobs(settings: Settings, data_dir: Path) -> BlobStore:
+    try:
+        return open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    except ValueError as exc:  # the factory's message names the setting and accepted forms
+        raise ConfigError(str(exc)) from exc
 
 
 def local_access(settings: Settings) -> LocalAccess:

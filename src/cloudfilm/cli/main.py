@@ -58,7 +58,21 @@ data_option = click.option("--data", type=click.Path(path_type=Path), default=No
                                 "[env CLOUDFILM_DATA_DIR; default ./cloudfilm-data]")
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS)
+class _Cli(LazyGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            # A configuration problem met anywhere below (settings, secrets, database URL,
+            # storage URL) is one line for the operator, not a traceback. cloudfilm.config is
+            # only looked up: if it was never imported, this cannot be its error.
+            config = sys.modules.get("cloudfilm.config")
+            if config is not None and isinstance(exc, config.ConfigError):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
+
+@click.group(cls=_Cli, lazy_subcommands=LAZY_COMMANDS)
 @click.version_option(package_name="cloudfilm")
 def cli() -> None:
     """cloudfilm: a regional medical-imaging cloud (DICOM archive, DICOMweb, DIMSE)."""
@@ -286,11 +300,9 @@ def db() -> None:
 @data_option
 def db_upgrade(data: Path | None) -> None:
     """Migrate the index database to the latest schema."""
-    from cloudfilm.infrastructure.db import migrate
+    from cloudfilm.app import open_index
 
-    settings = _settings(**_common(data))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.effective_database_url)
+    open_index(_settings(**_common(data)), upgrade=True).engine.dispose()
     click.echo("database is at the latest schema")
 
 
