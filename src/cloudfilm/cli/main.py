@@ -280,14 +280,23 @@ def _peer_services(data: Path | None) -> Any:
 @data_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--workers", default=4, show_default=True, help="Files ingested in parallel.")
-def import_(data: Path | None, paths: tuple[Path, ...], workers: int) -> None:
+@click.option("--hospital", "hospital_code", default=None,
+              help="Record the objects for this registered hospital (default: local uploads).")
+def import_(data: Path | None, paths: tuple[Path, ...], workers: int,
+            hospital_code: str | None) -> None:
     """Import DICOM files and folders (recursively) through the ingest pipeline."""
     from cloudfilm.app import build_services, configure_dicom_libraries
-    from cloudfilm.cli.importer import run_import
+    from cloudfilm.cli.importer import run_import, sender_for
+    from cloudfilm.services.errors import CloudfilmError
 
     settings = _settings(**_common(data))
     configure_dicom_libraries()
-    summary = run_import(build_services(settings), list(paths), workers=workers)
+    services = build_services(settings)
+    try:
+        sender = sender_for(services, hospital_code)
+    except CloudfilmError as exc:
+        raise click.ClickException(exc.message) from exc
+    summary = run_import(services, list(paths), workers=workers, sender=sender)
     sys.exit(0 if summary.failed == 0 else 1)
 
 
