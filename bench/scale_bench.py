@@ -109,7 +109,6 @@ def measure(shape: dict[str, float], rounds: int) -> dict[str, object]:
     from fastapi.testclient import TestClient
 
     from cloudfilm.app import build_http_app, freeze_startup_objects
-
     from cloudfilm.config import load_settings
 
     app = build_http_app(load_settings())
