@@ -14,11 +14,10 @@ import signal
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from cloudfilm.config import ConfigError, SecuritySettings, Settings
@@ -28,9 +27,6 @@ from cloudfilm.infrastructure.storage.base import BlobStore
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.infrastructure.storage.frame_cache import DiskFrameCache
 from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
-from cloudfilm.interfaces.api.http import create_app
-from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
-from cloudfilm.interfaces.web.portal import WebOptions
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
@@ -67,6 +63,14 @@ from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
 from cloudfilm.services.research.service import ResearchService
 from cloudfilm.services.storage.service import CompressionPolicy, StorageService
+
+if TYPE_CHECKING:
+    # The doors are imported where they are built: CLI commands that only need the services
+    # then skip FastAPI and pynetdicom (issue 12, fast start).
+    from fastapi import FastAPI
+
+    from cloudfilm.interfaces.dimse.server import DimseServer
+    from cloudfilm.interfaces.web.portal import WebOptions
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -117,14 +121,15 @@ def configure_dicom_libraries() -> None:
 
 def build_services(settings: Settings) -> Services:
     data_dir = settings.data_dir.resolve()
-    _private_folder(data_dir)
+    try:
+        _private_folder(data_dir)
+    except OSError as exc:
+        raise ConfigError(f"CLOUDFILM_DATA_DIR: cannot use {data_dir} as the data folder: "
+                          f"{exc.strerror or exc}") from exc
     if settings.database_url is None:
         _private_file(data_dir / "index.sqlite3")
-    url = settings.effective_database_url
-    if settings.auto_migrate:
-        migrate.upgrade(url)
-    db = Database(url)
-    blobs: BlobStore = open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    db = open_index(settings, upgrade=settings.auto_migrate)
+    blobs = _open_blobs(settings, data_dir)
     if settings.storage.replica_url:
         blobs = MirroredBlobStore(blobs, open_blob_store(settings.storage.replica_url,
                                                          data_dir=data_dir))
@@ -234,6 +239,45 @@ def web_access(settings: Settings) -> WebAccess:
                                            for o in http.trusted_origins if o.strip()),
                      trusted_proxies=tuple(http.trusted_proxies),
                      metrics_clients=tuple(http.metrics_clients))
+
+
+def open_index(settings: Settings, *, upgrade: bool) -> Database:
+    """Create the data folder, migrate the index when ``upgrade``, and open it.
+
+    What an operator can fix (a bad URL, an unreachable server, a data folder that is a
+    file) raises :class:`ConfigError`: one line at the command line, not a traceback.
+    """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    url = settings.effective_database_url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ConfigError(f"CLOUDFILM_DATABASE_URL: not a database URL: {exc}") from exc
+    data_dir = settings.data_dir.resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"CLOUDFILM_DATA_DIR: cannot use {data_dir} as the data folder: "
+                          f"{exc.strerror or exc}") from exc
+    try:
+        if upgrade:
+            migrate.upgrade(url)
+        return Database(url)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"CLOUDFILM_DATABASE_URL: unsupported database URL {shown}: "
+                          f"{exc}") from exc
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(f"cannot open the index database {shown}: {reason}") from exc
+
+
+def _open_blobs(settings: Settings, data_dir: Path) -> BlobStore:
+    try:
+        return open_blob_store(settings.effective_storage_url, data_dir=data_dir)
+    except ValueError as exc:  # the factory's message names the setting and accepted forms
+        raise ConfigError(str(exc)) from exc
 
 
 def local_access(settings: Settings) -> LocalAccess:
@@ -406,6 +450,8 @@ def _spool_dir(settings: Settings, data_dir: Path) -> Path:
 
 def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
     """The DIMSE listener on the same :class:`Services` as the HTTP app (not started)."""
+    from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
+
     dimse = settings.dimse
     context = None
     if dimse.tls_certificate is not None or dimse.tls_private_key is not None:
@@ -448,12 +494,16 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_http_app(settings: Settings) -> FastAPI:
+    from cloudfilm.interfaces.api.http import create_app
+
     configure_dicom_libraries()
     return create_app(build_services(settings), web=web_options(settings))
 
 
 def web_options(settings: Settings) -> WebOptions:
     """What the web pages take from the settings."""
+    from cloudfilm.interfaces.web.portal import WebOptions
+
     return WebOptions(hosts=web_access(settings).allowed_hosts, zone=settings.reports.timezone)
 
 

@@ -49,13 +49,27 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
                     yield Path(root) / name
 
 
+def sender_for(services: Services, hospital_code: str | None) -> Sender:
+    """The import's sender: hospital ``hospital_code`` (which must exist and be active), or
+    the local uploads when none is named. Raises CloudfilmError otherwise."""
+    if hospital_code is None:
+        return Sender(door="import")
+    from cloudfilm.services.errors import InvalidInputError
+
+    hospital = services.hospitals.get(hospital_code)  # NotFoundError for an unknown code
+    if not hospital.active:
+        raise InvalidInputError(f"hospital {hospital.code} is deactivated; its objects "
+                                   "cannot be imported")
+    return Sender(hospital_code=hospital.code, hospital_name=hospital.name, door="import")
+
+
 def run_import(services: Services, paths: list[Path], *, workers: int = 4,
-               console: Console | None = None) -> ImportSummary:
+               console: Console | None = None, sender: Sender | None = None) -> ImportSummary:
     console = console or Console(stderr=True)
     files = list(iter_files(paths))
     total_bytes = sum(f.stat().st_size for f in files)
     summary = ImportSummary()
-    sender = Sender(door="import")
+    sender = sender or Sender(door="import")
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress, \

@@ -5,15 +5,54 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cloudfilm.config import ConfigError, Settings, load_settings
-from cloudfilm.infrastructure.reports.render import cjk_font_available
+from cloudfilm.cli.lazy import LazyGroup
+
+if TYPE_CHECKING:
+    from cloudfilm.config import Settings
+
+# Command groups that live in their own modules, imported on first use so that `--help` and
+# simple commands do not load the services (issue 12). The summary is the listing's line
+# (tests/unit/cli/test_lazy_cli.py keeps it equal to the command's docstring).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "accounts": ("cloudfilm.cli.access:accounts",
+                 "Doctor and administrator accounts (residents register with their phone)."),
+    "backup": ("cloudfilm.cli.storage:backup_command",
+               "Back up the embedded platform (SQLite snapshot + blobs + manifest) into DEST."),
+    "audit": ("cloudfilm.cli.audit:audit",
+              "The audit trail: every access decision, sign-in, grant and link change."),
+    "demo": ("cloudfilm.cli.demo:demo",
+             "Create a synthetic province and load it over C-STORE and STOW-RS, with its "
+             "diagnostic reports (DICOM SR over C-STORE, FHIR DiagnosticReport over REST)."),
+    "gateway": ("cloudfilm.cli.gateway:gateway",
+                "The hospital edge gateway: receive, queue durably, forward to the cloud."),
+    "hospitals": ("cloudfilm.cli.hospitals:hospitals",
+                  "Hospital registry: hospitals, their AE titles and API credentials."),
+    "jobs": ("cloudfilm.cli.storage:jobs",
+             "Background jobs (lossless re-encoding, scrubbing): list, retry, run."),
+    "migrate-index": ("cloudfilm.cli.storage:migrate_index_command",
+                      "Copy the embedded SQLite index into an empty PostgreSQL database."),
+    "recognition": ("cloudfilm.cli.recognition:recognition",
+                    "Exam mutual recognition (检查检验结果互认): rules, checks, what they saved."),
+    "reports": ("cloudfilm.cli.reports:reports",
+                "Diagnostic reports: held reports, upload timeliness."),
+    "research": ("cloudfilm.cli.research:research",
+                 "De-identified research projects: propose, approve, count, export."),
+    "residents": ("cloudfilm.cli.hospitals:residents",
+                  "Residents and the master patient index: cross-reference, conflicts, link, "
+                  "merge."),
+    "restore": ("cloudfilm.cli.storage:restore_command",
+                "Restore a `cloudfilm backup` folder into an empty data folder."),
+    "sms": ("cloudfilm.cli.access:sms", "Text messages of the platform."),
+}
 
 
 def _settings(**overrides: Any) -> Settings:
+    from cloudfilm.config import ConfigError, load_settings
+
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
@@ -29,7 +68,21 @@ data_option = click.option("--data", type=click.Path(path_type=Path), default=No
                                 "[env CLOUDFILM_DATA_DIR; default ./cloudfilm-data]")
 
 
-@click.group()
+class _Cli(LazyGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            # A configuration problem met anywhere below (settings, secrets, database URL,
+            # storage URL) is one line for the operator, not a traceback. cloudfilm.config is
+            # only looked up: if it was never imported, this cannot be its error.
+            config = sys.modules.get("cloudfilm.config")
+            if config is not None and isinstance(exc, config.ConfigError):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
+
+@click.group(cls=_Cli, lazy_subcommands=LAZY_COMMANDS)
 @click.version_option(package_name="cloudfilm")
 def cli() -> None:
     """cloudfilm: a regional medical-imaging cloud (DICOM archive, DICOMweb, DIMSE)."""
@@ -76,6 +129,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         uvicorn_options,
         web_options,
     )
+    from cloudfilm.infrastructure.reports.render import cjk_font_available
     from cloudfilm.interfaces.api.http import create_app
 
     settings = _settings(**_common(data))
@@ -269,14 +323,23 @@ def _peer_services(data: Path | None) -> Any:
 @data_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--workers", default=4, show_default=True, help="Files ingested in parallel.")
-def import_(data: Path | None, paths: tuple[Path, ...], workers: int) -> None:
+@click.option("--hospital", "hospital_code", default=None,
+              help="Record the objects for this registered hospital (default: local uploads).")
+def import_(data: Path | None, paths: tuple[Path, ...], workers: int,
+            hospital_code: str | None) -> None:
     """Import DICOM files and folders (recursively) through the ingest pipeline."""
     from cloudfilm.app import build_services, configure_dicom_libraries
-    from cloudfilm.cli.importer import run_import
+    from cloudfilm.cli.importer import run_import, sender_for
+    from cloudfilm.services.errors import CloudfilmError
 
     settings = _settings(**_common(data))
     configure_dicom_libraries()
-    summary = run_import(build_services(settings), list(paths), workers=workers)
+    services = build_services(settings)
+    try:
+        sender = sender_for(services, hospital_code)
+    except CloudfilmError as exc:
+        raise click.ClickException(exc.message) from exc
+    summary = run_import(services, list(paths), workers=workers, sender=sender)
     sys.exit(0 if summary.failed == 0 else 1)
 
 
@@ -289,15 +352,18 @@ def db() -> None:
 @data_option
 def db_upgrade(data: Path | None) -> None:
     """Migrate the index database to the latest schema."""
-    from cloudfilm.infrastructure.db import migrate
+    from cloudfilm.app import open_index
 
-    settings = _settings(**_common(data))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.effective_database_url)
+    open_index(_settings(**_common(data)), upgrade=True).engine.dispose()
     click.echo("database is at the latest schema")
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy_subcommands={
+    "verify": ("cloudfilm.cli.storage:storage_verify",
+               "Re-read every blob, check its SHA-256, repair from the replica store if any."),
+    "forecast": ("cloudfilm.cli.storage:storage_forecast",
+                 "Bytes per modality and month, ratio achieved, projection to 5/10/30 years."),
+})
 def storage() -> None:
     """Blob storage upkeep."""
 
@@ -316,100 +382,6 @@ def storage_sweep(data: Path | None, min_age: float, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"scanned {report.scanned} blobs; {len(report.orphans)} orphans; "
                f"{verb} {len(report.orphans) if dry_run else report.removed}")
-
-
-def _register_demo() -> None:
-    from cloudfilm.cli.demo import demo
-
-    cli.add_command(demo)
-
-
-_register_demo()
-
-
-def _register_audit() -> None:
-    from cloudfilm.cli.audit import audit
-
-    cli.add_command(audit)
-
-
-_register_audit()
-
-
-def _register_reports() -> None:
-    from cloudfilm.cli.reports import reports
-
-    cli.add_command(reports)
-
-
-_register_reports()
-
-
-def _register_identity() -> None:
-    from cloudfilm.cli.hospitals import hospitals, residents
-
-    cli.add_command(hospitals)
-    cli.add_command(residents)
-
-
-_register_identity()
-
-
-def _register_access() -> None:
-    from cloudfilm.cli.access import accounts, sms
-
-    cli.add_command(accounts)
-    cli.add_command(sms)
-
-
-_register_access()
-
-
-def _register_recognition() -> None:
-    from cloudfilm.cli.recognition import recognition
-
-    cli.add_command(recognition)
-
-
-_register_recognition()
-
-
-def _register_research() -> None:
-    from cloudfilm.cli.research import research
-
-    cli.add_command(research)
-
-
-_register_research()
-
-def _register_gateway() -> None:
-    from cloudfilm.cli.gateway import gateway
-
-    cli.add_command(gateway)
-
-
-_register_gateway()
-
-
-def _register_storage() -> None:
-    from cloudfilm.cli.storage import (
-        backup_command,
-        forecast_command,
-        jobs,
-        migrate_index_command,
-        restore_command,
-        verify_command,
-    )
-
-    cli.add_command(jobs)
-    cli.add_command(backup_command)
-    cli.add_command(restore_command)
-    cli.add_command(migrate_index_command)
-    verify_command(storage)
-    forecast_command(storage)
-
-
-_register_storage()
 
 
 if __name__ == "__main__":

@@ -93,46 +93,42 @@ def jobs_worker(data: Path | None, workers: int | None, die_with_parent: bool) -
     run_worker(settings, workers=workers)
 
 
-def verify_command(storage_group: click.Group) -> None:
-    @storage_group.command("verify")
-    @data_option
-    @click.option("--rate", type=float, default=None,
-                  help="At most this many bytes per second (default: as fast as possible).")
-    @click.option("--limit", type=int, default=None, help="Check at most this many objects.")
-    def storage_verify(data: Path | None, rate: float | None, limit: int | None) -> None:
-        """Re-read every blob, check its SHA-256, repair from the replica store if any."""
-        report = _storage(data).verify(bytes_per_second=rate, limit=limit)
-        click.echo(f"checked {report.checked} objects ({report.bytes} bytes); "
-                   f"{len(report.mismatches)} mismatched, {len(report.missing)} missing, "
-                   f"{len(report.repaired)} repaired")
-        for uid in sorted(set(report.mismatches + report.missing) - set(report.repaired)):
-            click.echo(f"damaged: {uid}")
-        if set(report.mismatches + report.missing) - set(report.repaired):
-            raise SystemExit(1)
+@click.command("verify")
+@data_option
+@click.option("--rate", type=float, default=None,
+              help="At most this many bytes per second (default: as fast as possible).")
+@click.option("--limit", type=int, default=None, help="Check at most this many objects.")
+def storage_verify(data: Path | None, rate: float | None, limit: int | None) -> None:
+    """Re-read every blob, check its SHA-256, repair from the replica store if any."""
+    report = _storage(data).verify(bytes_per_second=rate, limit=limit)
+    click.echo(f"checked {report.checked} objects ({report.bytes} bytes); "
+               f"{len(report.mismatches)} mismatched, {len(report.missing)} missing, "
+               f"{len(report.repaired)} repaired")
+    for uid in sorted(set(report.mismatches + report.missing) - set(report.repaired)):
+        click.echo(f"damaged: {uid}")
+    if set(report.mismatches + report.missing) - set(report.repaired):
+        raise SystemExit(1)
 
-
-def forecast_command(storage_group: click.Group) -> None:
-    @storage_group.command("forecast")
-    @data_option
-    @click.option("--raw-pb-per-year", type=float, default=None,
-                  help="Raw (as received) petabytes a year to project; default: this "
-                       "archive's last 12 months.")
-    @click.option("--growth", type=float, default=0.0, show_default=True,
-                  help="Yearly growth of the raw volume (0.1 = 10 %).")
-    def storage_forecast(data: Path | None, raw_pb_per_year: float | None,
-                         growth: float) -> None:
-        """Bytes per modality and month, ratio achieved, projection to 5/10/30 years."""
-        raw = raw_pb_per_year * 1e15 if raw_pb_per_year is not None else None
-        f = _storage(data).forecast(raw_per_year=raw, growth=growth)
-        click.echo("month\tmodality\tobjects\treceived_bytes\tstored_bytes\tratio")
-        for r in f.rows:
-            click.echo(f"{r.month}\t{r.modality}\t{r.objects}\t{r.received_bytes}\t"
-                       f"{r.stored_bytes}\t{r.ratio:.2f}")
-        click.echo(f"ratio achieved: {f.ratio:.2f}:1")
-        for years, (raw_bytes, stored_bytes) in sorted(f.projection.items()):
-            click.echo(f"{years} years: {_human(raw_bytes)} as received, "
-                       f"{_human(stored_bytes)} stored")
-
+@click.command("forecast")
+@data_option
+@click.option("--raw-pb-per-year", type=float, default=None,
+              help="Raw (as received) petabytes a year to project; default: this "
+                   "archive's last 12 months.")
+@click.option("--growth", type=float, default=0.0, show_default=True,
+              help="Yearly growth of the raw volume (0.1 = 10 %).")
+def storage_forecast(data: Path | None, raw_pb_per_year: float | None,
+                     growth: float) -> None:
+    """Bytes per modality and month, ratio achieved, projection to 5/10/30 years."""
+    raw = raw_pb_per_year * 1e15 if raw_pb_per_year is not None else None
+    f = _storage(data).forecast(raw_per_year=raw, growth=growth)
+    click.echo("month\tmodality\tobjects\treceived_bytes\tstored_bytes\tratio")
+    for r in f.rows:
+        click.echo(f"{r.month}\t{r.modality}\t{r.objects}\t{r.received_bytes}\t"
+                   f"{r.stored_bytes}\t{r.ratio:.2f}")
+    click.echo(f"ratio achieved: {f.ratio:.2f}:1")
+    for years, (raw_bytes, stored_bytes) in sorted(f.projection.items()):
+        click.echo(f"{years} years: {_human(raw_bytes)} as received, "
+                   f"{_human(stored_bytes)} stored")
 
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from cloudfilm.interfaces.api import docs as api_docs
 from cloudfilm.interfaces.api import errors
 from cloudfilm.interfaces.api.auth import authenticate, client_host
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
@@ -210,12 +211,14 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
         summary="Regional medical-imaging cloud",
         description="Operations and REST API. DICOMweb (PS3.18) lives under /dicomweb.",
         version="0.1.0",
+        # /docs is served from bundled assets by api.docs; ReDoc would load from a CDN.
+        docs_url=None, redoc_url=None,
     )
+    api_docs.install(app)
     app.state.services = services
     errors.install(app)
     for module in (stow, qido, wado, uri):
-        app.include_router(module.router, prefix=DICOMWEB_PREFIX, tags=["DICOMweb"],
-                           include_in_schema=False)
+        app.include_router(module.router, prefix=DICOMWEB_PREFIX, tags=["DICOMweb"])
     app.include_router(uri.router, tags=["DICOMweb"], include_in_schema=False)
     app.include_router(identity.router, prefix=identity.PREFIX, tags=["Identity"])
     app.include_router(access.router, prefix=access.PREFIX, tags=["Access"])
