@@ -32,7 +32,9 @@ def _dummy(param: click.Parameter, folder: Path) -> str:
     if isinstance(param.type, click.Choice):
         return str(param.type.choices[0])
     if isinstance(param.type, click.Path):
-        return str(folder)
+        return str(folder if param.type.dir_okay else folder / "file.out")
+    if isinstance(param.type, click.DateTime):
+        return "2030-01-01"
     if param.type.name in ("integer", "float"):
         return "1"
     return "X1"
