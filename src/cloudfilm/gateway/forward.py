@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import ssl
 import threading
 import time
 import zlib
@@ -62,18 +63,15 @@ def backoff(attempts: int, initial: float, maximum: float, rng: random.Random) -
 
 
 def http_client(cloud: CloudConfig) -> httpx.Client:
-    verify: Any = str(cloud.ca_file) if cloud.ca_file else True
-    cert: Any = None
-    if cloud.client_certificate:
-        cert = (str(cloud.client_certificate),
-                str(cloud.client_key) if cloud.client_key else None)
-    if cert is not None:
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(cloud.ca_file) if cloud.ca_file
-                                             else None)
-        context.load_cert_chain(*cert)
-        verify = context
+    # One SSL context for both the CA bundle and the client certificate: httpx 0.28
+    # deprecates ``verify=<path>`` and ``cert=``.
+    verify: Any = True
+    if cloud.ca_file or cloud.client_certificate:
+        verify = ssl.create_default_context(
+            cafile=str(cloud.ca_file) if cloud.ca_file else None)
+        if cloud.client_certificate:
+            verify.load_cert_chain(str(cloud.client_certificate),
+                                   str(cloud.client_key) if cloud.client_key else None)
     return httpx.Client(
         base_url=cloud.url, timeout=httpx.Timeout(cloud.timeout, connect=10.0), verify=verify,
         headers={"Authorization": f"Bearer {cloud.credential.get_secret_value()}",
