@@ -248,3 +248,24 @@ def test_a_new_resident_registers_from_the_sign_in_page(browser: TestClient,
     assert done.status_code == 303 and "cloudfilm_session=cfs_" in done.headers["set-cookie"]
     page = browser.get("/portal")
     assert page.text.count('class="study"') == 1  # only Zhao Lei's own study
+
+
+def test_a_family_timeline_is_in_each_members_access_log(world: Portal) -> None:
+    """Issue 11, finding 5, for the portal: a page showing two family members' studies
+    leaves one record per member, each listing all of that member's studies."""
+    from tests.integration.access.test_access_log import _searches
+    from tests.integration.access.test_policy_matrix import audit_rows
+
+    from cloudfilm.services.access.actor import Actor
+
+    p = world.province
+    family = Actor(kind="resident", subject="account:family", account_id=1,
+                   resident_ids=frozenset({p.r1, p.r2}), display="family")
+    page = p.services.timeline.page(family)
+    shown: dict[int, set[str]] = {}
+    for study in page.studies:
+        assert study.resident_id is not None
+        shown.setdefault(study.resident_id, set()).add(study.study_instance_uid)
+    assert set(shown) == {p.r1, p.r2}
+    logged = _searches(audit_rows(p.db_url, 5))
+    assert {rid: set(uids) for rid, uids in logged.items()} == shown

@@ -304,20 +304,17 @@ class RetrieveService:
         count = obj.number_of_frames or 1
         if not 1 <= frame <= count:
             raise NotFoundError(f"frame {frame} does not exist; the instance has {count}")
-        key = (f"{obj.sha256}/{frame}/{media_type}/{window}/{viewport}/{quality}"
-               if self._frame_cache is not None else "")
-        if self._frame_cache is not None:
-            cached = self._frame_cache.get(key)
-            if cached is not None:
-                return cached
-        ds = self._load(obj)
+        cache = self._frame_cache
+        key = f"{obj.sha256}/{frame}/{media_type}/{window}/{viewport}/{quality}"
+        if cache is not None and (cached := cache.get(key)) is not None:
+            return cached
         try:
-            data = render.render_frame(ds, frame - 1, media_type=media_type, window=window,
-                                       viewport=viewport, quality=quality)
+            data = render.render_frame(self._load(obj), frame - 1, media_type=media_type,
+                                       window=window, viewport=viewport, quality=quality)
         except render.RenderError as exc:
             raise NotAcceptableError(str(exc)) from exc
-        if self._frame_cache is not None:
-            self._frame_cache.put(key, data)
+        if cache is not None:
+            cache.put(key, data)
         return data
 
     def bulkdata(self, study_uid: str, series_uid: str, sop_uid: str, path: str, *,

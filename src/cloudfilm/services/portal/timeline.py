@@ -13,7 +13,7 @@ from typing import Any
 
 from cloudfilm.infrastructure.db import timeline_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
-from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.access.audit import AuditEntry, AuditService, per_resident
 from cloudfilm.services.access.policy import AccessPolicy, Resource
 from cloudfilm.services.errors import (
     InvalidInputError,
@@ -132,12 +132,12 @@ class TimelineService:
                     if sop is not None:
                         thumbs[s.study_fk] = (s.series_instance_uid, sop)
                 years, hospitals, modalities = repo.facets(conn, visible)
-                self._audit.write(conn=conn, entries=[AuditEntry(
-                    actor, "search", "allowed", "study", "",
-                    resident_id=min(actor.resident_ids) if len(actor.resident_ids) == 1
-                    else None, reason="resident",
-                    detail={"view": "portal.timeline", "offset": offset,
-                            "studies": [r.study_instance_uid for r in shown][:50]})])
+                # One record per family member shown, every UID listed (issue 11, finding
+                # 5): each sees this page in their own "who looked".
+                self._audit.write(conn=conn, entries=per_resident(
+                    actor, "search", "study", "",
+                    {r.study_instance_uid: r.resident_id for r in shown}, key="studies",
+                    reason="resident", detail={"view": "portal.timeline", "offset": offset}))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         by_study: dict[int, list[Any]] = {}
