@@ -78,3 +78,17 @@ def test_the_permissions_that_replaced_kind_checks(actor: Actor, allowed: list[P
                                                    refused: list[Permission]) -> None:
     assert [p for p in allowed if not actor.can(p)] == []
     assert [p for p in refused if actor.can(p)] == []
+
+
+def test_a_share_viewer_sees_only_the_shared_study_and_may_do_nothing_else() -> None:
+    from cloudfilm.services.access.rules import Facts, scope_of
+    from cloudfilm.services.kernel.actor import Actor, Permission, Role
+
+    viewer = Actor(kind="resident", subject="share:7", roles=frozenset({Role.SHARE_VIEWER}),
+                   resident_ids=frozenset({5}), shared_study_uid="1.2.3")
+    scope = scope_of(viewer)
+    assert scope.admits(Facts(1, "HA", 5, "1.2.3"))[0]
+    assert not scope.admits(Facts(1, "HA", 5, "1.2.4"))[0]  # the resident's other study
+    assert not scope.admits(Facts(1, "HA", 6, "1.2.3"))[0]
+    assert not any(viewer.can(p) for p in (Permission.DECIDE_GRANT, Permission.SHARE_STUDY,
+                                           Permission.READ_OWN_ACCESS_LOG))

@@ -108,6 +108,11 @@ def scope_of(actor: Actor, grants: Grants | None = None) -> Scope:
         return Scope(everything=True, label=actor.kind)
     if not (actor.can(Permission.READ_STUDY) or actor.can(Permission.READ_REPORT)):
         return Scope()
+    if actor.has(Role.SHARE_VIEWER):
+        # One study of the resident who shared it, decided and filtered like a named grant.
+        return Scope(named={r: frozenset({actor.shared_study_uid})
+                            for r in actor.resident_ids if actor.shared_study_uid},
+                     label="share link")
     bound = actor.has(Role.HOSPITAL_SYSTEM) or actor.has(Role.DOCTOR)
     via_grants = actor.has(Role.DOCTOR)
     granted: Grants = (grants or {}) if via_grants else {}

@@ -32,6 +32,9 @@ class Role(StrEnum):
     in-person ID check, reviews in-person and break-glass grants)."""
     RESIDENT = "resident"
     """A signed-in patient (for themself and the family members they may act for)."""
+    SHARE_VIEWER = "share_viewer"
+    """Someone holding a resident's share link: sees the one study the link names
+    (``Actor.shared_study_uid``), nothing else, and may do nothing."""
 
 
 class Permission(StrEnum):
@@ -118,6 +121,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
         Permission.SHARE_STUDY}),
+    Role.SHARE_VIEWER: frozenset({Permission.READ_STUDY, Permission.READ_REPORT}),
 }
 """The one map from roles to permissions."""
 
@@ -157,6 +161,8 @@ class Actor:
     address: str = ""
     """Hashed client address or calling AE title; never a raw IP in logs."""
     roles: frozenset[Role] = field(default_factory=frozenset)
+    shared_study_uid: str = ""
+    """For a share viewer: the one study its link names (the policy's scope)."""
 
     def __post_init__(self) -> None:
         if not self.roles:

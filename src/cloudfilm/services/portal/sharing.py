@@ -27,7 +27,7 @@ from cloudfilm.services.errors import (
     RateLimitedError,
     ResourceUnavailableError,
 )
-from cloudfilm.services.kernel.actor import Actor, Permission
+from cloudfilm.services.kernel.actor import Actor, Permission, Role
 from cloudfilm.services.portal.timeline import TimelineService
 
 MIN_HOURS, MAX_HOURS = 1, 30 * 24
@@ -188,8 +188,11 @@ class ShareService:
             if row is None or row.revoked_at is not None or \
                     _aware(row.expires_at) <= datetime.now(UTC):
                 raise NotFoundError("this link was revoked or has expired")
+            # A share viewer, not the resident: the policy itself keeps it to this study.
             actor = Actor(kind="resident", subject=f"share:{row.id}",
-                          resident_ids=frozenset({row.resident_id}), display=SHARE_DISPLAY,
+                          roles=frozenset({Role.SHARE_VIEWER}),
+                          resident_ids=frozenset({row.resident_id}),
+                          shared_study_uid=row.study_instance_uid, display=SHARE_DISPLAY,
                           address=address)
             if row.failed_pins >= MAX_FAILED_PINS:
                 raise RateLimitedError("too many wrong PINs; this link is locked",
