@@ -1,9 +1,12 @@
 """Languages of the pages: gettext catalogues (Babel ``.po`` files in ``locale/``), one
 Jinja2 environment per language.
 
-Message ids are English; ``locale/zh_CN/LC_MESSAGES/messages.po`` holds the Chinese.
+Message ids are English; ``locale/zh_CN/LC_MESSAGES/*.po`` hold the Chinese, one file per
+group of pages (``messages.po`` for the portal, ``workstation.po``, ``dashboard.po`` ...), so
+that work on one page group never edits another's catalogue; they are merged into one.
 The ``.po`` files are compiled in memory when the app starts (Babel's ``write_mo``), so
-there is no compiled ``.mo`` to forget to rebuild or commit. Update after changing texts::
+there is no compiled ``.mo`` to forget to rebuild or commit. Update after changing texts
+(per file, with ``-D <name>`` and the templates of that group)::
 
     .venv/bin/pybabel extract -F src/cloudfilm/interfaces/web/babel.cfg \\
         -o /tmp/messages.pot src/cloudfilm/interfaces/web
@@ -38,8 +41,17 @@ def load_translations(lang: str) -> gettext.NullTranslations:
     if lang == "en":
         return gettext.NullTranslations()
     folder = lang.replace("-", "_")
-    with open(LOCALE_DIR / folder / "LC_MESSAGES" / "messages.po", "rb") as fh:
-        catalog = read_po(fh, locale=folder)
+    catalog = None
+    for path in sorted((LOCALE_DIR / folder / "LC_MESSAGES").glob("*.po")):
+        with open(path, "rb") as fh:
+            part = read_po(fh, locale=folder)
+        if catalog is None:
+            catalog = part
+            continue
+        for message in part:
+            if message.id and message.id not in catalog:
+                catalog[message.id] = message
+    assert catalog is not None, f"no catalogue for {lang}"
     buffer = io.BytesIO()
     write_mo(buffer, catalog)
     buffer.seek(0)

@@ -1,8 +1,8 @@
 """Browser-facing safety for every HTTP route: known Host names, Origin of state-changing
 requests, security headers on pages, and the CSRF token of portal forms.
 
-- Pages (``/``, ``/portal...``) answer only for the HTTP doors' ``http.allowed_hosts``
-  (the guard middleware in ``api/http.py`` applies the same list to every route).
+- Pages (``/`` and everything under ``PAGE_ROOTS``) answer only for the HTTP doors'
+  ``http.allowed_hosts`` (the guard middleware in ``api/http.py`` applies the same list to every route).
 - A state-changing request (POST, PUT, PATCH, DELETE) that carries the session cookie, or
   goes to ``/portal``, must come from a page of ours: ``Origin`` (else ``Referer``) names a
   served host. With SameSite=Lax cookies this stops cross-site forms; the CSRF token
@@ -40,8 +40,14 @@ def _hostname(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+# The browser pages' roots: the patient's portal, the doctor's workstation and viewer, the
+# commission's dashboard and the operators' pages.
+PAGE_ROOTS = ("/portal", "/workstation", "/dashboard", "/admin")
+
+
 def _is_page(path: str) -> bool:
-    return path == "/" or path == "/portal" or path.startswith("/portal/")
+    return path == "/" or any(path == root or path.startswith(root + "/")
+                              for root in PAGE_ROOTS)
 
 
 def new_csrf_token() -> str:
