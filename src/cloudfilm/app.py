@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from cloudfilm.interfaces.dimse.server import DimseServer
-    from cloudfilm.interfaces.web.portal import WebOptions
+    from cloudfilm.interfaces.web.pages import WebOptions
 
 
 def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
@@ -502,7 +502,7 @@ def build_http_app(settings: Settings) -> FastAPI:
 
 def web_options(settings: Settings) -> WebOptions:
     """What the web pages take from the settings."""
-    from cloudfilm.interfaces.web.portal import WebOptions
+    from cloudfilm.interfaces.web.pages import WebOptions
 
     return WebOptions(hosts=web_access(settings).allowed_hosts, zone=settings.reports.timezone)
 

@@ -46,8 +46,8 @@ from cloudfilm.interfaces.api.rest import (
     reports,
     research,
 )
-from cloudfilm.interfaces.web import portal
-from cloudfilm.interfaces.web.portal import WebOptions
+from cloudfilm.interfaces.web import pages
+from cloudfilm.interfaces.web.pages import WebOptions
 from cloudfilm.services.access.actor import Permission
 from cloudfilm.services.container import Services, WebAccess
 from cloudfilm.services.errors import NotAuthorizedError
@@ -231,7 +231,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
-    portal.install(app, services, web)
+    pages.install_pages(app, services, web)
 
     # Added innermost first: Observe (outermost) > Guard > ProxyHeaders > routes.
     app.add_middleware(ProxyHeadersMiddleware,

@@ -2,7 +2,8 @@
 requests, security headers on pages, and the CSRF token of portal forms.
 
 - Pages (``/`` and everything under ``PAGE_ROOTS``) answer only for the HTTP doors'
-  ``http.allowed_hosts`` (the guard middleware in ``api/http.py`` applies the same list to every route).
+  ``http.allowed_hosts`` (the guard middleware in ``api/http.py`` applies the same list
+  to every route).
 - A state-changing request (POST, PUT, PATCH, DELETE) that carries the session cookie, or
   goes to ``/portal``, must come from a page of ours: ``Origin`` (else ``Referer``) names a
   served host. With SameSite=Lax cookies this stops cross-site forms; the CSRF token
@@ -45,7 +46,7 @@ def _hostname(value: str) -> str:
 PAGE_ROOTS = ("/portal", "/workstation", "/dashboard", "/admin")
 
 
-def _is_page(path: str) -> bool:
+def is_page(path: str) -> bool:
     return path == "/" or any(path == root or path.startswith(root + "/")
                               for root in PAGE_ROOTS)
 
@@ -75,7 +76,7 @@ class BrowserSafetyMiddleware:
             return
         path: str = scope["path"]
         headers = {k.lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        page = _is_page(path)
+        page = is_page(path)
         if page and not self._known(headers.get(b"host", "")):
             await _refuse(send, 400, "unknown host name")
             return
