@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -132,6 +133,15 @@ class Web:
         if not token:
             return None
         return self.services.accounts.actor_for_token(token, address=self.address(request))
+
+    def signed_in(self, request: Request, roles: tuple[Role, ...], signin: str) -> Actor:
+        """The signed-in doctor, administrator or official holding one of ``roles``; anyone
+        else goes to ``signin`` (with ``?next=`` back to this page)."""
+        actor = self.session_actor(request)
+        if actor is None or not any(actor.has(role) for role in roles):
+            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise Redirect(f"{signin}?{urlencode({'next': back})}")
+        return actor
 
     def actor(self, request: Request, *, full: bool = False) -> Actor:
         """The signed-in resident, narrowed to the family member chosen in the switcher
