@@ -30,6 +30,7 @@ from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
+from cloudfilm.services.access.launch import LaunchService
 from cloudfilm.services.access.otp import OneTimeCodes, RateLimiter
 from cloudfilm.services.access.policy import AccessPolicy
 from cloudfilm.services.access.proofing import (
@@ -38,6 +39,7 @@ from cloudfilm.services.access.proofing import (
     ProviderVerifier,
 )
 from cloudfilm.services.access.sms import OutboxSmsSender, SmsSender, SmsService, Templates
+from cloudfilm.services.access.workstation import WorkstationService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -209,6 +211,8 @@ def build_services(settings: Settings) -> Services:
         downloads=DownloadService(retrieve),
         shares=ShareService(db, audit, timeline),
         preferences=PreferenceService(db),
+        workstation=WorkstationService(db, protector, policy, audit, limiter),
+        launches=LaunchService(db, protector, audit),
         storage=storage,
     )
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from cloudfilm.services.access.accounts import AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService
+from cloudfilm.services.access.launch import LaunchService
 from cloudfilm.services.access.policy import AccessPolicy
 from cloudfilm.services.access.sms import SmsService
+from cloudfilm.services.access.workstation import WorkstationService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -94,6 +96,9 @@ class Services:
     # View-only links to one study for a doctor outside the platform (issue 13).
     shares: ShareService
     preferences: PreferenceService
+    # The doctor's workstation: patient look-up and view, HIS launches (issue 14).
+    workstation: WorkstationService
+    launches: LaunchService
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()

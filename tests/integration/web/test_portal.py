@@ -61,7 +61,7 @@ def sign_in(client: TestClient, world: Portal, phone: str = PHONE1) -> None:
 def test_phone_at_root_goes_to_portal_and_signin_is_required(browser: TestClient) -> None:
     assert browser.get("/").headers["location"] == "/portal"
     desk = browser.get("/", headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64)"})
-    assert desk.headers["location"] == "/docs"
+    assert desk.headers["location"] == "/workstation"
     page = browser.get("/portal")
     assert page.status_code == 303 and page.headers["location"] == "/portal/signin"
 

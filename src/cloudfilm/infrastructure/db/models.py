@@ -956,3 +956,27 @@ class PortalPreference(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), primary_key=True)
     elderly: Mapped[bool] = mapped_column(Boolean)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# --- the doctor's workstation (issue 14) ---------------------------------------------------
+
+
+class WorkstationLaunch(Base):
+    """A single-use launch of the workstation minted by a hospital's HIS with its credential
+    (IHE Invoke Image Display style): bound to the hospital, one of its patient records and
+    one doctor's user name; only the SHA-256 of the random token is stored."""
+
+    __tablename__ = "workstation_launch"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    patient_fk: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    doctor_username: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    item_code: Mapped[str] = mapped_column(String(32), default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

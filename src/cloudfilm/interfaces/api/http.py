@@ -45,6 +45,7 @@ from cloudfilm.interfaces.api.rest import (
     recognition,
     reports,
     research,
+    workstation,
 )
 from cloudfilm.interfaces.web import pages
 from cloudfilm.interfaces.web.pages import WebOptions
@@ -229,6 +230,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
     app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
+    app.include_router(workstation.router, prefix=workstation.PREFIX, tags=["Workstation"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     pages.install_pages(app, services, web)

@@ -61,9 +61,9 @@ _PHONE_UA = re.compile(r"Mobi|Android|iPhone|iPad|MicroMessenger|HarmonyOS", re.
 
 def _routers() -> list[Callable[[Web], APIRouter]]:
     """Every page group's router builder (imported here: the groups import this module)."""
-    from cloudfilm.interfaces.web import portal
+    from cloudfilm.interfaces.web import portal, workstation
 
-    return [portal.build_router]
+    return [portal.build_router, workstation.build_router]
 
 
 def _is_data(path: str) -> bool:
@@ -254,10 +254,9 @@ def install_pages(app: FastAPI, services: Services, options: WebOptions | None =
 
     @app.get("/", include_in_schema=False)
     async def root(request: Request) -> Response:
-        # Phones go to the portal; desks to the API documentation until the workstation
-        # pages exist.
+        # Phones go to the residents' portal; desks to the doctor's workstation.
         phone = _PHONE_UA.search(request.headers.get("user-agent", ""))
-        return RedirectResponse(PORTAL if phone else "/docs", status_code=302)
+        return RedirectResponse(PORTAL if phone else "/workstation", status_code=302)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -599,6 +599,23 @@ class AccountService:
         with self._write() as session:
             repo.revoke_session(session, _token_hash(token), datetime.now(UTC))
 
+    def renew_session(self, token: str, *, address: str = "") -> SignedIn | None:
+        """A fresh session for the account of a live ``token`` (the workstation's "stay
+        signed in" before the session ends); the old token ends at once. None when the
+        token is no longer live (sign in again). Committed when this returns."""
+        token = token.strip()
+        if not token.startswith(SESSION_PREFIX) or len(token) > 128:
+            return None
+        now = datetime.now(UTC)
+        with self._write() as session:
+            row = repo.live_session(session, _token_hash(token), now)
+            if row is None or not row[0].active or (row[0].hospital_id is not None
+                                                    and not row[2]):
+                return None
+            if not repo.revoke_session(session, _token_hash(token), now):
+                return None  # a parallel renewal won
+            return self._open_session(session, row[0], now, address=address)
+
     def sign_out_everywhere(self, actor: Actor) -> None:
         """End every session of the actor's account (a lost or shared phone)."""
         if actor.account_id is None:

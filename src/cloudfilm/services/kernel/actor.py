@@ -93,6 +93,9 @@ class Permission(StrEnum):
     actor's own hospital)."""
     MANAGE_RECOGNITION_RULES = "recognition.manage"
     """Change the recognition rules, code maps and prices; act for any hospital."""
+    LAUNCH_WORKSTATION = "workstation.launch"
+    """A hospital's HIS mints a single-use launch of the workstation for one of its own
+    doctors and patients (IHE Invoke Image Display style)."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -108,7 +111,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
         Permission.ISSUE_ACTIVATION_CODES, Permission.SEND_HEARTBEAT,
-        Permission.CHECK_RECOGNITION}),
+        Permission.CHECK_RECOGNITION, Permission.LAUNCH_WORKSTATION}),
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
         Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION,
