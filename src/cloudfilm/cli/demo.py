@@ -101,8 +101,10 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
     if gateway:
         _gateway_config(console, services, province, settings)
     portal = _portal_accounts(services, province)
+    doctors = _doctor_accounts(services, province)
     _report(console, province, summary, settings, url, dimse_port)
     _report_portal(console, portal, settings, data)
+    _report_doctors(console, doctors, settings)
     if summary.failures:
         raise SystemExit(1)
 
@@ -166,6 +168,53 @@ def _portal_accounts(services: Any, province: Any) -> list[tuple[str, str, int]]
             continue
         made.append((phone, name, spread(resident)[0]))
     return made
+
+
+DEMO_DOCTOR_PASSWORD = "demo-doctor-2024"
+DEMO_DOCTORS = ("doctor.a", "doctor.b")
+
+
+def _doctor_accounts(services: Any, province: Any) -> list[tuple[str, str, str, str]]:
+    """Two ready doctor accounts at the two hospitals of the demo's duplicate-exam example
+    (a chest CT at one hospital 10 days before another hospital's): (user, hospital code,
+    hospital name, the shared patient's national ID). A rerun finds them there."""
+    from cloudfilm.demo.province import recognition_examples
+    from cloudfilm.services.access.accounts import NewAccount
+    from cloudfilm.services.errors import AlreadyExistsError, CloudfilmError
+
+    pairs = recognition_examples(province)
+    if not pairs:
+        return []
+    recent, prior = pairs[0]
+    made = []
+    for user, hospital, name in ((DEMO_DOCTORS[0], recent.hospital, "演示医生甲"),
+                                 (DEMO_DOCTORS[1], prior.hospital, "演示医生乙")):
+        try:
+            services.accounts.create_account(NewAccount(
+                kind="doctor", username=user, password=DEMO_DOCTOR_PASSWORD,
+                display_name=name, hospital_code=hospital.code, department="放射科"),
+                by=OPERATOR)
+        except AlreadyExistsError:
+            pass  # a rerun: the account is there
+        except CloudfilmError as exc:
+            logging.getLogger(__name__).warning("cloudfilm.demo.doctor_account",
+                                                extra={"error": exc.message})
+            continue
+        made.append((user, hospital.code, hospital.name, recent.resident.national_id))
+    return made
+
+
+def _report_doctors(console: Any, made: list[tuple[str, str, str, str]],
+                    settings: Settings) -> None:
+    if not made:
+        return
+    console.print("\n[bold]the doctor's workstation[/] "
+                  f"http://{settings.http.host}:{settings.http.port}/workstation "
+                  f"(password {DEMO_DOCTOR_PASSWORD}):")
+    for user, code, name, _nid in made:
+        console.print(f"  {user:<9} {code} {name}")
+    console.print(f"  find the patient with studies at both by national ID {made[0][3]}; "
+                  "order a chest CT to see the duplicate-exam prompt")
 
 
 def _report_portal(console: Any, made: list[tuple[str, str, int]], settings: Settings,

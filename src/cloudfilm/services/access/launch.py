@@ -111,8 +111,10 @@ class LaunchService:
             patient_fk, resident_id = self._own_patient(session, actor.hospital_id,
                                                         patient[:64], nid_hash)
             doctor = account_repo.account_by_username(session, username[:64])
-            ok_doctor = (doctor is not None and doctor.active and doctor.kind in (
-                "doctor", "hospital_admin") and doctor.hospital_id == actor.hospital_id)
+            # Only clinicians' accounts belong to a hospital (residents and platform
+            # administrators have none): a member of this hospital is one of its doctors.
+            ok_doctor = (doctor is not None and doctor.active
+                         and doctor.hospital_id == actor.hospital_id)
             if patient_fk is not None and (study_uid or accession):
                 found = repo.study_by_uid_or_accession(session, actor.hospital_id,
                                                        study_uid=study_uid, accession=accession)
