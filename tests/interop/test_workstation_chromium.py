@@ -121,7 +121,8 @@ def test_find_request_by_sms_and_open_the_study(screen: tuple[Page, list[str]], 
     page.get_by_text("右肺上叶磨玻璃结节").first.wait_for()
     href = page.locator("#open-viewer").get_attribute("href")
     assert href == f"/workstation/viewer?study={desk.recent_ct}"
-    compare = page.locator(".compare-link").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    compare = page.locator(".compare-link").evaluate_all(
+        "els => els.map(e => e.getAttribute('href'))")
     assert f"/workstation/viewer?study={desk.recent_ct}&prior={p.sa1}" in compare
     check_page(page, base, "07-granted-study")
     page.goto(f"{base}/workstation/requests")
