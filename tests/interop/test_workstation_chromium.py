@@ -157,6 +157,10 @@ def test_break_glass_needs_a_reason_launch_and_timeout(
     assert page.locator("#open-viewer").get_attribute("href") == \
         f"/workstation/viewer?study={p.sa1}"
     check_page(page, base, "11-launch")
+    # On a tablet (1024x768, landscape) the same page wraps to two columns, no sideways scroll.
+    page.set_viewport_size({"width": 1024, "height": 768})
+    check_page(page, base, "11b-tablet")
+    page.set_viewport_size(DESKTOP["viewport"])
     # The session-timeout warning two minutes before the end; "stay signed in" renews.
     page.context.add_cookies([{"name": "cloudfilm_ws_expires", "value": str(int(
         time.time()) + 120), "url": base}])
