@@ -306,11 +306,11 @@ class WorkstationService:
                 if row.state == "linked" and row.resident_id is not None:
                     # Linked since the reference was made: the resident's whole record.
                     resident_id, patient_fk = int(row.resident_id), None
-            card = self._card(session, actor, resident_id, patient_fk)
             rows = repo.patient_studies(session, resident_id=resident_id,
                                         patient_fk=patient_fk, limit=MAX_STUDIES)
             visible = repo.visible_ids(session, [r.id for r in rows],
                                        self._policy.filter(session, actor))
+            card = self._card(session, actor, resident_id, patient_fk, known=(rows, visible))
             ids = [r.id for r in rows]
             facts = _series_by_study(repo.series_facts(session, ids))
             reports = _best_reports(repo.reports_of(session, [i for i in ids if i in visible]))
@@ -339,7 +339,10 @@ class WorkstationService:
             return PatientRecord(card, studies, locked)
 
     def _card(self, session: Session, actor: Actor, resident_id: int | None,
-              patient_fk: int | None) -> PatientCard:
+              patient_fk: int | None, *,
+              known: tuple[list[Any], set[int]] | None = None) -> PatientCard:
+        """The card of a patient; ``known``: the studies and visible ids when the caller
+        read them already (the patient view), else read here."""
         assert actor.hospital_id is not None
         ref = self.ref(actor, resident_id=resident_id, patient_fk=patient_fk)
         if resident_id is None:
@@ -351,16 +354,19 @@ class WorkstationService:
         if resident is None:
             raise NotFoundError("no such patient for you")
         own = repo.own_records_of(session, resident_id, actor.hospital_id)
-        rows = repo.patient_studies(session, resident_id=resident_id, patient_fk=None,
-                                    limit=MAX_STUDIES)
-        visible = repo.visible_ids(session, [r.id for r in rows],
-                                   self._policy.filter(session, actor))
+        if known is None:
+            rows = repo.patient_studies(session, resident_id=resident_id, patient_fk=None,
+                                        limit=MAX_STUDIES)
+            visible = repo.visible_ids(session, [r.id for r in rows],
+                                       self._policy.filter(session, actor))
+        else:
+            rows, visible = known
         granted = bool(self._policy.grants(session, actor, [resident_id]))
-        known = bool(own) or granted
+        named = bool(own) or granted
         name = own[0].patient_name if own and own[0].patient_name else resident.name
         return PatientCard(
-            ref, resident_id, plain_name(name) if known else mask_name(resident.name),
-            not known, resident.sex or "", resident.birth_date or "",
+            ref, resident_id, plain_name(name) if named else mask_name(resident.name),
+            not named, resident.sex or "", resident.birth_date or "",
             resident.national_id_masked or "", tuple(o.patient_id for o in own),
             sum(1 for r in rows if r.id not in visible))
 
