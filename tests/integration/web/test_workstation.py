@@ -357,3 +357,20 @@ def test_launch_from_the_his_by_url_and_by_token(browser: TestClient, desk: Desk
     finally:
         engine.dispose()
     assert browser.get(f"/workstation/launch?token={late}").status_code == 404
+
+
+def test_english_pages_and_a_local_id_launch(browser: TestClient, desk: Desk) -> None:
+    p = desk.province
+    page = browser.get("/workstation/signin?lang=en")
+    assert "Staff sign-in" in page.text and "s workstation" in page.text
+    sign_in(browser)
+    home = browser.get("/workstation", params={"q": "wang"})
+    assert "Find a patient" in home.text and "National ID" in home.text
+    # HA's local PatientID (the national ID here) opens HA's record; an unknown one searches.
+    opened = browser.get(f"/workstation/launch?patient={NID1}")
+    assert opened.status_code == 303 and "/workstation/patients/r" in opened.headers["location"]
+    unknown = browser.get("/workstation/launch?patient=NO-SUCH-ID")
+    assert unknown.status_code == 303 and unknown.headers["location"].startswith(
+        "/workstation?q=")
+    error = browser.get(f"/workstation/patients/r{p.r2}-{'0' * 24}")
+    assert error.status_code == 404 and 'href="/workstation"' in error.text
