@@ -55,7 +55,7 @@ FOUR_G = {"offline": False, "latency": 60, "downloadThroughput": 1.5 * 1024 * 10
           "uploadThroughput": 0.75 * 1024 * 1024}
 OHIF_VERSION = "3.13.2"
 LIT = """() => [...document.querySelectorAll('canvas')].some(c => {
-    if (c.width < 64 || c.height < 64) return false;
+    if (c.width < 300 || c.height < 300) return false;  // a viewport, not a thumbnail
     const s = document.createElement('canvas'); s.width = 64; s.height = 64;
     const g = s.getContext('2d'); g.drawImage(c, 0, 0, 64, 64);
     const d = g.getImageData(0, 0, 64, 64).data; let lit = 0;

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEGLSLossless, generate_uid
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 from tests.conftest import IN_CI
 from tests.factories import make_ct, to_bytes
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
@@ -92,7 +92,7 @@ class World:
     doctor: Actor
     grant_id: int
     study: str
-    series: tuple[str, str, str]  # uncompressed, JPEG-LS, uncompressed (opened last)
+    series: tuple[str, ...]  # uncompressed, JPEG-LS, uncompressed (opened last), RLE, J2K
     prior: str
     first_sop: str  # an instance of the first series
 
@@ -106,17 +106,19 @@ def world(services: Services, tmp_path: Path) -> World:
             code=code, name=f"示范医院{code}", level="tertiary", grade="A",
             national_id_source="patient_id"))
     study, prior = generate_uid(), generate_uid()
-    series = (generate_uid(), generate_uid(), generate_uid())
+    series = tuple(generate_uid() for _ in range(5))
     plan = [("HA", study, series[0], 1, SLICES), ("HA", study, series[1], 2, 8),
-            ("HA", study, series[2], 3, 8), ("HB", prior, generate_uid(), 1, SLICES)]
+            ("HA", study, series[2], 3, 8), ("HA", study, series[3], 4, 4),
+            ("HA", study, series[4], 5, 4), ("HB", prior, generate_uid(), 1, SLICES)]
+    syntax = {2: JPEGLSLossless, 4: RLELossless, 5: JPEG2000Lossless}
     sops: list[str] = []
     for code, st, se, number, count in plan:
         frame = generate_uid()
         items = []
         for i in range(count):
             ds = phantom(st, se, number, i, nid=nid, frame=frame)
-            if number == 2:
-                ds.compress(JPEGLSLossless)
+            if code == "HA" and number in syntax:
+                ds.compress(syntax[number])
             path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
             path.write_bytes(to_bytes(ds))
             items.append(IngestItem(path))
@@ -272,15 +274,17 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
     shot(page, "04-length")
     assert abs(lengths[0] - 100.0) <= 1.0, lengths
 
-    # The JPEG-LS series plays (WebAssembly codec); its .wasm answered 200.
-    page.locator(f".thumb[data-series='{world.series[1]}']").click()
-    page.wait_for_function(f"() => window.cloudfilmViewer.state().cells[0].series === "
-                           f"'{world.series[1]}' && window.cloudfilmViewer.state().cells[0]"
-                           ".loaded === 8")
-    page.wait_for_timeout(300)
-    img = shot(page, "05-jpeg-ls")
-    assert brightness(img, at(page, 0, *marker(4))) > 200
-    assert wasm and all(status == 200 for status in wasm.values()), wasm
+    # JPEG-LS, RLE and JPEG 2000 series play (WebAssembly codecs; each .wasm answered 200).
+    for uid, name in ((world.series[1], "jpeg-ls"), (world.series[3], "rle"),
+                      (world.series[4], "jpeg2000")):
+        page.locator(f".thumb[data-series='{uid}']").click()
+        page.wait_for_function(f"() => {{ const c = window.cloudfilmViewer.state().cells[0]; "
+                               f"return c.series === '{uid}' && c.loaded === c.count; }}")
+        page.wait_for_timeout(300)
+        img = shot(page, f"05-{name}")
+        shown = state(page)["cells"][0]["index"]
+        assert brightness(img, at(page, 0, *marker(shown - 1))) > 200, name
+    assert len(wasm) >= 2 and all(status == 200 for status in wasm.values()), wasm
 
     check_axe(page, base)
     page.keyboard.press("?")
