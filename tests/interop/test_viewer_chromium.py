@@ -85,6 +85,19 @@ def phantom(study: str, series: str, number: int, index: int, *, nid: str,
     return ds
 
 
+def multi_frame(ds: Dataset, *, nid: str, frame: str) -> None:
+    """Make ``ds`` one multi-frame object of 6 frames (the marker moves frame to frame), as
+    an ultrasound clip or a secondary capture would be."""
+    frames = [phantom(ds.StudyInstanceUID, ds.SeriesInstanceUID, 6, i, nid=nid, frame=frame)
+              for i in range(6)]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = (
+        "1.2.840.10008.5.1.4.1.1.7.3")  # Multi-frame Grayscale Word Secondary Capture
+    ds.NumberOfFrames = 6
+    ds.FrameIncrementPointer = 0x00181063
+    ds.FrameTime = 100.0
+    ds.PixelData = b"".join(f.PixelData for f in frames)
+
+
 @dataclass(frozen=True)
 class World:
     services: Services
@@ -106,10 +119,11 @@ def world(services: Services, tmp_path: Path) -> World:
             code=code, name=f"示范医院{code}", level="tertiary", grade="A",
             national_id_source="patient_id"))
     study, prior = generate_uid(), generate_uid()
-    series = tuple(generate_uid() for _ in range(5))
+    series = tuple(generate_uid() for _ in range(6))
     plan = [("HA", study, series[0], 1, SLICES), ("HA", study, series[1], 2, 8),
             ("HA", study, series[2], 3, 8), ("HA", study, series[3], 4, 4),
-            ("HA", study, series[4], 5, 4), ("HB", prior, generate_uid(), 1, SLICES)]
+            ("HA", study, series[4], 5, 4), ("HA", study, series[5], 6, 1),
+            ("HB", prior, generate_uid(), 1, SLICES)]
     syntax = {2: JPEGLSLossless, 4: RLELossless, 5: JPEG2000Lossless}
     sops: list[str] = []
     for code, st, se, number, count in plan:
@@ -119,6 +133,8 @@ def world(services: Services, tmp_path: Path) -> World:
             ds = phantom(st, se, number, i, nid=nid, frame=frame)
             if code == "HA" and number in syntax:
                 ds.compress(syntax[number])
+            if number == 6:
+                multi_frame(ds, nid=nid, frame=frame)
             path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
             path.write_bytes(to_bytes(ds))
             items.append(IngestItem(path))
@@ -285,6 +301,17 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
         shown = state(page)["cells"][0]["index"]
         assert brightness(img, at(page, 0, *marker(shown - 1))) > 200, name
     assert len(wasm) >= 2 and all(status == 200 for status in wasm.values()), wasm
+
+    # A multi-frame object: one image a frame, and cine plays it.
+    page.locator(f".thumb[data-series='{world.series[5]}']").click()
+    page.wait_for_function(f"() => {{ const c = window.cloudfilmViewer.state().cells[0]; "
+                           f"return c.series === '{world.series[5]}' && c.count === 6 "
+                           "&& c.loaded === 6; }")
+    shown = state(page)["cells"][0]["index"]
+    page.keyboard.press("c")
+    page.wait_for_function(f"() => window.cloudfilmViewer.state().cells[0].index !== {shown}")
+    page.keyboard.press("c")
+    shot(page, "05-multi-frame")
 
     check_axe(page, base)
     page.keyboard.press("?")
