@@ -476,6 +476,10 @@ function tools(): void {
 
 async function main(): Promise<void> {
   say(L("starting"));
+  // The first series' metadata is asked for while Cornerstone starts (one round trip less).
+  const current0 = config.studies[0];
+  const first0 = current0?.series.find((s) => s.thumb);
+  if (current0 && first0) void seriesOf(current0.uid, first0.uid).catch(() => {});
   await coreInit();
   loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
   // Before any viewport is enabled: the tools attach their mouse listeners to elements as
