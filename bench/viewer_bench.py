@@ -136,6 +136,11 @@ class _Proxy(http.server.SimpleHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # OHIF cancels requests it no longer needs (broken pipes): not the bench's business.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 def serve_ohif(dist: Path, upstream_port: int) -> tuple[_Server, int]:
     port = free_port()
