@@ -163,4 +163,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `web_bench.py portal` or `web_bench.py viewer` runs one part; no argument, both.
+    if "viewer" not in sys.argv[1:]:
+        main()
+    if "portal" not in sys.argv[1:]:
+        import viewer_bench  # the workstation's diagnostic viewer against OHIF (issue 14)
+
+        viewer_bench.main()

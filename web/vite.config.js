@@ -19,7 +19,12 @@ export default defineConfig({
         viewer: "src/viewer.js",
         axe: "src/axe.js",
         workstation: "src/workstation.js",
+        // The workstation's diagnostic viewer (Cornerstone3D); its codec workers and
+        // .wasm files are emitted as hashed assets beside it.
+        diagnostic: "src/diagnostic/main.ts",
       },
     },
   },
+  // Cornerstone's decode workers are ES modules (they import the codecs).
+  worker: { format: "es" },
 });

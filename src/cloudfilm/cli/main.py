@@ -173,6 +173,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
                     log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                     **options, **uvicorn_options(settings))
     finally:
+        services.retrieve.flush_frame_audit()  # a viewer's last minute of frame counts
         if dimse is not None:
             dimse.stop(grace=30)
         if jobs is not None:

@@ -11,6 +11,7 @@ object; objects are sent as stored unless the client asks for another transfer s
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -32,12 +33,15 @@ from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError
 from cloudfilm.services.access.actor import Actor, Permission
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.policy import AccessPolicy, Decision, Resource
+from cloudfilm.services.archive.frame_audit import FrameAuditWindows
 from cloudfilm.services.errors import (
     InvalidQueryError,
     NotAcceptableError,
     NotFoundError,
     ResourceUnavailableError,
 )
+
+logger = logging.getLogger(__name__)
 
 _UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
 # Parsed datasets kept for viewers that fetch frame after frame. Bounded by count AND bytes:
@@ -100,11 +104,15 @@ class RetrieveService:
         self._datasets: OrderedDict[str, tuple[Dataset, int]] = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.Lock()
+        # A viewer's frames: decided one by one, recorded once a minute a series
+        # (frame_audit.py says why and what stays as strict).
+        self._frame_windows = FrameAuditWindows()
 
     # -- decisions -------------------------------------------------------------------------
 
     def _enforce(self, conn: Any, actor: Actor, action: str, resource: Resource,
-                 fetch: Callable[[], list[Any]]) -> list[Any]:
+                 fetch: Callable[[], list[Any]],
+                 extra: dict[str, Any] | None = None) -> tuple[list[Any], Decision]:
         """One decision and its committed audit record (``policy.enforce``), raising on a
         refusal; ``fetch`` reads what is returned, when allowed, before the record is
         written, which counts it."""
@@ -113,16 +121,16 @@ class RetrieveService:
         def detail(decision: Decision) -> dict[str, Any]:
             if decision.allowed:
                 rows.extend(fetch())
-            counted = {"objects": len(rows)}
+            counted = {"objects": len(rows), **(extra or {})}
             return ({"study": resource.study_uid, **counted} if resource.type != "study"
                     else counted)
 
-        self._policy.enforce(
+        decision = self._policy.enforce(
             conn, actor, Permission.READ_STUDY, resource, action=action, detail=detail,
             refusal=f"{_what(resource.study_uid, resource.series_uid, resource.sop_uid)} is "
                     "not in the archive or you are not authorised to see it (a doctor needs "
                     "the patient's grant for another hospital's studies)")
-        return rows
+        return rows, decision
 
     # -- whole objects ---------------------------------------------------------------------
 
@@ -146,19 +154,14 @@ class RetrieveService:
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
             with self._db.reading() as session:
-                rows = self._enforce(session, actor, action, resource, lambda: rr.instances(
-                    session, study_uid, series_uid, sop_uid))
+                rows, _ = self._enforce(session, actor, action, resource,
+                                        lambda: rr.instances(session, study_uid, series_uid,
+                                                             sop_uid))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         if not rows:
             raise NotFoundError(_what(study_uid, series_uid, sop_uid) + " is not in the archive")
-        return [
-            StoredObject(r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid,
-                         r.sop_class_uid, r.transfer_syntax_uid, r.blob_key, r.size_bytes,
-                         r.sha256, r.number_of_frames, r.hospital_id,
-                         r.original_transfer_syntax_uid)
-            for r in rows
-        ]
+        return [_stored(r) for r in rows]
 
     def _one(self, study_uid: str, series_uid: str, sop_uid: str, actor: Actor,
              action: str) -> StoredObject:
@@ -216,8 +219,9 @@ class RetrieveService:
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
             with self._db.reading() as session:
-                docs = self._enforce(session, actor, "metadata", resource, lambda: rr.metadata(
-                    session, study_uid, series_uid, sop_uid))
+                docs, _ = self._enforce(session, actor, "metadata", resource,
+                                        lambda: rr.metadata(session, study_uid, series_uid,
+                                                            sop_uid))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         if not docs:
@@ -236,7 +240,8 @@ class RetrieveService:
         ------
         NotAuthorizedError, NotFoundError, NotAcceptableError, ResourceUnavailableError
         """
-        obj = self._one(study_uid, series_uid, sop_uid, actor, "frames")
+        obj = self._frame_object(study_uid, series_uid, sop_uid, actor,
+                                 len(numbers) if numbers is not None else 0)
         count = obj.number_of_frames or 1
         numbers = list(range(1, count + 1)) if numbers is None else numbers
         for n in numbers:
@@ -270,6 +275,50 @@ class RetrieveService:
         except render.RenderError as exc:
             raise NotAcceptableError(str(exc)) from exc
         return out
+
+    def _frame_object(self, study_uid: str, series_uid: str, sop_uid: str, actor: Actor,
+                      frames: int) -> StoredObject:
+        """The instance whose frames are read: decided now, recorded once a window.
+
+        Inside an open window of (actor, study, series) an allowed read only counts; the
+        first read of a series, any refusal and anything after the window ended go through
+        :meth:`_enforce` (a committed record before any byte), which opens a new window.
+        """
+        resource = Resource.of(study_uid, series_uid, sop_uid)
+        key = (actor, study_uid, series_uid)
+        windows = self._frame_windows
+        self._write_frame_records(windows.expired())
+        try:
+            with self._db.reading() as session:
+                decision = self._policy.decide(session, actor, Permission.READ_STUDY, resource)
+                rows = (rr.instances(session, study_uid, series_uid, sop_uid)
+                        if decision.allowed and windows.active(key) else None)
+                if rows:
+                    windows.count(key, frames or 1)
+                else:
+                    rows, decision = self._enforce(
+                        session, actor, "frames", resource,
+                        lambda: rr.instances(session, study_uid, series_uid, sop_uid),
+                        {"frames_window_seconds": int(windows.seconds)})
+                    if rows:
+                        self._write_frame_records(windows.opened(
+                            key, resident_id=decision.resident_id, reason=decision.reason))
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if not rows:
+            raise NotFoundError(_what(study_uid, series_uid, sop_uid) + " is not in the archive")
+        return _stored(rows[0])
+
+    def _write_frame_records(self, entries: list[Any]) -> None:
+        if entries:
+            self._audit.write(entries)
+
+    def flush_frame_audit(self) -> None:
+        """Write the frame counts of every open window (``cloudfilm serve`` at shutdown)."""
+        try:
+            self._write_frame_records(self._frame_windows.expired(everything=True))
+        except ResourceUnavailableError:
+            logger.warning("cloudfilm.audit.frame_counts_lost")
 
     def rendered(self, study_uid: str, series_uid: str, sop_uid: str, *, actor: Actor,
                  frame: int = 1, media_type: str = "image/jpeg",
@@ -375,6 +424,13 @@ class RetrieveService:
                     _, (_, size) = self._datasets.popitem(last=False)
                     self._cached_bytes -= size
         return ds
+
+
+def _stored(r: Any) -> StoredObject:
+    return StoredObject(r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid,
+                        r.sop_class_uid, r.transfer_syntax_uid, r.blob_key, r.size_bytes,
+                        r.sha256, r.number_of_frames, r.hospital_id,
+                        r.original_transfer_syntax_uid)
 
 
 def json_model_value_bytes(elem: Any) -> bytes:

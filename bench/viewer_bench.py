@@ -1,0 +1,305 @@
+"""The diagnostic viewer's budgets (issue 14), with OHIF as the anchor in the same run.
+
+A ``cloudfilm serve`` is given a 300-slice 512x512 CT (``bench/synth.py``) at one hospital,
+a prior at another, and a doctor of a third hospital with the patient's grant. Headless
+Chromium (WebGL through SwiftShader), 1440x900, the doctor's session cookie:
+
+- cloudfilm's viewer (``/workstation/viewer``): navigation to the first image drawn, to the
+  whole series loaded, scrolling once loaded (slices drawn a second, one after another),
+  window/level drag (renders a second while the mouse drags);
+- the anchor: OHIF's built app from the npm registry's ``@ohif/app`` (``npm pack`` into a temp
+  folder at bench time, never committed), served by a small Python static server that also
+  passes ``/dicomweb`` to cloudfilm (same origin, the doctor's cookie: the same policy and
+  audit path), opening the same study;
+- the same on emulated 4G (DevTools: 1.5 MB/s, 60 ms): first image, and frames a second;
+- a frame-concurrency micro-bench (``frame_bench.py``): 6 frame GETs in flight, p50/p90,
+  cloudfilm against Orthanc.
+
+First image is timed the same way for both viewers: from navigation start until a canvas of
+the page shows more than 10% non-black pixels (polled every 50 ms); series loaded: the
+300th frame response. The machine is shared (2 cores); quote medians of a quiet machine.
+
+    .venv/bin/python bench/viewer_bench.py          # ~5 min (or web_bench.py viewer)
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import shutil
+import socketserver
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+import frame_bench
+from harness import free_port
+from server import Cloudfilm
+from viewer_world import World, load
+
+SLICES = 300
+DESK = {"viewport": {"width": 1440, "height": 900}, "locale": "zh-CN"}
+ARGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+FOUR_G = {"offline": False, "latency": 60, "downloadThroughput": 1.5 * 1024 * 1024,
+          "uploadThroughput": 0.75 * 1024 * 1024}
+OHIF_VERSION = "3.13.2"
+LIT = """() => [...document.querySelectorAll('canvas')].some(c => {
+    if (c.width < 300 || c.height < 300) return false;  // a viewport, not a thumbnail
+    const s = document.createElement('canvas'); s.width = 64; s.height = 64;
+    const g = s.getContext('2d'); g.drawImage(c, 0, 0, 64, 64);
+    const d = g.getImageData(0, 0, 64, 64).data; let lit = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 8 || d[i + 1] > 8) lit += 1;
+    return lit > 64 * 64 * 0.10; })"""
+
+
+# -- OHIF, served beside cloudfilm's DICOMweb ---------------------------------------------------
+
+
+def fetch_ohif(folder: Path) -> Path:
+    """``npm pack @ohif/app`` (its built ``dist/``) into ``folder``; the dist path."""
+    subprocess.run(["npm", "pack", f"@ohif/app@{OHIF_VERSION}", "--silent"], cwd=folder,
+                   check=True, capture_output=True, timeout=600)
+    with tarfile.open(folder / f"ohif-app-{OHIF_VERSION}.tgz") as tar:
+        tar.extractall(folder, filter="data")
+    dist = folder / "package" / "dist"
+    config = (dist / "app-config.js").read_text()
+    cut = config.index("dataSources: [")
+    end = config.index("httpErrorHandler")
+    (dist / "app-config.js").write_text(config[:cut] + """dataSources: [{
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'ohif',
+      configuration: {
+        friendlyName: 'cloudfilm', name: 'cloudfilm',
+        wadoUriRoot: window.location.origin + '/wado',
+        qidoRoot: window.location.origin + '/dicomweb',
+        wadoRoot: window.location.origin + '/dicomweb',
+        qidoSupportsIncludeField: false, imageRendering: 'wadors',
+        thumbnailRendering: 'wadors', enableStudyLazyLoad: true,
+        supportsFuzzyMatching: false, supportsWildcard: true, staticWado: false,
+        singlepart: 'bulkdata,video', bulkDataURI: {enabled: true},
+        omitQuotationForMultipartRequest: true,
+      },
+    }],
+  """ + config[end:])
+    return dist
+
+
+class _Proxy(http.server.SimpleHTTPRequestHandler):
+    """Static files of OHIF; /dicomweb and /wado passed to cloudfilm (cookie included)."""
+
+    upstream: tuple[str, int] = ("127.0.0.1", 0)
+    local = threading.local()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith(("/dicomweb", "/wado")):
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() in ("accept", "cookie", "range")}
+            try:
+                conn.request("GET", self.path, headers=headers)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                self.local.conn = None
+                self.send_error(502)
+                return
+            body = response.read()
+            self.send_response(response.status)
+            for k, v in response.getheaders():
+                if k.lower() in ("content-type", "cache-control"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        path = Path(self.translate_path(self.path.split("?", 1)[0]))
+        if not path.is_file():
+            self.path = "/index.html"  # the app's own routes (/viewer?...)
+        super().do_GET()
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # OHIF cancels requests it no longer needs (broken pipes): not the bench's business.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def serve_ohif(dist: Path, upstream_port: int) -> tuple[_Server, int]:
+    port = free_port()
+    handler = type("Proxy", (_Proxy,), {"upstream": ("127.0.0.1", upstream_port),
+                                        "local": threading.local()})
+
+    def make(*a: Any) -> _Proxy:
+        return handler(*a, directory=str(dist))
+
+    server = _Server(("127.0.0.1", port), make)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, port
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def _open(browser: Browser, base: str, world: World, net: dict[str, Any] | None
+          ) -> tuple[Any, Page, list[float]]:
+    context = browser.new_context(**DESK)
+    context.add_cookies([{"name": "cloudfilm_session", "value": world.token, "url": base}])
+    page = context.new_page()
+    frames: list[float] = []
+    page.on("response", lambda r: frames.append(time.monotonic())
+            if "/frames/" in r.url and r.status == 200 else None)
+    if net:
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", net)
+    return context, page, frames
+
+
+def _timed_load(page: Page, url: str, frames: list[float], *, whole: bool,
+                limit: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    page.goto(url, wait_until="commit")
+    page.wait_for_function(LIT, polling=50, timeout=limit * 1000)
+    out: dict[str, Any] = {"first image (s)": round(time.monotonic() - t0, 2)}
+    if whole:
+        deadline = t0 + limit
+        while len(frames) < SLICES and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        out["series loaded (s)"] = (round(frames[SLICES - 1] - t0, 2)
+                                    if len(frames) >= SLICES else f"> {limit:.0f}")
+    else:
+        page.wait_for_timeout(10_000)
+        done = [t for t in frames if t - t0 <= 10 + out["first image (s)"]]
+        out["frames in first 10 s"] = len(done)
+    return out
+
+
+def _scroll_and_window(page: Page) -> dict[str, Any]:
+    rate = page.evaluate("""async (count) => {
+        const v = window.cloudfilmViewer;
+        const el = document.querySelector('.cell .viewport');
+        let renders = 0;
+        el.addEventListener('CORNERSTONE_IMAGE_RENDERED', () => { renders += 1; });
+        const t0 = performance.now();
+        for (let n = 1; n <= count; n += 1) {
+            await v.scrollTo(0, n);
+            const want = renders + 1;
+            await new Promise((ok) => { const f = () => renders >= want ? ok() :
+                requestAnimationFrame(f); f(); });
+        }
+        return count / ((performance.now() - t0) / 1000);
+    }""", SLICES)
+    box = page.locator(".cell .viewport").first.bounding_box()
+    assert box is not None
+    page.evaluate("""() => { window.__renders = 0; document.querySelector('.cell .viewport')
+        .addEventListener('CORNERSTONE_IMAGE_RENDERED', () => { window.__renders += 1; }); }""")
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    t0 = time.monotonic()
+    for k in range(60):
+        page.mouse.move(x + (k % 30) * 4, y + (k % 20) * 3)
+        page.wait_for_timeout(16)
+    elapsed = time.monotonic() - t0
+    page.mouse.up()
+    renders = page.evaluate("window.__renders")
+    return {"scroll once loaded (slices/s)": round(rate, 1),
+            "W/L drag (renders/s)": round(renders / elapsed, 1)}
+
+
+def run_browser(server: Cloudfilm, world: World, ohif: Path | None) -> dict[str, dict[str, Any]]:
+    base = server.dicomweb.rsplit("/dicomweb", 1)[0]
+    ours = f"{base}/workstation/viewer?study={world.study}&layout=1x1"
+    rows: dict[str, dict[str, Any]] = {}
+    proxy = None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        try:
+            runs: list[tuple[str, str, str, dict[str, Any] | None]] = []
+            if ohif is not None:
+                proxy, port = serve_ohif(ohif, server.http_port)
+                obase = f"http://127.0.0.1:{port}"
+                runs.append((f"OHIF {OHIF_VERSION} (anchor), loopback", obase,
+                             f"{obase}/viewer?StudyInstanceUIDs={world.study}", None))
+            runs.insert(0, ("cloudfilm viewer, loopback", base, ours, None))
+            for n in range(2):  # the second run has the browser's HTTP cache warm for assets
+                for label, origin, url, net in runs:
+                    context, page, frames = _open(browser, origin, world, net)
+                    key = f"{label}, run {n + 1}"
+                    try:
+                        rows[key] = _timed_load(page, url, frames, whole=True, limit=60)
+                        if origin == base:
+                            rows[key].update(_scroll_and_window(page))
+                            rows[key]["own mark: first image (ms)"] = round(page.evaluate(
+                                "performance.getEntriesByName('cloudfilm:first-image')[0]"
+                                ".startTime"))
+                    except Exception as exc:  # a bench reports, it does not stop
+                        rows[key] = {"first image (s)": f"failed: {str(exc)[:80]}"}
+                    context.close()
+            for label, origin, url, _ in runs:
+                context, page, frames = _open(browser, origin, world, FOUR_G)
+                key = label.replace("loopback", "4G (1.5 MB/s, 60 ms)")
+                try:
+                    rows[key] = _timed_load(page, url, frames, whole=False, limit=90)
+                except Exception as exc:
+                    rows[key] = {"first image (s)": f"failed: {str(exc)[:80]}"}
+                context.close()
+        finally:
+            browser.close()
+            if proxy is not None:
+                proxy.shutdown()
+    return rows
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for r in rows.values() for k in r))
+    lines = ["| run | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(str(r.get(k, "")) for k in keys) + " |"
+              for name, r in rows.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    temp = Path(tempfile.mkdtemp(prefix="cloudfilm-ohif-"))
+    try:
+        try:
+            ohif: Path | None = fetch_ohif(temp)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            print(f"OHIF anchor not run: {exc}")
+            ohif = None
+        with Cloudfilm() as server:
+            world = load(server.workdir / "data", slices=SLICES)
+            rows = run_browser(server, world, ohif)
+            micro = frame_bench.run(server, world)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    print("Viewer, headless Chromium (SwiftShader WebGL), 1440x900, 300-slice 512x512 CT, "
+          "doctor with grant; budgets: first image < 1 s, series < 4 s, scroll > 20/s, "
+          "W/L 30/s")
+    print(table(rows))
+    print()
+    print(f"Frames, {frame_bench.CONCURRENCY} GETs in flight (medians over the series)")
+    print(frame_bench.table(micro))
+
+
+
+if __name__ == "__main__":
+    main()
