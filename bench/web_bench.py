@@ -34,6 +34,7 @@ from cloudfilm.config import Settings
 from cloudfilm.services.archive.ingest import IngestItem, Sender
 from cloudfilm.services.identity import national_id
 from cloudfilm.services.identity.hospitals import HospitalInput
+from cloudfilm.services.identity.mpi import Registration
 from server import Cloudfilm
 from synth import make_ct_series, to_bytes
 
@@ -71,10 +72,14 @@ def load(data: Path) -> tuple[str, str, str]:
         results = services.ingest.ingest_files(items, sender=Sender(code, code, "bench"))
         failed = [r for r in results if isinstance(r, Exception)]
         assert not failed, failed[:1]
+    # The hospital's registration feed recorded this phone for its patient: the second
+    # factor a new account needs (issue 11).
+    services.residents.register_patient("BH1", Registration(
+        patient_id=nid, national_id=nid, name="Wang^XiaoDong", phone=PHONE))
     services.accounts.send_sign_in_code(PHONE, requester="bench")
     code = re.search(r"\b(\d{6})\b", services.sms.outbox(phone=PHONE, limit=1)[0].text)
     assert code is not None
-    signed = services.accounts.register_resident(PHONE, code.group(1), name="王小东",
+    signed = services.accounts.register_resident(PHONE, code.group(1), name="Wang XiaoDong",
                                                  national_id=nid, requester="bench")
     return signed.token, study, series
 
