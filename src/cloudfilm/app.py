@@ -56,8 +56,10 @@ from cloudfilm.services.identity.protection import (
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
+from cloudfilm.services.portal.family import FamilyService
 from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
+from cloudfilm.services.portal.viewing import ViewingService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
@@ -209,6 +211,8 @@ def build_services(settings: Settings) -> Services:
         downloads=DownloadService(retrieve),
         shares=ShareService(db, audit, timeline),
         preferences=PreferenceService(db),
+        viewings=ViewingService(retrieve, protector),
+        family=FamilyService(db, protector, sms, codes, limiter, audit),
         storage=storage,
     )
 

@@ -94,7 +94,12 @@ class SmsService:
     def send_code(self, phone: str, code: str, *, purpose: str, doctor: str = "",
                   hospital: str = "") -> None:
         """Text a one-time code (sign-in, or a doctor's access request to read out)."""
-        if purpose == "grant":
+        if purpose == "family":
+            # ``doctor`` carries the asking resident's name here.
+            text = (f"【{self._t.sign_name}】{doctor} asks to act for you in the imaging "
+                    f"records portal (see your studies, answer doctors' requests). Code "
+                    f"{code}: tell it ONLY if you agree. Valid 5 minutes.")
+        elif purpose == "grant":
             text = (f"【{self._t.sign_name}】Dr {doctor} ({hospital}) asks to see your imaging "
                     f"records. Code {code}: tell it to the doctor ONLY if you agree. Valid 5 "
                     "minutes.")
