@@ -187,6 +187,7 @@ def build_router(web: Web) -> APIRouter:
             # Every phone and browser of this account: its sessions end in the database.
             actor = await run_in_threadpool(lambda: web.actor(request, full=True))
             await run_in_threadpool(svc.accounts.sign_out_everywhere, actor)
+            svc.viewings.forget_subject(actor.subject)
         elif token:
             await run_in_threadpool(svc.accounts.sign_out, token)
         if token:
@@ -400,6 +401,7 @@ def build_router(web: Web) -> APIRouter:
         await web.check_csrf(request)
         actor = await run_in_threadpool(lambda: web.actor(request, full=True))
         await run_in_threadpool(svc.shares.revoke, actor, link_id)
+        svc.viewings.forget_subject(f"share:{link_id}")  # its frames stop here at once
         return RedirectResponse(f"{PREFIX}/shares", status_code=303)
 
     def _opened(request: Request, token: str, *, count: bool = False) -> Any:

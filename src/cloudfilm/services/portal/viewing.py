@@ -189,6 +189,16 @@ class ViewingService:
             raise NotAuthenticatedError("signed out, or the link no longer works")
         return actor
 
+    def forget_subject(self, subject: str) -> None:
+        """This process forgets every session or link of ``subject`` at once (sign-out on
+        every phone, a share link revoked here); other processes within seconds."""
+        with self._lock:
+            gone = {b for b, (_, actor) in self._checked.items() if actor.subject == subject}
+            for binding in gone:
+                del self._checked[binding]
+            for key in [k for k in self._objects if k[0] in gone]:
+                del self._objects[key]
+
     def forget(self, secret: str) -> None:
         """This process forgets a session or link at once (sign-out, revocation here)."""
         binding = binding_of(secret)
