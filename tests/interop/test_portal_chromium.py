@@ -50,10 +50,12 @@ def phone(browser: Browser) -> Iterator[tuple[Page, list[str]]]:  # noqa: F811
     context.close()
 
 
-def check_page(page: Page, base: str, name: str) -> None:
-    """No sideways scrolling, no serious or critical axe-core violations; a screenshot."""
+def check_page(page: Page, base: str, name: str, *, full_page: bool = True) -> None:
+    """No sideways scrolling, no serious or critical axe-core violations; a screenshot
+    (``full_page=False``: the screen only; a full-page capture re-lays the page out and
+    loses a text size set through the DevTools protocol)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
     axe = Assets().script("axe")
     page.add_script_tag(url=f"{base}{axe}", type="module")
