@@ -48,7 +48,7 @@ def viewer_state(page: Page) -> dict[str, Any]:
 
 
 def test_viewer_gestures_on_a_touch_screen(phone: tuple[Page, list[str]], base: str,  # noqa: F811
-                                           world: Portal) -> None:
+                                           world: Portal) -> None:  # noqa: F811
     page, errors = phone
     sign_in(page, base, world)
     page.goto(f"{base}/portal/studies/{world.ct_study}/series/{world.ct_series}/view")
@@ -137,7 +137,7 @@ NAMES = ("timeline", "study", "viewer", "requests", "who-looked", "shares", "fam
 
 
 def test_text_at_200_percent_on_a_360_px_phone(browser: Browser, base: str,  # noqa: F811
-                                               world: Portal) -> None:
+                                               world: Portal) -> None:  # noqa: F811
     context = browser.new_context(locale="zh-CN", viewport={"width": 360, "height": 740},
                                   device_scale_factor=2, is_mobile=True, has_touch=True)
     try:
@@ -168,7 +168,7 @@ def test_text_at_200_percent_on_a_360_px_phone(browser: Browser, base: str,  # n
 
 
 def test_every_page_in_english(phone: tuple[Page, list[str]], base: str,  # noqa: F811
-                               world: Portal) -> None:
+                               world: Portal) -> None:  # noqa: F811
     page, errors = phone
     page.goto(f"{base}/portal/signin?lang=en")
     page.get_by_role("heading", name="Sign in with your phone").wait_for()
@@ -181,7 +181,7 @@ def test_every_page_in_english(phone: tuple[Page, list[str]], base: str,  # noqa
     assert errors == []
 
 
-def sign_in_en(page: Page, base: str, world: Portal) -> None:
+def sign_in_en(page: Page, base: str, world: Portal) -> None:  # noqa: F811
     from tests.integration.web.support import PHONE1, latest_code
 
     page.get_by_label("Mobile number").fill(PHONE1)

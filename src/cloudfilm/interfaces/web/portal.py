@@ -342,17 +342,20 @@ def build_router(web: Web) -> APIRouter:
                           modality=shown.modality)
 
     @router.get("/reports/{report_id}")
-    def report_page(request: Request, report_id: str) -> Response:
+    def report_page(request: Request, report_id: str, version: int | None = None) -> Response:
         actor = web.actor(request)
         lang = web.lang(request)
-        page = svc.reports.html(report_id[:64], actor=actor, lang=lang,
-                                pdf_url=f"{PREFIX}/reports/{report_id[:64]}/pdf")
+        # An earlier version too (the history on the study page links each one).
+        suffix = f"?version={version}" if version is not None else ""
+        page = svc.reports.html(report_id[:64], actor=actor, lang=lang, version=version,
+                                pdf_url=f"{PREFIX}/reports/{report_id[:64]}/pdf{suffix}")
         return HTMLResponse(page, headers={"content-security-policy": REPORT_CSP})
 
     @router.get("/reports/{report_id}/pdf")
-    def report_pdf(request: Request, report_id: str) -> Response:
+    def report_pdf(request: Request, report_id: str, version: int | None = None) -> Response:
         actor = web.actor(request)
-        data = svc.reports.pdf(report_id[:64], actor=actor, lang=web.lang(request))
+        data = svc.reports.pdf(report_id[:64], actor=actor, lang=web.lang(request),
+                               version=version)
         return Response(data, media_type="application/pdf", headers={
             "content-disposition": f'attachment; filename="report-{report_id[:32]}.pdf"',
             "cache-control": "no-store"})
