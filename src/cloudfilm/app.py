@@ -146,7 +146,7 @@ def build_services(settings: Settings) -> Services:
     sms = SmsService(_sms_sender(settings, db, protector), db, protector, Templates(
         sign_name=settings.sms.sign_name, code=settings.sms.template_code,
         grant_request=settings.sms.template_grant_request,
-        grant_notice=settings.sms.template_grant_notice))
+        grant_notice=settings.sms.template_grant_notice, portal_link=settings.sms.portal_link))
     access = settings.access
     codes = OneTimeCodes(protector, ttl_seconds=access.otp_ttl_seconds,
                          max_attempts=access.otp_max_attempts)

@@ -79,6 +79,8 @@ class Templates:
     grant_request: str = "SMS_GRANT_REQUEST"
     grant_notice: str = "SMS_GRANT_NOTICE"
     account_notice: str = "SMS_ACCOUNT_NOTICE"
+    # The portal's requests page (a short public link), or empty.
+    portal_link: str = ""
 
 
 class SmsService:
@@ -110,10 +112,13 @@ class SmsService:
 
     def send_grant_request(self, phone: str, *, doctor: str, hospital: str) -> None:
         """Tell a resident that a request waits in their portal inbox."""
+        link = self._t.portal_link
         text = (f"【{self._t.sign_name}】Dr {doctor} ({hospital}) asks to see your imaging "
-                "records. Open the portal to approve or deny.")
-        self._deliver(phone, self._t.grant_request, {"doctor": doctor, "hospital": hospital},
-                      text, kind="grant.request")
+                "records. " + (f"Approve or deny: {link}" if link
+                               else "Open the portal to approve or deny."))
+        self._deliver(phone, self._t.grant_request,
+                      {"doctor": doctor, "hospital": hospital, "link": link}, text,
+                      kind="grant.request")
 
     def send_grant_notice(self, phone: str, *, doctor: str, hospital: str, how: str,
                           hours: int) -> None:
