@@ -189,3 +189,66 @@ def sign_in_en(page: Page, base: str, world: Portal) -> None:  # noqa: F811
     page.get_by_label("6-digit code").fill(latest_code(world.province.services, PHONE1))
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(f"{base}/portal")
+
+
+def test_register_rate_limit_error_pin_pages_and_saving_an_image(
+        phone: tuple[Page, list[str]], base: str, world: Portal,  # noqa: F811
+        browser: Browser) -> None:  # noqa: F811
+    from tests.integration.web.support import latest_code
+
+    page, errors = phone
+    services = world.province.services
+    newcomer = "13700137000"
+    page.goto(f"{base}/portal/signin")
+    page.get_by_label("手机号码").fill(newcomer)
+    page.get_by_role("button", name="获取验证码").click()
+    page.get_by_label("6位验证码").fill(latest_code(services, newcomer))
+    page.get_by_role("button", name="登录", exact=True).click()
+    page.get_by_role("button", name="注册并登录").wait_for()
+    assert page.get_by_text("该手机号还没有账户").is_visible()
+    check_page(page, base, "18-register")
+    # Codes for this phone until the limit: the wait is said in seconds.
+    for _ in range(6):
+        page.goto(f"{base}/portal/signin")
+        page.get_by_label("手机号码").fill(newcomer)
+        page.get_by_role("button", name="获取验证码").click()
+        page.wait_for_load_state()
+        if page.get_by_text("操作太频繁").count():
+            break
+    assert page.get_by_text("秒后再试").is_visible()
+    check_page(page, base, "19-rate-limited")
+    # Someone else's study: the error page, in plain words.
+    sign_in(page, base, world)
+    page.goto(f"{base}/portal/studies/1.2.3.4.5")
+    assert page.get_by_role("alert").is_visible()
+    check_page(page, base, "20-error")
+    # Save the slice shown as a JPEG, from the viewer.
+    page.goto(f"{base}/portal/studies/{world.ct_study}/series/{world.ct_series}/view?start=5")
+    page.wait_for_function("() => document.getElementById('view').dataset.index === '5'")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="保存这张图片（JPEG）").click()
+    with open(download.value.path(), "rb") as fh:
+        assert fh.read(2) == b"\xff\xd8"
+    # A share link with a PIN: the doctor's PIN page, a wrong PIN, then the images.
+    page.goto(f"{base}/portal/studies/{world.ct_study}")
+    page.get_by_label("4位密码（可不填）").fill("2468")
+    page.get_by_role("button", name="生成链接").click()
+    url = page.locator("#share-url").input_value()
+    other = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844},
+                                is_mobile=True, has_touch=True)
+    try:
+        doctor = other.new_page()
+        doctor.goto(url)
+        check_page(doctor, base, "21-share-pin")
+        doctor.get_by_label("患者告诉您的4位密码").fill("1111")
+        doctor.get_by_role("button", name="打开").click()
+        doctor.get_by_text("密码不对").wait_for()
+        doctor.get_by_label("患者告诉您的4位密码").fill("2468")
+        doctor.get_by_role("button", name="打开").click()
+        doctor.wait_for_function(
+            "() => Number(document.getElementById('view').dataset.renders) > 0")
+        assert doctor.locator("#save-image").count() == 0  # view only
+    finally:
+        other.close()
+    # The refusals' own statuses (429, 403) are console errors of the pages themselves.
+    assert all("status of 4" in e for e in errors), errors

@@ -10,6 +10,7 @@ const overlay = document.getElementById("overlay");
 const slider = document.getElementById("slice");
 const playButton = document.getElementById("play");
 const speedSelect = document.getElementById("speed");
+const save = document.getElementById("save-image");
 const frames = JSON.parse(document.getElementById("frames").textContent);
 const ctx = canvas.getContext("2d");
 const count = frames.items.length;
@@ -114,6 +115,11 @@ let wanted = 0;
 function show(i) {
   state.index = Math.max(0, Math.min(count - 1, i));
   slider.value = String(state.index + 1);
+  if (save) {
+    // "Save this image": the slice shown, as a JPEG (a download, audited as such).
+    const [sop, frame] = frames.items[state.index];
+    save.href = `${save.dataset.base}/${encodeURIComponent(sop)}/${frame}.jpg`;
+  }
   label();
   const ticket = ++wanted;
   const entry = load(state.index, windowKey());
