@@ -215,7 +215,7 @@ def test_register_rate_limit_error_pin_pages_and_saving_an_image(
         page.wait_for_load_state()
         if page.get_by_text("操作太频繁").count():
             break
-    assert page.get_by_text("秒后再试").is_visible()
+    assert page.get_by_text("分钟后再试").is_visible()
     check_page(page, base, "19-rate-limited")
     # Someone else's study: the error page, in plain words.
     sign_in(page, base, world)

@@ -143,4 +143,4 @@ def test_asks_are_rate_limited_and_say_when_to_try_again(r2_phone: TestClient,
     answer = r2_phone.post("/portal/family", data={
         "name": "Nobody Here", "national_id": NID1,
         "csrf_token": csrf(r2_phone, "/portal/family")}, headers=ORIGIN)
-    assert answer.status_code == 429 and "秒后再试" in answer.text
+    assert answer.status_code == 429 and "分钟后再试" in answer.text
