@@ -90,6 +90,10 @@ def test_add_a_family_member_with_the_code_sent_to_their_phone(
         or "XiaoDong Wang" in r2_phone.get("/portal/family").text
     assert 'name="for"' in r2_phone.get("/portal").text
     # The person added sees the ask and the link in "who looked", as the asker's doing.
+    # Acting for R1 now: R1's study, then R1 sees it labelled as a family member's doing.
+    assert r2_phone.get(f"/portal/studies/{p.sa1}").status_code == 200
+    r1_log = p.services.audit.access_log(p.resident(p.r1))
+    assert any(e.kind == "resident" and "Zhao" in e.who for e in r1_log)
     events = p.services.audit.events(LOCAL_OPERATOR, resident_id=p.r1, limit=50)
     actions = [e["action"] for e in events]
     assert "family.ask" in actions and "identity.family.link" in actions

@@ -149,3 +149,43 @@ def test_a_revoked_share_link_stops_its_frames(phone: TestClient, world: Portal,
             str(phone.cookies.get("cloudfilm_session"))), mine.id)
         assert doctor.get(url).status_code == 401
         assert doctor.get(path).status_code == 404
+
+
+def test_an_ultrasound_clip_plays_frame_by_frame(phone: TestClient, world: Portal,
+                                                 tmp_path: Path) -> None:
+    """A multi-frame ultrasound object: the viewer starts cine, one item per frame, each
+    frame served through the viewing (and a frame past the end is 404)."""
+    import numpy as np
+    from pydicom.uid import generate_uid
+    from tests.factories import make_ct, to_bytes
+    from tests.integration.access.conftest import NID1
+
+    from cloudfilm.services.archive.ingest import IngestItem, Sender
+
+    us_class = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
+    ds = make_ct(patient_id=NID1, patient_name="Wang^XiaoDong", size=32,
+                 StudyDate="20250601", Modality="US", BodyPartExamined="ABDOMEN",
+                 SOPClassUID=us_class, NumberOfFrames=6, BitsStored=8, HighBit=7,
+                 BitsAllocated=8, RescaleIntercept=0)
+    ds.file_meta.MediaStorageSOPClassUID = us_class
+    del ds.WindowCenter, ds.WindowWidth
+    clip = np.zeros((6, 32, 32), dtype=np.uint8)
+    for n in range(6):
+        clip[n, :, n * 5:n * 5 + 5] = 250  # a bar that moves frame by frame
+    ds.PixelData = clip.tobytes()
+    ds.SeriesInstanceUID = generate_uid()
+    path = tmp_path / "us.dcm"
+    path.write_bytes(to_bytes(ds))
+    [stored] = world.province.services.ingest.ingest_files(
+        [IngestItem(path)], sender=Sender("HB", "Hospital HB", "test"))
+    assert not isinstance(stored, Exception), stored
+    page = phone.get(f"/portal/studies/{ds.StudyInstanceUID}/series/"
+                     f"{ds.SeriesInstanceUID}/view")
+    assert page.status_code == 200 and 'id="play"' in page.text
+    data = frames_of(page.text)
+    assert data["cine"] is True and data["window"] == [256, 128]
+    assert [f for _, f in data["items"]] == [1, 2, 3, 4, 5, 6]
+    images = {phone.get(f"{data['base']}/{sop}/{f}").content for sop, f in data["items"]}
+    assert len(images) == 6  # every frame differs: the bar moved
+    sop = data["items"][0][0]
+    assert phone.get(f"{data['base']}/{sop}/7").status_code == 404
