@@ -10,7 +10,10 @@ account. Then, at 390x844 with touch:
 - viewer: navigation start to the first frame drawn on the canvas (``cloudfilm:first-frame``
   mark), with the frame cache cold (first visit) and warm;
 - a whole 300-slice series scrolled once, one slice after another (each drawn before the
-  next is asked for; the viewer prefetches ahead), on 4G.
+  next is asked for; the viewer prefetches ahead), on 4G;
+- the per-frame cost A/B: the 300 frames fetched 6 at a time through the old route (a
+  session look-up, policy decision and audit record per frame) and through the viewing's
+  capability URLs (one decision per series, services/portal/viewing.py).
 
     .venv/bin/python bench/web_bench.py            # ~1-2 min
 """
@@ -34,6 +37,7 @@ from cloudfilm.config import Settings
 from cloudfilm.services.archive.ingest import IngestItem, Sender
 from cloudfilm.services.identity import national_id
 from cloudfilm.services.identity.hospitals import HospitalInput
+from cloudfilm.services.identity.mpi import Registration
 from server import Cloudfilm
 from synth import make_ct_series, to_bytes
 
@@ -71,10 +75,14 @@ def load(data: Path) -> tuple[str, str, str]:
         results = services.ingest.ingest_files(items, sender=Sender(code, code, "bench"))
         failed = [r for r in results if isinstance(r, Exception)]
         assert not failed, failed[:1]
+    # The hospital's registration feed recorded this phone for its patient: the second
+    # factor a new account needs (issue 11).
+    services.residents.register_patient("BH1", Registration(
+        patient_id=nid, national_id=nid, name="Wang^XiaoDong", phone=PHONE))
     services.accounts.send_sign_in_code(PHONE, requester="bench")
     code = re.search(r"\b(\d{6})\b", services.sms.outbox(phone=PHONE, limit=1)[0].text)
     assert code is not None
-    signed = services.accounts.register_resident(PHONE, code.group(1), name="王小东",
+    signed = services.accounts.register_resident(PHONE, code.group(1), name="Wang XiaoDong",
                                                  national_id=nid, requester="bench")
     return signed.token, study, series
 
@@ -116,6 +124,23 @@ def measure(page: Page, base: str, study: str, series: str, *, scroll: bool) -> 
             return performance.now() - t0;
         }""", SLICES)
         out[f"{SLICES} slices scrolled once (s)"] = round(elapsed / 1000, 1)
+    # The per-frame cost, A/B on the same server and network: the same 300 frames fetched
+    # 6 at a time (as the browser's connections allow) through the old route, which
+    # decides and audits every frame, and through the viewing's capability URLs.
+    items = page.evaluate("() => JSON.parse(document.getElementById('frames').textContent)")
+    capability = [f"{items['base']}/{sop}/{frame}?preset=default&size=512"
+                  for sop, frame in items["items"]]
+    decided = [f"/portal/frames/{study}/{series}/{sop}/{frame}?preset=default&size=512"
+               for sop, frame in items["items"]]
+    fetch_all = """async (urls) => {
+        const t0 = performance.now(); let next = 0;
+        const worker = async () => { while (next < urls.length) {
+            const r = await fetch(urls[next++], {cache: 'no-store'}); await r.arrayBuffer(); } };
+        await Promise.all([1, 2, 3, 4, 5, 6].map(worker));
+        return performance.now() - t0; }"""
+    out[f"{SLICES} frames, decided each (s)"] = round(page.evaluate(fetch_all, decided) / 1000, 1)
+    out[f"{SLICES} frames, one decision + capability (s)"] = round(
+        page.evaluate(fetch_all, capability) / 1000, 1)
     # Calibration of the network emulation: the 560 KB axe-core bundle (not a page asset).
     axe = page.evaluate("""async () => {
         const src = [...document.scripts].map(s => s.src).find(s => s.includes('viewer'));

@@ -58,8 +58,10 @@ from cloudfilm.services.identity.protection import (
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
+from cloudfilm.services.portal.family import FamilyService
 from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
+from cloudfilm.services.portal.viewing import ViewingService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
@@ -146,7 +148,7 @@ def build_services(settings: Settings) -> Services:
     sms = SmsService(_sms_sender(settings, db, protector), db, protector, Templates(
         sign_name=settings.sms.sign_name, code=settings.sms.template_code,
         grant_request=settings.sms.template_grant_request,
-        grant_notice=settings.sms.template_grant_notice))
+        grant_notice=settings.sms.template_grant_notice, portal_link=settings.sms.portal_link))
     access = settings.access
     codes = OneTimeCodes(protector, ttl_seconds=access.otp_ttl_seconds,
                          max_attempts=access.otp_max_attempts)
@@ -213,6 +215,8 @@ def build_services(settings: Settings) -> Services:
         preferences=PreferenceService(db),
         workstation=WorkstationService(db, protector, policy, audit, limiter),
         launches=LaunchService(db, protector, audit),
+        viewings=ViewingService(retrieve, protector),
+        family=FamilyService(db, protector, sms, codes, limiter, audit),
         storage=storage,
     )
 

@@ -139,6 +139,9 @@ class SmsSettings(BaseModel):
     template_grant_request: str = "SMS_GRANT_REQUEST"
     template_grant_notice: str = "SMS_GRANT_NOTICE"
     timeout: float = Field(10.0, gt=0)
+    # The portal's requests page as a short public link, put in "a doctor asks" messages
+    # (e.g. "https://y.example.cn/portal/access"); empty: the message names no link.
+    portal_link: str = ""
 
 
 class AccessSettings(BaseModel):

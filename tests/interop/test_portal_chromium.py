@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
+from pydicom import dcmread
+from pydicom.fileset import FileSet
 from tests.integration.access.conftest import Province, province  # noqa: F401
 from tests.integration.web.support import PHONE1, Portal, build, latest_code, request_access
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
@@ -50,10 +52,12 @@ def phone(browser: Browser) -> Iterator[tuple[Page, list[str]]]:  # noqa: F811
     context.close()
 
 
-def check_page(page: Page, base: str, name: str) -> None:
-    """No sideways scrolling, no serious or critical axe-core violations; a screenshot."""
+def check_page(page: Page, base: str, name: str, *, full_page: bool = True) -> None:
+    """No sideways scrolling, no serious or critical axe-core violations; a screenshot
+    (``full_page=False``: the screen only; a full-page capture re-lays the page out and
+    loses a text size set through the DevTools protocol)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
     axe = Assets().script("axe")
     page.add_script_tag(url=f"{base}{axe}", type="module")
@@ -183,6 +187,13 @@ def test_download_the_study_and_share_it_with_a_doctor(
     with zipfile.ZipFile(download.value.path()) as archive:
         names = archive.namelist()
         assert names[0] == "DICOMDIR" and len(names) == SLICES + 1
+        # A media set another PACS imports: pydicom reads the DICOMDIR and finds every image.
+        folder = Path(download.value.path()).parent / "media"
+        archive.extractall(folder)
+    media = FileSet(dcmread(folder / "DICOMDIR"))
+    assert len(media) == SLICES
+    assert {str(i.SOPInstanceUID) for i in media} == {
+        str(dcmread(i.path).SOPInstanceUID) for i in media}
     page.get_by_label("有效期").select_option("1")
     page.get_by_role("button", name="生成链接").click()
     page.locator("#share-result svg").wait_for()

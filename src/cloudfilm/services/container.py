@@ -23,8 +23,10 @@ from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
+from cloudfilm.services.portal.family import FamilyService
 from cloudfilm.services.portal.sharing import PreferenceService, ShareService
 from cloudfilm.services.portal.timeline import TimelineService
+from cloudfilm.services.portal.viewing import ViewingService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
 from cloudfilm.services.research.service import ResearchService
@@ -99,6 +101,10 @@ class Services:
     # The doctor's workstation: patient look-up and view, HIS launches (issue 14).
     workstation: WorkstationService
     launches: LaunchService
+    # The phone viewer: one decision per series viewing, then cheap frames (issue 13).
+    viewings: ViewingService
+    # Family links a resident adds from the portal, proven by the other person (issue 13).
+    family: FamilyService
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()

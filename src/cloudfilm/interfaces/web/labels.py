@@ -31,7 +31,8 @@ REPORT_STATUS = {"none": "No report yet", "preliminary": "Preliminary report",
 # What an access-log entry did, in a patient's words (msgids; unknown actions: "Other access").
 ACTIONS = {
     "search": "Searched your studies", "metadata": "Opened a study", "retrieve": "Opened images",
-    "frames": "Opened images", "render": "Viewed images", "bulkdata": "Opened images",
+    "frames": "Opened images", "render": "Viewed images", "view": "Viewed images",
+    "bulkdata": "Opened images",
     "report": "Read a report", "download": "Downloaded", "identity.read": "Read your details",
     "identity.xref": "Looked you up", "identity.family.link": "Recorded a family link",
     "grant.request": "Asked to see your records", "grant.approve": "Approved access",
@@ -40,6 +41,7 @@ ACTIONS = {
     "grant.sms_confirm": "Access confirmed with your SMS code",
     "share.open": "Opened your share link", "share.create": "Created a share link",
     "share.revoke": "Stopped a share link",
+    "family.ask": "Asked to act for you as family", "family.confirm": "Tried to add you as family",
 }
 WHO = {"administrator": "Platform administrator", "admin": "Platform administrator",
        "local operator": "Platform operator"}

@@ -201,8 +201,12 @@ class Web:
         lang = self.lang(request)
         _ = self.languages.translations[lang].gettext
         if isinstance(exc, RateLimitedError):
+            wait = int(exc.retry_after or 0)
+            if wait >= 120:  # "3596 seconds" is hard to read: minutes, rounded up
+                return _("Too many tries. Please try again in %(minutes)s minutes.") % {
+                    "minutes": -(-wait // 60)}
             return _("Too many tries. Please try again in %(seconds)s seconds.") % {
-                "seconds": exc.retry_after}
+                "seconds": wait}
         if isinstance(exc, NotAuthenticatedError):
             return _("The code is wrong or has expired. Please ask for a new code.")
         if isinstance(exc, NotFoundError):

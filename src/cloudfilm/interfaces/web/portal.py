@@ -24,7 +24,6 @@ from fastapi.responses import (
 )
 from markupsafe import Markup
 
-from cloudfilm.infrastructure.db.query_repository import Condition
 from cloudfilm.interfaces.web import labels
 from cloudfilm.interfaces.web.pages import (
     ELDERLY_COOKIE,
@@ -37,7 +36,6 @@ from cloudfilm.interfaces.web.security import (
     REPORT_CSP,
     SESSION_COOKIE,
 )
-from cloudfilm.services.archive.query import SearchRequest
 from cloudfilm.services.errors import (
     AlreadyExistsError,
     CloudfilmError,
@@ -61,6 +59,8 @@ PRESETS: dict[str, tuple[int, int]] = {
 PRESET_NAMES = {"default": "Default", "lung": "Lung", "mediastinum": "Mediastinum",
                 "bone": "Bone", "brain": "Brain", "abdomen": "Abdomen"}
 FRAME_SIZES = (256, 512, 768, 1024)
+CINE_MODALITIES = frozenset({"US", "XA", "RF", "ES"})
+CINE_FPS = 15
 NO_ACCOUNT = ("No account uses this phone yet. Register with the name and ID number of "
               "your ID card and the new code.")
 NO_MATCH = ("We could not confirm that this is you. Check your name and ID number, and use "
@@ -187,8 +187,11 @@ def build_router(web: Web) -> APIRouter:
             # Every phone and browser of this account: its sessions end in the database.
             actor = await run_in_threadpool(lambda: web.actor(request, full=True))
             await run_in_threadpool(svc.accounts.sign_out_everywhere, actor)
+            svc.viewings.forget_subject(actor.subject)
         elif token:
             await run_in_threadpool(svc.accounts.sign_out, token)
+        if token:
+            svc.viewings.forget(token)  # this process at once; others within seconds
         response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         response.delete_cookie(FOR_COOKIE, path=PREFIX)
@@ -260,16 +263,41 @@ def build_router(web: Web) -> APIRouter:
 
     def _frame(actor: Actor, study_uid: str, series_uid: str, sop_uid: str, frame: int,
                preset: str, size: int) -> Response:
-        window = None
-        if preset in PRESETS:
-            width, centre = PRESETS[preset]
-            window = (float(centre), float(width), "LINEAR")
-        # Snapped to a few sizes so that the disk cache is shared between phones; quality
-        # 75 is ~26 KB for a 512x512 CT slice (85: ~38 KB), no visible loss on a phone.
-        size = min(FRAME_SIZES, key=lambda s: abs(s - size))
         data = svc.retrieve.rendered(_uid(study_uid), _uid(series_uid), _uid(sop_uid),
-                                     actor=actor, frame=frame, window=window,
-                                     viewport=(size, size), quality=75)
+                                     actor=actor, frame=frame, window=_window(preset),
+                                     viewport=(_snap(size), _snap(size)), quality=75)
+        return _jpeg(data)
+
+    # -- the viewer's frames: one decision per viewing (services/portal/viewing.py) --
+
+    @router.get("/view/{cap}/frames/{sop_uid}/{frame}")
+    def viewing_frame(request: Request, cap: str, sop_uid: str, frame: int,
+                      preset: str = "default", size: int = 512, wc: int | None = None,
+                      ww: int | None = None) -> Response:
+        token = request.cookies.get(SESSION_COOKIE, "")
+
+        def present() -> Actor | None:
+            return svc.accounts.actor_for_token(token, address=web.address(request))
+
+        data = svc.viewings.frame(cap[:512], _uid(sop_uid), frame, secret=token,
+                                  present=present, window=_window(preset, wc, ww),
+                                  size=_snap(size), quality=75)
+        return _jpeg(data)
+
+    @router.get("/s/{token}/view/{cap}/frames/{sop_uid}/{frame}")
+    def shared_viewing_frame(request: Request, token: str, cap: str, sop_uid: str,
+                             frame: int, preset: str = "default", size: int = 512,
+                             wc: int | None = None, ww: int | None = None) -> Response:
+        def present() -> Actor | None:
+            try:
+                opened: Actor = _opened(request, token).actor
+                return opened
+            except CloudfilmError:
+                return None  # revoked, expired, locked or the PIN changed: no more frames
+
+        data = svc.viewings.frame(cap[:512], _uid(sop_uid), frame, secret=token[:64],
+                                  present=present, window=_window(preset, wc, ww),
+                                  size=_snap(size), quality=75)
         return _jpeg(data)
 
     @router.get("/studies/{study_uid}/series/{series_uid}/view")
@@ -277,47 +305,57 @@ def build_router(web: Web) -> APIRouter:
                preset: str = "default") -> Response:
         actor = web.actor(request)
         return _viewer(request, actor, _uid(study_uid), _uid(series_uid), start, preset,
-                       f"{PREFIX}/studies/{study_uid}", f"{PREFIX}/frames/{study_uid}",
-                       f"{PREFIX}/studies/{study_uid}/series")
+                       back=f"{PREFIX}/studies/{study_uid}",
+                       secret=request.cookies.get(SESSION_COOKIE, ""),
+                       frames_base=f"{PREFIX}/view",
+                       series_base=f"{PREFIX}/studies/{study_uid}/series")
 
     def _viewer(request: Request, actor: Actor, study_uid: str, series_uid: str, start: int,
-                preset: str, back: str, frames_base: str, series_base: str) -> Response:
+                preset: str, *, back: str, secret: str, frames_base: str,
+                series_base: str) -> Response:
         summary, series = svc.timeline.study(actor, study_uid)
         shown = next((s for s in series if s.series_instance_uid == series_uid), None)
         if shown is None or shown.thumbnail_sop_uid is None:
             raise NotFoundError("no images in this series")
-        found = svc.query.search(SearchRequest(
-            "instance", (Condition("StudyInstanceUID", "exact", study_uid),
-                         Condition("SeriesInstanceUID", "exact", series_uid)),
-            limit=svc.limits.max_query_results), actor=actor)
+        # One decision and one audit record ("view", naming the resident) for the whole
+        # series; its frames then carry the capability instead of paying for a decision.
+        cap, objects = svc.viewings.open(actor, study_uid, series_uid, secret=secret)
         items: list[tuple[str, int]] = []
-        for m in found.matches:
-            sop = m["00080018"]["Value"][0]
-            frames = int((m.get("00280008") or {}).get("Value", [1])[0] or 1)
-            items.extend((sop, f) for f in range(1, frames + 1))
+        for obj in objects:
+            items.extend((obj.sop_instance_uid, f)
+                         for f in range(1, (obj.number_of_frames or 1) + 1))
         lang = web.lang(request)
         _ = web.languages.translations[lang].gettext
-        data = {"base": f"{frames_base}/{series_uid}", "items": items,
+        # Cine: an ultrasound loop or a multi-frame object plays by default at its pace.
+        cine = shown.modality in CINE_MODALITIES or any(
+            (o.number_of_frames or 1) > 1 for o in objects)
+        data = {"base": f"{frames_base}/{cap}/frames", "items": items,
                 "presets": {k: list(v) for k, v in PRESETS.items()},
-                "defaultLabel": _("Default window")}
+                "defaultLabel": _("Default window"), "cine": cine, "fps": CINE_FPS,
+                "window": _own_window(svc.retrieve.header(objects[len(objects) // 2]),
+                                      shown.modality)}
         return web.render(request, "viewer.html.j2", study=summary, series=series,
                           current=series_uid, frames=data, back=back, series_base=series_base,
                           count=len(items), start=max(1, min(start, len(items) or 1)),
                           preset=preset if preset in PRESETS else "default",
-                          presets=PRESET_NAMES, ct=shown.modality == "CT")
+                          presets=PRESET_NAMES, ct=shown.modality == "CT", cine=cine,
+                          modality=shown.modality)
 
     @router.get("/reports/{report_id}")
-    def report_page(request: Request, report_id: str) -> Response:
+    def report_page(request: Request, report_id: str, version: int | None = None) -> Response:
         actor = web.actor(request)
         lang = web.lang(request)
-        page = svc.reports.html(report_id[:64], actor=actor, lang=lang,
-                                pdf_url=f"{PREFIX}/reports/{report_id[:64]}/pdf")
+        # An earlier version too (the history on the study page links each one).
+        suffix = f"?version={version}" if version is not None else ""
+        page = svc.reports.html(report_id[:64], actor=actor, lang=lang, version=version,
+                                pdf_url=f"{PREFIX}/reports/{report_id[:64]}/pdf{suffix}")
         return HTMLResponse(page, headers={"content-security-policy": REPORT_CSP})
 
     @router.get("/reports/{report_id}/pdf")
-    def report_pdf(request: Request, report_id: str) -> Response:
+    def report_pdf(request: Request, report_id: str, version: int | None = None) -> Response:
         actor = web.actor(request)
-        data = svc.reports.pdf(report_id[:64], actor=actor, lang=web.lang(request))
+        data = svc.reports.pdf(report_id[:64], actor=actor, lang=web.lang(request),
+                               version=version)
         return Response(data, media_type="application/pdf", headers={
             "content-disposition": f'attachment; filename="report-{report_id[:32]}.pdf"',
             "cache-control": "no-store"})
@@ -366,6 +404,7 @@ def build_router(web: Web) -> APIRouter:
         await web.check_csrf(request)
         actor = await run_in_threadpool(lambda: web.actor(request, full=True))
         await run_in_threadpool(svc.shares.revoke, actor, link_id)
+        svc.viewings.forget_subject(f"share:{link_id}")  # its frames stop here at once
         return RedirectResponse(f"{PREFIX}/shares", status_code=303)
 
     def _opened(request: Request, token: str, *, count: bool = False) -> Any:
@@ -388,8 +427,9 @@ def build_router(web: Web) -> APIRouter:
         if first is None:
             raise NotFoundError("no images in this study")
         return _viewer(request, opened.actor, link.study_instance_uid,
-                       first.series_instance_uid, 1, "default", "",
-                       f"{PREFIX}/s/{token}/frames", f"{PREFIX}/s/{token}/series")
+                       first.series_instance_uid, 1, "default", back="", secret=token[:64],
+                       frames_base=f"{PREFIX}/s/{token}/view",
+                       series_base=f"{PREFIX}/s/{token}/series")
 
     @router.post("/s/{token}")
     async def shared_pin(request: Request, token: str) -> Response:
@@ -413,8 +453,9 @@ def build_router(web: Web) -> APIRouter:
                       preset: str = "default") -> Response:
         opened = _opened(request, token)
         return _viewer(request, opened.actor, opened.link.study_instance_uid,
-                       _uid(series_uid), start, preset, "", f"{PREFIX}/s/{token}/frames",
-                       f"{PREFIX}/s/{token}/series")
+                       _uid(series_uid), start, preset, back="", secret=token[:64],
+                       frames_base=f"{PREFIX}/s/{token}/view",
+                       series_base=f"{PREFIX}/s/{token}/series")
 
     @router.get("/s/{token}/frames/{series_uid}/{sop_uid}/{frame}")
     def shared_frame(request: Request, token: str, series_uid: str, sop_uid: str,
@@ -423,6 +464,61 @@ def build_router(web: Web) -> APIRouter:
         # Only the link's own study: the UID comes from the link, never from the URL.
         return _frame(opened.actor, opened.link.study_instance_uid, series_uid, sop_uid,
                       frame, preset, size)
+
+    # -- family: act for an elderly parent or a child (services/portal/family.py) --
+
+    @router.get("/family")
+    def family(request: Request, added: str | None = None) -> Response:
+        full = web.actor(request, full=True)
+        return web.render(request, "family.html.j2", family=_family(web, full), step="ask",
+                          error=None, name="", national_id="", done=added)
+
+    @router.post("/family")
+    async def family_ask(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+        name = form.get("name", "").strip()[:64]
+        nid = form.get("national_id", "").strip()[:18]
+        _ = web.languages.translations[web.lang(request)].gettext
+        members = await run_in_threadpool(_family, web, actor)
+        try:
+            await run_in_threadpool(lambda: svc.family.ask(actor, name=name,
+                                                           national_id=nid))
+        except InvalidInputError:
+            return web.render(request, "family.html.j2", status=400, family=members,
+                              step="ask", name=name, national_id=nid, done=None,
+                              error=_("Please check the name and the 18-character ID "
+                                      "number."))
+        except CloudfilmError as exc:
+            return web.render(request, "family.html.j2", status=status_of(exc),
+                              family=members, step="ask", name=name, national_id=nid,
+                              done=None, error=web.message(request, exc))
+        return web.render(request, "family.html.j2", family=members, step="code",
+                          name=name, national_id=nid, error=None, done=None)
+
+    @router.post("/family/confirm")
+    async def family_confirm(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+        name = form.get("name", "").strip()[:64]
+        nid = form.get("national_id", "").strip()[:18]
+        code = form.get("code", "").strip()[:32]
+        _ = web.languages.translations[web.lang(request)].gettext
+        try:
+            await run_in_threadpool(lambda: svc.family.confirm(
+                actor, name=name, national_id=nid, code=code))
+        except (NotAuthenticatedError, InvalidInputError):
+            members = await run_in_threadpool(_family, web, actor)
+            return web.render(request, "family.html.j2", status=400, family=members,
+                              step="code", name=name, national_id=nid, done=None,
+                              error=_("The code is wrong or has expired, or the name and ID "
+                                      "number do not match. Please try again."))
+        except CloudfilmError as exc:
+            members = await run_in_threadpool(_family, web, actor)
+            return web.render(request, "family.html.j2", status=status_of(exc),
+                              family=members, step="code", name=name, national_id=nid,
+                              done=None, error=web.message(request, exc))
+        return RedirectResponse(f"{PREFIX}/family?added=1", status_code=303)
 
     # -- requests, grants, access log --
 
@@ -466,6 +562,48 @@ def _download(download: Download) -> Response:
         headers["content-length"] = str(download.size)
     return StreamingResponse(download.chunks, media_type=download.media_type,
                              headers=headers)
+
+
+def _snap(size: int) -> int:
+    """A few sizes only, so that the disk cache is shared between phones."""
+    return min(FRAME_SIZES, key=lambda s: abs(s - size))
+
+
+def _window(preset: str, centre: int | None = None,
+            width: int | None = None) -> tuple[float, float, str] | None:
+    """A dragged window (centre, width; the viewer snaps them to steps so the cache is
+    shared), else a named preset, else the image's own window."""
+    if centre is not None and width is not None:
+        return (float(max(-32768, min(65535, centre))),
+                float(max(1, min(65536, width))), "LINEAR")
+    if preset in PRESETS:
+        w, c = PRESETS[preset]
+        return (float(c), float(w), "LINEAR")
+    return None
+
+
+def _first(value: Any) -> float:
+    """A header number that may hold several values (WindowCenter of several windows)."""
+    try:
+        return float(value)
+    except TypeError:
+        return float(value[0])
+
+
+def _own_window(header: Any, modality: str) -> list[int]:
+    """Where a brightness/contrast drag starts from the image's own window: [width,
+    level] from the header, else a soft-tissue window for CT, else the stored range."""
+    try:
+        centre = header.get("WindowCenter")
+        width = header.get("WindowWidth")
+        if centre is not None and width is not None:
+            return [max(1, round(_first(width))), round(_first(centre))]
+    except (TypeError, ValueError, IndexError):
+        pass
+    if modality == "CT":
+        return [400, 40]
+    bits = int(header.get("BitsStored", 8) or 8)
+    return [2 ** bits, 2 ** (bits - 1)]
 
 
 def _jpeg(data: bytes) -> Response:

@@ -79,6 +79,8 @@ class Templates:
     grant_request: str = "SMS_GRANT_REQUEST"
     grant_notice: str = "SMS_GRANT_NOTICE"
     account_notice: str = "SMS_ACCOUNT_NOTICE"
+    # The portal's requests page (a short public link), or empty.
+    portal_link: str = ""
 
 
 class SmsService:
@@ -94,7 +96,12 @@ class SmsService:
     def send_code(self, phone: str, code: str, *, purpose: str, doctor: str = "",
                   hospital: str = "") -> None:
         """Text a one-time code (sign-in, or a doctor's access request to read out)."""
-        if purpose == "grant":
+        if purpose == "family":
+            # ``doctor`` carries the asking resident's name here.
+            text = (f"【{self._t.sign_name}】{doctor} asks to act for you in the imaging "
+                    f"records portal (see your studies, answer doctors' requests). Code "
+                    f"{code}: tell it ONLY if you agree. Valid 5 minutes.")
+        elif purpose == "grant":
             text = (f"【{self._t.sign_name}】Dr {doctor} ({hospital}) asks to see your imaging "
                     f"records. Code {code}: tell it to the doctor ONLY if you agree. Valid 5 "
                     "minutes.")
@@ -105,10 +112,13 @@ class SmsService:
 
     def send_grant_request(self, phone: str, *, doctor: str, hospital: str) -> None:
         """Tell a resident that a request waits in their portal inbox."""
+        link = self._t.portal_link
         text = (f"【{self._t.sign_name}】Dr {doctor} ({hospital}) asks to see your imaging "
-                "records. Open the portal to approve or deny.")
-        self._deliver(phone, self._t.grant_request, {"doctor": doctor, "hospital": hospital},
-                      text, kind="grant.request")
+                "records. " + (f"Approve or deny: {link}" if link
+                               else "Open the portal to approve or deny."))
+        self._deliver(phone, self._t.grant_request,
+                      {"doctor": doctor, "hospital": hospital, "link": link}, text,
+                      kind="grant.request")
 
     def send_grant_notice(self, phone: str, *, doctor: str, hospital: str, how: str,
                           hours: int) -> None:

@@ -71,6 +71,8 @@ class Permission(StrEnum):
     EXPORT_RESEARCH = "research.export"
     SHARE_STUDY = "portal.share"
     """Give a doctor outside the platform a view-only link to one's own study."""
+    LINK_FAMILY = "portal.family"
+    """Add a family member to act for, with that person's proof (portal, issue 13)."""
     SET_RESEARCH_CHOICE = "research.own_choice"
     """Refuse (or allow again) research use of one's own data."""
     READ_HEALTH = "system.health"
@@ -106,7 +108,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # decide no patient's grants.
     Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
                                Permission.SET_RESEARCH_CHOICE, Permission.SHARE_STUDY,
-                               Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
+                               Permission.LINK_FAMILY, Permission.STORE,
+                               Permission.STORE_FOR_ANY_HOSPITAL},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
@@ -123,7 +126,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
-        Permission.SHARE_STUDY}),
+        Permission.SHARE_STUDY, Permission.LINK_FAMILY}),
     Role.SHARE_VIEWER: frozenset({Permission.READ_STUDY, Permission.READ_REPORT}),
 }
 """The one map from roles to permissions."""
