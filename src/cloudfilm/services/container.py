@@ -26,6 +26,7 @@ from cloudfilm.services.portal.timeline import TimelineService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
 from cloudfilm.services.research.service import ResearchService
+from cloudfilm.services.stats.figures import StatsService
 from cloudfilm.services.storage.service import StorageService
 
 
@@ -97,3 +98,5 @@ class Services:
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()
+    # The commission's dashboard (issue 17): rollups, figures, alerts.
+    stats: StatsService | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin"]
+ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin", "bureau"]
 
 
 class Role(StrEnum):
@@ -35,6 +35,9 @@ class Role(StrEnum):
     SHARE_VIEWER = "share_viewer"
     """Someone holding a resident's share link: sees the one study the link names
     (``Actor.shared_study_uid``), nothing else, and may do nothing."""
+    HEALTH_BUREAU = "health_bureau"
+    """A city or county health bureau (卫健局): the commission's dashboard for its area
+    (``Actor.area``), no patient data."""
 
 
 class Permission(StrEnum):
@@ -93,6 +96,11 @@ class Permission(StrEnum):
     actor's own hospital)."""
     MANAGE_RECOGNITION_RULES = "recognition.manage"
     """Change the recognition rules, code maps and prices; act for any hospital."""
+    READ_DASHBOARD = "stats.dashboard"
+    """The commission's dashboard, for the actor's scope: its area (a health bureau) or its
+    own hospital with the province's averages (a hospital administrator)."""
+    READ_PROVINCE_STATS = "stats.province"
+    """The dashboard for the whole province (every hospital)."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -116,12 +124,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
-        Permission.ISSUE_ACTIVATION_CODES}),
+        Permission.ISSUE_ACTIVATION_CODES, Permission.READ_DASHBOARD}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
         Permission.SHARE_STUDY}),
     Role.SHARE_VIEWER: frozenset({Permission.READ_STUDY, Permission.READ_REPORT}),
+    Role.HEALTH_BUREAU: frozenset({Permission.READ_DASHBOARD}),
 }
 """The one map from roles to permissions."""
 
@@ -131,6 +140,7 @@ _KIND_ROLES: dict[str, frozenset[Role]] = {
     "hospital": frozenset({Role.HOSPITAL_SYSTEM}),
     "doctor": frozenset({Role.DOCTOR}),
     "resident": frozenset({Role.RESIDENT}),
+    "bureau": frozenset({Role.HEALTH_BUREAU}),
 }
 
 
@@ -163,6 +173,8 @@ class Actor:
     roles: frozenset[Role] = field(default_factory=frozenset)
     shared_study_uid: str = ""
     """For a share viewer: the one study its link names (the policy's scope)."""
+    area: str = ""
+    """For a health bureau: ``<city>`` or ``<city>/<county>`` of the hospital registry."""
 
     def __post_init__(self) -> None:
         if not self.roles:
