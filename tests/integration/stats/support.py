@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -86,3 +87,57 @@ def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
             out[table.__tablename__] = sorted(
                 tuple(r) for r in conn.execute(select(*cols)))
     return out
+
+
+PASSWORD = "dashboard-pass-1"
+
+
+@dataclass
+class World:
+    hospitals: dict[str, int]
+    late_uid: str
+    other_late_uid: str
+    tokens: dict[str, str]
+
+
+def build_world(services: Any, now: datetime | None = None) -> World:
+    """Two cities: Hangzhou (HZ1 late, HZ2 on time), Ningbo (NB1 on time), and QZ1 that
+    never uploaded; a late study today and yesterday; accounts of every dashboard role."""
+    from cloudfilm.services.access.accounts import NewAccount
+    from cloudfilm.services.access.actor import LOCAL_OPERATOR
+
+    db = services.health._db
+    now = now or datetime.now(UTC)
+    old = now - timedelta(days=60)
+    ids = {"HZ1": hospital(db, "HZ1", city="杭州", county="西湖区", created=old),
+           "HZ2": hospital(db, "HZ2", city="杭州", county="上城区", level="secondary",
+                           created=old),
+           "NB1": hospital(db, "NB1", city="宁波", county="海曙区", created=old),
+           "QZ1": hospital(db, "QZ1", city="衢州", county="柯城区", public=False,
+                           created=old)}
+    late_uid = ""
+    for d in range(1, 6):
+        exam = now - timedelta(days=d, hours=2)
+        for i in range(4):
+            uid = study(db, ids["HZ1"], exam_at=exam, received_at=exam + timedelta(hours=30),
+                        modality="CT", accession=f"HZ1-{d}-{i}")
+            late_uid = late_uid or uid
+            study(db, ids["HZ2"], exam_at=exam, received_at=exam + timedelta(hours=1),
+                  modality="DX", report_at=exam + timedelta(hours=3))
+        other = study(db, ids["NB1"], exam_at=exam, received_at=exam + timedelta(hours=14),
+                      modality="MR", accession=f"NB1-{d}")
+    services.stats.rollup.run(now=now)
+    tokens = {}
+    for username, kind, code, area in (("commission", "admin", None, ""),
+                                       ("hz-bureau", "bureau", None, "杭州"),
+                                       ("hz1-admin", "hospital_admin", "HZ1", ""),
+                                       ("hz1-doctor", "doctor", "HZ1", "")):
+        try:
+            services.accounts.create_account(NewAccount(
+                kind=kind, username=username, password=PASSWORD, display_name=username,
+                hospital_code=code, area=area), by=LOCAL_OPERATOR)
+        except Exception:  # noqa: BLE001 (a second world in the same database)
+            pass
+        tokens[username] = services.accounts.sign_in_password(
+            username, PASSWORD, requester="test").token
+    return World(ids, late_uid, other, tokens)

@@ -24,7 +24,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     ResourceUnavailableError,
 )
-from cloudfilm.services.kernel.actor import Actor, Permission
+from cloudfilm.services.kernel.actor import LOCAL_OPERATOR, Actor, Permission
 from cloudfilm.services.stats.rollup import StatsRollup
 from cloudfilm.services.stats.scope import Scope, scope_of
 
@@ -96,6 +96,24 @@ class StatsService:
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
         return {n: Table(t.name, t.columns, t.rows, ctx.scope.label) for n, t in out.items()}
+
+    def gauges(self) -> dict[str, int]:
+        """The province's headline counts for Prometheus (counts only: the scrape is
+        allowed by /metrics' own check and is not audited per read)."""
+        try:
+            with self._db.reading() as conn:
+                hospitals = repo.hospitals(conn)
+                now = self._clock()
+                ctx = _Ctx(LOCAL_OPERATOR, Scope("province", "province", None), hospitals,
+                           now, self.rollup.clock.today(now), 7)
+                today = self._today(conn, ctx)["studies"]
+        except DatabaseUnavailableError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        return {"hospitals_registered": len(ctx.mine),
+                "hospitals_connected": sum(1 for h in ctx.mine if ctx.connected(
+                    h, self.options.connected_days)),
+                "studies_today": sum(int(r["studies"]) for r in today),
+                "late_studies_today": sum(int(r["late"]) for r in today)}
 
     def scope(self, actor: Actor) -> Scope:
         with self._db.reading() as conn:
