@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -105,6 +106,7 @@ def build_world(services: Any, now: datetime | None = None) -> World:
     never uploaded; a late study today and yesterday; accounts of every dashboard role."""
     from cloudfilm.services.access.accounts import NewAccount
     from cloudfilm.services.access.actor import LOCAL_OPERATOR
+    from cloudfilm.services.errors import AlreadyExistsError
 
     db = services.health._db
     now = now or datetime.now(UTC)
@@ -132,12 +134,10 @@ def build_world(services: Any, now: datetime | None = None) -> World:
                                        ("hz-bureau", "bureau", None, "杭州"),
                                        ("hz1-admin", "hospital_admin", "HZ1", ""),
                                        ("hz1-doctor", "doctor", "HZ1", "")):
-        try:
+        with contextlib.suppress(AlreadyExistsError):  # a second world, same database
             services.accounts.create_account(NewAccount(
                 kind=kind, username=username, password=PASSWORD, display_name=username,
                 hospital_code=code, area=area), by=LOCAL_OPERATOR)
-        except Exception:  # noqa: BLE001 (a second world in the same database)
-            pass
         tokens[username] = services.accounts.sign_in_password(
             username, PASSWORD, requester="test").token
     return World(ids, late_uid, other, tokens)

@@ -10,11 +10,11 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 from starlette.testclient import TestClient
+from tests.integration.stats.support import World, build_world
 
 from cloudfilm.infrastructure.db.models import AuditEvent
 from cloudfilm.interfaces.api.http import create_app
 from cloudfilm.services.container import Services
-from tests.integration.stats.support import World, build_world
 
 
 @pytest.fixture

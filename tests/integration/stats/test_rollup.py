@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.integration.stats import support
 
 from cloudfilm.services.container import Services
-from tests.integration.stats import support
 
 NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 ZONE = ZoneInfo("Asia/Shanghai")
