@@ -24,9 +24,10 @@ function trend(d) {
       { type: "value", name: "%", min: 0, max: 100 },
     ],
     series: [
-      { type: "bar", name: d.labels.late, data: d.late, stack: "s" },
-      { type: "bar", name: d.labels.on_time, data: d.on_time, stack: "s" },
-      { type: "line", name: d.labels.share, data: d.share, yAxisIndex: 1, smooth: true },
+      { type: "bar", name: d.labels.on_time, data: d.on_time, stack: "s", color: "#0b5cad" },
+      { type: "bar", name: d.labels.late, data: d.late, stack: "s", color: "#c2410c" },
+      { type: "line", name: d.labels.share, data: d.share, yAxisIndex: 1, smooth: true,
+        color: "#15803d" },
     ],
   };
 }

@@ -99,7 +99,7 @@ def build_router(web: Web) -> APIRouter:
             request, "dash_index.html.j2", tables=tables, head=head, days=int(days),
             periods=PERIODS, charts=_charts(tables, _), late_hospitals=late_hospitals,
             scope=tables["headline"].scope, study_link=STUDY_LINK, metric_labels=_METRIC_LABELS,
-            pairs=tables["pairs"].dicts()[:15], late=tables["late"].dicts()[:30],
+            pairs=tables["pairs"].dicts()[:15], late=tables["late"].dicts()[:12],
             silent=tables["silent"].dicts(), alerts=tables["alerts"].dicts()[:15],
             coverage=tables["coverage"].dicts(), use=dict(tables["use"].rows),
             recognition=dict(tables["recognition"].rows),
