@@ -5,7 +5,6 @@ tests/artifacts/dashboard/ (git-ignored)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,9 @@ def base(world: World, server_url: str) -> str:  # noqa: F811
     return server_url.rsplit("/", 1)[0]
 
 
-def _desk(browser: Browser, base: str, token: str, locale: str = "zh-CN"
-          ) -> tuple[Any, Page, list[str]]:  # noqa: F811
-    context = browser.new_context(locale=locale, **DESK)
+def _desk(chromium: Browser, base: str, token: str, locale: str = "zh-CN"
+          ) -> tuple[Any, Page, list[str]]:
+    context = chromium.new_context(locale=locale, **DESK)
     context.add_cookies([{"name": "cloudfilm_session", "value": token,
                           "url": base}])
     page = context.new_page()

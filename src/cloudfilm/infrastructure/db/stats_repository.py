@@ -54,6 +54,8 @@ from cloudfilm.infrastructure.db.models import (
 from cloudfilm.infrastructure.db.session import as_utc, dialect_of
 
 DAY_TABLES = (StatsStudyDay, StatsReportDay, StatsUseDay, StatsPairDay)
+PROVINCE = 0
+"""``hospital_id`` of the province's totals in ``stats_study_day`` / ``stats_report_day``."""
 # Audit actions that read a study's images (one record per request; views are counted as
 # distinct reader and study per day).
 _NOT_VIEWS = ("search", "query", "find", "timeliness", "stats.read")
@@ -358,11 +360,30 @@ def replace_day(conn: Connection, day: str, studies: list[dict[str, Any]],
                 pairs: list[dict[str, Any]]) -> None:
     """Replace every rollup row of ``day`` (one transaction: readers see the old or the
     new day, never half)."""
-    for table, rows in ((StatsStudyDay, studies), (StatsReportDay, reports),
+    for table, rows in ((StatsStudyDay, studies + _province(studies, ("modality",))),
+                        (StatsReportDay, reports + _province(reports, ())),
                         (StatsUseDay, use), (StatsPairDay, pairs)):
         conn.execute(delete(table).where(table.day == day))
         if rows:
             conn.execute(insert(table), [{"day": day, **r} for r in rows])
+
+
+def _province(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The province's totals of a day (``hospital_id`` 0): what province-wide series read,
+    365 rows a year instead of one per hospital and day."""
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        key = tuple(r[k] for k in keys)
+        entry = acc.get(key)
+        if entry is None:
+            acc[key] = {**r, "hospital_id": PROVINCE}
+            continue
+        for name, value in r.items():
+            if name in keys or name == "hospital_id":
+                continue
+            entry[name] = max(entry[name], value) if name == "delay_max_s" else \
+                entry[name] + value
+    return list(acc.values())
 
 
 def update_hospital_times(conn: Connection, since: str) -> None:
@@ -409,16 +430,25 @@ def _scoped(column: Any, hospital_ids: Sequence[int] | None) -> Any:
     return literal(True) if hospital_ids is None else column.in_(list(hospital_ids))
 
 
+def _day_scope(column: Any, hospital_ids: Sequence[int] | None, by: Sequence[str]) -> Any:
+    """The province's own rows when the whole province is summed over hospitals, else
+    the hospitals' rows (never both)."""
+    if hospital_ids is None and "hospital_id" not in by:
+        return column == PROVINCE
+    return and_(column != PROVINCE, _scoped(column, hospital_ids))
+
+
 def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
                by: Iterable[str]) -> list[Any]:
     """Sums of ``stats_study_day`` over ``[first, last]`` grouped by ``by`` columns."""
     t = StatsStudyDay
+    by = tuple(by)
     keys = [getattr(t, k) for k in by]
     sums = [func.sum(getattr(t, c)).label(c) for c in (
         "studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
         "no_report_24h", "no_report_72h")]
     stmt = (select(*keys, *sums, func.max(t.delay_max_s).label("delay_max_s"))
-            .where(t.day >= first, t.day <= last, _scoped(t.hospital_id, hospital_ids))
+            .where(t.day >= first, t.day <= last, _day_scope(t.hospital_id, hospital_ids, by))
             .group_by(*keys).order_by(*keys))
     return list(conn.execute(stmt))
 
@@ -426,10 +456,11 @@ def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[i
 def report_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
                 by: Iterable[str]) -> list[Any]:
     t = StatsReportDay
+    by = tuple(by)
     keys = [getattr(t, k) for k in by]
     stmt = (select(*keys, *[func.sum(getattr(t, c)).label(c) for c in (
         "reports", "on_time", "late", "without_images")])
-        .where(t.day >= first, t.day <= last, _scoped(t.hospital_id, hospital_ids))
+        .where(t.day >= first, t.day <= last, _day_scope(t.hospital_id, hospital_ids, by))
         .group_by(*keys).order_by(*keys))
     return list(conn.execute(stmt))
 

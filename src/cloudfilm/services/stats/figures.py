@@ -29,6 +29,7 @@ from cloudfilm.services.stats.rollup import StatsRollup
 from cloudfilm.services.stats.scope import Scope, scope_of
 
 PERIODS = (7, 30, 90, 365)
+USE_CACHE_S = 60
 _STUDY_SUMS = ("studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
                "no_report_24h", "no_report_72h")
 _REPORT_SUMS = ("reports", "on_time", "late", "without_images")
@@ -76,6 +77,7 @@ class StatsService:
         self._audit = audit
         self._clock = clock or (lambda: datetime.now(UTC))
         self.options = rollup.options
+        self._use_cache: dict[str, tuple[datetime, list[Any], list[Any]]] = {}
 
     # -- entry points -----------------------------------------------------------------
 
@@ -196,8 +198,27 @@ class StatsService:
                 entry[c] += int(values[c])
         return list(acc.values())
 
-    def _use_rows(self, conn: Any, ctx: _Ctx, by: Sequence[str] = ()) -> list[Any]:
-        return repo.use_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, by)
+    def _use_rows(self, conn: Any, ctx: _Ctx) -> list[Any]:
+        """Use counters over the period: the rollup plus today's (live, cached a minute:
+        a day of the audit trail is the largest live read the dashboard makes)."""
+        acc: dict[str, float] = defaultdict(float)
+        for r in repo.use_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, ()):
+            acc[str(r.metric)] += float(r.count)
+        use, _pairs = self._today_use(conn, ctx)
+        ids = ctx.scope.hospital_ids
+        for r in use:
+            if ids is None or r["hospital_id"] in ids or r["hospital_id"] == 0:
+                acc[r["metric"]] += float(r["count"])
+        return [_Row(metric=m, count=c) for m, c in sorted(acc.items())]
+
+    def _today_use(self, conn: Any, ctx: _Ctx) -> tuple[list[Any], list[Any]]:
+        key = ctx.today.isoformat()
+        cached = self._use_cache.get(key)
+        if cached is None or (ctx.now - cached[0]).total_seconds() > USE_CACHE_S:
+            start, end = self.rollup.clock.bounds(ctx.today)
+            cached = (ctx.now, *repo.use_day(conn, start, end, ctx.now))
+            self._use_cache = {key: cached}
+        return cached[1], cached[2]
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -347,12 +368,20 @@ class StatsService:
         return Table("use", ("metric", "count"), rows)
 
     def _pairs(self, conn: Any, ctx: _Ctx) -> Table:
-        rows = []
+        acc: dict[tuple[int, int, str], int] = defaultdict(int)
         for r in repo.pair_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids):
-            v, o = ctx.by_id.get(int(r.viewer_hospital_id)), ctx.by_id.get(
-                int(r.owner_hospital_id))
+            acc[(int(r.viewer_hospital_id), int(r.owner_hospital_id), str(r.mode))] += \
+                int(r.views)
+        ids = ctx.scope.hospital_ids
+        for p in self._today_use(conn, ctx)[1]:
+            v_, o_ = p["viewer_hospital_id"], p["owner_hospital_id"]
+            if ids is None or v_ in ids or o_ in ids:
+                acc[(v_, o_, p["mode"])] += int(p["views"])
+        rows = []
+        for (vid, oid, mode), views in sorted(acc.items(), key=lambda kv: -kv[1]):
+            v, o = ctx.by_id.get(vid), ctx.by_id.get(oid)
             rows.append((v.code if v else "", v.name if v else "", o.code if o else "",
-                         o.name if o else "", str(r.mode), int(r.views)))
+                         o.name if o else "", mode, views))
         return Table("pairs", ("viewer_code", "viewer_name", "owner_code", "owner_name",
                                "mode", "views"), rows)
 
@@ -395,6 +424,12 @@ class StatsService:
                          a.kind, a.day, float(a.value), a.notified))
         return Table("alerts", ("opened_at", "hospital_code", "hospital_name", "kind", "day",
                                 "value", "notified"), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    metric: str
+    count: float
 
 
 class _Ctx:
