@@ -32,11 +32,11 @@ class AlertSender:
             if h is None:
                 continue
             what = (f"{alert.value:.0%} of studies examined on {alert.day} uploaded late"
-                    if alert.kind == "late" else
+                    if alert.rule == "late" else
                     f"no upload for {alert.value:.0f} days (since {alert.day})")
             done = []
             if self._post is not None and h.alert_webhook:
-                body = {"hospital_code": h.code, "kind": alert.kind, "day": alert.day,
+                body = {"hospital_code": h.code, "kind": alert.rule, "day": alert.day,
                         "value": alert.value, "message": what}
                 if self._post(h.alert_webhook, body):
                     done.append("webhook")

@@ -133,7 +133,7 @@ class StatsService:
             raise
         # An administrative read: who looked at which figures of which scope (no resident).
         self._audit.write([AuditEntry(actor, "stats.read", "allowed", "stats",
-                                      ",".join(names)[:64], reason=scope.kind,
+                                      ",".join(names)[:64], reason=scope.level,
                                       detail={"scope": scope.label, "days": days})])
         now = self._clock()
         today = self.rollup.clock.today(now)
@@ -253,7 +253,7 @@ class StatsService:
             ("cross_hospital_views_period", int(cross)),
             ("alerts_open_7d", open_alerts),
         ]
-        if ctx.scope.kind == "hospital":
+        if ctx.scope.level == "hospital":
             # A hospital administrator compares itself with the province's average.
             province = self._studies(conn, ctx, (), ids=None)
             p = province[0] if province else {c: 0.0 for c in _STUDY_SUMS}

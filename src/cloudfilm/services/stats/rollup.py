@@ -59,7 +59,8 @@ class RollupResult:
 class NewAlert:
     alert_id: int
     hospital_id: int
-    kind: str
+    rule: str
+    """late / silent"""
     day: str
     value: float
 

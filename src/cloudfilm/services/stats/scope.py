@@ -16,7 +16,7 @@ from cloudfilm.services.kernel.actor import Actor, Permission, Role
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    kind: str
+    level: str
     """province / area / hospital"""
     label: str
     hospital_ids: tuple[int, ...] | None
