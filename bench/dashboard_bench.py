@@ -75,7 +75,7 @@ def generate(url: str, studies: int, days: int, now: datetime) -> None:
             SELECT g, '2.25.' || g, h, h, '', '', 'ACC' || g, '', '', '', '', 1,
               50 + (g % 300), (50 + (g % 300)) * 520000::bigint,
               e + d, e, e + d, '{{}}'
-            FROM (SELECT g, 1 + (g * 7919) % 1998 AS h,
+            FROM (SELECT g, 1 + (g::bigint * 7919) % 1998 AS h,
                     :now - (random() * {days} * 86400 + 86400) * interval '1 second' AS e,
                     CASE WHEN random() < 0.85 THEN random() * 11 ELSE 12 + random() * 60 END
                       * interval '1 hour' AS d
@@ -121,7 +121,7 @@ def add_day(url: str, day_studies: int, day_audit: int, now: datetime) -> int:
             size_bytes, received_at, exam_at, updated_at, attributes_json)
             SELECT g, '2.25.' || g, h, h, '', '', 'ACC' || g, '', '', '', '', 1, 120,
               120 * 520000::bigint, e + d, e, :now, '{{}}'
-            FROM (SELECT g, 1 + (g * 7919) % 1998 AS h,
+            FROM (SELECT g, 1 + (g::bigint * 7919) % 1998 AS h,
                     date_trunc('day', :now AT TIME ZONE 'Asia/Shanghai') AT TIME ZONE
                       'Asia/Shanghai' - interval '1 day' + random() * interval '20 hours' AS e,
                     random() * 16 * interval '1 hour' AS d
