@@ -105,6 +105,7 @@ class Study(Base):
         Index(None, "hospital_id", "received_at"),
         Index(None, "exam_at"),
         Index(None, "updated_at"),  # the dashboard's rollup (issue 17)
+        Index(None, "received_at"),  # the rollup's studies without an exam time
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -191,7 +192,8 @@ class InstanceVersion(Base):
     """A superseded version of an instance, kept with its blob when a sender replaces it."""
 
     __tablename__ = "instance_version"
-    __table_args__ = (Index(None, "sop_instance_uid"), Index(None, "blob_key"))
+    __table_args__ = (Index(None, "sop_instance_uid"), Index(None, "blob_key"),
+                      Index(None, "superseded_at"))  # the dashboard's rollup (issue 17)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(64))

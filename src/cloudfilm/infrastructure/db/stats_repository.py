@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -86,7 +86,10 @@ def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
     end)``, or arrival in it when the sender gave no exam time."""
     s = Study
     base = func.coalesce(s.exam_at, s.received_at)
-    in_day = and_(base >= as_utc(start), base < as_utc(end))
+    # Two indexed ranges (exam time; arrival of the undated), not a scan of coalesce().
+    in_day = or_(and_(s.exam_at >= as_utc(start), s.exam_at < as_utc(end)),
+                 and_(s.exam_at.is_(None), s.received_at >= as_utc(start),
+                      s.received_at < as_utc(end)))
     if hospital_ids is not None:
         in_day = and_(in_day, s.hospital_id.in_(list(hospital_ids)))
     day_ids = select(s.id).where(in_day)
@@ -132,8 +135,8 @@ def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
 def report_day(conn: Connection, start: datetime, end: datetime, deadline_s: int,
                hospital_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
     r = Report
-    base = func.coalesce(r.exam_at, r.received_at)
-    where = and_(base >= as_utc(start), base < as_utc(end))
+    # listed_at is the exam time, else the arrival time (indexed).
+    where = and_(r.listed_at >= as_utc(start), r.listed_at < as_utc(end))
     if hospital_ids is not None:
         where = and_(where, r.hospital_id.in_(list(hospital_ids)))
     delay = seconds_between(conn, r.received_at, r.exam_at)
@@ -260,7 +263,11 @@ def _recognition(conn: Connection, start: datetime, end: datetime) -> Counter[tu
         select(c.hospital_id, c.item_code, c.hospital_level, c.decision, c.reason,
                func.count(), func.sum(case((c.priors > 0, 1), else_=0)),
                func.sum(case((c.performed_at.is_not(None), 1), else_=0)))
-        .where(c.at >= as_utc(start), c.at < as_utc(end))
+        # ``month`` (local) is indexed; the local month is the UTC month of the day's
+        # first or last instant, whichever side of UTC the zone is.
+        .where(c.month.in_(sorted({as_utc(start).strftime("%Y-%m"),
+                                   (as_utc(end) - timedelta(seconds=1)).strftime("%Y-%m")})),
+               c.at >= as_utc(start), c.at < as_utc(end))
         .group_by(c.hospital_id, c.item_code, c.hospital_level, c.decision, c.reason))
     for hospital, item, level, decision, reason, n, prompted, performed in rows:
         h, n = int(hospital), int(n)

@@ -96,9 +96,14 @@ def upgrade() -> None:
     # The rollup finds changed studies and reports by updated_at.
     op.create_index("ix_study_updated_at", "study", ["updated_at"])
     op.create_index("ix_report_updated_at", "report", ["updated_at"])
+    op.create_index("ix_study_received_at", "study", ["received_at"])
+    op.create_index("ix_instance_version_superseded_at", "instance_version",
+                    ["superseded_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_instance_version_superseded_at", table_name="instance_version")
+    op.drop_index("ix_study_received_at", table_name="study")
     op.drop_index("ix_report_updated_at", table_name="report")
     op.drop_index("ix_study_updated_at", table_name="study")
     op.drop_index("ix_stats_alert_opened_at", table_name="stats_alert")
