@@ -11,6 +11,7 @@ The late-study list links a study only for whom may open it (the viewer decides 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,16 +35,27 @@ USE_METRICS = ("resident_sign_in", "resident_view", "doctor_view", "download",
                "grant_mode:break_glass")
 
 
+def _every_day(days: list[str]) -> list[str]:
+    """Every day from the first to the last given (a day without studies is a zero on the
+    chart, not a missing bar)."""
+    if not days:
+        return []
+    first, last = date.fromisoformat(min(days)), date.fromisoformat(max(days))
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
 def _charts(tables: dict[str, Table], _: Any) -> dict[str, Any]:
     """What each chart draws (labels translated here, numbers only, no patient data)."""
-    trend = tables["trend"].dicts()
+    known = {r["day"]: r for r in tables["trend"].dicts()}
+    empty = {"late": 0, "on_time": 0, "on_time_share": None}
+    trend = [{"day": d, **known.get(d, empty)} for d in _every_day(list(known))]
     by_day: dict[str, dict[str, int]] = defaultdict(dict)
     modalities: list[str] = []
     for r in tables["volume"].dicts():
         by_day[r["day"]][r["modality"]] = r["studies"]
         if r["modality"] not in modalities:
             modalities.append(r["modality"])
-    days = sorted(by_day)
+    days = _every_day(list(by_day))
     ranked = [r for r in tables["timeliness"].dicts() if r["late_share"]][:12]
     use = dict(tables["use"].rows)
     cumulative = [(p, v) for p, f, v in tables["storage"].rows if f == "bytes_cumulative"]
