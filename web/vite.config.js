@@ -22,6 +22,7 @@ export default defineConfig({
         // The workstation's diagnostic viewer (Cornerstone3D); its codec workers and
         // .wasm files are emitted as hashed assets beside it.
         diagnostic: "src/diagnostic/main.ts",
+        dashboard: "src/dashboard.js",
       },
     },
   },

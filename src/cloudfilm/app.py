@@ -66,6 +66,7 @@ from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
 from cloudfilm.services.research.service import ResearchService
+from cloudfilm.services.stats.figures import StatsService
 from cloudfilm.services.storage.service import CompressionPolicy, StorageService
 
 if TYPE_CHECKING:
@@ -218,7 +219,25 @@ def build_services(settings: Settings) -> Services:
         viewings=ViewingService(retrieve, protector),
         family=FamilyService(db, protector, sms, codes, limiter, audit),
         storage=storage,
+        stats=_stats_service(settings, db, audit, sms),
     )
+
+
+def _stats_service(settings: Settings, db: Database, audit: AuditService,
+                   sms: SmsService) -> StatsService:
+    from cloudfilm.infrastructure.webhook import post_json
+    from cloudfilm.services.stats.alerts import AlertSender
+    from cloudfilm.services.stats.rollup import RollupOptions, StatsRollup
+
+    conf = settings.stats
+    notify = AlertSender(db, post=post_json if conf.alert_webhooks else None,
+                         sms=sms if conf.alert_sms else None)
+    rollup = StatsRollup(db, RollupOptions(
+        zone=settings.reports.timezone, deadline_hours=settings.reports.upload_deadline_hours,
+        settle_days=conf.settle_days, connected_days=conf.connected_days,
+        silent_days=conf.silent_days, late_alert_share=conf.late_alert_share,
+        late_alert_min_studies=conf.late_alert_min_studies), notify=notify)
+    return StatsService(db, rollup, audit)
 
 
 def _storage_service(settings: Settings, db: Database, blobs: BlobStore,

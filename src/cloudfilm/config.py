@@ -273,6 +273,29 @@ class JobSettings(BaseModel):
     relay_seconds: float = Field(5.0, gt=0)
 
 
+class StatsSettings(BaseModel):
+    """The commission's dashboard (issue 17): rollup schedule, connection and alerts."""
+
+    # `cloudfilm serve` re-rolls the changed days this often (0: only `cloudfilm stats
+    # rollup`, e.g. from cron).
+    rollup_minutes: int = Field(15, ge=0, le=24 * 60)
+    # A hospital is connected when it uploaded within this many days; silent (an alert)
+    # when it has not for `silent_days`.
+    connected_days: int = Field(7, ge=1, le=365)
+    silent_days: int = Field(3, ge=1, le=365)
+    # Alert when more than this share of a day's dated studies of a hospital were late,
+    # out of at least `late_alert_min_studies` studies.
+    late_alert_share: float = Field(0.2, ge=0.0, le=1.0)
+    late_alert_min_studies: int = Field(5, ge=1)
+    # Past days are re-rolled for this many days even without new rows: "no report after
+    # 72 hours" and grant expiry change with time alone.
+    settle_days: int = Field(4, ge=1, le=30)
+    # Send alerts to the hospital's contact: its alert_webhook (POST JSON) and, with
+    # `alert_sms`, a text to its contact_phone.
+    alert_webhooks: bool = True
+    alert_sms: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLOUDFILM_",
@@ -295,6 +318,7 @@ class Settings(BaseSettings):
     research: ResearchSettings = ResearchSettings()
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
+    stats: StatsSettings = StatsSettings()
     log_json: bool = False
     # Embedded default: migrate at start-up. Production runs `cloudfilm db upgrade` itself.
     auto_migrate: bool = True

@@ -37,15 +37,17 @@ def accounts() -> None:
 @accounts.command("add")
 @data_option
 @click.argument("username")
-@click.option("--kind", type=click.Choice(["doctor", "hospital_admin", "admin"]),
+@click.option("--kind", type=click.Choice(["doctor", "hospital_admin", "admin", "bureau"]),
               default="doctor", show_default=True)
 @click.option("--name", "display_name", required=True, help="Name residents will see.")
 @click.option("--hospital", "hospital_code", default=None,
               help="Hospital code (doctor, hospital_admin).")
 @click.option("--department", default="")
+@click.option("--area", default="", help="A health bureau's area: CITY or CITY/COUNTY.")
 @click.password_option(help="At least 10 characters (prompted when omitted).")
 def accounts_add(data: Path | None, username: str, kind: str, display_name: str,
-                 hospital_code: str | None, department: str, password: str) -> None:
+                 hospital_code: str | None, department: str, area: str,
+                 password: str) -> None:
     """Create account USERNAME (as the local operator)."""
     from cloudfilm.services.access.accounts import NewAccount
     from cloudfilm.services.access.actor import LOCAL_OPERATOR
@@ -53,7 +55,7 @@ def accounts_add(data: Path | None, username: str, kind: str, display_name: str,
     view = _run(lambda: _services(data).accounts.create_account(
         NewAccount(kind=kind, username=username, password=password,
                    display_name=display_name, hospital_code=hospital_code,
-                   department=department), by=LOCAL_OPERATOR))
+                   department=department, area=area), by=LOCAL_OPERATOR))
     where = f" of {view.hospital_code}" if view.hospital_code else ""
     click.echo(f"created {view.kind} account {view.id} {view.username}{where}")
 

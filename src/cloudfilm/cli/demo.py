@@ -102,9 +102,13 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
         _gateway_config(console, services, province, settings)
     portal = _portal_accounts(services, province)
     doctors = _doctor_accounts(services, province)
+    from cloudfilm.demo.dashboard import prepare
+
+    dashboard = prepare(services, province)
     _report(console, province, summary, settings, url, dimse_port)
     _report_portal(console, portal, settings, data)
     _report_doctors(console, doctors, settings)
+    _report_dashboard(console, dashboard, settings)
     if summary.failures:
         raise SystemExit(1)
 
@@ -229,6 +233,16 @@ def _report_portal(console: Any, made: list[tuple[str, str, int]], settings: Set
         console.print(f"  {phone}  {name} (studies at {hospitals} hospitals)")
     console.print("  sign in with the phone number, then read the code with "
                   f"`cloudfilm sms outbox{where}`")
+
+
+def _report_dashboard(console: Any, made: Any, settings: Settings) -> None:
+    from cloudfilm.demo.dashboard import PASSWORD
+
+    console.print("\n[bold]the commission's dashboard[/] "
+                  f"http://{settings.http.host}:{settings.http.port}/dashboard "
+                  f"(password {PASSWORD}; {made.cross_reads} cross-hospital reads):")
+    for username, kind in made.accounts:
+        console.print(f"  {username:<16} {kind}")
 
 
 def _report_mix(province: Any) -> str:

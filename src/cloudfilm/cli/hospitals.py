@@ -47,6 +47,10 @@ def hospitals() -> None:
               help="Where its DICOM headers carry the national ID.")
 @click.option("--national-id-issuer", default="", help="IssuerOfPatientID of that item.")
 @click.option("--national-id-tag", default="", help="GGGGEEEE when the source is 'tag'.")
+@click.option("--public/--private", default=True, show_default=True,
+              help="Publicly owned (the commission's coverage figure).")
+@click.option("--contact-phone", default="", help="Phone that upload alerts are texted to.")
+@click.option("--alert-webhook", default="", help="URL that upload alerts are posted to.")
 def hospitals_add(data: Path | None, code: str, name: str, **fields: Any) -> None:
     """Register hospital CODE called NAME."""
     from cloudfilm.services.identity.hospitals import HospitalInput
@@ -69,6 +73,9 @@ def hospitals_add(data: Path | None, code: str, name: str, **fields: Any) -> Non
               type=click.Choice(["none", "patient_id", "other_patient_ids", "tag"]))
 @click.option("--national-id-issuer")
 @click.option("--national-id-tag")
+@click.option("--public/--private", default=None)
+@click.option("--contact-phone")
+@click.option("--alert-webhook")
 def hospitals_update(data: Path | None, code: str, **fields: Any) -> None:
     """Change fields of hospital CODE (--inactive stops its credentials)."""
     changes = {k: v for k, v in fields.items() if v is not None}

@@ -47,6 +47,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("cloudfilm.cli.storage:restore_command",
                 "Restore a `cloudfilm backup` folder into an empty data folder."),
     "sms": ("cloudfilm.cli.access:sms", "Text messages of the platform."),
+    "stats": ("cloudfilm.cli.stats:stats",
+              "The commission's dashboard: coverage, the 12-hour rule, use, storage; the "
+              "rollup."),
 }
 
 
@@ -167,6 +170,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         app = "cloudfilm.app:http_app_from_environment"
         options = {"factory": True, "workers": settings.http.workers}
     jobs = _start_job_workers(settings)
+    rollups = _start_rollups(services, settings)
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,
@@ -178,6 +182,31 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
             dimse.stop(grace=30)
         if jobs is not None:
             _stop_job_workers(jobs)
+        if rollups is not None:
+            rollups.set()
+
+
+def _start_rollups(services: Any, settings: Settings) -> Any:
+    """The dashboard's rollup every ``stats.rollup_minutes`` in a thread of this process
+    (one per deployment: worker processes do not run it). Returns the stop event."""
+    import logging
+    import threading
+
+    minutes = settings.stats.rollup_minutes
+    if not minutes or services.stats is None:
+        return None
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                services.stats.rollup.run()
+            except Exception:  # a failed run is retried at the next tick; never kill serve
+                logging.getLogger(__name__).exception("cloudfilm.stats.rollup_failed")
+            stop.wait(minutes * 60)
+
+    threading.Thread(target=loop, name="stats-rollup", daemon=True).start()
+    return stop
 
 
 def _start_job_workers(settings: Settings) -> Any:

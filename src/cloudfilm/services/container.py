@@ -30,6 +30,7 @@ from cloudfilm.services.portal.viewing import ViewingService
 from cloudfilm.services.recognition.service import RecognitionService
 from cloudfilm.services.reports.service import ReportService
 from cloudfilm.services.research.service import ResearchService
+from cloudfilm.services.stats.figures import StatsService
 from cloudfilm.services.storage.service import StorageService
 
 
@@ -108,3 +109,5 @@ class Services:
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()
+    # The commission's dashboard (issue 17): rollups, figures, alerts.
+    stats: StatsService | None = None

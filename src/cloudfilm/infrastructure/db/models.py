@@ -68,6 +68,11 @@ class Hospital(Base):
                                                     server_default="none")
     national_id_issuer: Mapped[str] = mapped_column(String(64), default="", server_default="")
     national_id_tag: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    # Publicly owned (公立): the commission's coverage figure is "public hospitals connected".
+    public: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Who the commission's alerts reach (late or silent uploads): a phone, a webhook URL.
+    contact_phone: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    alert_webhook: Mapped[str] = mapped_column(String(512), default="", server_default="")
 
 
 class Patient(Base):
@@ -99,6 +104,8 @@ class Study(Base):
         Index(None, "accession_number"),
         Index(None, "hospital_id", "received_at"),
         Index(None, "exam_at"),
+        Index(None, "updated_at"),  # the dashboard's rollup (issue 17)
+        Index(None, "received_at"),  # the rollup's studies without an exam time
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -185,7 +192,8 @@ class InstanceVersion(Base):
     """A superseded version of an instance, kept with its blob when a sender replaces it."""
 
     __tablename__ = "instance_version"
-    __table_args__ = (Index(None, "sop_instance_uid"), Index(None, "blob_key"))
+    __table_args__ = (Index(None, "sop_instance_uid"), Index(None, "blob_key"),
+                      Index(None, "superseded_at"))  # the dashboard's rollup (issue 17)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(64))
@@ -439,6 +447,8 @@ class Account(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A health bureau's area (kind "bureau"): "<city>" or "<city>/<county>" (issue 17).
+    area: Mapped[str] = mapped_column(String(130), default="", server_default="")
 
 
 class AuthSession(Base):
@@ -617,6 +627,7 @@ class Report(Base):
         Index(None, "hospital_id", "received_at"),
         Index(None, "listed_at", "id"),
         Index(None, "search_tsv", postgresql_using="gin"),
+        Index(None, "updated_at"),  # the dashboard's rollup (issue 17)
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -980,3 +991,101 @@ class WorkstationLaunch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+# --- the commission's dashboard: daily rollups, watermarks, alerts (issue 17, 0017) -------
+# ``day`` is the local date (settings reports.timezone) as YYYY-MM-DD. Rows of a day are
+# replaced as a whole by the rollup (services/stats/rollup.py), so a rerun changes nothing.
+
+
+class StatsStudyDay(Base):
+    """Studies per exam day (the arrival day when the sender gave no exam time), hospital
+    and modality: volume and the 12-hour rule."""
+
+    __tablename__ = "stats_study_day"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modality: Mapped[str] = mapped_column(String(16), primary_key=True)
+    studies: Mapped[int] = mapped_column(Integer)
+    instances: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    on_time: Mapped[int] = mapped_column(Integer)
+    late: Mapped[int] = mapped_column(Integer)
+    undated: Mapped[int] = mapped_column(Integer)
+    delay_sum_s: Mapped[float] = mapped_column(Float)
+    delay_max_s: Mapped[float] = mapped_column(Float)
+    no_report_24h: Mapped[int] = mapped_column(Integer)
+    no_report_72h: Mapped[int] = mapped_column(Integer)
+
+
+class StatsReportDay(Base):
+    """Reports per exam day and hospital: within 12 hours, late, still without images."""
+
+    __tablename__ = "stats_report_day"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reports: Mapped[int] = mapped_column(Integer)
+    on_time: Mapped[int] = mapped_column(Integer)
+    late: Mapped[int] = mapped_column(Integer)
+    without_images: Mapped[int] = mapped_column(Integer)
+
+
+class StatsUseDay(Base):
+    """Counters of use per day and hospital (0: the province, e.g. resident sign-ins):
+    ``metric`` names one (resident_sign_in, doctor_view, grant_active, break_glass ...)."""
+
+    __tablename__ = "stats_use_day"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(48), primary_key=True)
+    count: Mapped[float] = mapped_column(Float)
+
+
+class StatsPairDay(Base):
+    """Cross-hospital views per day: doctors of ``viewer`` reading studies of ``owner``
+    under a grant of ``mode`` (distinct doctor and study per day)."""
+
+    __tablename__ = "stats_pair_day"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    viewer_hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    owner_hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16), primary_key=True)
+    views: Mapped[int] = mapped_column(Integer)
+
+
+class StatsHospital(Base):
+    """When each hospital's first and last study reached the platform (coverage)."""
+
+    __tablename__ = "stats_hospital"
+
+    hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StatsWatermark(Base):
+    """How far the rollup has read each source (an id or a time, as text)."""
+
+    __tablename__ = "stats_watermark"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StatsAlert(Base):
+    """A hospital late beyond the threshold on ``day``, or silent since ``day``: shown on
+    the dashboard, optionally sent to the hospital's contact (``notified``)."""
+
+    __tablename__ = "stats_alert"
+    __table_args__ = (UniqueConstraint("hospital_id", "kind", "day"), Index(None, "opened_at"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    day: Mapped[str] = mapped_column(String(10))
+    value: Mapped[float] = mapped_column(Float)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    notified: Mapped[str] = mapped_column(String(64), default="")

@@ -28,7 +28,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cloudfilm.interfaces.api import docs as api_docs
@@ -46,6 +46,7 @@ from cloudfilm.interfaces.api.rest import (
     reports,
     research,
     workstation,
+    stats,
 )
 from cloudfilm.interfaces.web import pages
 from cloudfilm.interfaces.web.pages import WebOptions
@@ -61,6 +62,14 @@ LATENCY = Histogram("cloudfilm_http_request_seconds", "HTTP request latency", ["
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                              5, 10, 30))
 BYTES_IN = Counter("cloudfilm_http_received_bytes_total", "Request body bytes", ["route"])
+# The commission's headline figures, refreshed at each scrape (issue 17), so that an
+# operator's Grafana can alert on them.
+CONNECTED = Gauge("cloudfilm_hospitals_connected",
+                  "Hospitals that uploaded within stats.connected_days")
+REGISTERED = Gauge("cloudfilm_hospitals_registered", "Active hospitals in the registry")
+LATE_TODAY = Gauge("cloudfilm_studies_late_today",
+                   "Studies examined today (local zone) received after the deadline")
+STUDIES_TODAY = Gauge("cloudfilm_studies_today", "Studies examined today (local zone)")
 
 
 class ObserveMiddleware:
@@ -231,6 +240,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
     app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
     app.include_router(workstation.router, prefix=workstation.PREFIX, tags=["Workstation"])
+    app.include_router(stats.router, prefix=stats.PREFIX, tags=["Dashboard"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     pages.install_pages(app, services, web)
@@ -259,6 +269,12 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
             if not actor.can(Permission.READ_HEALTH):
                 raise NotAuthorizedError("metrics are for the administrator and the local "
                                          "operator (or CLOUDFILM_HTTP__METRICS_CLIENTS)")
+        if services.stats is not None:
+            gauges = await run_in_threadpool(services.stats.gauges)
+            CONNECTED.set(gauges["hospitals_connected"])
+            REGISTERED.set(gauges["hospitals_registered"])
+            LATE_TODAY.set(gauges["late_studies_today"])
+            STUDIES_TODAY.set(gauges["studies_today"])
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

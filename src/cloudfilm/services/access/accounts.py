@@ -177,6 +177,8 @@ class NewAccount:
     display_name: str
     hospital_code: str | None = None
     department: str = ""
+    area: str = ""
+    """A health bureau's area: ``<city>`` or ``<city>/<county>``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,13 +642,14 @@ class AccountService:
             hospital_code = hospital.code if hospital is not None else None
         # A hospital administrator is a member of its hospital like a doctor, with the
         # hospital-administrator role on top (what it may do: kernel.ROLE_PERMISSIONS).
-        kind: ActorKind = "admin" if account.kind == "admin" else "doctor"
+        kind: ActorKind = ("admin" if account.kind == "admin" else
+                           "bureau" if account.kind == "bureau" else "doctor")
         roles = (frozenset({Role.DOCTOR, Role.HOSPITAL_ADMIN})
                  if account.kind == "hospital_admin" else frozenset())
         return Actor(kind=kind, subject=subject, hospital_id=account.hospital_id,
                      hospital_code=hospital_code, account_id=account.id,
                      department=account.department, display=account.display_name,
-                     address=address, roles=roles)
+                     address=address, roles=roles, area=account.area or "")
 
     # -- administration --
 
@@ -661,9 +664,13 @@ class AccountService:
         NotAuthorizedError, InvalidInputError, NotFoundError, AlreadyExistsError
         """
         kind = new.kind
-        if kind not in ("doctor", "hospital_admin", "admin"):
-            raise InvalidInputError("kind must be doctor, hospital_admin or admin (residents "
-                                    "register themselves with their phone)")
+        if kind not in ("doctor", "hospital_admin", "admin", "bureau"):
+            raise InvalidInputError("kind must be doctor, hospital_admin, admin or bureau "
+                                    "(residents register themselves with their phone)")
+        area = "/".join(p.strip() for p in new.area.split("/") if p.strip())[:130]
+        if (kind == "bureau") != bool(area):
+            raise InvalidInputError("area: a health bureau account (and only one) names its "
+                                    "city, or city/county, as the hospital registry spells it")
         username = new.username.strip().lower()
         if not _USERNAME.match(username):
             raise InvalidInputError("username: 3-64 lower-case letters, digits, '.', '_' or "
@@ -696,7 +703,7 @@ class AccountService:
                 "hospital_id": hospital_id, "department": new.department[:128],
                 "resident_id": None, "phone_hash": None, "phone_enc": None,
                 "phone_masked": "", "password_hash": password_hash, "failed_logins": 0,
-                "active": True, "created_at": now,
+                "active": True, "created_at": now, "area": area,
             })
             audit_event(self.audit, session, actor=by, action="account.create",
                         outcome="success", detail={"account": account.id, "kind": kind})

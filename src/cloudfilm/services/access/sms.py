@@ -139,6 +139,14 @@ class SmsService:
         self._deliver(phone, self._t.account_notice, {"what": what}, text,
                       kind="account.notice")
 
+    def send_upload_alert(self, phone: str, *, hospital: str, what: str) -> None:
+        """Tell a hospital's contact that its uploads are late or have stopped (the
+        commission's dashboard, issue 17)."""
+        text = (f"【{self._t.sign_name}】{hospital}: {what}. Please check the hospital's "
+                "image upload (12-hour rule).")
+        self._deliver(phone, self._t.account_notice, {"hospital": hospital, "what": what},
+                      text, kind="upload.alert")
+
     def outbox(self, *, phone: str | None = None, limit: int = 100) -> list[OutboxMessage]:
         """Messages of the local outbox, newest first (empty with a real provider)."""
         phone_hash = (self._protector.lookup_hash(PHONE_DOMAIN, phone)

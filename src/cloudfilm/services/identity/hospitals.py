@@ -47,6 +47,10 @@ class HospitalInput:
     national_id_source: str = "none"
     national_id_issuer: str = ""
     national_id_tag: str = ""
+    # Publicly owned (the commission's coverage figure), and who its alerts reach.
+    public: bool = True
+    contact_phone: str = ""
+    alert_webhook: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,9 @@ class HospitalView:
     national_id_tag: str
     created_at: datetime
     ae_titles: tuple[Peer, ...] = field(default=())
+    public: bool = True
+    contact_phone: str = ""
+    alert_webhook: str = ""
 
 
 _UPDATABLE = frozenset(HospitalInput.__dataclass_fields__) - {"code"}
@@ -236,6 +243,12 @@ def _validated(raw: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("national_id_tag must be a tag as 8 hex digits (GGGGEEEE, e.g. "
                                 "00101002) when national_id_source is 'tag'")
     values["national_id_tag"] = tag if _TAG.match(tag) else ""
+    values["public"] = bool(values["public"])
+    values["contact_phone"] = str(values["contact_phone"] or "").strip()[:32]
+    hook = str(values["alert_webhook"] or "").strip()
+    if (hook and not hook.startswith(("http://", "https://"))) or len(hook) > 512:
+        raise InvalidInputError("alert_webhook: an http(s) URL of at most 512 characters")
+    values["alert_webhook"] = hook
     return values
 
 
@@ -253,6 +266,7 @@ def _view(row: Hospital, peers: tuple[Peer, ...]) -> HospitalView:
         city=row.city, county=row.county, active=row.active,
         national_id_source=row.national_id_source, national_id_issuer=row.national_id_issuer,
         national_id_tag=row.national_id_tag, created_at=row.created_at, ae_titles=peers,
+        public=row.public, contact_phone=row.contact_phone, alert_webhook=row.alert_webhook,
     )
 
 

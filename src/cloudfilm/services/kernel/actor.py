@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin"]
+ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin", "bureau"]
 
 
 class Role(StrEnum):
@@ -35,6 +35,9 @@ class Role(StrEnum):
     SHARE_VIEWER = "share_viewer"
     """Someone holding a resident's share link: sees the one study the link names
     (``Actor.shared_study_uid``), nothing else, and may do nothing."""
+    HEALTH_BUREAU = "health_bureau"
+    """A city or county health bureau (卫健局): the commission's dashboard for its area
+    (``Actor.area``), no patient data."""
 
 
 class Permission(StrEnum):
@@ -98,6 +101,11 @@ class Permission(StrEnum):
     LAUNCH_WORKSTATION = "workstation.launch"
     """A hospital's HIS mints a single-use launch of the workstation for one of its own
     doctors and patients (IHE Invoke Image Display style)."""
+    READ_DASHBOARD = "stats.dashboard"
+    """The commission's dashboard, for the actor's scope: its area (a health bureau) or its
+    own hospital with the province's averages (a hospital administrator)."""
+    READ_PROVINCE_STATS = "stats.province"
+    """The dashboard for the whole province (every hospital)."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -122,12 +130,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
-        Permission.ISSUE_ACTIVATION_CODES}),
+        Permission.ISSUE_ACTIVATION_CODES, Permission.READ_DASHBOARD}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
         Permission.SHARE_STUDY, Permission.LINK_FAMILY}),
     Role.SHARE_VIEWER: frozenset({Permission.READ_STUDY, Permission.READ_REPORT}),
+    Role.HEALTH_BUREAU: frozenset({Permission.READ_DASHBOARD}),
 }
 """The one map from roles to permissions."""
 
@@ -137,6 +146,7 @@ _KIND_ROLES: dict[str, frozenset[Role]] = {
     "hospital": frozenset({Role.HOSPITAL_SYSTEM}),
     "doctor": frozenset({Role.DOCTOR}),
     "resident": frozenset({Role.RESIDENT}),
+    "bureau": frozenset({Role.HEALTH_BUREAU}),
 }
 
 
@@ -169,6 +179,8 @@ class Actor:
     roles: frozenset[Role] = field(default_factory=frozenset)
     shared_study_uid: str = ""
     """For a share viewer: the one study its link names (the policy's scope)."""
+    area: str = ""
+    """For a health bureau: ``<city>`` or ``<city>/<county>`` of the hospital registry."""
 
     def __post_init__(self) -> None:
         if not self.roles:

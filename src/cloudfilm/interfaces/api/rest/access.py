@@ -81,7 +81,9 @@ class AccountIn(BaseModel):
     display_name: str = Field(max_length=128)
     hospital_code: str | None = Field(None, max_length=64)
     department: str = Field("", max_length=128)
-    kind: Literal["doctor", "hospital_admin", "admin"] = "doctor"
+    kind: Literal["doctor", "hospital_admin", "admin", "bureau"] = "doctor"
+    area: str = Field("", max_length=130)
+    """A health bureau's area: ``<city>`` or ``<city>/<county>``."""
 
 
 class ResidentRef(BaseModel):
@@ -237,7 +239,7 @@ def create_account(request: Request, body: AccountIn, actor: CurrentActor) -> di
 def _create(request: Request, body: AccountIn, actor: CurrentActor) -> dict[str, Any]:
     new = NewAccount(kind=body.kind, username=body.username, password=body.password,
                      display_name=body.display_name, hospital_code=body.hospital_code,
-                     department=body.department)
+                     department=body.department, area=body.area)
     return _account(_services(request).accounts.create_account(new, by=actor))
 
 

@@ -48,6 +48,9 @@ class HospitalIn(BaseModel):
     national_id_source: Literal["none", "patient_id", "other_patient_ids", "tag"] = "none"
     national_id_issuer: str = ""
     national_id_tag: str = ""
+    public: bool = True
+    contact_phone: str = Field("", max_length=32)
+    alert_webhook: str = Field("", max_length=512)
 
 
 class HospitalPatch(BaseModel):
@@ -60,6 +63,9 @@ class HospitalPatch(BaseModel):
     national_id_source: Literal["none", "patient_id", "other_patient_ids", "tag"] | None = None
     national_id_issuer: str | None = None
     national_id_tag: str | None = None
+    public: bool | None = None
+    contact_phone: str | None = Field(None, max_length=32)
+    alert_webhook: str | None = Field(None, max_length=512)
 
 
 class AeTitleIn(BaseModel):

@@ -1,0 +1,545 @@
+"""Queries of the commission's dashboard (issue 17): what one day's rollup rows are,
+computed from the live tables, which days changed since a watermark, and the reads of the
+rollup tables.
+
+A *day* is a local date (the configured zone) given as ``[start, end)`` in UTC; every
+computation of a day filters on an indexed time column in that range, so a day costs the
+same whether the index holds one month or ten years.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Float,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.sql.elements import ColumnElement
+
+from cloudfilm.infrastructure.db.models import (
+    AccessGrant,
+    AuditEvent,
+    Hospital,
+    Instance,
+    InstanceVersion,
+    RecognitionCheck,
+    RecognitionItem,
+    RecognitionPrice,
+    Report,
+    Series,
+    StatsAlert,
+    StatsHospital,
+    StatsPairDay,
+    StatsReportDay,
+    StatsStudyDay,
+    StatsUseDay,
+    StatsWatermark,
+    Study,
+)
+from cloudfilm.infrastructure.db.session import as_utc, dialect_of
+
+DAY_TABLES = (StatsStudyDay, StatsReportDay, StatsUseDay, StatsPairDay)
+PROVINCE = 0
+"""``hospital_id`` of the province's totals in ``stats_study_day`` / ``stats_report_day``."""
+# Audit actions that read a study's images (one record per request; views are counted as
+# distinct reader and study per day).
+_NOT_VIEWS = ("search", "query", "find", "timeliness", "stats.read")
+
+
+def seconds_between(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
+    if dialect_of(conn) == "postgresql":
+        return func.extract("epoch", later - earlier)
+    # SQLite keeps UTC timestamps as text that julianday() reads.
+    return (func.julianday(later) - func.julianday(earlier)) * literal_column("86400.0")
+
+
+def local_day(conn: Connection, column: Any, zone: str, offset_minutes: int) -> Any:
+    """The local date of a UTC timestamp column as YYYY-MM-DD (SQLite: the zone's fixed
+    offset, which is exact for zones without daylight saving such as Asia/Shanghai)."""
+    if dialect_of(conn) == "postgresql":
+        return func.to_char(func.timezone(zone, column), "YYYY-MM-DD")
+    return func.date(column, f"{offset_minutes:+d} minutes")
+
+
+# --- one day, from the live tables --------------------------------------------------------
+
+
+def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
+              deadline_s: int, hospital_ids: Sequence[int] | None = None
+              ) -> list[dict[str, Any]]:
+    """Rows of ``stats_study_day`` for the studies of one day: exam time in ``[start,
+    end)``, or arrival in it when the sender gave no exam time."""
+    s = Study
+    base = func.coalesce(s.exam_at, s.received_at)
+    # Two indexed ranges (exam time; arrival of the undated), not a scan of coalesce().
+    in_day = or_(and_(s.exam_at >= as_utc(start), s.exam_at < as_utc(end)),
+                 and_(s.exam_at.is_(None), s.received_at >= as_utc(start),
+                      s.received_at < as_utc(end)))
+    if hospital_ids is not None:
+        in_day = and_(in_day, s.hospital_id.in_(list(hospital_ids)))
+    day_ids = select(s.id).where(in_day)
+    mod = (select(Series.study_fk.label("study_fk"), func.min(Series.modality).label("m"))
+           .where(Series.study_fk.in_(day_ids)).group_by(Series.study_fk).subquery("mod"))
+    rep = (select(Report.study_fk.label("study_fk"),
+                  func.min(Report.received_at).label("first"))
+           .where(Report.study_fk.in_(day_ids)).group_by(Report.study_fk).subquery("rep"))
+    delay = seconds_between(conn, s.received_at, s.exam_at)
+    dated = s.exam_at.is_not(None)
+    report_delay = seconds_between(conn, rep.c.first, base)
+    waited = seconds_between(conn, literal(as_utc(now)), base)
+
+    def without_report(hours: int) -> ColumnElement[Any]:
+        # No report within ``hours`` of the exam: came later, or has not come and the
+        # hours have passed (until then the study is not counted either way).
+        limit = hours * 3600
+        return func.sum(case((or_(and_(rep.c.first.is_(None), waited > limit),
+                                  report_delay > limit), 1), else_=0))
+
+    modality = func.coalesce(mod.c.m, "")
+    stmt = (select(s.hospital_id, modality.label("modality"), func.count().label("studies"),
+                   func.sum(s.num_instances), func.sum(s.size_bytes),
+                   func.sum(case((and_(dated, delay <= deadline_s), 1), else_=0)),
+                   func.sum(case((and_(dated, delay > deadline_s), 1), else_=0)),
+                   func.sum(case((dated, 0), else_=1)),
+                   func.sum(case((dated, sql_cast(delay, Float)), else_=0.0)),
+                   func.max(case((dated, sql_cast(delay, Float)), else_=0.0)),
+                   without_report(24), without_report(72))
+            .select_from(s).outerjoin(mod, mod.c.study_fk == s.id)
+            .outerjoin(rep, rep.c.study_fk == s.id)
+            .where(in_day).group_by(s.hospital_id, modality))
+    out = []
+    for r in conn.execute(stmt):
+        out.append({"hospital_id": int(r[0]), "modality": str(r[1])[:16],
+                    "studies": int(r[2]), "instances": int(r[3] or 0), "bytes": int(r[4] or 0),
+                    "on_time": int(r[5] or 0), "late": int(r[6] or 0), "undated": int(r[7] or 0),
+                    "delay_sum_s": float(r[8] or 0.0), "delay_max_s": float(r[9] or 0.0),
+                    "no_report_24h": int(r[10] or 0), "no_report_72h": int(r[11] or 0)})
+    return out
+
+
+def report_day(conn: Connection, start: datetime, end: datetime, deadline_s: int,
+               hospital_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    r = Report
+    # listed_at is the exam time, else the arrival time (indexed).
+    where = and_(r.listed_at >= as_utc(start), r.listed_at < as_utc(end))
+    if hospital_ids is not None:
+        where = and_(where, r.hospital_id.in_(list(hospital_ids)))
+    delay = seconds_between(conn, r.received_at, r.exam_at)
+    dated = r.exam_at.is_not(None)
+    stmt = (select(r.hospital_id, func.count(),
+                   func.sum(case((and_(dated, delay <= deadline_s), 1), else_=0)),
+                   func.sum(case((and_(dated, delay > deadline_s), 1), else_=0)),
+                   func.sum(case((r.link_state == "held", 1), else_=0)))
+            .where(where).group_by(r.hospital_id))
+    return [{"hospital_id": int(h), "reports": int(n), "on_time": int(a or 0),
+             "late": int(b or 0), "without_images": int(c or 0)}
+            for h, n, a, b, c in conn.execute(stmt)]
+
+
+def _views(conn: Connection, start: datetime, end: datetime) -> list[Any]:
+    """Distinct (reader, study) of one day's allowed image reads, with the study's
+    hospital and resident and the reason the policy gave (own-hospital, grant, ...)."""
+    a = AuditEvent
+    base = and_(a.at >= as_utc(start), a.at < as_utc(end), a.outcome == "allowed",
+                a.resource_uid != "", a.action.not_in(_NOT_VIEWS))
+    cols = (a.actor_kind, a.actor_subject, a.actor_hospital_id, a.reason, a.resident_id,
+            a.action)
+    by_study = (select(*cols, Study.id.label("study_id"), Study.hospital_id.label("owner"))
+                .join(Study, Study.study_instance_uid == a.resource_uid)
+                .where(base, a.resource_type == "study"))
+    by_series = (select(*cols, Study.id, Study.hospital_id)
+                 .join(Series, Series.series_instance_uid == a.resource_uid)
+                 .join(Study, Study.id == Series.study_fk)
+                 .where(base, a.resource_type == "series"))
+    by_instance = (select(*cols, Study.id, Study.hospital_id)
+                   .join(Instance, Instance.sop_instance_uid == a.resource_uid)
+                   .join(Study, Study.id == Instance.study_fk)
+                   .where(base, a.resource_type == "instance"))
+    return list(conn.execute(union_all(by_study, by_series, by_instance)))
+
+
+def use_day(conn: Connection, start: datetime, end: datetime, now: datetime
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of ``stats_use_day`` and ``stats_pair_day`` for one day: sign-ins, views,
+    downloads (audit trail), grants (consent tables), mutual recognition (its checks),
+    re-encoding (instance versions)."""
+    counts: Counter[tuple[int, str]] = Counter()
+    a = AuditEvent
+    signins = (select(a.actor_kind, func.count())
+               .where(a.at >= as_utc(start), a.at < as_utc(end), a.action == "sign_in",
+                      a.outcome == "success").group_by(a.actor_kind))
+    for kind, n in conn.execute(signins):
+        counts[(0, "resident_sign_in" if kind == "resident" else "staff_sign_in")] += int(n)
+    seen: set[tuple[str, int, str]] = set()
+    cross: list[tuple[str, int, int, int | None]] = []
+    for row in _views(conn, start, end):
+        what = "download" if row.action == "download" else "view"
+        key = (row.actor_subject, int(row.study_id), what)
+        if key in seen:
+            continue
+        seen.add(key)
+        owner = int(row.owner)
+        if what == "download":
+            counts[(owner, "download")] += 1
+        elif row.actor_kind == "resident":
+            counts[(owner, "resident_view")] += 1
+        else:
+            viewer = int(row.actor_hospital_id or 0)
+            counts[(viewer, "doctor_view")] += 1
+            if row.reason == "grant" and viewer != owner:
+                cross.append((row.actor_subject, viewer, owner, row.resident_id))
+    pairs: Counter[tuple[int, int, str]] = Counter()
+    for subject, viewer, owner, resident in cross:
+        pairs[(viewer, owner, _grant_mode(conn, subject, resident, end))] += 1
+    for (viewer, _owner, mode), n in pairs.items():
+        counts[(viewer, f"cross_view:{mode}")] += n
+    g = AccessGrant
+    grants = (select(g.hospital_id, g.mode, g.status, g.expires_at, g.review_status)
+              .where(g.requested_at >= as_utc(start), g.requested_at < as_utc(end)))
+    for hospital, mode, status, expires, review in conn.execute(grants):
+        if status == "active" and expires is not None and as_utc(expires) <= as_utc(now):
+            status = "expired"
+        h = int(hospital)
+        counts[(h, "grant_requested")] += 1
+        counts[(h, f"grant_{status}")] += 1
+        counts[(h, f"grant_mode:{mode}")] += 1
+        if mode == "break_glass":
+            counts[(h, f"break_glass:{review or 'none'}")] += 1
+    counts.update(_recognition(conn, start, end))
+    v = InstanceVersion
+    recoded = (select(v.hospital_id, func.sum(v.size_bytes), func.sum(Instance.size_bytes))
+               .join(Instance, Instance.sop_instance_uid == v.sop_instance_uid)
+               .where(v.reason == "transcoded", v.superseded_at >= as_utc(start),
+                      v.superseded_at < as_utc(end)).group_by(v.hospital_id))
+    for hospital, before, after in conn.execute(recoded):
+        counts[(int(hospital), "recoded_bytes_before")] += int(before or 0)
+        counts[(int(hospital), "recoded_bytes_after")] += int(after or 0)
+    use = [{"hospital_id": h, "metric": m[:48], "count": float(n)}
+           for (h, m), n in sorted(counts.items()) if n]
+    pair_rows = [{"viewer_hospital_id": v_, "owner_hospital_id": o, "mode": m[:16], "views": n}
+                 for (v_, o, m), n in sorted(pairs.items())]
+    return use, pair_rows
+
+
+def _grant_mode(conn: Connection, subject: str, resident: int | None, before: datetime) -> str:
+    """The mode of the doctor's latest grant for the resident requested before the end of
+    the day (the audit record says "grant", not which one)."""
+    if resident is None or not subject.startswith("account:") or \
+            not subject[8:].isdigit():
+        return "unknown"
+    g = AccessGrant
+    mode = conn.execute(select(g.mode).where(
+        g.doctor_account_id == int(subject[8:]), g.resident_id == resident,
+        g.requested_at < as_utc(before)).order_by(g.requested_at.desc()).limit(1)).scalar()
+    return str(mode) if mode else "unknown"
+
+
+def _recognition(conn: Connection, start: datetime, end: datetime) -> Counter[tuple[int, str]]:
+    """Checks, prompts, decisions, repeats by reason, cost and dose avoided (accepted and
+    not performed anyway; price of the ordering hospital's level)."""
+    c = RecognitionCheck
+    out: Counter[tuple[int, str]] = Counter()
+    prices = {(p.item_code, p.level): float(p.price_yuan)
+              for p in conn.execute(select(RecognitionPrice.item_code, RecognitionPrice.level,
+                                           RecognitionPrice.price_yuan))}
+    doses = {code: float(d or 0.0) for code, d in conn.execute(
+        select(RecognitionItem.code, RecognitionItem.typical_dose_msv))}
+    rows = conn.execute(
+        select(c.hospital_id, c.item_code, c.hospital_level, c.decision, c.reason,
+               func.count(), func.sum(case((c.priors > 0, 1), else_=0)),
+               func.sum(case((c.performed_at.is_not(None), 1), else_=0)))
+        # ``month`` (local) is indexed; the local month is the UTC month of the day's
+        # first or last instant, whichever side of UTC the zone is.
+        .where(c.month.in_(sorted({as_utc(start).strftime("%Y-%m"),
+                                   (as_utc(end) - timedelta(seconds=1)).strftime("%Y-%m")})),
+               c.at >= as_utc(start), c.at < as_utc(end))
+        .group_by(c.hospital_id, c.item_code, c.hospital_level, c.decision, c.reason))
+    for hospital, item, level, decision, reason, n, prompted, performed in rows:
+        h, n = int(hospital), int(n)
+        out[(h, "recog_checks")] += n
+        out[(h, "recog_prompts")] += int(prompted or 0)
+        if decision == "accepted":
+            out[(h, "recog_accepted")] += n
+            kept = n - int(performed or 0)
+            out[(h, "recog_cost_yuan")] += kept * prices.get((item, level), 0.0)  # type: ignore[assignment]
+            out[(h, "recog_dose_msv")] += kept * doses.get(item, 0.0)  # type: ignore[assignment]
+        elif decision == "repeat":
+            out[(h, f"recog_repeat:{reason or 'other'}")] += n
+    return out
+
+
+# --- which days changed --------------------------------------------------------------------
+
+
+def changed_days(conn: Connection, source: str, since: str, zone: str,
+                 offset_minutes: int, ceiling: datetime) -> tuple[set[str], str]:
+    """The local days whose rows ``source`` changed after position ``since`` ("" from
+    the start), and the new position.
+
+    A time position never passes ``ceiling`` (the run's start less a margin): a
+    transaction still open during this run may commit a row stamped a little earlier,
+    and the next run must still see it. Re-reading a day is harmless (a day is replaced
+    as a whole); missing one is not."""
+    def days(column: Any, where: Any, position: Any) -> tuple[set[str], str]:
+        day = local_day(conn, column, zone, offset_minutes)
+        found = {str(d) for (d,) in conn.execute(select(day).where(where).distinct())}
+        top = conn.execute(select(position).where(where)).scalar()
+        if isinstance(top, str) and not top.isdigit():  # SQLite may return max() as text
+            top = datetime.fromisoformat(top)
+        if isinstance(top, datetime):
+            top = min(as_utc(top), as_utc(ceiling))
+        return found, _position(top, since)
+
+    after = _time(since)
+    if source == "study":
+        return days(func.coalesce(Study.exam_at, Study.received_at),
+                    Study.updated_at > after, func.max(Study.updated_at))
+    if source == "report":
+        changed = or_(Report.updated_at > after, Report.linked_at > after)
+        return days(func.coalesce(Report.exam_at, Report.received_at), changed,
+                    func.max(func.coalesce(Report.linked_at, Report.updated_at)))
+    if source == "audit":
+        seq = int(since or 0)
+        return days(AuditEvent.at, AuditEvent.seq > seq, func.max(AuditEvent.seq))
+    if source == "grant":
+        g = AccessGrant
+        changed = or_(g.requested_at > after, g.decided_at > after, g.revoked_at > after,
+                      g.reviewed_at > after)
+        latest = func.max(func.coalesce(g.reviewed_at, g.revoked_at, g.decided_at,
+                                        g.requested_at))
+        return days(g.requested_at, changed, latest)
+    if source == "recognition":
+        c = RecognitionCheck
+        changed = or_(c.at > after, c.decided_at > after, c.performed_at > after)
+        return days(c.at, changed, func.max(func.coalesce(c.performed_at, c.decided_at, c.at)))
+    if source == "recoded":
+        vid = int(since or 0)
+        return days(InstanceVersion.superseded_at, InstanceVersion.id > vid,
+                    func.max(InstanceVersion.id))
+    raise ValueError(source)
+
+
+SOURCES = ("study", "report", "audit", "grant", "recognition", "recoded")
+_EPOCH = "1970-01-01T00:00:00+00:00"
+
+
+def _time(position: str) -> datetime:
+    return as_utc(datetime.fromisoformat(position or _EPOCH))
+
+
+def _position(top: Any, since: str) -> str:
+    """The furthest of ``top`` (what was read) and ``since``: a watermark never goes back."""
+    if top is None:
+        return since
+    if isinstance(top, datetime):
+        return max(as_utc(top), _time(since)).isoformat()
+    return str(max(int(top), int(since or 0)))
+
+
+def watermarks(conn: Connection) -> dict[str, str]:
+    return {s: p for s, p in conn.execute(select(StatsWatermark.source,
+                                                 StatsWatermark.position))}
+
+
+def set_watermarks(conn: Connection, positions: dict[str, str], now: datetime) -> None:
+    conn.execute(delete(StatsWatermark).where(StatsWatermark.source.in_(list(positions))))
+    conn.execute(insert(StatsWatermark), [
+        {"source": s, "position": p, "updated_at": now} for s, p in positions.items()])
+
+
+def replace_day(conn: Connection, day: str, studies: list[dict[str, Any]],
+                reports: list[dict[str, Any]], use: list[dict[str, Any]],
+                pairs: list[dict[str, Any]]) -> None:
+    """Replace every rollup row of ``day`` (one transaction: readers see the old or the
+    new day, never half)."""
+    for table, rows in ((StatsStudyDay, studies + _province(studies, ("modality",))),
+                        (StatsReportDay, reports + _province(reports, ())),
+                        (StatsUseDay, use), (StatsPairDay, pairs)):
+        conn.execute(delete(table).where(table.day == day))
+        if rows:
+            conn.execute(insert(table), [{"day": day, **r} for r in rows])
+
+
+def _province(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The province's totals of a day (``hospital_id`` 0): what province-wide series read,
+    365 rows a year instead of one per hospital and day."""
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        key = tuple(r[k] for k in keys)
+        entry = acc.get(key)
+        if entry is None:
+            acc[key] = {**r, "hospital_id": PROVINCE}
+            continue
+        for name, value in r.items():
+            if name in keys or name == "hospital_id":
+                continue
+            entry[name] = max(entry[name], value) if name == "delay_max_s" else \
+                entry[name] + value
+    return list(acc.values())
+
+
+def update_hospital_times(conn: Connection, since: str) -> None:
+    """First and last arrival per hospital, from studies changed after ``since``."""
+    s = Study
+    found = conn.execute(select(s.hospital_id, func.min(s.received_at), func.max(s.received_at))
+                         .where(s.updated_at > _time(since)).group_by(s.hospital_id)).all()
+    if not found:
+        return
+    known = {h: (a, b) for h, a, b in conn.execute(
+        select(StatsHospital.hospital_id, StatsHospital.first_received_at,
+               StatsHospital.last_received_at)
+        .where(StatsHospital.hospital_id.in_([int(r[0]) for r in found])))}
+    rows = []
+    for hospital, first, last in found:
+        first, last = as_utc(_dt(first)), as_utc(_dt(last))
+        if hospital in known:
+            old_first, old_last = (as_utc(_dt(v)) for v in known[hospital])
+            first, last = min(first, old_first), max(last, old_last)
+        rows.append({"hospital_id": int(hospital), "first_received_at": first,
+                     "last_received_at": last})
+    conn.execute(delete(StatsHospital).where(
+        StatsHospital.hospital_id.in_([r["hospital_id"] for r in rows])))
+    conn.execute(insert(StatsHospital), rows)
+
+
+def _dt(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+# --- reads of the rollup -------------------------------------------------------------------
+
+
+def hospitals(conn: Connection) -> list[Any]:
+    h = Hospital
+    return list(conn.execute(
+        select(h.id, h.code, h.name, h.level, h.city, h.county, h.public, h.active,
+               h.created_at, h.contact_phone, h.alert_webhook,
+               StatsHospital.first_received_at, StatsHospital.last_received_at)
+        .outerjoin(StatsHospital, StatsHospital.hospital_id == h.id).order_by(h.code)))
+
+
+def _scoped(column: Any, hospital_ids: Sequence[int] | None) -> Any:
+    return literal(True) if hospital_ids is None else column.in_(list(hospital_ids))
+
+
+def _day_scope(column: Any, hospital_ids: Sequence[int] | None, by: Sequence[str]) -> Any:
+    """The province's own rows when the whole province is summed over hospitals, else
+    the hospitals' rows (never both)."""
+    if hospital_ids is None and "hospital_id" not in by:
+        return column == PROVINCE
+    return and_(column != PROVINCE, _scoped(column, hospital_ids))
+
+
+def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
+               by: Iterable[str]) -> list[Any]:
+    """Sums of ``stats_study_day`` over ``[first, last]`` grouped by ``by`` columns."""
+    t = StatsStudyDay
+    by = tuple(by)
+    keys = [getattr(t, k) for k in by]
+    sums = [func.sum(getattr(t, c)).label(c) for c in (
+        "studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
+        "no_report_24h", "no_report_72h")]
+    stmt = (select(*keys, *sums, func.max(t.delay_max_s).label("delay_max_s"))
+            .where(t.day >= first, t.day <= last, _day_scope(t.hospital_id, hospital_ids, by))
+            .group_by(*keys).order_by(*keys))
+    return list(conn.execute(stmt))
+
+
+def report_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
+                by: Iterable[str]) -> list[Any]:
+    t = StatsReportDay
+    by = tuple(by)
+    keys = [getattr(t, k) for k in by]
+    stmt = (select(*keys, *[func.sum(getattr(t, c)).label(c) for c in (
+        "reports", "on_time", "late", "without_images")])
+        .where(t.day >= first, t.day <= last, _day_scope(t.hospital_id, hospital_ids, by))
+        .group_by(*keys).order_by(*keys))
+    return list(conn.execute(stmt))
+
+
+def use_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
+             by: Iterable[str]) -> list[Any]:
+    t = StatsUseDay
+    keys = [getattr(t, k) for k in by]
+    scope = _scoped(t.hospital_id, hospital_ids)
+    if hospital_ids is not None:
+        scope = or_(scope, t.hospital_id == 0)  # province-wide counters (sign-ins)
+    stmt = (select(*keys, t.metric, func.sum(t.count).label("count"))
+            .where(t.day >= first, t.day <= last, scope)
+            .group_by(*keys, t.metric).order_by(*keys, t.metric))
+    return list(conn.execute(stmt))
+
+
+def pair_days(conn: Connection, first: str, last: str,
+              hospital_ids: Sequence[int] | None) -> list[Any]:
+    t = StatsPairDay
+    scope = literal(True) if hospital_ids is None else or_(
+        t.viewer_hospital_id.in_(list(hospital_ids)), t.owner_hospital_id.in_(list(hospital_ids)))
+    return list(conn.execute(
+        select(t.viewer_hospital_id, t.owner_hospital_id, t.mode,
+               func.sum(t.views).label("views"))
+        .where(t.day >= first, t.day <= last, scope)
+        .group_by(t.viewer_hospital_id, t.owner_hospital_id, t.mode)
+        .order_by(func.sum(t.views).desc())))
+
+
+def late_studies(conn: Connection, start: datetime, end: datetime, deadline_s: int,
+                 hospital_ids: Sequence[int] | None, limit: int) -> list[Any]:
+    """The worst-delayed studies examined in ``[start, end)``: UIDs and accession numbers
+    only (no names), for the hospital to chase."""
+    s = Study
+    delay = seconds_between(conn, s.received_at, s.exam_at)
+    return list(conn.execute(
+        select(s.study_instance_uid, s.accession_number, s.hospital_id, s.exam_at,
+               s.received_at, sql_cast(delay, Float).label("delay_s"))
+        .where(s.exam_at >= as_utc(start), s.exam_at < as_utc(end), delay > deadline_s,
+               _scoped(s.hospital_id, hospital_ids))
+        .order_by(delay.desc()).limit(limit)))
+
+
+def alerts(conn: Connection, since: datetime, hospital_ids: Sequence[int] | None) -> list[Any]:
+    t = StatsAlert
+    return list(conn.execute(
+        select(t.id, t.hospital_id, t.kind, t.day, t.value, t.opened_at, t.notified)
+        .where(t.opened_at >= as_utc(since), _scoped(t.hospital_id, hospital_ids))
+        .order_by(t.opened_at.desc(), t.id.desc())))
+
+
+def add_alert(conn: Connection, hospital_id: int, kind: str, day: str, value: float,
+              now: datetime) -> int | None:
+    """Open an alert unless that hospital already has it for that day; its id if new."""
+    t = StatsAlert
+    found = conn.execute(select(t.id).where(t.hospital_id == hospital_id, t.kind == kind,
+                                            t.day == day)).scalar()
+    if found is not None:
+        return None
+    result = conn.execute(insert(t).values(hospital_id=hospital_id, kind=kind, day=day,
+                                           value=value, opened_at=now, notified=""))
+    key = result.inserted_primary_key
+    return int(key[0]) if key else None
+
+
+def mark_notified(conn: Connection, alert_id: int, how: str) -> None:
+    from sqlalchemy import update
+
+    conn.execute(update(StatsAlert).where(StatsAlert.id == alert_id).values(notified=how[:64]))
+
+
+def last_day_rolled(conn: Connection) -> str | None:
+    value = conn.execute(select(func.max(StatsStudyDay.day))).scalar()
+    return str(value) if value else None

@@ -1,0 +1,140 @@
+"""The rollup against a direct count, reruns, late uploads, on both databases."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.integration.stats import support
+
+from cloudfilm.services.container import Services
+
+NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+ZONE = ZoneInfo("Asia/Shanghai")
+EPOCH = datetime(2026, 11, 10, tzinfo=UTC)
+
+_study = st.tuples(
+    st.integers(0, 2),                      # hospital
+    st.integers(0, 6 * 24 * 60),            # exam, minutes after EPOCH
+    st.integers(0, 3 * 24 * 60),            # upload delay, minutes
+    st.sampled_from(["CT", "MR", "DX"]),
+    st.one_of(st.none(), st.integers(0, 4 * 24 * 60)),  # report delay, minutes
+    st.booleans(),                          # the sender gave no exam time
+    st.integers(1, 300),                    # instances
+)
+
+
+def _day(at: datetime) -> str:
+    return at.astimezone(ZONE).date().isoformat()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(studies=st.lists(_study, max_size=25))
+def test_rollup_equals_a_direct_count(services: Services,
+                                      studies: list[tuple[int, int, int, str, int | None, bool,
+                                                          int]]) -> None:
+    db = services.health._db
+    assert services.stats is not None
+    support.clear(db)
+    ids = [support.hospital(db, f"H{i}") for i in range(3)]
+    expected: Counter[tuple[str, int, str, str]] = Counter()
+    for h, exam_min, delay_min, modality, report_min, undated, n in studies:
+        exam = EPOCH + timedelta(minutes=exam_min)
+        received = exam + timedelta(minutes=delay_min)
+        report = exam + timedelta(minutes=report_min) if report_min is not None else None
+        support.study(db, ids[h], exam_at=None if undated else exam, received_at=received,
+                      modality=modality, instances=n, size=n * 1000, report_at=report)
+        key = (_day(received if undated else exam), ids[h], modality)
+        expected[(*key, "studies")] += 1
+        expected[(*key, "instances")] += n
+        expected[(*key, "bytes")] += n * 1000
+        if undated:
+            expected[(*key, "undated")] += 1
+        elif delay_min * 60 <= 12 * 3600:
+            expected[(*key, "on_time")] += 1
+        else:
+            expected[(*key, "late")] += 1
+        base = received if undated else exam
+        for hours in (24, 72):
+            came = report is not None and (report - base) <= timedelta(hours=hours)
+            if not came and (report is not None or NOW - base > timedelta(hours=hours)):
+                expected[(*key, f"no_report_{hours}h")] += 1
+    services.stats.rollup.run(now=NOW)
+    got: Counter[tuple[str, int, str, str]] = Counter()
+    province: Counter[tuple[str, int, str, str]] = Counter()
+    for row in support.snapshot(db)["stats_study_day"]:
+        day, hospital, modality, *values = row
+        names = ("studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
+                 "delay_max_s", "no_report_24h", "no_report_72h")
+        for name, value in zip(names, values, strict=True):
+            if name.startswith("delay") or not value:
+                continue
+            if hospital == 0:  # the province's totals of the day
+                province[(day, 0, modality, name)] += int(value)
+            else:
+                got[(day, hospital, modality, name)] += int(value)
+    assert got == expected
+    totals: Counter[tuple[str, int, str, str]] = Counter()
+    for (day, _h, modality, name), value in expected.items():
+        totals[(day, 0, modality, name)] += value
+    assert province == totals
+
+
+def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Services) -> None:
+    db = services.health._db
+    assert services.stats is not None
+    rollup = services.stats.rollup
+    h = support.hospital(db, "H1")
+    exam = datetime(2026, 11, 5, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, 15 days ago
+    support.study(db, h, exam_at=exam, received_at=exam + timedelta(hours=1))
+    first = rollup.run(now=NOW)
+    assert "2026-11-05" in first.days
+    before = support.snapshot(db)
+    again = rollup.run(now=NOW)
+    assert "2026-11-05" not in again.days  # nothing new: only the settling days re-rolled
+    assert support.snapshot(db) == before
+    # A study of that day uploaded two weeks late: the day is recomputed, late by one.
+    late = NOW - timedelta(hours=1)
+    support.study(db, h, exam_at=exam + timedelta(hours=2), received_at=late, updated_at=late)
+    third = rollup.run(now=NOW)
+    assert "2026-11-05" in third.days
+    rows = [r for r in support.snapshot(db)["stats_study_day"]
+            if r[0] == "2026-11-05" and r[1] != 0]
+    assert [(r[3], r[6], r[7]) for r in rows] == [(2, 1, 1)]  # studies, on time, late
+    # The watermark did not move backwards: a fourth run re-rolls only the settling days.
+    assert "2026-11-05" not in rollup.run(now=NOW).days
+
+
+def test_full_rerun_equals_incremental(services: Services) -> None:
+    db = services.health._db
+    assert services.stats is not None
+    h = support.hospital(db, "H1")
+    for i in range(6):
+        exam = datetime(2026, 11, 1 + i * 3, 1, 0, tzinfo=UTC)
+        support.study(db, h, exam_at=exam, received_at=exam + timedelta(hours=6 * i),
+                      report_at=exam + timedelta(hours=30))
+        services.stats.rollup.run(now=exam + timedelta(days=1, hours=6 * i))
+    services.stats.rollup.run(now=NOW)
+    incremental = support.snapshot(db)
+    services.stats.rollup.run(now=NOW, full=True)
+    assert support.snapshot(db) == incremental
+
+
+@pytest.mark.parametrize("hours,late", [(11, 0), (13, 1)])
+def test_today_comes_from_the_live_tables(services: Services, hours: int, late: int) -> None:
+    from cloudfilm.services.access.actor import LOCAL_OPERATOR
+
+    db = services.health._db
+    assert services.stats is not None
+    exam = NOW - timedelta(hours=8)  # 04:00 today in Shanghai
+    services.stats._clock = lambda: exam + timedelta(hours=hours, minutes=1)  # type: ignore[method-assign]
+    h = support.hospital(db, "H1")
+    support.study(db, h, exam_at=exam, received_at=exam + timedelta(hours=hours))
+    head = dict(services.stats.table(LOCAL_OPERATOR, "headline").rows)
+    assert head["studies_today"] == 1
+    assert head["late_studies_today"] == late

@@ -1,0 +1,105 @@
+"""The commission's dashboard in Debian's headless Chromium (Playwright) at 1440x900: the
+charts are drawn (ECharts instances with canvases), no console errors, axe-core clean, and
+the late-study list links studies only for roles that may open them. Screenshots go to
+tests/artifacts/dashboard/ (git-ignored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page
+from tests.integration.stats.support import World, build_world
+from tests.interop.test_dicomweb_client import server_url  # noqa: F401
+from tests.interop.test_report_page_chromium import browser  # noqa: F401
+
+from cloudfilm.interfaces.web.assets import Assets
+from cloudfilm.services.container import Services
+
+pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
+DESK = {"viewport": {"width": 1440, "height": 900}}
+CHARTS = 5
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    return build_world(services)
+
+
+@pytest.fixture
+def base(world: World, server_url: str) -> str:  # noqa: F811
+    if not Assets().built:
+        pytest.fail("the web assets are not built: run `make install`")
+    return server_url.rsplit("/", 1)[0]
+
+
+def _desk(chromium: Browser, base: str, token: str, locale: str = "zh-CN"
+          ) -> tuple[Any, Page, list[str]]:
+    context = chromium.new_context(locale=locale, **DESK)
+    context.add_cookies([{"name": "cloudfilm_session", "value": token,
+                          "url": base}])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return context, page, errors
+
+
+def _check(page: Page, base: str, name: str) -> None:
+    page.wait_for_function(f"() => document.body.dataset.charts === '{CHARTS}'")
+    assert page.locator("[_echarts_instance_]").count() == CHARTS
+    assert page.locator("[_echarts_instance_] canvas").count() >= CHARTS
+    # A drawn chart has pixels that are not the background.
+    drawn = page.evaluate("""() => [...document.querySelectorAll('[data-chart] canvas')]
+        .map(c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+                    return n; })""")
+    assert all(n > 500 for n in drawn), drawn
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.add_script_tag(url=f"{base}{Assets().script('axe')}", type="module")
+    page.wait_for_function("() => window.axe !== undefined")
+    violations: list[dict[str, Any]] = page.evaluate(
+        """async () => (await window.axe.run(document, {resultTypes: ['violations']}))
+           .violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))""")
+    assert [v for v in violations if v["impact"] in ("serious", "critical")] == [], name
+
+
+def test_dashboard_draws_its_charts_and_links_only_what_a_role_may_open(
+        browser: Browser, base: str, world: World) -> None:  # noqa: F811
+    links = "a[href^='/workstation/studies/']"
+    context, page, errors = _desk(browser, base, world.tokens["commission"])
+    try:
+        page.goto(f"{base}/dashboard")
+        page.get_by_role("heading", name="影像云监管大屏").wait_for()
+        _check(page, base, "01-province-zh")
+        assert page.get_by_text("QZ1 医院").count() >= 1  # the silent hospital
+        assert page.locator(links).count() > 0  # the commission may open any study
+        page.goto(f"{base}/dashboard?days=90&lang=en")
+        page.get_by_role("heading", name="Imaging cloud dashboard").wait_for()
+        _check(page, base, "02-province-en-90d")
+        assert errors == []
+    finally:
+        context.close()
+    context, page, errors = _desk(browser, base, world.tokens["hz-bureau"])
+    try:
+        page.goto(f"{base}/dashboard")
+        _check(page, base, "03-bureau-hangzhou")
+        assert page.locator(links).count() == 0  # a bureau sees no patient data
+        assert page.get_by_text("NB1 医院").count() == 0  # outside its area
+        assert errors == []
+    finally:
+        context.close()
+    context, page, errors = _desk(browser, base, world.tokens["hz1-admin"])
+    try:
+        page.goto(f"{base}/dashboard")
+        _check(page, base, "04-hospital-admin")
+        hrefs = page.locator(links).evaluate_all("els => els.map(e => e.getAttribute('href'))")
+        assert hrefs and all(h.rsplit("/", 1)[1] != world.other_late_uid for h in hrefs)
+        assert errors == []
+    finally:
+        context.close()
