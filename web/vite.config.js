@@ -18,6 +18,7 @@ export default defineConfig({
         portal: "src/portal.js",
         viewer: "src/viewer.js",
         axe: "src/axe.js",
+        admin: "src/admin.js",
       },
     },
   },

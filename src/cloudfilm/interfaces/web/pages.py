@@ -61,9 +61,9 @@ _PHONE_UA = re.compile(r"Mobi|Android|iPhone|iPad|MicroMessenger|HarmonyOS", re.
 
 def _routers() -> list[Callable[[Web], APIRouter]]:
     """Every page group's router builder (imported here: the groups import this module)."""
-    from cloudfilm.interfaces.web import portal
+    from cloudfilm.interfaces.web import admin, portal
 
-    return [portal.build_router]
+    return [portal.build_router, admin.build_router]
 
 
 def _is_data(path: str) -> bool:

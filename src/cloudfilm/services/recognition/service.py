@@ -69,6 +69,7 @@ REPEAT_REASONS = ("emergency", "condition_changed", "prior_quality_insufficient"
 DECISIONS = ("accepted", "repeat")
 LEVELS = catalogue.LEVELS
 RULES_TTL = 2.0  # seconds
+_REPORT_STATUS = {2: "final", 1: "preliminary", 0: "cancelled"}
 
 
 # --- who may -------------------------------------------------------------------------------
@@ -190,6 +191,14 @@ class _Rules:
     by_kind: dict[tuple[str, str, str], str]  # (modality, region, procedure) -> item
 
 
+@dataclass(frozen=True, slots=True)
+class _Hospital:
+    id: int
+    code: str
+    name: str
+    level: str
+
+
 def _item_view(row: Any) -> ItemView:
     return ItemView(row.code, row.name_zh, row.name_en, row.modality, row.body_region,
                     row.procedure, row.window_days, orjson.loads(row.accept_levels),
@@ -221,6 +230,7 @@ class RecognitionService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._cache: _Rules | None = None
+        self._hospitals: dict[tuple[int | None, str | None], tuple[_Hospital, float]] = {}
         self._cached_at = 0.0
 
     # -- rules --------------------------------------------------------------------------
@@ -401,7 +411,10 @@ class RecognitionService:
                 repo.remove(session, row)
                 self._change(session, actor.subject, "term", key, "delete", before, {})
                 return
-            mapped = value.strip() if field_name == "technique" else normalise_text(value)
+            # An item code keeps its hyphens (normalise_text makes them spaces).
+            mapped = (value.strip() if field_name == "technique"
+                      else value.strip().upper() if field_name == "procedure_code"
+                      else normalise_text(value))
             now = self._clock()
             if row is None:
                 row = repo.add(session, "term", {"field": field_name, "pattern": norm,
@@ -465,6 +478,54 @@ class RecognitionService:
                      "entity": c.entity, "key": c.key, "action": c.action,
                      "before": orjson.loads(c.before_json), "after": orjson.loads(c.after_json)}
                     for c in repo.changes(session, entity=entity, limit=limit)]
+
+    def regions(self) -> list[str]:
+        """Body regions the rules know (terms and items): the choices of "map to"."""
+        with guarded(self._db.write()) as session:
+            rules = self._rules(session)
+            found = {i.body_region for i in rules.items.values()}
+            found |= {t.value for t in repo.rows(session, "term")
+                      if t.field in ("body_part", "description")}
+            return sorted(v for v in found if v)
+
+    def map_unmapped(self, actor: Actor, field_name: str, value: str, target: str) -> None:
+        """Map one listed value to what an administrator chose (never a guess):
+
+        - ``body_part`` / ``description``: to a body region (a description is matched by
+          *contains*, so the longer text wins over the shorter patterns inside it and an
+          ambiguous text like 胸腹部 gets one answer);
+        - ``modality``: to a catalogue modality; ``procedure_code`` (``scheme:code`` of
+          ProcedureCodeSequence): to an item;
+        - ``order_code`` (``HOSPITAL:code``, a hospital's own order code): to an item through
+          that hospital's code map.
+
+        Raises InvalidInputError (an unknown field or target), NotAuthorizedError,
+        NotFoundError (an unknown hospital).
+        """
+        require_rules_admin(actor)
+        target = target.strip()
+        if not target:
+            raise InvalidInputError("target: choose what the value means")
+        if field_name == "order_code":
+            hospital_code, sep, code = value.partition(":")
+            if not sep or not code:
+                raise InvalidInputError("value: HOSPITAL:code")
+            self.put_code_map(actor, hospital_code, code, target)
+        elif field_name == "procedure_code":
+            if target.upper() not in {i.code for i in self.items()}:
+                raise InvalidInputError(f"target: {target!r} is not a catalogue item")
+            self.put_term(actor, "procedure_code", value, target.upper(), "exact")
+        elif field_name in ("body_part", "description"):
+            if normalise_text(target) not in self.regions():
+                raise InvalidInputError(f"target: {target!r} is not a known body region")
+            self.put_term(actor, field_name, value, target,
+                          "exact" if field_name == "body_part" else "contains")
+        elif field_name == "modality":
+            if normalise_text(target) not in {i.modality for i in self.items()}:
+                raise InvalidInputError(f"target: {target!r} is not a catalogue modality")
+            self.put_term(actor, "modality", value, target, "exact")
+        else:
+            raise InvalidInputError(f"field: {field_name!r} cannot be mapped")
 
     def unmapped(self, *, field_name: str | None = None, limit: int = 200
                  ) -> list[dict[str, Any]]:
@@ -570,10 +631,7 @@ class RecognitionService:
         result: CheckResult | None = None
         with guarded(self._db.write()) as session:
             rules = self._rules(session)
-            hospital = repo.hospital(session, hospital_id=party.hospital_id,
-                                     code=party.hospital_code)
-            if hospital is None:
-                raise NotFoundError(f"unknown hospital {party.hospital_code!r}")
+            hospital = self._hospital(session, party)
             resident_id, own_fk = self._patient(session, hospital.id, request, nid_hash)
             item, item_problem = self._item(session, rules, hospital.id, hospital.code,
                                              request)
@@ -596,6 +654,23 @@ class RecognitionService:
             raise refused
         assert result is not None
         return result
+
+    def _hospital(self, session: Session, party: Party) -> _Hospital:
+        """The ordering hospital, cached for RULES_TTL seconds like the rules (a level
+        change is seen within that): one round trip fewer per check."""
+        key = (party.hospital_id, party.hospital_code if party.hospital_id is None else None)
+        now = time.monotonic()
+        cached = self._hospitals.get(key)
+        if cached is not None and now - cached[1] < RULES_TTL:
+            return cached[0]
+        row = repo.hospital(session, hospital_id=party.hospital_id, code=party.hospital_code)
+        if row is None:
+            raise NotFoundError(f"unknown hospital {party.hospital_code!r}")
+        found = _Hospital(int(row.id), row.code, row.name, row.level or "")
+        if len(self._hospitals) > 10_000:
+            self._hospitals.clear()
+        self._hospitals[key] = (found, now)
+        return found
 
     def _patient(self, session: Session, hospital_id: int, request: CheckRequest,
                  nid_hash: str | None) -> tuple[int | None, int | None]:
@@ -646,16 +721,20 @@ class RecognitionService:
         patients = (repo.resident_patients(resident_id) if resident_id is not None
                     else [own_fk])
         window = (f"{since:%Y%m%d}", f"{today:%Y%m%d}")
-        stale = repo.stale(session, patients, *window, rules.version)
-        if stale:
-            self._classify(session, rules, stale)
-        matches = repo.matches(session, patients, item.code, *window)
-        statuses = repo.report_statuses(session, [int(c.id) for c in matches]) if matches else {}
+        # One round trip for the window's studies, their cached classification and report
+        # status; only a study never classified (or under older rules) is classified now.
+        rows = repo.candidates(session, patients, *window)
+        stale = [int(r.id) for r in rows
+                 if r.item_code is None or r.rules_version != rules.version
+                 or r.classified_for != r.patient_fk]
+        fresh = self._classify(session, rules, stale) if stale else {}
+        matches = [r for r in rows
+                   if fresh.get(int(r.id), r.item_code) == item.code]
         accepts = set(item.accept_levels.get(hospital.level, []))
         priors: list[Prior] = []
         skipped: Counter[str] = Counter()
         for c in matches:
-            status = statuses.get(int(c.id), "none")
+            status = _REPORT_STATUS.get(c.report_rank, "none")
             if c.hospital_id == hospital.id:
                 level_why = "a result of this hospital"
             elif c.hospital_level in accepts:
@@ -673,7 +752,7 @@ class RecognitionService:
                     status != "final" and as_utc(c.updated_at) > now - self._settle)):
                 skipped["incomplete"] += 1
                 continue
-            if item.require_qc and c.qc != "passed":
+            if item.require_qc and (c.qc or "") != "passed":
                 skipped["qc"] += 1
                 continue
             exam = date(int(c.study_date[:4]), int(c.study_date[4:6]), int(c.study_date[6:8]))
