@@ -259,6 +259,14 @@ def check_by_public_id(session: Session, public_id: str) -> RecognitionCheck | N
                            .where(RecognitionCheck.public_id == public_id)).first()
 
 
+def check_by_order(session: Session, hospital_id: int, order_ref: str) -> str | None:
+    """The decision id of the hospital's latest check of an order (feed order number)."""
+    return session.scalar(select(RecognitionCheck.public_id)
+                          .where(RecognitionCheck.hospital_id == hospital_id,
+                                 RecognitionCheck.order_ref == order_ref)
+                          .order_by(RecognitionCheck.id.desc()).limit(1))
+
+
 def savings(session: Session, *, months: Sequence[str], hospital_id: int | None
             ) -> Sequence[Any]:
     """Counts per month, hospital, department, item, level, decision/reason, performed."""

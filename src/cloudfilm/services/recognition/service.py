@@ -122,6 +122,8 @@ class CheckRequest:
     procedure_code: str | None = None
     department: str = ""
     hospital_code: str | None = None
+    order_ref: str = ""
+    """The hospital's order number when the check comes through the order feed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,7 +651,7 @@ class RecognitionService:
             else:
                 assert item is not None and own_fk is not None
                 result = self._run(session, rules, actor, party, hospital, item,
-                                   resident_id, own_fk)
+                                   resident_id, own_fk, request.order_ref.strip()[:64])
         if refused is not None:
             raise refused
         assert result is not None
@@ -712,8 +714,8 @@ class RecognitionService:
         return item, ""
 
     def _run(self, session: Session, rules: _Rules, actor: Actor, party: Party,
-             hospital: Any, item: ItemView, resident_id: int | None, own_fk: int
-             ) -> CheckResult:
+             hospital: _Hospital, item: ItemView, resident_id: int | None, own_fk: int,
+             order_ref: str = "") -> CheckResult:
         now = self._clock()
         today = now.astimezone(self._zone).date()
         since = today - timedelta(days=item.window_days)
@@ -771,13 +773,14 @@ class RecognitionService:
             "resident_id": resident_id, "patient_fk": own_fk, "item_code": item.code,
             "priors": len(priors), "prior_uids": orjson.dumps(uids).decode(), "decision": "",
             "reason": "", "reason_text": "", "decided_at": None, "decided_by": "",
-            "performed_at": None})
+            "performed_at": None, "order_ref": order_ref})
         self._audit.record(session, actor=actor, action="recognition.check",
                            outcome="allowed", resource_type="decision",
                            resource_uid=decision_id, resident_id=resident_id,
                            reason="prompt" if priors else "no-prior",
                            detail={"hospital": hospital.code, "item": item.code,
-                                   "priors": uids, "not_offered": dict(skipped)})
+                                   "priors": uids, "not_offered": dict(skipped),
+                                   **({"order": order_ref} if order_ref else {})})
         return CheckResult(decision_id, item.code, item.name_zh, item.name_en,
                            item.window_days, tuple(priors), dict(skipped))
 
@@ -838,6 +841,24 @@ class RecognitionService:
                                    outcome="success", resource_type="decision",
                                    resource_uid=row.public_id, resident_id=row.resident_id,
                                    detail={"decision": row.decision})
+
+    def performed_order(self, actor: Actor, order_ref: str, *,
+                        at: datetime | None = None) -> str:
+        """The order feed says the exam of the hospital's order ``order_ref`` was done:
+        the latest check of that order (the actor's own hospital) is marked performed.
+        Returns its decision id. Raises NotFoundError when no check has that order."""
+        party = ordering_party(actor)
+        ref = order_ref.strip()[:64]
+        if not ref:
+            raise InvalidInputError("order: give the hospital's order number")
+        with guarded(self._db.read()) as session:
+            hospital = self._hospital(session, party)
+            decision_id = repo.check_by_order(session, hospital.id, ref)
+        if decision_id is None:
+            # Another hospital's order number looks exactly like an unknown one.
+            raise NotFoundError(f"no check of order {ref!r} at this hospital")
+        self.performed(actor, decision_id, at=at)
+        return decision_id
 
     # -- figures --------------------------------------------------------------------------
 
