@@ -351,7 +351,7 @@ class RecognitionService:
                 row.updated_at, row.updated_by = now, actor.subject
                 session.flush()
                 action = "update"
-            self._change(session, actor.subject, "item", code, action, before, row)
+            self._change(session, _who(actor), "item", code, action, before, row)
             return _item_view(row)
 
     def put_code_map(self, actor: Actor, hospital_code: str, procedure_code: str,
@@ -375,7 +375,7 @@ class RecognitionService:
                 if row is None:
                     raise NotFoundError(f"{key} is not mapped")
                 repo.remove(session, row)
-                self._change(session, actor.subject, "code_map", key, "delete", before, {})
+                self._change(session, _who(actor), "code_map", key, "delete", before, {})
                 return
             now = self._clock()
             if row is None:
@@ -388,7 +388,7 @@ class RecognitionService:
                                                                  actor.subject)
                 session.flush()
             repo.clear_unmapped(session, "order_code", key)
-            self._change(session, actor.subject, "code_map", key,
+            self._change(session, _who(actor), "code_map", key,
                          "update" if before else "create", before, row)
 
     def put_term(self, actor: Actor, field_name: str, pattern: str, value: str | None,
@@ -411,7 +411,7 @@ class RecognitionService:
                 if row is None:
                     raise NotFoundError(f"no term {key}")
                 repo.remove(session, row)
-                self._change(session, actor.subject, "term", key, "delete", before, {})
+                self._change(session, _who(actor), "term", key, "delete", before, {})
                 return
             # An item code keeps its hyphens (normalise_text makes them spaces).
             mapped = (value.strip() if field_name == "technique"
@@ -427,7 +427,7 @@ class RecognitionService:
                                                                         actor.subject)
                 session.flush()
             repo.clear_unmapped(session, field_name, norm)
-            self._change(session, actor.subject, "term", key, "update" if before else "create",
+            self._change(session, _who(actor), "term", key, "update" if before else "create",
                          before, row)
 
     def put_price(self, actor: Actor, item_code: str, level: str, price_yuan: float) -> None:
@@ -450,7 +450,7 @@ class RecognitionService:
             else:
                 row.price_yuan, row.updated_at, row.updated_by = price_yuan, now, actor.subject
                 session.flush()
-            self._change(session, actor.subject, "price", f"{code}:{level}",
+            self._change(session, _who(actor), "price", f"{code}:{level}",
                          "update" if before else "create", before, row)
 
     def prices(self) -> list[dict[str, Any]]:
@@ -907,6 +907,13 @@ class RecognitionService:
                                v["accepted"], dict(v["repeats"]), v["performed_after"],
                                v["undecided"], round(v["cost"], 2), round(v["dose"], 3))
                     for k, v in sorted(table.items())]
+
+
+def _who(actor: Actor) -> str:
+    """The history's "who": the subject, and the name people know when there is one."""
+    if actor.display and actor.display != actor.subject:
+        return f"{actor.subject} ({actor.display})"[:128]
+    return actor.subject[:128]
 
 
 def _procedure_codes(attributes_json: str) -> list[tuple[str, str, str]]:
