@@ -106,10 +106,12 @@ def test_an_item_edited_on_the_page_changes_the_check_and_the_history(
                          headers={"origin": "https://evil.example"})
     assert foreign.status_code == 403
     assert next(i for i in svc.items() if i.code == "CT-CHEST").window_days == 30
-    saved = admin.post("/admin/recognition/items", data={**form, "csrf_token": token},
+    saved = admin.post("/admin/recognition/items", data={**form, "csrf_token": token,
+                                                         "price_secondary": "199.5"},
                        headers=ORIGIN)
     assert saved.status_code == 303, saved.text
     assert next(i for i in svc.items() if i.code == "CT-CHEST").window_days == 9
+    assert {"item_code": "CT-CHEST", "level": "secondary", "price_yuan": 199.5} in svc.prices()
     # The 10-day-old chest CT is now outside the window.
     result = svc.check(province.doctor("HA"), CheckRequest(patient_id="HA-001",
                                                            item_code="CT-CHEST"))

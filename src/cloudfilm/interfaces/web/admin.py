@@ -86,6 +86,19 @@ def _item_form(form: dict[str, str]) -> dict[str, Any]:
     return values
 
 
+def _prices_form(form: dict[str, str]) -> dict[str, float]:
+    """The item's price per hospital level (yuan); an empty field is left as it is."""
+    prices = {}
+    for level in LEVELS:
+        text = form.get(f"price_{level}", "").strip()
+        if text:
+            try:
+                prices[level] = float(text)
+            except ValueError:
+                raise InvalidInputError(f"price of {level}: a number of yuan") from None
+    return prices
+
+
 def _keyed(row: dict[str, Any]) -> dict[str, Any]:
     """The row with a short stable ``key`` for element ids."""
     text = f"{row.get('field')}|{row.get('value')}|{row.get('hospital_code')}"
@@ -133,8 +146,10 @@ def build_router(web: Web) -> APIRouter:
     def item_page(request: Request, actor: Actor, item: ItemView | None, *,
                   error: str | None = None, status: int = 200,
                   values: dict[str, Any] | None = None) -> Response:
+        prices = {p["level"]: p["price_yuan"] for p in svc.recognition.prices()
+                  if item is not None and p["item_code"] == item.code}
         return page(request, "admin_item.html.j2", actor, item=item, error=error,
-                    status=status, levels=LEVELS, values=values,
+                    status=status, levels=LEVELS, values=values, prices=prices,
                     regions=svc.recognition.regions())
 
     @router.get("/recognition/items/new")
@@ -157,7 +172,10 @@ def build_router(web: Web) -> APIRouter:
         code = form.get("code", "").strip().upper()
         try:
             values = _item_form(form)
+            prices = _prices_form(form)
             await run_in_threadpool(svc.recognition.put_item, actor, {**values, "code": code})
+            for level, price in prices.items():
+                await run_in_threadpool(svc.recognition.put_price, actor, code, level, price)
         except CloudfilmError as exc:
             current = {i.code: i for i in svc.recognition.items()}.get(code)
             return await run_in_threadpool(
