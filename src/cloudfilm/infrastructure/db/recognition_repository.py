@@ -143,6 +143,21 @@ def local_patients(session: Session, hospital_id: int, patient_id: str) -> Seque
         .order_by(Patient.id).limit(5)).all()
 
 
+def hospital_and_local_patients(session: Session, *, hospital_id: int | None,
+                                code: str | None, patient_id: str) -> Sequence[Any]:
+    """The hospital (id, code, name, level) with its records of this PatientID (patient
+    id, link state, resident; NULL when it has none), in one round trip: a check by local
+    ID needs both, and the hospital row misses the cache on most checks of a province."""
+    where = Hospital.id == hospital_id if hospital_id is not None else Hospital.code == code
+    return session.connection().execute(
+        select(Hospital.id, Hospital.code, Hospital.name, Hospital.level,
+               Patient.id.label("patient_fk"), PatientLink.state, PatientLink.resident_id)
+        .join(Patient, (Patient.hospital_id == Hospital.id)
+              & (Patient.patient_id == patient_id), isouter=True)
+        .join(PatientLink, PatientLink.patient_fk == Patient.id, isouter=True)
+        .where(where).order_by(Patient.id).limit(5)).all()
+
+
 def resident_patients(resident_id: int) -> Any:
     """A sub-select of the patient records linked to a resident (for ``IN``)."""
     return (select(PatientLink.patient_fk)
@@ -179,7 +194,7 @@ def candidates(session: Session, patient_fks: Any, since: str, until: str) -> Se
                 (Report.status == "preliminary", 1), else_=0)
     best = (select(func.max(rank)).where(Report.study_fk == Study.id)
             .correlate(Study).scalar_subquery())
-    return session.execute(
+    return session.connection().execute(
         select(Study.id, Study.study_instance_uid, Study.study_date, Study.num_instances,
                Study.updated_at, Study.hospital_id, Study.patient_fk,
                Hospital.code.label("hospital_code"), Hospital.name.label("hospital_name"),

@@ -633,8 +633,20 @@ class RecognitionService:
         result: CheckResult | None = None
         with guarded(self._db.write()) as session:
             rules = self._rules(session)
-            hospital = self._hospital(session, party)
-            resident_id, own_fk = self._patient(session, hospital.id, request, nid_hash)
+            local = None
+            if request.patient_id:  # the hospital and its records in one round trip
+                local = repo.hospital_and_local_patients(
+                    session, hospital_id=party.hospital_id, code=party.hospital_code,
+                    patient_id=request.patient_id.strip())
+                if not local:
+                    raise NotFoundError(f"unknown hospital {party.hospital_code!r}")
+                h = local[0]
+                hospital = _Hospital(int(h.id), h.code, h.name, h.level or "")
+                local = [r for r in local if r.patient_fk is not None]
+            else:
+                hospital = self._hospital(session, party)
+            resident_id, own_fk = self._patient(session, hospital.id, request, nid_hash,
+                                                local)
             item, item_problem = self._item(session, rules, hospital.id, hospital.code,
                                              request)
             if own_fk is None:
@@ -675,13 +687,16 @@ class RecognitionService:
         return found
 
     def _patient(self, session: Session, hospital_id: int, request: CheckRequest,
-                 nid_hash: str | None) -> tuple[int | None, int | None]:
-        """(resident, the ordering hospital's own patient record) or (…, None)."""
+                 nid_hash: str | None, local: Sequence[Any] | None = None
+                 ) -> tuple[int | None, int | None]:
+        """(resident, the ordering hospital's own patient record) or (…, None);
+        ``local``: the hospital's records of ``request.patient_id`` when already read."""
         if request.patient_id:
-            found = repo.local_patients(session, hospital_id, request.patient_id.strip())
+            found = (local if local is not None
+                     else repo.local_patients(session, hospital_id, request.patient_id.strip()))
             if len(found) != 1:
                 return None, None
-            fk, state, resident = found[0]
+            fk, state, resident = found[0][-3:]
             resident_id = int(resident) if state == "linked" and resident is not None else None
             if nid_hash is not None:  # both given: they must agree
                 other = ids.resident_by_national_id(session, nid_hash)
