@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
 
 from cloudfilm.infrastructure.db import migrate  # noqa: E402
 from cloudfilm.infrastructure.db.session import Database  # noqa: E402
@@ -49,7 +49,7 @@ from cloudfilm.services.recognition.service import (  # noqa: E402
     CheckRequest,
     RecognitionService,
 )
-from harness import recreate_pg_database  # noqa: E402
+from harness import PgCpuMeter, recreate_pg_database  # noqa: E402
 
 DATABASE = "bench_recognition"
 URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}"
@@ -220,7 +220,13 @@ def main() -> None:
         actor = Actor(kind="hospital", subject=f"H{1 + r % HOSPITALS}",
                       hospital_id=1 + r % HOSPITALS, hospital_code=f"H{1 + r % HOSPITALS}")
         svc.check(actor, CheckRequest(patient_id=f"P{r}", item_code=rng.choice(items)))
-    for _ in range(args.checks):
+    statements = [0]
+
+    def count(*_args: object) -> None:
+        statements[0] += 1
+
+    def timed_check() -> None:
+        nonlocal priors
         r = rng.randint(1, residents)
         hospital = 1 + r % HOSPITALS
         actor = Actor(kind="hospital", subject=f"H{hospital}", hospital_id=hospital,
@@ -231,6 +237,21 @@ def main() -> None:
         latencies.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - cpu_started) * 1000)
         priors += len(result.priors)
+
+    # Round trips per check: every statement the engine sends (BEGIN/COMMIT aside); and,
+    # on PostgreSQL, the backends' CPU per check. Neither depends on how loaded the machine
+    # is, unlike the wall-clock percentiles.
+    event.listen(db.engine, "before_cursor_execute", count)
+    if sqlite:
+        for _ in range(args.checks):
+            timed_check()
+        pg_cpu_ms = None
+    else:
+        with PgCpuMeter(DATABASE) as meter:
+            for _ in range(args.checks):
+                timed_check()
+        pg_cpu_ms = round(meter.seconds * 1000 / args.checks, 2)
+    event.remove(db.engine, "before_cursor_execute", count)
     latencies.sort()
     p50 = statistics.median(latencies)
     p95 = latencies[int(len(latencies) * 0.95) - 1]
@@ -252,6 +273,8 @@ def main() -> None:
            # The bench process's own CPU per check (Python, SQLAlchemy, psycopg); the rest
            # of the wall time is PostgreSQL and waiting for a core on this shared machine.
            "client_cpu_ms_median": round(statistics.median(cpu), 2),
+           "server_cpu_ms_per_check": pg_cpu_ms,
+           "statements_per_check": round(statements[0] / args.checks, 2),
            "load_average_1min": round(os.getloadavg()[0], 2),
            "load_seconds": round(load_seconds, 1), "load_steps": timings,
            "database_bytes": size, "match_plan": plan}
