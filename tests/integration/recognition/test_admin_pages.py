@@ -175,6 +175,9 @@ def test_code_map_and_one_click_mapping_of_unmapped_values(province: Province,
     assert {"procedure_code": "HIS-7", "item_code": "MR-HEAD"} in svc.code_maps("HA")
     admin.post("/admin/recognition/code-maps", headers=ORIGIN, data={
         "csrf_token": token, "hospital": "HA", "procedure_code": "HIS-7", "remove": "1"})
+    unknown = admin.post("/admin/recognition/code-maps", headers=ORIGIN, data={
+        "csrf_token": token, "hospital": "NOPE", "procedure_code": "X", "item_code": "CT-CHEST"})
+    assert unknown.status_code == 404 and 'role="alert"' in unknown.text
     assert {"procedure_code": "HIS-7", "item_code": "MR-HEAD"} not in svc.code_maps("HA")
 
 

@@ -177,7 +177,8 @@ def build_router(web: Web) -> APIRouter:
             for level, price in prices.items():
                 await run_in_threadpool(svc.recognition.put_price, actor, code, level, price)
         except CloudfilmError as exc:
-            current = {i.code: i for i in svc.recognition.items()}.get(code)
+            found = await run_in_threadpool(svc.recognition.items)
+            current = {i.code: i for i in found}.get(code)
             return await run_in_threadpool(
                 item_page, request, actor, current, status=status_of(exc),
                 error=f"{web.message(request, exc)} {exc.message}", values={**form})
@@ -208,12 +209,18 @@ def build_router(web: Web) -> APIRouter:
             await run_in_threadpool(svc.recognition.put_code_map, actor, hospital, code,
                                     None if form.get("remove") else item)
         except CloudfilmError as exc:
-            hospitals = svc.hospitals.list(actor=actor)
+            def context() -> dict[str, Any]:
+                try:
+                    maps = svc.recognition.code_maps(hospital) if hospital else []
+                except NotFoundError:
+                    maps = []
+                return {"hospitals": svc.hospitals.list(actor=actor), "maps": maps,
+                        "items": svc.recognition.items()}
+
             return page(request, "admin_code_maps.html.j2", actor, status=status_of(exc),
-                        hospitals=hospitals, chosen=hospital,
-                        maps=svc.recognition.code_maps(hospital) if hospital else [],
-                        items=svc.recognition.items(), saved="",
-                        error=f"{web.message(request, exc)} {exc.message}")
+                        chosen=hospital, saved="",
+                        error=f"{web.message(request, exc)} {exc.message}",
+                        **await run_in_threadpool(context))
         return back(f"{PREFIX}/recognition/code-maps", hospital=hospital, saved=code)
 
     # -- unmapped values --
