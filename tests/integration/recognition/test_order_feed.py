@@ -111,6 +111,10 @@ def test_hl7_order_is_answered_with_the_prompt_then_performed(province: Province
     [row] = province.sql(select(RecognitionCheck.order_ref, RecognitionCheck.public_id,
                                 RecognitionCheck.department))
     assert tuple(row) == ("ORD-1", decision, "呼吸内科")
+    # The same order sent again (an MLLP resend): the same decision, counted once.
+    again = api.post("/api/v1/hl7", content=orm(), headers={**ha, **ER7})
+    assert [s[2] for s in _segments(again.text) if s[0] == "ZRC"] == [decision, decision]
+    assert len(province.sql(select(RecognitionCheck.id))) == 1
     # The doctor accepted the prior; the RIS later says the exam was done anyway.
     province.services.recognition.decide(province.hospital("HA"), decision, "accepted")
     done = api.post("/api/v1/hl7", content=orm(control="SC", status="CM", kind="OMG^O19"),

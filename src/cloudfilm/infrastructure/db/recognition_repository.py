@@ -282,6 +282,14 @@ def check_by_order(session: Session, hospital_id: int, order_ref: str) -> str | 
                           .order_by(RecognitionCheck.id.desc()).limit(1))
 
 
+def refresh_check(session: Session, public_id: str, priors: int, prior_uids: str) -> None:
+    """A resent order's check: the priors found now, unless the doctor already decided."""
+    session.execute(update(RecognitionCheck)
+                    .where(RecognitionCheck.public_id == public_id,
+                           RecognitionCheck.decision == "")
+                    .values(priors=priors, prior_uids=prior_uids))
+
+
 def savings(session: Session, *, months: Sequence[str], hospital_id: int | None
             ) -> Sequence[Any]:
     """Counts per month, hospital, department, item, level, decision/reason, performed."""

@@ -779,8 +779,21 @@ class RecognitionService:
                 c.hospital_level, item.code, item.name_zh, item.name_en, status,
                 f"{item.name_en} {days} day(s) ago, within the {item.window_days}-day window; "
                 f"report {status}; {level_why}"))
-        decision_id = str(uuid.uuid4())
         uids = [p.study_instance_uid for p in priors]
+        # An order feed may send the same order again (an MLLP resend, a HIS retry): the
+        # order keeps its one check and decision id, so it is counted once.
+        resent = repo.check_by_order(session, hospital.id, order_ref) if order_ref else None
+        if resent is not None:
+            repo.refresh_check(session, resent, len(priors), orjson.dumps(uids).decode())
+            self._audit.record(session, actor=actor, action="recognition.check",
+                               outcome="allowed", resource_type="decision",
+                               resource_uid=resent, resident_id=resident_id,
+                               reason="resent" if priors else "no-prior",
+                               detail={"hospital": hospital.code, "item": item.code,
+                                       "priors": uids, "order": order_ref})
+            return CheckResult(resent, item.code, item.name_zh, item.name_en,
+                               item.window_days, tuple(priors), dict(skipped))
+        decision_id = str(uuid.uuid4())
         repo.add_check(session, {
             "public_id": decision_id, "at": now, "month": f"{today:%Y-%m}",
             "hospital_id": hospital.id, "hospital_level": hospital.level,
