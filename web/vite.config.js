@@ -23,6 +23,7 @@ export default defineConfig({
         // .wasm files are emitted as hashed assets beside it.
         diagnostic: "src/diagnostic/main.ts",
         dashboard: "src/dashboard.js",
+        admin: "src/admin.js",
       },
     },
   },

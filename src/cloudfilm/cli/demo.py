@@ -102,6 +102,8 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
         _gateway_config(console, services, province, settings)
     portal = _portal_accounts(services, province)
     doctors = _doctor_accounts(services, province)
+    admin = _admin_account(services)
+    figures = _recognition_sample(services, province)
     from cloudfilm.demo.dashboard import prepare
 
     dashboard = prepare(services, province)
@@ -109,6 +111,7 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
     _report_portal(console, portal, settings, data)
     _report_doctors(console, doctors, settings)
     _report_dashboard(console, dashboard, settings)
+    _report_admin(console, admin, figures, settings)
     if summary.failures:
         raise SystemExit(1)
 
@@ -243,6 +246,68 @@ def _report_dashboard(console: Any, made: Any, settings: Settings) -> None:
                   f"(password {PASSWORD}; {made.cross_reads} cross-hospital reads):")
     for username, kind in made.accounts:
         console.print(f"  {username:<16} {kind}")
+DEMO_ADMIN = ("demo.admin", "cloudfilm-demo-admin")
+
+
+def _admin_account(services: Any) -> tuple[str, str] | None:
+    """A platform administrator for the /admin pages (recognition rules and figures); a
+    rerun finds it there. Demo only: the password is printed."""
+    from cloudfilm.services.access.accounts import NewAccount
+    from cloudfilm.services.errors import AlreadyExistsError, CloudfilmError
+
+    username, password = DEMO_ADMIN
+    try:
+        services.accounts.create_account(NewAccount(
+            kind="admin", username=username, password=password,
+            display_name="演示管理员 (demo administrator)"), by=OPERATOR)
+    except AlreadyExistsError:
+        pass
+    except CloudfilmError as exc:
+        logging.getLogger(__name__).warning("cloudfilm.demo.admin_account",
+                                            extra={"error": exc.message})
+        return None
+    return username, password
+
+
+def _recognition_sample(services: Any, province: Any) -> list[Any]:
+    """Exam mutual recognition in the demo: the hospital of each recent chest CT "orders"
+    one again (the check finds the chest CT done 10 days before at another hospital); the
+    first prompt is accepted, the second repeated (condition changed), so the figures page
+    has a month to show. Once: a rerun that finds checks adds none."""
+    from cloudfilm.demo.province import recognition_examples
+    from cloudfilm.services.errors import CloudfilmError
+    from cloudfilm.services.recognition.service import CheckRequest
+
+    svc = services.recognition
+    if svc.savings(OPERATOR):
+        return list(svc.savings(OPERATOR))
+    for n, (recent, _prior) in enumerate(recognition_examples(province)[:2]):
+        patient = recent.resident.local_patient_id(recent.hospital, recent.hospital_index)
+        try:
+            result = svc.check(OPERATOR, CheckRequest(
+                patient_id=patient, item_code="CT-CHEST", department="呼吸内科",
+                hospital_code=recent.hospital.code))
+            if result.priors:
+                svc.decide(OPERATOR, result.decision_id, "accepted" if n == 0 else "repeat",
+                           reason="" if n == 0 else "condition_changed")
+        except CloudfilmError as exc:
+            logging.getLogger(__name__).warning("cloudfilm.demo.recognition",
+                                                extra={"error": exc.message})
+    return list(svc.savings(OPERATOR))
+
+
+def _report_admin(console: Any, admin: tuple[str, str] | None, figures: list[Any],
+                  settings: Settings) -> None:
+    base = f"http://{settings.http.host}:{settings.http.port}"
+    if admin is not None:
+        console.print(f"\n[bold]administration[/] {base}/admin (a desk browser): user "
+                      f"{admin[0]}, password {admin[1]} (demo only)")
+    for row in figures:
+        repeats = sum(row.repeats.values())
+        console.print(f"  recognition {row.month} {row.hospital_code} {row.item_code}: "
+                      f"{row.checks} checks, {row.prompts} prompts, {row.accepted} accepted, "
+                      f"{repeats} repeated; {row.cost_avoided_yuan:.2f} yuan and "
+                      f"{row.dose_avoided_msv:.1f} mSv avoided")
 
 
 def _report_mix(province: Any) -> str:

@@ -66,7 +66,7 @@ def test_level_rules_are_data(province: Province) -> None:
                                                            item_code="CT-CHEST"))
     assert {p.hospital_code for p in again.priors} == {"HB", "HC"}
     change = svc.history(entity="item", limit=1)[0]
-    assert change["actor"] == "admin" and change["key"] == "CT-CHEST"
+    assert change["actor"] == "admin (administrator)" and change["key"] == "CT-CHEST"
     assert change["before"]["accept_levels"] != change["after"]["accept_levels"]
     # The window is data too.
     svc.put_item(ADMIN, {"code": "CT-CHEST", "window_days": 9})
@@ -197,4 +197,4 @@ def test_rules_history_is_append_only(province: Province) -> None:
                 conn.execute(text(statement))
     finally:
         engine.dispose()
-    assert svc.history(entity="price", limit=1)[0]["actor"] == "admin"
+    assert svc.history(entity="price", limit=1)[0]["actor"] == "admin (administrator)"

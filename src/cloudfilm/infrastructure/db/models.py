@@ -848,6 +848,7 @@ class RecognitionCheck(Base):
     __table_args__ = (
         Index(None, "month", "hospital_id"),
         Index(None, "resident_id"),
+        Index(None, "hospital_id", "order_ref"),  # revision 0019: the order feed
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -869,6 +870,9 @@ class RecognitionCheck(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str] = mapped_column(String(128), default="")
     performed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The hospital's order number (HL7 ORC-2 placer order, FHIR ServiceRequest identifier)
+    # when the check came through the order feed: a later "performed" finds the check.
+    order_ref: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class GatewayHeartbeat(Base):

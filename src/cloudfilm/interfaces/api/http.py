@@ -42,6 +42,7 @@ from cloudfilm.interfaces.api.rest import (
     cds_hooks,
     gateway,
     identity,
+    orders,
     recognition,
     reports,
     research,
@@ -236,6 +237,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(reports.router, prefix=reports.PREFIX, tags=["Reports"])
     app.include_router(recognition.router, prefix=recognition.PREFIX, tags=["Recognition"])
     app.include_router(cds_hooks.router, tags=["CDS Hooks"])
+    app.include_router(orders.router, tags=["Recognition"])
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
     app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])

@@ -69,6 +69,7 @@ REPEAT_REASONS = ("emergency", "condition_changed", "prior_quality_insufficient"
 DECISIONS = ("accepted", "repeat")
 LEVELS = catalogue.LEVELS
 RULES_TTL = 2.0  # seconds
+_REPORT_STATUS = {2: "final", 1: "preliminary", 0: "cancelled"}
 
 
 # --- who may -------------------------------------------------------------------------------
@@ -121,6 +122,8 @@ class CheckRequest:
     procedure_code: str | None = None
     department: str = ""
     hospital_code: str | None = None
+    order_ref: str = ""
+    """The hospital's order number when the check comes through the order feed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,14 @@ class _Rules:
     by_kind: dict[tuple[str, str, str], str]  # (modality, region, procedure) -> item
 
 
+@dataclass(frozen=True, slots=True)
+class _Hospital:
+    id: int
+    code: str
+    name: str
+    level: str
+
+
 def _item_view(row: Any) -> ItemView:
     return ItemView(row.code, row.name_zh, row.name_en, row.modality, row.body_region,
                     row.procedure, row.window_days, orjson.loads(row.accept_levels),
@@ -221,6 +232,7 @@ class RecognitionService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._cache: _Rules | None = None
+        self._hospitals: dict[tuple[int | None, str | None], tuple[_Hospital, float]] = {}
         self._cached_at = 0.0
 
     # -- rules --------------------------------------------------------------------------
@@ -339,7 +351,7 @@ class RecognitionService:
                 row.updated_at, row.updated_by = now, actor.subject
                 session.flush()
                 action = "update"
-            self._change(session, actor.subject, "item", code, action, before, row)
+            self._change(session, _who(actor), "item", code, action, before, row)
             return _item_view(row)
 
     def put_code_map(self, actor: Actor, hospital_code: str, procedure_code: str,
@@ -363,7 +375,7 @@ class RecognitionService:
                 if row is None:
                     raise NotFoundError(f"{key} is not mapped")
                 repo.remove(session, row)
-                self._change(session, actor.subject, "code_map", key, "delete", before, {})
+                self._change(session, _who(actor), "code_map", key, "delete", before, {})
                 return
             now = self._clock()
             if row is None:
@@ -376,7 +388,7 @@ class RecognitionService:
                                                                  actor.subject)
                 session.flush()
             repo.clear_unmapped(session, "order_code", key)
-            self._change(session, actor.subject, "code_map", key,
+            self._change(session, _who(actor), "code_map", key,
                          "update" if before else "create", before, row)
 
     def put_term(self, actor: Actor, field_name: str, pattern: str, value: str | None,
@@ -399,9 +411,12 @@ class RecognitionService:
                 if row is None:
                     raise NotFoundError(f"no term {key}")
                 repo.remove(session, row)
-                self._change(session, actor.subject, "term", key, "delete", before, {})
+                self._change(session, _who(actor), "term", key, "delete", before, {})
                 return
-            mapped = value.strip() if field_name == "technique" else normalise_text(value)
+            # An item code keeps its hyphens (normalise_text makes them spaces).
+            mapped = (value.strip() if field_name == "technique"
+                      else value.strip().upper() if field_name == "procedure_code"
+                      else normalise_text(value))
             now = self._clock()
             if row is None:
                 row = repo.add(session, "term", {"field": field_name, "pattern": norm,
@@ -412,7 +427,7 @@ class RecognitionService:
                                                                         actor.subject)
                 session.flush()
             repo.clear_unmapped(session, field_name, norm)
-            self._change(session, actor.subject, "term", key, "update" if before else "create",
+            self._change(session, _who(actor), "term", key, "update" if before else "create",
                          before, row)
 
     def put_price(self, actor: Actor, item_code: str, level: str, price_yuan: float) -> None:
@@ -435,7 +450,7 @@ class RecognitionService:
             else:
                 row.price_yuan, row.updated_at, row.updated_by = price_yuan, now, actor.subject
                 session.flush()
-            self._change(session, actor.subject, "price", f"{code}:{level}",
+            self._change(session, _who(actor), "price", f"{code}:{level}",
                          "update" if before else "create", before, row)
 
     def prices(self) -> list[dict[str, Any]]:
@@ -465,6 +480,54 @@ class RecognitionService:
                      "entity": c.entity, "key": c.key, "action": c.action,
                      "before": orjson.loads(c.before_json), "after": orjson.loads(c.after_json)}
                     for c in repo.changes(session, entity=entity, limit=limit)]
+
+    def regions(self) -> list[str]:
+        """Body regions the rules know (terms and items): the choices of "map to"."""
+        with guarded(self._db.write()) as session:
+            rules = self._rules(session)
+            found = {i.body_region for i in rules.items.values()}
+            found |= {t.value for t in repo.rows(session, "term")
+                      if t.field in ("body_part", "description")}
+            return sorted(v for v in found if v)
+
+    def map_unmapped(self, actor: Actor, field_name: str, value: str, target: str) -> None:
+        """Map one listed value to what an administrator chose (never a guess):
+
+        - ``body_part`` / ``description``: to a body region (a description is matched by
+          *contains*, so the longer text wins over the shorter patterns inside it and an
+          ambiguous text like 胸腹部 gets one answer);
+        - ``modality``: to a catalogue modality; ``procedure_code`` (``scheme:code`` of
+          ProcedureCodeSequence): to an item;
+        - ``order_code`` (``HOSPITAL:code``, a hospital's own order code): to an item through
+          that hospital's code map.
+
+        Raises InvalidInputError (an unknown field or target), NotAuthorizedError,
+        NotFoundError (an unknown hospital).
+        """
+        require_rules_admin(actor)
+        target = target.strip()
+        if not target:
+            raise InvalidInputError("target: choose what the value means")
+        if field_name == "order_code":
+            hospital_code, sep, code = value.partition(":")
+            if not sep or not code:
+                raise InvalidInputError("value: HOSPITAL:code")
+            self.put_code_map(actor, hospital_code, code, target)
+        elif field_name == "procedure_code":
+            if target.upper() not in {i.code for i in self.items()}:
+                raise InvalidInputError(f"target: {target!r} is not a catalogue item")
+            self.put_term(actor, "procedure_code", value, target.upper(), "exact")
+        elif field_name in ("body_part", "description"):
+            if normalise_text(target) not in self.regions():
+                raise InvalidInputError(f"target: {target!r} is not a known body region")
+            self.put_term(actor, field_name, value, target,
+                          "exact" if field_name == "body_part" else "contains")
+        elif field_name == "modality":
+            if normalise_text(target) not in {i.modality for i in self.items()}:
+                raise InvalidInputError(f"target: {target!r} is not a catalogue modality")
+            self.put_term(actor, "modality", value, target, "exact")
+        else:
+            raise InvalidInputError(f"field: {field_name!r} cannot be mapped")
 
     def unmapped(self, *, field_name: str | None = None, limit: int = 200
                  ) -> list[dict[str, Any]]:
@@ -570,11 +633,20 @@ class RecognitionService:
         result: CheckResult | None = None
         with guarded(self._db.write()) as session:
             rules = self._rules(session)
-            hospital = repo.hospital(session, hospital_id=party.hospital_id,
-                                     code=party.hospital_code)
-            if hospital is None:
-                raise NotFoundError(f"unknown hospital {party.hospital_code!r}")
-            resident_id, own_fk = self._patient(session, hospital.id, request, nid_hash)
+            local = None
+            if request.patient_id:  # the hospital and its records in one round trip
+                local = repo.hospital_and_local_patients(
+                    session, hospital_id=party.hospital_id, code=party.hospital_code,
+                    patient_id=request.patient_id.strip())
+                if not local:
+                    raise NotFoundError(f"unknown hospital {party.hospital_code!r}")
+                h = local[0]
+                hospital = _Hospital(int(h.id), h.code, h.name, h.level or "")
+                local = [r for r in local if r.patient_fk is not None]
+            else:
+                hospital = self._hospital(session, party)
+            resident_id, own_fk = self._patient(session, hospital.id, request, nid_hash,
+                                                local)
             item, item_problem = self._item(session, rules, hospital.id, hospital.code,
                                              request)
             if own_fk is None:
@@ -591,20 +663,40 @@ class RecognitionService:
             else:
                 assert item is not None and own_fk is not None
                 result = self._run(session, rules, actor, party, hospital, item,
-                                   resident_id, own_fk)
+                                   resident_id, own_fk, request.order_ref.strip()[:64])
         if refused is not None:
             raise refused
         assert result is not None
         return result
 
+    def _hospital(self, session: Session, party: Party) -> _Hospital:
+        """The ordering hospital, cached for RULES_TTL seconds like the rules (a level
+        change is seen within that): one round trip fewer per check."""
+        key = (party.hospital_id, party.hospital_code if party.hospital_id is None else None)
+        now = time.monotonic()
+        cached = self._hospitals.get(key)
+        if cached is not None and now - cached[1] < RULES_TTL:
+            return cached[0]
+        row = repo.hospital(session, hospital_id=party.hospital_id, code=party.hospital_code)
+        if row is None:
+            raise NotFoundError(f"unknown hospital {party.hospital_code!r}")
+        found = _Hospital(int(row.id), row.code, row.name, row.level or "")
+        if len(self._hospitals) > 10_000:
+            self._hospitals.clear()
+        self._hospitals[key] = (found, now)
+        return found
+
     def _patient(self, session: Session, hospital_id: int, request: CheckRequest,
-                 nid_hash: str | None) -> tuple[int | None, int | None]:
-        """(resident, the ordering hospital's own patient record) or (…, None)."""
+                 nid_hash: str | None, local: Sequence[Any] | None = None
+                 ) -> tuple[int | None, int | None]:
+        """(resident, the ordering hospital's own patient record) or (…, None);
+        ``local``: the hospital's records of ``request.patient_id`` when already read."""
         if request.patient_id:
-            found = repo.local_patients(session, hospital_id, request.patient_id.strip())
+            found = (local if local is not None
+                     else repo.local_patients(session, hospital_id, request.patient_id.strip()))
             if len(found) != 1:
                 return None, None
-            fk, state, resident = found[0]
+            fk, state, resident = found[0][-3:]
             resident_id = int(resident) if state == "linked" and resident is not None else None
             if nid_hash is not None:  # both given: they must agree
                 other = ids.resident_by_national_id(session, nid_hash)
@@ -637,8 +729,8 @@ class RecognitionService:
         return item, ""
 
     def _run(self, session: Session, rules: _Rules, actor: Actor, party: Party,
-             hospital: Any, item: ItemView, resident_id: int | None, own_fk: int
-             ) -> CheckResult:
+             hospital: _Hospital, item: ItemView, resident_id: int | None, own_fk: int,
+             order_ref: str = "") -> CheckResult:
         now = self._clock()
         today = now.astimezone(self._zone).date()
         since = today - timedelta(days=item.window_days)
@@ -646,16 +738,20 @@ class RecognitionService:
         patients = (repo.resident_patients(resident_id) if resident_id is not None
                     else [own_fk])
         window = (f"{since:%Y%m%d}", f"{today:%Y%m%d}")
-        stale = repo.stale(session, patients, *window, rules.version)
-        if stale:
-            self._classify(session, rules, stale)
-        matches = repo.matches(session, patients, item.code, *window)
-        statuses = repo.report_statuses(session, [int(c.id) for c in matches]) if matches else {}
+        # One round trip for the window's studies, their cached classification and report
+        # status; only a study never classified (or under older rules) is classified now.
+        rows = repo.candidates(session, patients, *window)
+        stale = [int(r.id) for r in rows
+                 if r.item_code is None or r.rules_version != rules.version
+                 or r.classified_for != r.patient_fk]
+        fresh = self._classify(session, rules, stale) if stale else {}
+        matches = [r for r in rows
+                   if fresh.get(int(r.id), r.item_code) == item.code]
         accepts = set(item.accept_levels.get(hospital.level, []))
         priors: list[Prior] = []
         skipped: Counter[str] = Counter()
         for c in matches:
-            status = statuses.get(int(c.id), "none")
+            status = _REPORT_STATUS.get(c.report_rank, "none")
             if c.hospital_id == hospital.id:
                 level_why = "a result of this hospital"
             elif c.hospital_level in accepts:
@@ -673,7 +769,7 @@ class RecognitionService:
                     status != "final" and as_utc(c.updated_at) > now - self._settle)):
                 skipped["incomplete"] += 1
                 continue
-            if item.require_qc and c.qc != "passed":
+            if item.require_qc and (c.qc or "") != "passed":
                 skipped["qc"] += 1
                 continue
             exam = date(int(c.study_date[:4]), int(c.study_date[4:6]), int(c.study_date[6:8]))
@@ -683,8 +779,21 @@ class RecognitionService:
                 c.hospital_level, item.code, item.name_zh, item.name_en, status,
                 f"{item.name_en} {days} day(s) ago, within the {item.window_days}-day window; "
                 f"report {status}; {level_why}"))
-        decision_id = str(uuid.uuid4())
         uids = [p.study_instance_uid for p in priors]
+        # An order feed may send the same order again (an MLLP resend, a HIS retry): the
+        # order keeps its one check and decision id, so it is counted once.
+        resent = repo.check_by_order(session, hospital.id, order_ref) if order_ref else None
+        if resent is not None:
+            repo.refresh_check(session, resent, len(priors), orjson.dumps(uids).decode())
+            self._audit.record(session, actor=actor, action="recognition.check",
+                               outcome="allowed", resource_type="decision",
+                               resource_uid=resent, resident_id=resident_id,
+                               reason="resent" if priors else "no-prior",
+                               detail={"hospital": hospital.code, "item": item.code,
+                                       "priors": uids, "order": order_ref})
+            return CheckResult(resent, item.code, item.name_zh, item.name_en,
+                               item.window_days, tuple(priors), dict(skipped))
+        decision_id = str(uuid.uuid4())
         repo.add_check(session, {
             "public_id": decision_id, "at": now, "month": f"{today:%Y-%m}",
             "hospital_id": hospital.id, "hospital_level": hospital.level,
@@ -692,13 +801,14 @@ class RecognitionService:
             "resident_id": resident_id, "patient_fk": own_fk, "item_code": item.code,
             "priors": len(priors), "prior_uids": orjson.dumps(uids).decode(), "decision": "",
             "reason": "", "reason_text": "", "decided_at": None, "decided_by": "",
-            "performed_at": None})
+            "performed_at": None, "order_ref": order_ref})
         self._audit.record(session, actor=actor, action="recognition.check",
                            outcome="allowed", resource_type="decision",
                            resource_uid=decision_id, resident_id=resident_id,
                            reason="prompt" if priors else "no-prior",
                            detail={"hospital": hospital.code, "item": item.code,
-                                   "priors": uids, "not_offered": dict(skipped)})
+                                   "priors": uids, "not_offered": dict(skipped),
+                                   **({"order": order_ref} if order_ref else {})})
         return CheckResult(decision_id, item.code, item.name_zh, item.name_en,
                            item.window_days, tuple(priors), dict(skipped))
 
@@ -760,6 +870,24 @@ class RecognitionService:
                                    resource_uid=row.public_id, resident_id=row.resident_id,
                                    detail={"decision": row.decision})
 
+    def performed_order(self, actor: Actor, order_ref: str, *,
+                        at: datetime | None = None) -> str:
+        """The order feed says the exam of the hospital's order ``order_ref`` was done:
+        the latest check of that order (the actor's own hospital) is marked performed.
+        Returns its decision id. Raises NotFoundError when no check has that order."""
+        party = ordering_party(actor)
+        ref = order_ref.strip()[:64]
+        if not ref:
+            raise InvalidInputError("order: give the hospital's order number")
+        with guarded(self._db.read()) as session:
+            hospital = self._hospital(session, party)
+            decision_id = repo.check_by_order(session, hospital.id, ref)
+        if decision_id is None:
+            # Another hospital's order number looks exactly like an unknown one.
+            raise NotFoundError(f"no check of order {ref!r} at this hospital")
+        self.performed(actor, decision_id, at=at)
+        return decision_id
+
     # -- figures --------------------------------------------------------------------------
 
     def savings(self, actor: Actor, *, months: Sequence[str] = (),
@@ -807,6 +935,13 @@ class RecognitionService:
                                v["accepted"], dict(v["repeats"]), v["performed_after"],
                                v["undecided"], round(v["cost"], 2), round(v["dose"], 3))
                     for k, v in sorted(table.items())]
+
+
+def _who(actor: Actor) -> str:
+    """The history's "who": the subject, and the name people know when there is one."""
+    if actor.display and actor.display != actor.subject:
+        return f"{actor.subject} ({actor.display})"[:128]
+    return actor.subject[:128]
 
 
 def _procedure_codes(attributes_json: str) -> list[tuple[str, str, str]]:

@@ -18,10 +18,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from cloudfilm.infrastructure.orders import hl7v2 as hl7_orders
 from cloudfilm.infrastructure.reports import hl7v2
 from cloudfilm.infrastructure.reports.render import negotiate_language
 from cloudfilm.interfaces.api.auth import CurrentActor, authenticate
 from cloudfilm.interfaces.api.errors import status_for
+from cloudfilm.interfaces.api.rest import orders
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import CloudfilmError, InvalidReportError
 
@@ -86,17 +88,21 @@ async def receive_fhir(request: Request) -> Response:
                         headers={"Location": f"{PREFIX}/reports/{recorded.report_id}"})
 
 
-@router.post("/hl7", summary="Receive an HL7 v2 ORU^R01 report message (answered with an ACK)",
+@router.post("/hl7", summary="Receive an HL7 v2 message: ORU^R01 reports (answered with an "
+             "ACK), ORM^O01/OMG^O19 orders (the recognition check, ORR^O02/ORG^O20)",
              openapi_extra={"requestBody": {"required": True, "content": {
                  "x-application/hl7-v2+er7": {"schema": {"type": "string"}}}}})
 async def receive_hl7(request: Request) -> Response:
     """The REST form of the MLLP channel: the body is the ER7 message, the answer its ACK
-    (``AA`` accepted, ``AE`` error with the reason in MSA-3 and ERR)."""
+    (``AA`` accepted, ``AE`` error with the reason in MSA-3 and ERR). Orders go to the
+    recognition order feed (``rest/orders.py``)."""
     svc = _services(request)
     body = b""
     try:
-        actor = await authenticate(request)
         body = await _body(request, svc.reports.max_bytes, "MSH")
+        if hl7_orders.is_order(body):  # ORM^O01 / OMG^O19: the recognition order feed
+            return await orders.receive_hl7_order(request, body)
+        actor = await authenticate(request)
         await run_in_threadpool(svc.reports.receive_hl7, body, actor=actor)
     except CloudfilmError as exc:
         try:
