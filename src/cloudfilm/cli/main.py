@@ -185,7 +185,7 @@ def _start_job_workers(settings: Settings) -> Any:
     import subprocess
 
     conf = settings.storage
-    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url):
+    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url or conf.cold_url):
         return None
     env = {**os.environ, "CLOUDFILM_DATA_DIR": str(settings.data_dir.resolve()),
            "CLOUDFILM_AUTO_MIGRATE": "false"}

@@ -148,6 +148,11 @@ def _blob_store(settings: Any) -> Any:
     if settings.storage.replica_url:
         store = MirroredBlobStore(store, open_blob_store(settings.storage.replica_url,
                                                          data_dir=data_dir))
+    if settings.storage.cold_url:  # a backup reads cold blobs too; a restore writes hot
+        from cloudfilm.infrastructure.storage.tiered import TieredBlobStore
+
+        store = TieredBlobStore(store, open_blob_store(settings.storage.cold_url,
+                                                       data_dir=data_dir))
     return store
 
 
