@@ -54,6 +54,8 @@ from cloudfilm.services.identity.protection import (
     decode_key,
     new_key,
 )
+from cloudfilm.services.lifecycle.rules import Rule
+from cloudfilm.services.lifecycle.service import LifecycleService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
@@ -215,6 +217,10 @@ def build_services(settings: Settings) -> Services:
         shares=ShareService(db, audit, timeline),
         preferences=PreferenceService(db),
         storage=storage,
+        lifecycle=LifecycleService(db, blobs, policy, audit, default=Rule(
+            "default", settings.storage.retention_years,
+            minor_age=settings.storage.retention_minor_age or None,
+            minor_years=settings.storage.retention_minor_years)),
     )
 
 

@@ -18,6 +18,7 @@ from cloudfilm.services.health import HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
+from cloudfilm.services.lifecycle.service import LifecycleService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
@@ -97,3 +98,5 @@ class Services:
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()
+    # Retention rules, review list, two-step deletion, legal holds (issue 16).
+    lifecycle: LifecycleService | None = None

@@ -42,6 +42,7 @@ from cloudfilm.interfaces.api.rest import (
     cds_hooks,
     gateway,
     identity,
+    lifecycle,
     recognition,
     reports,
     research,
@@ -229,6 +230,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
 
     app.include_router(gateway.router, prefix=gateway.PREFIX, tags=["Gateways"])
     app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
+    app.include_router(lifecycle.router, prefix=lifecycle.PREFIX, tags=["Lifecycle"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     pages.install_pages(app, services, web)

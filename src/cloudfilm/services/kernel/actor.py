@@ -93,6 +93,10 @@ class Permission(StrEnum):
     actor's own hospital)."""
     MANAGE_RECOGNITION_RULES = "recognition.manage"
     """Change the recognition rules, code maps and prices; act for any hospital."""
+    MANAGE_RETENTION = "storage.retention"
+    """Retention rules, the review list and the two steps of a deletion (issue 16)."""
+    LEGAL_HOLD = "storage.legal_hold"
+    """Place and release legal holds on studies and patients."""
 
 
 _EVERYTHING = frozenset(Permission)
