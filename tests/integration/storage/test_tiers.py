@@ -112,6 +112,21 @@ def test_old_unread_studies_move_cold_and_read_back(settings: Settings,
     for uid in [*recent, *read, *held]:
         assert rows[uid].storage_tier == "hot"
     assert storage.tiers.counts()["cold"][0] == 3
+    # the API says where a series comes from (a cold read may be slower)
+    from fastapi.testclient import TestClient
+
+    from cloudfilm.infrastructure.db.models import Study
+    from cloudfilm.interfaces.api.http import create_app
+
+    with services.health._db.read() as session:
+        uid_of = dict(session.execute(select(Study.id, Study.study_instance_uid)).all())
+    client = TestClient(create_app(services))
+    accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    for group, tier in ((old, "cold"), (recent, "hot")):
+        study_uid = uid_of[rows[next(iter(group))].study_fk]
+        response = client.get(f"/dicomweb/studies/{study_uid}", headers=accept)
+        assert response.status_code == 200
+        assert response.headers["X-Cloudfilm-Storage-Tier"] == tier
     assert storage.tiers.plan() == 0  # nothing more to move
     # a flipped byte in a cold blob is found and repaired from the replica
     victim = next(iter(old))

@@ -69,6 +69,8 @@ class StoredObject:
     hospital_id: int
     # Set when the archive re-encoded it losslessly: served to clients naming no syntax.
     original_transfer_syntax_uid: str = ""
+    # "hot" or "cold" (services/storage/tiers.py): where its blob is read from.
+    storage_tier: str = "hot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,7 @@ class RetrieveService:
             StoredObject(r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid,
                          r.sop_class_uid, r.transfer_syntax_uid, r.blob_key, r.size_bytes,
                          r.sha256, r.number_of_frames, r.hospital_id,
-                         r.original_transfer_syntax_uid)
+                         r.original_transfer_syntax_uid, r.storage_tier)
             for r in rows
         ]
 
