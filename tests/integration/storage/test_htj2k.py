@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, HTJ2KLossless, JPEGLSLossless
@@ -100,4 +101,40 @@ def test_the_hospital_policy_wins_over_the_modality(settings: Settings,
                                  .where(StorageJob.sop_instance_uid == uid)).one()
     assert detail == "left:policy"
     assert _syntax(services, uid) == ExplicitVRLittleEndian
+    services.health._db.dispose()
+
+
+def test_jobs_cli_shows_the_dead_letter_list_and_retries(
+        settings: Settings, db_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from tests.conftest import settings_to_env
+
+    from cloudfilm.cli.main import cli
+
+    services = _build(settings)
+    storage = services.storage
+    assert storage is not None
+    uid = _ingest(services, tmp_path, to_bytes(make_ct(size=64)), "ct.dcm")
+    with services.health._db.read() as session:
+        key = session.scalars(select(Instance.blob_key)
+                              .where(Instance.sop_instance_uid == uid)).one()
+    local = services.retrieve._blobs.local_path(key)
+    assert local is not None
+    good = local.read_bytes()
+    local.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # damaged: never re-encoded
+    for _ in range(3):
+        storage.run_pending()
+    settings_to_env(monkeypatch, settings, db_url)
+    monkeypatch.setenv("CLOUDFILM_STORAGE__COMPRESS", "true")
+    monkeypatch.setenv("CLOUDFILM_STORAGE__DELETE_GRACE_SECONDS", "0")
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["jobs", "list", "--state", "dead"])
+    assert listed.exit_code == 0 and "dead=1" in listed.output and uid in listed.output
+    local.write_bytes(good)
+    retried = runner.invoke(cli, ["jobs", "retry"])
+    assert retried.exit_code == 0 and "1 job(s) queued again" in retried.output
+    ran = runner.invoke(cli, ["jobs", "run"])
+    assert ran.exit_code == 0 and "done=1" in ran.output, ran.output
+    assert _syntax(services, uid) == JPEGLSLossless
     services.health._db.dispose()

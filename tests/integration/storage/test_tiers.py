@@ -243,3 +243,56 @@ def test_cold_tier_in_an_s3_bucket(settings: Settings, tmp_path: Path,
         assert _served(services, uid) == original
     assert storage.verify().mismatches == []
     services.health._db.dispose()
+
+
+@pytest.mark.commits
+def test_kill9_during_tier_moves_loses_nothing(settings: Settings, db_url: str,
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three real kill -9s of `cloudfilm storage tier --run` in the middle of moves."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import settings_to_env
+
+    services = _tiered(settings, tmp_path)
+    storage = services.storage
+    assert storage is not None and storage.tiers is not None
+    objects = {}
+    for _ in range(4):
+        objects.update(_study(services, tmp_path, 5))
+    settings_to_env(monkeypatch, settings, db_url)
+    monkeypatch.setenv("CLOUDFILM_STORAGE__COLD_URL", str(tmp_path / "cold"))
+    monkeypatch.setenv("CLOUDFILM_STORAGE__TIER_UNREAD_DAYS", "30")
+    assert storage.tiers.plan() == 20
+    rng = random.Random()
+    for cycle in range(3):
+        log = open(tmp_path / f"tier{cycle}.log", "ab")  # noqa: SIM115 - the child's
+        runner = subprocess.Popen([sys.executable, "-m", "cloudfilm", "storage", "tier",
+                                   "--run"], stdout=log, stderr=subprocess.STDOUT,
+                                  env=os.environ.copy(), start_new_session=True)
+        before = storage.tiers.counts().get("cold", (0, 0))[0]
+        deadline = time.monotonic() + 60
+        while storage.tiers.counts().get("cold", (0, 0))[0] <= before \
+                and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.1))
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+        log.close()
+    # the relay hands the interrupted (queued) jobs over again; here: run what is left
+    storage.run_pending()
+    states = storage.job_counts()
+    assert states == {"done": 20}, states
+    rows = _rows(services)
+    blobs = _store(services)
+    for uid, original in objects.items():
+        assert rows[uid].storage_tier == "cold"
+        assert _served(services, uid) == original
+    assert not any(True for _ in _hot(blobs).iter_blobs())  # no hot copy left behind
+    assert {b.key for b in blobs.cold.iter_blobs()} == {r.blob_key for r in rows.values()}
+    services.health._db.dispose()

@@ -10,7 +10,6 @@ with the original before returning it.
 
 from __future__ import annotations
 
-import copy
 import io
 from dataclasses import dataclass
 
@@ -103,7 +102,8 @@ def compress_lossless(raw: bytes, target: str) -> Transcoded:
         raise LosslessError(f"unreadable-pixels: {exc}") from exc
     if target == HTJ2KLossless and int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise LosslessError(HTJ2K_COLOUR)
-    encoded = copy.deepcopy(ds)
+    # A second parse costs less than copy.deepcopy of the data set (~15 ms per CT slice).
+    encoded = dcmread(io.BytesIO(raw))
     try:
         if target == HTJ2KLossless:
             _compress_htj2k(encoded, original)
@@ -146,6 +146,15 @@ def _compress_htj2k(ds: Dataset, pixels: bytes) -> None:
     ds.file_meta.TransferSyntaxUID = HTJ2KLossless
 
 
+_CHARLS = frozenset({str(JPEGLSLossless), "1.2.840.10008.1.2.4.81"})
+
+
+def _charls() -> bool:
+    from pydicom.pixels.decoders import JPEGLSLosslessDecoder
+
+    return "pyjpegls" in JPEGLSLosslessDecoder.available_plugins
+
+
 def pixels_equal(a: bytes, b: bytes) -> bool:
     """True when the two Part 10 objects hold the same pixel bytes (any syntax)."""
     return _pixel_bytes(dcmread(io.BytesIO(a))) == _pixel_bytes(dcmread(io.BytesIO(b)))
@@ -167,6 +176,9 @@ def _pixel_bytes(ds: Dataset) -> bytes:
         return bytes(ds.PixelData[:size])
     from pydicom.pixels.utils import pixel_array
 
-    arr = pixel_array(ds, raw=True)
+    # CharLS (pyjpegls) decodes JPEG-LS ~3x faster than libjpeg (pydicom's first choice):
+    # 6.7 vs 21.6 ms per 512x512 CT slice here, a third of a whole re-encoding job.
+    plugin = "pyjpegls" if ds.file_meta.TransferSyntaxUID in _CHARLS and _charls() else ""
+    arr = pixel_array(ds, raw=True, decoding_plugin=plugin)
     dtype = np.dtype(f"<{'i' if int(ds.PixelRepresentation) else 'u'}{int(ds.BitsAllocated) // 8}")
     return np.ascontiguousarray(arr.astype(dtype, copy=False)).tobytes()
