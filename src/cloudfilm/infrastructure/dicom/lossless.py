@@ -150,9 +150,9 @@ _CHARLS = frozenset({str(JPEGLSLossless), "1.2.840.10008.1.2.4.81"})
 
 
 def _charls() -> bool:
-    from pydicom.pixels.decoders import JPEGLSLosslessDecoder
+    from pydicom.pixels import get_decoder
 
-    return "pyjpegls" in JPEGLSLosslessDecoder.available_plugins
+    return "pyjpegls" in get_decoder(JPEGLSLossless).available_plugins
 
 
 def pixels_equal(a: bytes, b: bytes) -> bool:
