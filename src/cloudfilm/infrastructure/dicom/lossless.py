@@ -150,7 +150,7 @@ _CHARLS = frozenset({str(JPEGLSLossless), "1.2.840.10008.1.2.4.81"})
 
 
 def _charls() -> bool:
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
 
     return "pyjpegls" in get_decoder(JPEGLSLossless).available_plugins
 
