@@ -138,4 +138,7 @@ def test_backup_of_a_tiered_archive_restores_every_blob_hot(
     assert restored.storage is not None and restored.storage.tiers is not None
     assert set(restored.storage.tiers.counts()) == {"hot"}
     assert restored.storage.verify().mismatches == []
+    forecast = runner.invoke(cli, ["storage", "forecast"])
+    assert forecast.exit_code == 0 and "hot tier: 3 objects" in forecast.output, \
+        forecast.output
     restored.health._db.dispose()
