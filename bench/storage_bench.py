@@ -10,6 +10,10 @@ work of one re-encoding job except blob I/O. Part 2 builds two embedded archives
 bench/work/storage (SQLite + folder), stores the synthetic series in both, re-encodes one
 through the job system, and times WADO-RS retrieval of the whole series in-process: stored
 syntax (``transfer-syntax=*``), and decoded for a client that names no syntax.
+Part 3 (throughput) ingests --slices synthetic CT slices into a fresh archive with
+compression on (in-process ingest, one thread: the ingest rate), then starts
+``cloudfilm jobs worker --workers N`` (real huey worker processes) and times until every job
+is done: re-encoding objects/s against ingest objects/s, for each N of --workers.
 Output: a Markdown table on stdout and bench/out/storage_bench.json. Medians of --runs.
 """
 
@@ -38,6 +42,23 @@ from cloudfilm.infrastructure.dicom.lossless import (  # noqa: E402
 )
 from synth import make_ct_series, to_bytes  # noqa: E402
 
+# Real CT pixels kept losslessly compressed in the shared set (BENCHMARKING.md: 693_UNCI
+# holds the lossy J2K pixels; the J2KR file decoded is the real slice).
+_REAL_LOSSLESS = ("compressed/CT_693_J2KR.dcm", "compressed/CT_RLE_multiple_fragments.dcm",
+                  "compressed/emri_small_J2KR.dcm", "compressed/CR_Fuji_RG2_JPEG-LL.dcm")
+
+
+def _decoded(path: Path) -> bytes | None:
+    """A losslessly compressed shared file decoded to Explicit VR Little Endian."""
+    try:
+        ds = pydicom.dcmread(path)
+        ds.decompress()
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+    except Exception:
+        return None
+
 
 def _modality(raw: bytes) -> str:
     ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
@@ -54,6 +75,11 @@ def compression_table(syntax: str, slices: int, runs: int) -> dict[str, Any]:
                 samples[_modality(raw)].append(raw)
             except Exception:
                 continue
+        for rel in _REAL_LOSSLESS:
+            raw_or_none = _decoded(SHARED / rel)
+            if raw_or_none is not None:
+                samples[_modality(raw_or_none) + " (decoded lossless originals)"].append(
+                    raw_or_none)
     samples["CT (synthetic)"] = [to_bytes(ds) for ds in make_ct_series(
         slices, patient_id="BENCH", patient_name="Bench^CT")]
     table: dict[str, Any] = {}
@@ -143,13 +169,87 @@ def wado_comparison(slices: int, runs: int) -> dict[str, Any]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--slices", type=int, default=100)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--syntax", default="1.2.840.10008.1.2.4.80")
-    args = parser.parse_args()
-    table = compression_table(args.syntax, args.slices, args.runs)
+def throughput(slices: int, workers: list[int], syntax: str) -> dict[str, Any]:
+    """Ingest rate vs re-encoding rate through real worker processes."""
+    import os
+    import signal
+    import subprocess
+
+    from cloudfilm.app import build_services, configure_dicom_libraries
+    from cloudfilm.config import Settings, StorageSettings
+    from cloudfilm.services.archive.ingest import Sender
+
+    configure_dicom_libraries()
+    datasets = [to_bytes(ds) for ds in make_ct_series(slices, patient_id="TPUT",
+                                                      patient_name="Tput^Bench")]
+    out: dict[str, Any] = {"objects": slices, "syntax": syntax}
+    for n in workers:
+        data = ROOT / "bench" / "work" / "storage" / f"tput{n}"
+        shutil.rmtree(data, ignore_errors=True)
+        storage = StorageSettings(compress=True, compress_default=syntax,
+                                  delete_grace_seconds=0)
+        services = build_services(Settings(data_dir=data, storage=storage))
+        spool = data / "in"
+        spool.mkdir(parents=True, exist_ok=True)
+        sender = Sender(hospital_code="BENCH", hospital_name="Bench", door="bench")
+        started = time.perf_counter()
+        cpu = time.process_time()
+        for i, raw in enumerate(datasets):
+            path = spool / f"{i}.dcm"
+            path.write_bytes(raw)
+            services.ingest.ingest_file(path, sender=sender, move=True)
+        ingest_s = time.perf_counter() - started
+        out["ingest_objects_per_second"] = slices / ingest_s
+        out["ingest_cpu_ms_per_object"] = (time.process_time() - cpu) * 1000 / slices
+        if n == workers[0]:  # CPU of the whole job (read, encode, verify, write, index)
+            probe = ROOT / "bench" / "work" / "storage" / "probe"
+            shutil.rmtree(probe, ignore_errors=True)
+            inline = build_services(Settings(data_dir=probe, storage=storage))
+            (probe / "in").mkdir(parents=True, exist_ok=True)
+            for i, raw in enumerate(datasets[:50]):
+                path = probe / "in" / f"{i}.dcm"
+                path.write_bytes(raw)
+                inline.ingest.ingest_file(path, sender=sender, move=True)
+            assert inline.storage is not None
+            cpu = time.process_time()
+            inline.storage.run_pending()
+            out["job_cpu_ms_per_object"] = (time.process_time() - cpu) * 1000 / min(slices, 50)
+            inline.health._db.dispose()
+        env = {**os.environ, "CLOUDFILM_DATA_DIR": str(data), "CLOUDFILM_AUTO_MIGRATE": "false",
+               "CLOUDFILM_STORAGE__COMPRESS": "true",
+               "CLOUDFILM_STORAGE__COMPRESS_DEFAULT": syntax,
+               "CLOUDFILM_STORAGE__DELETE_GRACE_SECONDS": "0",
+               "CLOUDFILM_JOBS__RELAY_SECONDS": "0.2"}
+        assert services.storage is not None
+        started = time.perf_counter()
+        worker = subprocess.Popen([sys.executable, "-m", "cloudfilm", "jobs", "worker",
+                                   "--workers", str(n)], env=env, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first: tuple[float, int] | None = None  # (when, done) once the workers are up
+        try:
+            while (done := services.storage.job_counts().get("done", 0)) < slices:
+                if first is None and done:
+                    first = (time.perf_counter(), done)
+                if time.perf_counter() - started > 900:
+                    break
+                time.sleep(0.1)
+            seconds = time.perf_counter() - started
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+        done = services.storage.job_counts().get("done", 0)
+        # Process start-up (imports, services built per worker) is seconds of CPU that a
+        # loaded machine stretches: the steady rate runs from the first finished job.
+        steady = ((done - first[1]) / (started + seconds - first[0])
+                  if first is not None and done > first[1] else None)
+        out[f"workers={n}"] = {"seconds_incl_start": seconds, "done": done,
+                               "objects_per_second_incl_start": done / seconds,
+                               "objects_per_second_steady": steady}
+        services.health._db.dispose()
+    return out
+
+
+def _print_table(table: dict[str, Any]) -> None:
     print("| modality | objects | re-encoded | ratio | MB/s per core (encode+verify) "
           "| left alone |\n|---|---|---|---|---|---|")
     for modality, row in table.items():
@@ -157,14 +257,39 @@ def main() -> None:
         speed = f"{row['mb_per_cpu_second']:.0f}" if row["mb_per_cpu_second"] else "-"
         print(f"| {modality} | {row['objects']} | {row['reencoded']} | {ratio} | {speed} "
               f"| {', '.join(f'{k} {v}' for k, v in row['left_alone'].items())} |")
-    wado = wado_comparison(args.slices, args.runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slices", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--syntax", action="append",
+                        help="Target syntax (repeatable; default JPEG-LS and HTJ2K lossless)")
+    parser.add_argument("--workers", type=int, action="append",
+                        help="Worker processes for part 3 (repeatable; default 1 and 2)")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["ratio", "wado", "throughput"])
+    args = parser.parse_args()
+    syntaxes = args.syntax or ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201"]
+    tables: dict[str, Any] = {}
+    if "ratio" not in args.skip:
+        for syntax in syntaxes:
+            print(f"\n### {syntax}\n")
+            tables[syntax] = compression_table(syntax, args.slices, args.runs)
+            _print_table(tables[syntax])
+    tput: dict[str, Any] = {}
+    if "throughput" not in args.skip:
+        for syntax in syntaxes:
+            tput[syntax] = throughput(args.slices, args.workers or [1, 2], syntax)
+            print(f"\n- throughput {syntax}: {tput[syntax]}")
+    wado = wado_comparison(args.slices, args.runs) if "wado" not in args.skip else {}
     print()
     for key, value in wado.items():
         print(f"- {key}: {value}")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "storage_bench.json").write_text(json.dumps(
-        {"compression": table, "wado": wado}, indent=2, default=str))
+        {"compression": tables, "throughput": tput, "wado": wado}, indent=2, default=str))
 
 
 if __name__ == "__main__":

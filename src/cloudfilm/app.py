@@ -27,6 +27,7 @@ from cloudfilm.infrastructure.storage.base import BlobStore
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.infrastructure.storage.frame_cache import DiskFrameCache
 from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
+from cloudfilm.infrastructure.storage.tiered import TieredBlobStore
 from cloudfilm.services.access.accounts import AccessPolicySettings, AccountService
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService, GrantSettings
@@ -55,6 +56,8 @@ from cloudfilm.services.identity.protection import (
     decode_key,
     new_key,
 )
+from cloudfilm.services.lifecycle.rules import Rule
+from cloudfilm.services.lifecycle.service import LifecycleService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
@@ -68,6 +71,7 @@ from cloudfilm.services.reports.service import ReportService, ReportSettings
 from cloudfilm.services.research.service import ResearchService
 from cloudfilm.services.stats.figures import StatsService
 from cloudfilm.services.storage.service import CompressionPolicy, StorageService
+from cloudfilm.services.storage.tiers import TierPolicy, Tiers
 
 if TYPE_CHECKING:
     # The doors are imported where they are built: CLI commands that only need the services
@@ -138,6 +142,9 @@ def build_services(settings: Settings) -> Services:
     if settings.storage.replica_url:
         blobs = MirroredBlobStore(blobs, open_blob_store(settings.storage.replica_url,
                                                          data_dir=data_dir))
+    if settings.storage.cold_url:  # new blobs go hot; readers find either tier
+        blobs = TieredBlobStore(blobs, open_blob_store(settings.storage.cold_url,
+                                                       data_dir=data_dir))
     spool = _spool_dir(settings, data_dir)
     storage = _storage_service(settings, db, blobs, spool)
     security = resolve_secrets(settings, data_dir)
@@ -220,6 +227,10 @@ def build_services(settings: Settings) -> Services:
         family=FamilyService(db, protector, sms, codes, limiter, audit),
         storage=storage,
         stats=_stats_service(settings, db, audit, sms),
+        lifecycle=LifecycleService(db, blobs, policy, audit, default=Rule(
+            "default", settings.storage.retention_years,
+            minor_age=settings.storage.retention_minor_age or None,
+            minor_years=settings.storage.retention_minor_years)),
     )
 
 
@@ -243,11 +254,17 @@ def _stats_service(settings: Settings, db: Database, audit: AuditService,
 def _storage_service(settings: Settings, db: Database, blobs: BlobStore,
                      work_dir: Path) -> StorageService:
     conf = settings.storage
+    tiers = Tiers(db, blobs, work_dir, TierPolicy(
+        after_days=conf.tier_after_days, unread_days=conf.tier_unread_days,
+        per_modality={k.upper(): v for k, v in conf.tier_after_days_modalities.items()},
+        batch=conf.tier_batch)) if isinstance(blobs, TieredBlobStore) else None
     return StorageService(db, blobs, work_dir, policy=CompressionPolicy(
         enabled=conf.compress, default=conf.compress_default,
-        per_modality={k.upper(): v for k, v in conf.compress_modalities.items()}),
+        per_modality={k.upper(): v for k, v in conf.compress_modalities.items()},
+        per_hospital=dict(conf.compress_hospitals)),
         max_attempts=settings.jobs.max_attempts, stale_seconds=settings.jobs.stale_seconds,
-        delete_grace_seconds=conf.delete_grace_seconds)
+        delete_grace_seconds=conf.delete_grace_seconds, tiers=tiers,
+        batch=settings.jobs.batch)
 
 
 _LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")

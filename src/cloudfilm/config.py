@@ -251,12 +251,31 @@ class StorageSettings(BaseModel):
     # or "none"; per modality overrides, e.g. {"US": "none"}.
     compress_default: str = "1.2.840.10008.1.2.4.80"
     compress_modalities: dict[str, str] = {}
+    # The same per hospital code (wins over the modality's): {"H042": "none"} or
+    # {"H042": "1.2.840.10008.1.2.4.201"} (HTJ2K lossless; colour objects then go JPEG-LS).
+    compress_hospitals: dict[str, str] = {}
     # A re-encoded object's original blob is deleted this long after the switch, so that a
     # reader that located it just before (a series being streamed) still finds it.
     delete_grace_seconds: int = Field(900, ge=0)
     # The scrubber job re-reads blobs at most this fast, every scrub_interval_hours.
     scrub_bytes_per_second: int = Field(50 * 1024 * 1024, ge=1024)
     scrub_interval_hours: float = Field(24 * 7, gt=0)
+    # The cold tier: a second blob store (folder or s3:// bucket, same forms as
+    # CLOUDFILM_STORAGE_URL; "" = one tier). Studies done more than tier_after_days ago and
+    # not read for tier_unread_days move there (jobs, verified bit-exact before the hot copy
+    # goes); per modality overrides of tier_after_days, e.g. {"MG": 3650}.
+    cold_url: str = ""
+    tier_after_days: int = Field(365, ge=0)
+    tier_unread_days: int = Field(180, ge=0)
+    tier_after_days_modalities: dict[str, int] = {}
+    tier_interval_hours: float = Field(24, gt=0)
+    tier_batch: int = Field(5000, ge=1)
+    # Retention (the default rule; rules per modality/hospital/kind are data: `cloudfilm
+    # retention rules`): years from the study date, and for a patient younger than
+    # retention_minor_age at the study, at least until that age + retention_minor_years.
+    retention_years: int = Field(30, ge=1, le=200)
+    retention_minor_age: int = Field(18, ge=0, le=150)
+    retention_minor_years: int = Field(0, ge=0, le=100)
 
 
 class JobSettings(BaseModel):
@@ -271,6 +290,8 @@ class JobSettings(BaseModel):
     stale_seconds: int = Field(600, ge=1)
     # How often the outbox is handed to the queue.
     relay_seconds: float = Field(5.0, gt=0)
+    # Job ids per queue message (huey's SQLite queue costs a transaction per message).
+    batch: int = Field(16, ge=1, le=1000)
 
 
 class StatsSettings(BaseModel):

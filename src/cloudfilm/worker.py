@@ -7,8 +7,9 @@ delay (:meth:`StorageService.relay` hands abandoned jobs over again).
 
 ``cloudfilm jobs worker`` (and ``cloudfilm serve`` when compression or a replica is
 configured) runs :func:`run_worker`: a huey consumer with ``jobs.workers`` processes, plus
-a relay thread that moves the outbox into the queue every ``jobs.relay_seconds`` and
-enqueues the scrubber every ``storage.scrub_interval_hours``.
+a relay process that moves the outbox into the queue every ``jobs.relay_seconds``
+(``jobs.batch`` job ids per message), enqueues the scrubber every
+``storage.scrub_interval_hours`` and the tier planner every ``storage.tier_interval_hours``.
 """
 
 from __future__ import annotations
@@ -61,10 +62,20 @@ class HueyJobQueue:
         self._run = self.huey.task(retries=jobs.max_attempts,
                                    retry_delay=jobs.retry_delay_seconds,
                                    name="cloudfilm.storage.run_job")(self._run_job)
+        # A batch is not retried as a whole: a failing job in it stays ``queued`` and the
+        # relay hands it over again after jobs.stale_seconds (or it is dead already).
+        self._run_many = self.huey.task(name="cloudfilm.storage.run_batch")(self._run_batch)
         self._scrub = self.huey.task(name="cloudfilm.storage.scrub")(self._scrub_all)
+        self._plan = self.huey.task(name="cloudfilm.storage.plan_tiers")(self._plan_tiers)
 
     def enqueue(self, job_id: int) -> None:
         self._run(job_id)
+
+    def enqueue_batch(self, job_ids: list[int]) -> None:
+        self._run_many(list(job_ids))
+
+    def enqueue_tier_plan(self) -> None:
+        self._plan()
 
     def enqueue_scrub(self) -> None:
         self._scrub()
@@ -77,6 +88,13 @@ class HueyJobQueue:
             return _storage(self.settings).run_job(job_id)
         except JobFailedError:
             raise  # huey retries it after retry_delay
+
+    def _run_batch(self, job_ids: list[int]) -> dict[str, int]:
+        return _storage(self.settings).run_batch(job_ids)
+
+    def _plan_tiers(self) -> int:
+        tiers = _storage(self.settings).tiers
+        return tiers.plan() if tiers is not None else 0
 
     def _scrub_all(self) -> int:
         report = _storage(self.settings).verify(
@@ -91,12 +109,17 @@ def relay_forever(queue: HueyJobQueue, storage: StorageService, stop: threading.
     """Move the outbox into the queue until ``stop``; enqueue the scrubber periodically."""
     jobs, conf = queue.settings.jobs, queue.settings.storage
     next_scrub = time.monotonic() + conf.scrub_interval_hours * 3600
+    # The first tier plan soon after start; then every tier_interval_hours.
+    next_plan = time.monotonic() + 60
     while not stop.is_set():
         try:
             storage.relay(queue)
             if time.monotonic() >= next_scrub:
                 queue.enqueue_scrub()
                 next_scrub = time.monotonic() + conf.scrub_interval_hours * 3600
+            if storage.tiers is not None and time.monotonic() >= next_plan:
+                queue.enqueue_tier_plan()
+                next_plan = time.monotonic() + conf.tier_interval_hours * 3600
         except Exception:  # the database may be restarting: try again next round
             logger.exception("cloudfilm.jobs.relay_failed")
         stop.wait(jobs.relay_seconds)

@@ -44,6 +44,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "residents": ("cloudfilm.cli.hospitals:residents",
                   "Residents and the master patient index: cross-reference, conflicts, link, "
                   "merge."),
+    "retention": ("cloudfilm.cli.lifecycle:retention",
+                  "Retention rules, the review list, two-step deletion, legal holds."),
     "restore": ("cloudfilm.cli.storage:restore_command",
                 "Restore a `cloudfilm backup` folder into an empty data folder."),
     "sms": ("cloudfilm.cli.access:sms", "Text messages of the platform."),
@@ -215,7 +217,7 @@ def _start_job_workers(settings: Settings) -> Any:
     import subprocess
 
     conf = settings.storage
-    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url):
+    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url or conf.cold_url):
         return None
     env = {**os.environ, "CLOUDFILM_DATA_DIR": str(settings.data_dir.resolve()),
            "CLOUDFILM_AUTO_MIGRATE": "false"}
@@ -393,6 +395,8 @@ def db_upgrade(data: Path | None) -> None:
                "Re-read every blob, check its SHA-256, repair from the replica store if any."),
     "forecast": ("cloudfilm.cli.storage:storage_forecast",
                  "Bytes per modality and month, ratio achieved, projection to 5/10/30 years."),
+    "tier": ("cloudfilm.cli.lifecycle:storage_tier",
+             "Plan hot-to-cold moves by the tier rule; show objects and bytes per tier."),
 })
 def storage() -> None:
     """Blob storage upkeep."""

@@ -120,7 +120,8 @@ def storage_forecast(data: Path | None, raw_pb_per_year: float | None,
                      growth: float) -> None:
     """Bytes per modality and month, ratio achieved, projection to 5/10/30 years."""
     raw = raw_pb_per_year * 1e15 if raw_pb_per_year is not None else None
-    f = _storage(data).forecast(raw_per_year=raw, growth=growth)
+    storage = _storage(data)
+    f = storage.forecast(raw_per_year=raw, growth=growth)
     click.echo("month\tmodality\tobjects\treceived_bytes\tstored_bytes\tratio")
     for r in f.rows:
         click.echo(f"{r.month}\t{r.modality}\t{r.objects}\t{r.received_bytes}\t"
@@ -129,6 +130,9 @@ def storage_forecast(data: Path | None, raw_pb_per_year: float | None,
     for years, (raw_bytes, stored_bytes) in sorted(f.projection.items()):
         click.echo(f"{years} years: {_human(raw_bytes)} as received, "
                    f"{_human(stored_bytes)} stored")
+    if storage.tiers is not None:
+        for tier, (objects, size) in sorted(storage.tiers.counts().items()):
+            click.echo(f"{tier} tier: {objects} objects, {_human(size)}")
 
 def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
@@ -148,6 +152,11 @@ def _blob_store(settings: Any) -> Any:
     if settings.storage.replica_url:
         store = MirroredBlobStore(store, open_blob_store(settings.storage.replica_url,
                                                          data_dir=data_dir))
+    if settings.storage.cold_url:  # a backup reads cold blobs too; a restore writes hot
+        from cloudfilm.infrastructure.storage.tiered import TieredBlobStore
+
+        store = TieredBlobStore(store, open_blob_store(settings.storage.cold_url,
+                                                       data_dir=data_dir))
     return store
 
 

@@ -20,6 +20,7 @@ from cloudfilm.services.health import HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
+from cloudfilm.services.lifecycle.service import LifecycleService
 from cloudfilm.services.network.gateways import GatewayService
 from cloudfilm.services.network.peers import PeerService
 from cloudfilm.services.portal.downloads import DownloadService
@@ -111,3 +112,5 @@ class Services:
     web: WebAccess = WebAccess()
     # The commission's dashboard (issue 17): rollups, figures, alerts.
     stats: StatsService | None = None
+    # Retention rules, review list, two-step deletion, legal holds (issue 16).
+    lifecycle: LifecycleService | None = None

@@ -104,3 +104,41 @@ def restored_secrets(data: Path) -> object:
     from cloudfilm.app import resolve_secrets
 
     return resolve_secrets(Settings(data_dir=data), data)
+
+
+def test_backup_of_a_tiered_archive_restores_every_blob_hot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    for name in ("CLOUDFILM_DATABASE_URL", "CLOUDFILM_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDFILM_DATA_DIR", str(data))
+    monkeypatch.setenv("CLOUDFILM_STORAGE__COLD_URL", str(tmp_path / "cold"))
+    settings = Settings(data_dir=data, storage=StorageSettings(
+        cold_url=str(tmp_path / "cold"), tier_unread_days=0))
+    services = build_services(settings)
+    assert services.storage is not None and services.storage.tiers is not None
+    study = make_ct().StudyInstanceUID
+    for i in range(3):
+        path = tmp_path / f"o{i}.dcm"
+        path.write_bytes(to_bytes(make_ct(study_uid=study, instance_number=i + 1, size=64)))
+        services.ingest.ingest_file(path, sender=SENDER)
+    assert services.storage.tiers.plan() == 3  # StudyDate 2024: more than a year ago
+    assert services.storage.run_pending() == {"done": 3}
+    before = _everything(services)
+    services.health._db.dispose()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["backup", str(tmp_path / "backup")])
+    assert result.exit_code == 0 and "3 blobs" in result.output, result.output
+    shutil.rmtree(data)
+    shutil.rmtree(tmp_path / "cold")  # both tiers lost
+    result = runner.invoke(cli, ["restore", str(tmp_path / "backup")])
+    assert result.exit_code == 0, result.output
+    restored = build_services(settings)
+    assert _everything(restored) == before
+    assert restored.storage is not None and restored.storage.tiers is not None
+    assert set(restored.storage.tiers.counts()) == {"hot"}
+    assert restored.storage.verify().mismatches == []
+    forecast = runner.invoke(cli, ["storage", "forecast"])
+    assert forecast.exit_code == 0 and "hot tier: 3 objects" in forecast.output, \
+        forecast.output
+    restored.health._db.dispose()

@@ -7,8 +7,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
+from pydicom.uid import ExplicitVRLittleEndian, HTJ2KLossless, JPEGLSLossless
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -31,10 +32,12 @@ from cloudfilm.services.archive.ingest import Sender
 SENDER = Sender(hospital_code=HOSPITAL, hospital_name="Test Hospital", door="test")
 
 
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, HTJ2KLossless])
 def test_peers_accepting_only_explicit_le_receive_the_original_pixels(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, syntax: str) -> None:
     services = build_services(settings.model_copy(
-        update={"storage": StorageSettings(compress=True, delete_grace_seconds=0)}))
+        update={"storage": StorageSettings(compress=True, delete_grace_seconds=0,
+                                           compress_default=syntax)}))
     assert services.storage is not None
     services.peers.register(SCU_AE, "127.0.0.1", 104, hospital_code=HOSPITAL)
     ds = make_ct(size=128)
@@ -67,7 +70,7 @@ def test_peers_accepting_only_explicit_le_receive_the_original_pixels(
         receiver.close()
     moved = list(receiver.received.values())
     for data in [*got, *moved]:
-        assert dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID != JPEGLSLossless
+        assert dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID != syntax
         assert pixels_equal(data, original)
     assert len(got) == 1 and len(moved) == 1
     assert dcmread(io.BytesIO(got[0])).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian

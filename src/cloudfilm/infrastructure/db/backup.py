@@ -36,6 +36,21 @@ def sqlite_snapshot(source: Path, target: Path) -> None:
         src.close()
 
 
+def mark_all_hot(sqlite_file: Path) -> None:
+    """A restore writes every blob into the main (hot) store: record that, so the tier jobs
+    and the scrubber look for each blob where it is (an index from before tiers has no
+    ``storage_tier`` yet: its migration defaults it to hot)."""
+    conn = sqlite3.connect(sqlite_file)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(instance)")}
+        if "storage_tier" in columns:
+            with conn:
+                conn.execute("UPDATE instance SET storage_tier = 'hot' "
+                             "WHERE storage_tier != 'hot'")
+    finally:
+        conn.close()
+
+
 def blobs_of(sqlite_file: Path) -> Iterator[tuple[str, str, int]]:
     """(blob key, SHA-256, size) of every blob the index file references."""
     engine = create_engine(f"sqlite:///{sqlite_file}")

@@ -183,6 +183,9 @@ class Instance(Base):
     # stored as received): what a client that names no syntax gets back (services/storage).
     original_transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="",
                                                               server_default="")
+    # Which blob store holds it: "hot" (the main store) or "cold" (storage.cold_url), set
+    # by the tier jobs once the cold copy is verified (services/storage/tiers.py).
+    storage_tier: Mapped[str] = mapped_column(String(8), default="hot", server_default="hot")
     # Full header as DICOM JSON; bulk data as BulkDataURI relative to "{{BASE}}". Kept last
     # so that SQLite's overflow pages are only read when the metadata is asked for.
     metadata_json: Mapped[str] = mapped_column(Text)
@@ -1093,3 +1096,66 @@ class StatsAlert(Base):
     value: Mapped[float] = mapped_column(Float)
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     notified: Mapped[str] = mapped_column(String(64), default="")
+# --- lifecycle: retention rules, legal holds, deletions (issue 16, revision 0018) ----------
+
+
+class RetentionRule(Base):
+    """How long studies matching it are kept (services/lifecycle/retention.py). Blank
+    criteria match everything; when several rules match a study the longest end wins, so a
+    rule can only be met, never cut short by another."""
+
+    __tablename__ = "retention_rule"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    hospital_code: Mapped[str] = mapped_column(String(64), default="")
+    # A case-insensitive part of the study description ("体检", "screening"): the kind.
+    study_kind: Mapped[str] = mapped_column(String(64), default="")
+    years: Mapped[int] = mapped_column(Integer)
+    # Younger than minor_age at the study: kept at least until minor_age + minor_years.
+    minor_age: Mapped[int | None] = mapped_column(Integer)
+    minor_years: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LegalHold(Base):
+    """A legal hold on one study, or on a patient (hospital code + PatientID): no deletion,
+    no tier move and no re-encoding of what it covers until it is released."""
+
+    __tablename__ = "legal_hold"
+    __table_args__ = (Index(None, "study_instance_uid"), Index(None, "hospital_code",
+                                                               "patient_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))  # study / patient
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    hospital_code: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text)
+    placed_by: Mapped[str] = mapped_column(String(128))
+    placed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    released_by: Mapped[str] = mapped_column(String(128), default="")
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeletionRequest(Base):
+    """Step one of a deletion after retention: what would be deleted, proposed by one
+    administrator; step two (another administrator) executes it, re-checking each study."""
+
+    __tablename__ = "deletion_request"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # proposed / executed / cancelled
+    reason: Mapped[str] = mapped_column(Text)
+    proposed_by: Mapped[str] = mapped_column(String(128))
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str] = mapped_column(String(128), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # JSON: the study UIDs proposed, then the outcome per study after execution.
+    studies_json: Mapped[str] = mapped_column(Text)
+    result_json: Mapped[str] = mapped_column(Text, default="{}")
+    objects: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -23,11 +23,11 @@ def _scoped(stmt: Any, study_uid: str, series_uid: str | None,
 
 def instances(conn: Connection, study_uid: str, series_uid: str | None = None,
               sop_uid: str | None = None) -> list[Any]:
-    stmt: Any = select(  # 11 columns: past the typed arity of Select
+    stmt: Any = select(  # 12 columns: past the typed arity of Select
         Instance.sop_instance_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid,
         Instance.blob_key, Instance.size_bytes, Instance.sha256, Instance.number_of_frames,
         Series.series_instance_uid, Study.study_instance_uid, Study.hospital_id,
-        Instance.original_transfer_syntax_uid,
+        Instance.original_transfer_syntax_uid, Instance.storage_tier,
     )  # fmt: skip
     return list(conn.execute(_scoped(stmt, study_uid, series_uid, sop_uid)).all())
 

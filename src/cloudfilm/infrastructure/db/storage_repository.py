@@ -6,11 +6,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cloudfilm.infrastructure.db.models import (
     BlobCheck,
+    Hospital,
     Instance,
     InstanceVersion,
     Series,
@@ -72,8 +74,9 @@ def instance(session: Session, sop_uid: str) -> Any:
                Instance.blob_key, Instance.sha256, Instance.size_bytes,
                Instance.transfer_syntax_uid, Instance.original_transfer_syntax_uid,
                Instance.received_at, Instance.metadata_json, Instance.study_fk,
-               Series.modality)
+               Instance.storage_tier, Series.modality, Hospital.code.label("hospital_code"))
         .join(Series, Series.id == Instance.series_fk)
+        .join(Hospital, Hospital.id == Instance.hospital_id)
         .where(Instance.sop_instance_uid == sop_uid)).first()
 
 
@@ -90,7 +93,8 @@ def apply_transcode(session: Session, current: Row[Any], *, blob_key: str, sha25
         .where(Instance.id == current.id, Instance.sha256 == current.sha256)
         .values(blob_key=blob_key, sha256=sha256, size_bytes=size,
                 transfer_syntax_uid=transfer_syntax_uid, metadata_json=metadata_json,
-                original_transfer_syntax_uid=current.transfer_syntax_uid))
+                original_transfer_syntax_uid=current.transfer_syntax_uid,
+                storage_tier="hot"))  # the new blob is written to the hot store
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
     session.execute(insert(InstanceVersion).values(
@@ -125,7 +129,7 @@ def blob_in_use(session: Session, key: str) -> bool:
 def instances_after(session: Session, after_id: int, limit: int) -> Any:
     return session.execute(
         select(Instance.id, Instance.sop_instance_uid, Instance.blob_key, Instance.sha256,
-               Instance.size_bytes)
+               Instance.size_bytes, Instance.storage_tier)
         .where(Instance.id > after_id).order_by(Instance.id).limit(limit)).all()
 
 
@@ -164,3 +168,111 @@ def bytes_by_modality_month(session: Session) -> Any:
                func.sum(Instance.size_bytes), func.sum(received))
         .join(Series, Series.id == Instance.series_fk)
         .group_by(Series.modality, month).order_by(month, Series.modality)).all()
+
+
+# -- tiers, legal holds (issue 16 lifecycle) ------------------------------------------------
+
+_UNFINISHED = ("pending", "queued", "cleanup")
+
+
+def tier_candidates(session: Session, *, done_before: datetime, after_id: int,
+                    limit: int) -> Any:
+    """Hot instances of studies done (exam time, else receipt) before ``done_before`` with
+    no unfinished job, from ``after_id`` on: (id, sop uid, modality, study uid, done at,
+    hospital code, patient id)."""
+    from cloudfilm.infrastructure.db.models import Patient, Study
+
+    done_at = func.coalesce(Study.exam_at, Study.received_at)
+    busy = (select(StorageJob.id)
+            .where(StorageJob.sop_instance_uid == Instance.sop_instance_uid,
+                   StorageJob.state.in_(_UNFINISHED)).exists())
+    return session.execute(
+        select(Instance.id, Instance.sop_instance_uid, Series.modality,
+               Study.study_instance_uid, done_at.label("done_at"), Hospital.code,
+               Patient.patient_id)
+        .join(Series, Series.id == Instance.series_fk)
+        .join(Study, Study.id == Instance.study_fk)
+        .join(Patient, Patient.id == Study.patient_fk)
+        .join(Hospital, Hospital.id == Study.hospital_id)
+        .where(Instance.storage_tier == "hot", Instance.id > after_id, done_at < done_before,
+               ~busy)
+        .order_by(Instance.id).limit(limit)).all()
+
+
+def studies_read_since(session: Session, since: datetime) -> set[str]:
+    """Study UIDs with an allowed read in the audit trail since ``since``: every read of
+    patient data leaves one (resource study/series/instance; the study in ``detail``)."""
+    from cloudfilm.infrastructure.db.models import AuditEvent
+
+    seen: set[str] = set()
+    rows = session.execute(
+        select(AuditEvent.resource_type, AuditEvent.resource_uid, AuditEvent.detail)
+        .where(AuditEvent.at >= since, AuditEvent.outcome == "allowed",
+               AuditEvent.resource_type.in_(("study", "series", "instance"))))
+    for rtype, uid, detail in rows:
+        if rtype == "study":
+            seen.add(uid)
+            continue
+        try:
+            study = orjson.loads(detail or "{}").get("study")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(study, str):
+            seen.add(study)
+    return seen
+
+
+def active_holds(session: Session) -> tuple[set[str], set[tuple[str, str]]]:
+    """Studies and (hospital code, PatientID) pairs under an unreleased legal hold."""
+    from cloudfilm.infrastructure.db.models import LegalHold
+
+    studies: set[str] = set()
+    patients: set[tuple[str, str]] = set()
+    for scope, uid, code, pid in session.execute(
+            select(LegalHold.scope, LegalHold.study_instance_uid, LegalHold.hospital_code,
+                   LegalHold.patient_id).where(LegalHold.released_at.is_(None))):
+        if scope == "study":
+            studies.add(uid)
+        else:
+            patients.add((code, pid))
+    return studies, patients
+
+
+def study_held(session: Session, study_fk: int) -> bool:
+    """Whether an unreleased legal hold covers the study (itself or its patient)."""
+    from cloudfilm.infrastructure.db.models import LegalHold, Patient, Study
+
+    row = session.execute(
+        select(Study.study_instance_uid, Hospital.code, Patient.patient_id)
+        .join(Patient, Patient.id == Study.patient_fk)
+        .join(Hospital, Hospital.id == Study.hospital_id)
+        .where(Study.id == study_fk)).first()
+    if row is None:
+        return False
+    uid, code, pid = row
+    hit = session.execute(
+        select(LegalHold.id).where(
+            LegalHold.released_at.is_(None),
+            ((LegalHold.scope == "study") & (LegalHold.study_instance_uid == uid))
+            | ((LegalHold.scope == "patient") & (LegalHold.hospital_code == code)
+               & (LegalHold.patient_id == pid))).limit(1)).first()
+    return hit is not None
+
+
+def set_tier(session: Session, instance_id: int, *, sha256: str, from_tier: str,
+             to_tier: str) -> bool:
+    """Compare-and-set of an instance's tier (only if it still holds the same blob)."""
+    changed = session.execute(
+        update(Instance)
+        .where(Instance.id == instance_id, Instance.sha256 == sha256,
+               Instance.storage_tier == from_tier)
+        .values(storage_tier=to_tier))
+    return bool(changed.rowcount)  # type: ignore[attr-defined]
+
+
+def tier_counts(session: Session) -> dict[str, tuple[int, int]]:
+    """Objects and stored bytes per tier."""
+    rows = session.execute(select(Instance.storage_tier, func.count(),
+                                  func.coalesce(func.sum(Instance.size_bytes), 0))
+                           .group_by(Instance.storage_tier))
+    return {tier: (int(n), int(b)) for tier, n, b in rows}

@@ -43,6 +43,7 @@ from cloudfilm.interfaces.api.rest import (
     gateway,
     identity,
     orders,
+    lifecycle,
     recognition,
     reports,
     research,
@@ -243,6 +244,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(research.router, prefix=research.PREFIX, tags=["Research"])
     app.include_router(workstation.router, prefix=workstation.PREFIX, tags=["Workstation"])
     app.include_router(stats.router, prefix=stats.PREFIX, tags=["Dashboard"])
+    app.include_router(lifecycle.router, prefix=lifecycle.PREFIX, tags=["Lifecycle"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     pages.install_pages(app, services, web)

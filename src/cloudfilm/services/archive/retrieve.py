@@ -73,6 +73,8 @@ class StoredObject:
     hospital_id: int
     # Set when the archive re-encoded it losslessly: served to clients naming no syntax.
     original_transfer_syntax_uid: str = ""
+    # "hot" or "cold" (services/storage/tiers.py): where its blob is read from.
+    storage_tier: str = "hot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +432,7 @@ def _stored(r: Any) -> StoredObject:
     return StoredObject(r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid,
                         r.sop_class_uid, r.transfer_syntax_uid, r.blob_key, r.size_bytes,
                         r.sha256, r.number_of_frames, r.hospital_id,
-                        r.original_transfer_syntax_uid)
+                        r.original_transfer_syntax_uid, r.storage_tier)
 
 
 def json_model_value_bytes(elem: Any) -> bytes:

@@ -106,6 +106,10 @@ class Permission(StrEnum):
     own hospital with the province's averages (a hospital administrator)."""
     READ_PROVINCE_STATS = "stats.province"
     """The dashboard for the whole province (every hospital)."""
+    MANAGE_RETENTION = "storage.retention"
+    """Retention rules, the review list and the two steps of a deletion (issue 16)."""
+    LEGAL_HOLD = "storage.legal_hold"
+    """Place and release legal holds on studies and patients."""
 
 
 _EVERYTHING = frozenset(Permission)

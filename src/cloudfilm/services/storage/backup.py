@@ -110,6 +110,7 @@ def restore(source: Path, database_url: str, blobs: BlobStore, work_dir: Path, *
     # The index last: a restore interrupted before this point leaves no index to serve from.
     target.parent.mkdir(parents=True, exist_ok=True)
     dbbackup.sqlite_snapshot(source / INDEX, target)
+    dbbackup.mark_all_hot(target)
     return BackupReport(len(manifest), total)
 
 

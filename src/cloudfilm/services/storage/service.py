@@ -46,7 +46,9 @@ from cloudfilm.infrastructure.storage.base import (
     blob_key,
 )
 from cloudfilm.infrastructure.storage.mirror import MirroredBlobStore
+from cloudfilm.infrastructure.storage.tiered import TieredBlobStore
 from cloudfilm.services.errors import InvalidQueryError
+from cloudfilm.services.storage.tiers import TIER, Tiers
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,13 @@ class JobQueue(Protocol):
     def enqueue(self, job_id: int) -> None: ...
 
 
+class BatchQueue(JobQueue, Protocol):
+    """A queue that carries several job ids per message (one queue round trip for many
+    objects: huey's SQLite queue costs a write transaction per message)."""
+
+    def enqueue_batch(self, job_ids: list[int]) -> None: ...
+
+
 class JobFailedError(Exception):
     """A job failed this attempt; the queue retries it (until it goes to the dead list)."""
 
@@ -80,9 +89,13 @@ class CompressionPolicy:
     enabled: bool = False
     default: str = "1.2.840.10008.1.2.4.80"  # JPEG-LS Lossless
     per_modality: Mapping[str, str] = field(default_factory=dict)
+    # By hospital code; wins over the modality's rule.
+    per_hospital: Mapping[str, str] = field(default_factory=dict)
 
-    def target_for(self, modality: str) -> str | None:
-        target = self.per_modality.get(modality.upper(), self.default)
+    def target_for(self, modality: str, hospital_code: str = "") -> str | None:
+        target = self.per_hospital.get(hospital_code) if hospital_code else None
+        if target is None:
+            target = self.per_modality.get(modality.upper(), self.default)
         return None if target.lower() in ("", "none") else target
 
 
@@ -109,9 +122,13 @@ class VerifyReport:
 class StorageService:
     def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
                  policy: CompressionPolicy, max_attempts: int = 3,
-                 stale_seconds: float = 600.0, delete_grace_seconds: float = 0.0) -> None:
+                 stale_seconds: float = 600.0, delete_grace_seconds: float = 0.0,
+                 tiers: Tiers | None = None, batch: int = 16) -> None:
         self._db = db
         self._blobs = blobs
+        # Hot/cold tiers when a cold store is configured (services/storage/tiers.py).
+        self.tiers = tiers
+        self._batch = batch
         self._work_dir = work_dir
         self.policy = policy
         self._max_attempts = max_attempts
@@ -133,9 +150,27 @@ class StorageService:
         with self._db.write() as session:
             ids = repo.claim(session, stale_before=now - self._stale if stale else now,
                              cleanup_before=now - self._grace, now=now, limit=limit)
-        for job_id in ids:
-            queue.enqueue(job_id)
+        enqueue_batch = getattr(queue, "enqueue_batch", None)
+        if enqueue_batch is not None:
+            for start in range(0, len(ids), self._batch):
+                enqueue_batch(ids[start:start + self._batch])
+        else:
+            for job_id in ids:
+                queue.enqueue(job_id)
         return len(ids)
+
+    def run_batch(self, job_ids: list[int]) -> dict[str, int]:
+        """Run several jobs (one queue message); a failing one is left for its retry (its
+        row stays ``queued`` and the relay hands it over again after ``stale_seconds``,
+        or it went dead) without stopping the others."""
+        states: dict[str, int] = {}
+        for job_id in job_ids:
+            try:
+                state = self.run_job(job_id)
+            except JobFailedError:
+                state = "failed"
+            states[state] = states.get(state, 0) + 1
+        return states
 
     def run_job(self, job_id: int) -> str:
         """Run one job; returns its state. Raises :class:`JobFailedError` to be retried."""
@@ -143,9 +178,14 @@ class StorageService:
             row = repo.job(session, job_id)
             if row is None or row.state in _FINAL:
                 return row.state if row is not None else "gone"
-            uid, attempts = row.sop_instance_uid, row.attempts
+            uid, attempts, kind = row.sop_instance_uid, row.attempts, row.kind
         try:
-            outcome = self.transcode(uid)
+            if kind == TIER:
+                if self.tiers is None:
+                    raise JobFailedError("no cold store is configured (storage.cold_url)")
+                outcome = self.tiers.move_cold(uid)
+            else:
+                outcome = self.transcode(uid)
         except Exception as exc:
             attempts += 1
             state = "dead" if attempts >= self._max_attempts else "queued"
@@ -155,10 +195,10 @@ class StorageService:
             if state == "dead":
                 return state
             raise JobFailedError(str(exc)) from exc
-        if outcome == "transcoded" and self._grace > timedelta(0):
+        if outcome == "transcoded" and kind != TIER and self._grace > timedelta(0):
             state = "cleanup"  # the relay runs it again after the grace: "already" deletes
         else:
-            state = "done" if outcome in ("transcoded", "already") else "left"
+            state = "done" if outcome in ("transcoded", "moved", "already") else "left"
         self._set(job_id, state, outcome, attempts)
         return state
 
@@ -206,19 +246,28 @@ class StorageService:
         with self._db.read() as session:
             row = repo.instance(session, sop_uid)
             originals = repo.transcoded_from(session, sop_uid) if row is not None else []
+            held = row is not None and repo.study_held(session, row.study_fk)
         if row is None:
             return "left:gone"
         if row.original_transfer_syntax_uid:
             self._delete_unused([blob_key(o.sha256) for o in originals])
             return "already"
-        target = self.policy.target_for(row.modality or "")
+        if held:  # the file as received is evidence: keep its bytes
+            return self._left("legal-hold")
+        target = self.policy.target_for(row.modality or "", row.hospital_code)
         if target is None:
             return self._left("policy")
         raw = self._read_checked(row.blob_key, row.sha256)
         try:
             new = lossless.compress_lossless(raw, target)
         except lossless.LosslessError as exc:
-            return self._left(str(exc).split(":")[0])
+            reason = str(exc).split(":")[0]
+            if reason != lossless.HTJ2K_COLOUR:
+                return self._left(reason)
+            try:  # colour is not HTJ2K-encoded (browser decoder bug): JPEG-LS instead
+                new = lossless.compress_lossless(raw, lossless.JPEG_LS)
+            except lossless.LosslessError as again:
+                return self._left(str(again).split(":")[0])
         if len(new.data) >= len(raw):
             return self._left("no-gain")
         sha = hashlib.sha256(new.data).hexdigest()
@@ -300,15 +349,31 @@ class StorageService:
                     break
         return report
 
+    def _stores(self) -> tuple[BlobStore, BlobStore | None, BlobStore | None]:
+        """(hot primary, cold store or None, replica or None)."""
+        hot: BlobStore = self._blobs
+        cold: BlobStore | None = None
+        if isinstance(self._blobs, TieredBlobStore):
+            hot, cold = self._blobs.hot, self._blobs.cold
+        if isinstance(hot, MirroredBlobStore):
+            return hot.primary, cold, hot.replica
+        return hot, cold, None
+
     def _verify_one(self, inst: Any, report: VerifyReport) -> None:
         report.checked += 1
-        primary = self._blobs.primary if isinstance(self._blobs, MirroredBlobStore) \
-            else self._blobs
+        hot, cold, _ = self._stores()
+        primary = cold if inst.storage_tier == "cold" and cold is not None else hot
         try:
             digest, size = _digest(primary, inst.blob_key)
             ok, detail = digest == inst.sha256, "" if digest == inst.sha256 else "sha256"
         except BlobNotFoundError:
             ok, detail, size = False, "missing", 0
+            other = hot if primary is cold else cold
+            if other is not None and other.exists(inst.blob_key):
+                # In the other tier (a restore writes every blob hot): check it there.
+                primary = other
+                digest, size = _digest(primary, inst.blob_key)
+                ok, detail = digest == inst.sha256, "" if digest == inst.sha256 else "sha256"
         report.bytes += size
         SCRUB_BYTES.inc(size)
         repaired = False
@@ -319,7 +384,7 @@ class StorageService:
             logger.error("cloudfilm.storage.scrub_mismatch",
                          extra={"sop": inst.sop_instance_uid, "key": inst.blob_key,
                                 "problem": detail})
-            repaired = self._repair(inst)
+            repaired = self._repair(inst, primary)
             if repaired:
                 SCRUB_REPAIRED.inc()
                 report.repaired.append(inst.sop_instance_uid)
@@ -327,17 +392,30 @@ class StorageService:
             repo.record_check(session, inst.sop_instance_uid, ok=ok or repaired,
                               repaired=repaired, detail=detail, now=datetime.now(UTC))
 
-    def _repair(self, inst: Any) -> bool:
-        if not isinstance(self._blobs, MirroredBlobStore):
+    def _repair(self, inst: Any, target: BlobStore) -> bool:
+        """Copy the replica's blob over the damaged one (in whichever tier holds it) when
+        the replica's bytes match the recorded SHA-256."""
+        replica = self._stores()[2]
+        if replica is None:
             return False
         try:
-            digest, _ = _digest(self._blobs.replica, inst.blob_key)
+            digest, _ = _digest(replica, inst.blob_key)
         except BlobStoreError:
             return False
         if digest != inst.sha256:
             return False
-        self._blobs.restore_from_replica(inst.blob_key, self._work_dir)
-        return bool(_digest(self._blobs.primary, inst.blob_key)[0] == inst.sha256)
+        fd, name = tempfile.mkstemp(prefix="repair-", dir=self._work_dir)
+        tmp = Path(name)
+        try:
+            with open(fd, "wb") as out:
+                for chunk in replica.iter_chunks(inst.blob_key, _CHUNK):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            target.put_file(inst.blob_key, tmp, move=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return bool(_digest(target, inst.blob_key)[0] == inst.sha256)
 
     def forecast(self, *, raw_per_year: float | None = None, growth: float = 0.0) -> Forecast:
         """Bytes per modality and month, the compression ratio achieved, and the projection

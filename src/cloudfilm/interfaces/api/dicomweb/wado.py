@@ -55,7 +55,13 @@ def _stream_objects(retrieve: RetrieveService, objects: list[StoredObject],
                    retrieve.object_chunks(obj, syntax))
 
     media = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return StreamingResponse(multipart_stream(boundary, parts()), media_type=media)
+    # Some objects come from the cold tier (slower to start: an object store, another
+    # disk): said so, per the issue, for clients that time their requests.
+    cold = sum(1 for obj in objects if obj.storage_tier == "cold")
+    headers = {"X-Cloudfilm-Storage-Tier": "cold" if cold == len(objects) else
+               "mixed" if cold else "hot"}
+    return StreamingResponse(multipart_stream(boundary, parts()), media_type=media,
+                             headers=headers)
 
 
 async def _retrieve(request: Request, actor: Actor, study: str, series: str | None = None,
