@@ -13,8 +13,9 @@ from cloudfilm.services.access.sms import SmsService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
+from cloudfilm.services.archive.reconcile import ReconciliationService
 from cloudfilm.services.archive.retrieve import RetrieveService
-from cloudfilm.services.health import HealthService
+from cloudfilm.services.health import FiguresService, HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
@@ -97,3 +98,7 @@ class Services:
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()
+    # Objects held without PatientID or under another hospital's study UID (issue 12).
+    reconcile: ReconciliationService | None = None
+    # Index-wide figures for /metrics (issue 12).
+    figures: FiguresService | None = None

@@ -93,6 +93,11 @@ class Permission(StrEnum):
     actor's own hospital)."""
     MANAGE_RECOGNITION_RULES = "recognition.manage"
     """Change the recognition rules, code maps and prices; act for any hospital."""
+    RECONCILE = "archive.reconcile"
+    """See and settle the reconciliation queue of the actor's own hospital (objects held
+    without PatientID or under another hospital's study UID)."""
+    RECONCILE_ANY = "archive.reconcile_any"
+    """See and settle every hospital's reconciliation queue."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -108,7 +113,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
         Permission.ISSUE_ACTIVATION_CODES, Permission.SEND_HEARTBEAT,
-        Permission.CHECK_RECOGNITION}),
+        Permission.CHECK_RECOGNITION, Permission.RECONCILE}),
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
         Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION,
@@ -116,7 +121,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
-        Permission.ISSUE_ACTIVATION_CODES}),
+        Permission.ISSUE_ACTIVATION_CODES, Permission.RECONCILE}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
