@@ -56,14 +56,14 @@ class FiguresService:
 
     def __init__(self, db: Database, *, ttl: float = 15.0) -> None:
         self._db = db
-        self._ttl = ttl
+        self.ttl = ttl
         self._cached: tuple[float, IndexFigures] | None = None
         self._lock = threading.Lock()
 
     def figures(self) -> IndexFigures:
         with self._lock:
             now = time.monotonic()
-            if self._cached is not None and now - self._cached[0] < self._ttl:
+            if self._cached is not None and now - self._cached[0] < self.ttl:
                 return self._cached[1]
             with self._db.read() as session:
                 studies, instances, size = metrics_repo.archive_totals(session)

@@ -95,7 +95,7 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             api = api_of(route)
             LATENCY.labels(api, route).observe(time.perf_counter() - started)
             REQUESTS.labels(api, route, scope["method"], str(status)).inc()
@@ -108,6 +108,19 @@ class ObserveMiddleware:
 # WADO-URI also answers without the /dicomweb prefix.
 _DICOMWEB_ROOTS = ("/dicomweb", "/wado")
 _WEB_ROOTS = ("/portal", "/workstation", "/dashboard", "/admin", "/static", "/share", "/s/")
+
+
+def route_template(scope: Any) -> str:
+    """The matched route's full path template (``/dicomweb/studies/{study}``).
+
+    FastAPI (0.16x) includes a router without copying its routes, so ``scope["route"].path``
+    lacks the include prefix (``/studies/{study}`` for DICOMweb and the portal alike); the
+    full template is on the effective route context it records in the scope."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(context, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 def api_of(route: str) -> str:
