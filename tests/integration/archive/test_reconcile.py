@@ -241,19 +241,27 @@ def test_cli_lists_and_settles(rig: Rig, settings: Settings,
 def test_real_files_with_empty_patient_id_are_held(services: Services,
                                                    tmp_path: Path) -> None:
     files = [shared_file(f) for f in ("ct/CT-MONO2-16-ankle.dcm", "ct/ELSCINT1_raw.dcm",
-                                      "xray/DX_JPEG2KLossless_16bit.dcm")]
+                                      "xray/DX_JPEG2KLossless_16bit.dcm",
+                                      "reports/basic_text_SR_offis.dcm")]
     for f in files:
         assert not str(dcmread(f, stop_before_pixels=True).get("PatientID", "") or "").strip()
     services.hospitals.register(HospitalInput(code="HR", name="Hospital R", level="primary"))
     console = Console(file=io.StringIO(), width=200)
     summary = run_import(services, files, workers=2, console=console,
                          sender=sender_for(services, "HR"))
-    assert (summary.held, summary.failed, summary.stored) == (3, 0, 0)
-    assert "held for reconciliation 3" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert (summary.held, summary.failed, summary.stored) == (4, 0, 0)
+    assert "held for reconciliation 4" in console.file.getvalue()  # type: ignore[attr-defined]
     queue = services.reconcile
     assert queue is not None
     items = queue.list(actor=LOCAL_OPERATOR)
-    assert len(items) == 3
-    settled = queue.assign(items[0].id, patient_id="R-1")
-    assert settled.state == "assigned"
+    assert len(items) == 4
+    # a held report is no report yet; once assigned it is recorded with its study
+    sr = dcmread(files[3], stop_before_pixels=True)
+    study = str(sr.StudyInstanceUID)
+    assert services.reports.study_reports(study, actor=LOCAL_OPERATOR) == []
+    for item in items:
+        settled = queue.assign(item.id, patient_id="R-1")
+        assert settled.state == "assigned" and settled.result["outcome"] == "stored"
+    [report] = services.reports.study_reports(study, actor=LOCAL_OPERATOR)
+    assert report.study_instance_uid == study
 
