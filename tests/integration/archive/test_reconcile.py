@@ -265,3 +265,26 @@ def test_real_files_with_empty_patient_id_are_held(services: Services,
     [report] = services.reports.study_reports(study, actor=LOCAL_OPERATOR)
     assert report.study_instance_uid == study
 
+
+
+def test_concurrent_resends_of_a_held_object_make_one_item(rig: Rig, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloudfilm.services.archive.ingest import IngestItem, Sender
+
+    data = to_bytes(make_ct(patient_id=""))
+    sender = Sender(hospital_code="HA", hospital_name="Hospital HA", door="test")
+
+    def send(n: int) -> str:
+        path = tmp_path / f"copy{n}.dcm"
+        path.write_bytes(data)
+        [result] = rig.services.ingest.ingest_files([IngestItem(path, move=True)],
+                                                    sender=sender)
+        return str(getattr(result, "outcome", result))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(send, range(8)))
+    assert outcomes == ["held"] * 8
+    assert rig.count("SELECT count(*) FROM reconciliation_item") == 1
+    assert rig.count("SELECT count(*) FROM audit_event WHERE action = 'archive.held'") == 1
+    assert rig.services.maintenance.sweep_orphans(min_age_seconds=0).removed == 0
