@@ -44,9 +44,10 @@ from cloudfilm.services.access.workstation import WorkstationService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
+from cloudfilm.services.archive.reconcile import ReconciliationService
 from cloudfilm.services.archive.retrieve import RetrieveService
 from cloudfilm.services.container import Limits, LocalAccess, Services, WebAccess
-from cloudfilm.services.health import HealthService
+from cloudfilm.services.health import FiguresService, HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
@@ -231,6 +232,9 @@ def build_services(settings: Settings) -> Services:
             "default", settings.storage.retention_years,
             minor_age=settings.storage.retention_minor_age or None,
             minor_years=settings.storage.retention_minor_years)),
+        reconcile=ReconciliationService(db, blobs, ingest, spool, audit=audit,
+                                        protector=protector),
+        figures=FiguresService(db),
     )
 
 

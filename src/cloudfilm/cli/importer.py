@@ -30,6 +30,7 @@ class ImportSummary:
     stored: int = 0
     duplicates: int = 0
     replaced: int = 0
+    held: int = 0
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
@@ -90,6 +91,8 @@ def run_import(services: Services, paths: list[Path], *, workers: int = 4,
                     summary.stored += 1
                 elif result.outcome == "duplicate":
                     summary.duplicates += 1
+                elif result.outcome == "held":
+                    summary.held += 1
                 else:
                     summary.replaced += 1
             progress.advance(task, path.stat().st_size if path.exists() else 0)
@@ -97,6 +100,9 @@ def run_import(services: Services, paths: list[Path], *, workers: int = 4,
     console.print(f"stored {summary.stored}, already present {summary.duplicates}, "
                   f"replaced {summary.replaced}, failed {summary.failed} "
                   f"(of {len(files)} files)")
+    if summary.held:
+        console.print(f"held for reconciliation {summary.held} (no PatientID, or a study UID "
+                      "another hospital holds): see `cloudfilm reconcile list`")
     for path, reason in summary.failures:
         console.print(f"  failed: {path}: {reason}", markup=False, highlight=False)
     return summary

@@ -35,6 +35,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
              "Background jobs (lossless re-encoding, scrubbing): list, retry, run."),
     "migrate-index": ("cloudfilm.cli.storage:migrate_index_command",
                       "Copy the embedded SQLite index into an empty PostgreSQL database."),
+    "reconcile": ("cloudfilm.cli.reconcile:reconcile",
+                  "Objects held for reconciliation (no PatientID, or another hospital's study "
+                  "UID)."),
     "recognition": ("cloudfilm.cli.recognition:recognition",
                     "Exam mutual recognition (检查检验结果互认): rules, checks, what they saved."),
     "reports": ("cloudfilm.cli.reports:reports",

@@ -15,8 +15,9 @@ from cloudfilm.services.access.workstation import WorkstationService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
+from cloudfilm.services.archive.reconcile import ReconciliationService
 from cloudfilm.services.archive.retrieve import RetrieveService
-from cloudfilm.services.health import HealthService
+from cloudfilm.services.health import FiguresService, HealthService
 from cloudfilm.services.identity.credentials import CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
@@ -114,3 +115,7 @@ class Services:
     stats: StatsService | None = None
     # Retention rules, review list, two-step deletion, legal holds (issue 16).
     lifecycle: LifecycleService | None = None
+    # Objects held without PatientID or under another hospital's study UID (issue 12).
+    reconcile: ReconciliationService | None = None
+    # Index-wide figures for /metrics (issue 12).
+    figures: FiguresService | None = None

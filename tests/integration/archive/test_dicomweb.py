@@ -49,7 +49,7 @@ def test_stow_answers_the_standard_response(client: Any) -> None:
 
 
 def test_stow_partial_failure_is_202_and_total_failure_409(client: Any) -> None:
-    good, bad = to_bytes(make_ct()), to_bytes(make_ct(PatientID=""))
+    good, bad = to_bytes(make_ct()), to_bytes(make_ct(PatientID="X" * 70))
     mixed = stow(client, [good, bad])
     assert mixed.status_code == 202
     failed = mixed.json()["00081198"]["Value"][0]

@@ -75,14 +75,17 @@ def test_changed_object_replaces_and_keeps_the_old_version(
     assert services.retrieve._blobs.exists(old_key)
 
 
-def test_same_uid_from_another_hospital_is_refused(services: Services, tmp_path: Path) -> None:
+def test_same_uid_from_another_hospital_is_held_not_replaced(services: Services,
+                                                             tmp_path: Path) -> None:
     ds = make_ct()
     services.ingest.ingest_file(_write(tmp_path, to_bytes(ds), "a.dcm"), sender=SENDER)
     ds.SeriesDescription = "changed"
     other = Sender(hospital_code="H2", hospital_name="Hospital Two", door="test")
-    with pytest.raises(InstanceConflictError):
-        services.ingest.ingest_file(_write(tmp_path, to_bytes(ds), "b.dcm"), sender=other)
+    held = services.ingest.ingest_file(_write(tmp_path, to_bytes(ds), "b.dcm"), sender=other)
+    # stored for the reconciliation queue (issue 12), the first hospital's object untouched
+    assert held.outcome == "held" and "another hospital" in held.warnings[0]
     assert _count(services, InstanceVersion) == 0
+    assert _count(services, Instance) == 1
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,7 @@ def test_same_uid_from_another_hospital_is_refused(services: Services, tmp_path:
         ({"SOPInstanceUID": ""}, "missing-uid"),
         ({"StudyInstanceUID": "1.2.03.4"}, "invalid-uid"),
         ({"SeriesInstanceUID": "abc"}, "invalid-uid"),
-        ({"PatientID": ""}, "missing-patient-id"),
+        ({"PatientID": "X" * 70}, "invalid-patient-id"),
     ],
 )
 def test_invalid_headers_are_refused_and_nothing_remains(

@@ -173,9 +173,10 @@ def test_store_of_sr_files_its_report_and_refuses_a_malformed_one(
     assert "ContentSequence" in refused.ErrorComment
 
 
-def test_store_missing_patient_id_fails(dimse: DimseServer) -> None:
+def test_store_missing_patient_id_is_held_with_a_warning(dimse: DimseServer) -> None:
+    # Stored for the reconciliation queue (issue 12): a warning, never a failure.
     rsp = _store(dimse, make_ct(patient_id=""))[0]
-    assert rsp.Status == st.CANNOT_UNDERSTAND
+    assert rsp.Status == st.HELD_WARNING
     assert "PatientID" in rsp.ErrorComment
 
 

@@ -126,7 +126,8 @@ def test_encapsulated_pdf_report_is_served_as_the_original_pdf(client: TestClien
 def test_real_report_files_through_import(services: Services, tmp_path: Path) -> None:
     names = ["reports/basic_text_SR_latin2.dcm", "reports/SR_with_reference/IM0_SR.dcm",
              "reports/encapsulated_pdf_coronarography.dcm",
-             # Two real SRs without a PatientID: refused like any object without one.
+             # Two real SRs without a PatientID: held for reconciliation like any object
+             # without one (issue 12), and no report until a patient is assigned.
              "reports/basic_text_SR_offis.dcm", "reports/comprehensive_SR_nested.dcm"]
     items = []
     for name in names:
@@ -134,9 +135,12 @@ def test_real_report_files_through_import(services: Services, tmp_path: Path) ->
         target.write_bytes(shared_file(name).read_bytes())
         items.append(IngestItem(target))
     results = services.ingest.ingest_files(items, sender=Sender())
-    assert [type(r).__name__ for r in results] == ["StoredInstance"] * 3 + \
-        ["InvalidInstanceError"] * 2
-    assert all("PatientID" in str(r) for r in results[3:])
+    assert [getattr(r, "outcome", r) for r in results] == ["stored"] * 3 + ["held"] * 2
+    assert all("PatientID" in r.warnings[0] for r in results[3:])  # type: ignore[union-attr]
+    for name in names[3:]:
+        ds = dcmread(shared_file(name), stop_before_pixels=True)
+        assert services.reports.study_reports(str(ds.StudyInstanceUID),
+                                              actor=LOCAL_OPERATOR) == []
     sources = []
     for name in names[:3]:
         ds = dcmread(shared_file(name), stop_before_pixels=True)
@@ -154,7 +158,7 @@ def test_real_report_files_through_import(services: Services, tmp_path: Path) ->
     assert polish.report_id in {r.report_id for r in found}
 
 
-def test_sr_claiming_another_hospitals_study_is_refused(services: Services,
+def test_sr_claiming_another_hospitals_study_is_held_not_recorded(services: Services,
                                                         tmp_path: Path, db_url: str) -> None:
     study = generate_uid()
     ct = make_ct(study_uid=study)
@@ -164,9 +168,10 @@ def test_sr_claiming_another_hospitals_study_is_refused(services: Services,
     assert not isinstance(stored, Exception)
     sr = make_text_sr(study_uid=study, patient_id=str(ct.PatientID))
     (tmp_path / "sr.dcm").write_bytes(to_bytes(sr))
-    [refused] = services.ingest.ingest_files([IngestItem(tmp_path / "sr.dcm")],
-                                             sender=Sender("HB", "Hospital B", "test"))
-    assert isinstance(refused, Exception)
+    [held] = services.ingest.ingest_files([IngestItem(tmp_path / "sr.dcm")],
+                                          sender=Sender("HB", "Hospital B", "test"))
+    # Held for reconciliation (issue 12), never recorded against HA's study.
+    assert getattr(held, "outcome", None) == "held"
     assert count(db_url, "SELECT count(*) FROM report") == 0
     assert count(db_url, "SELECT count(*) FROM instance WHERE sop_instance_uid = :u",
                  u=str(sr.SOPInstanceUID)) == 0

@@ -24,6 +24,7 @@ from cloudfilm.infrastructure.db.models import (
     Instance,
     InstanceVersion,
     Patient,
+    ReconciliationItem,
     Series,
     Study,
 )
@@ -34,6 +35,7 @@ _study = cast(Table, Study.__table__)
 _series = cast(Table, Series.__table__)
 _instance = cast(Table, Instance.__table__)
 _version = cast(Table, InstanceVersion.__table__)
+_held = cast(Table, ReconciliationItem.__table__)
 
 _HOSPITAL_BY_CODE = select(_hospital.c.id).where(_hospital.c.code == bindparam("code"))
 _PATIENT_BY_KEY = select(
@@ -60,10 +62,11 @@ _INSTANCES_BY_UID = select(
     _instance.c.study_fk, _instance.c.hospital_id, _instance.c.blob_key,
     _instance.c.size_bytes, _instance.c.received_at,
 ).where(_instance.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))  # fmt: skip
-_CURRENT_SHAS = select(_instance.c.sop_instance_uid, _instance.c.sha256).where(
+_CURRENT_SHAS = select(_instance.c.sop_instance_uid, _instance.c.sha256,
+                       _instance.c.hospital_id).where(
     _instance.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
 )
-_OLD_SHAS = select(_version.c.sop_instance_uid, _version.c.sha256).where(
+_OLD_SHAS = select(_version.c.sop_instance_uid, _version.c.sha256, _version.c.hospital_id).where(
     _version.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
 )
 _SERIES_COUNT = (
@@ -84,6 +87,7 @@ _STUDY_COUNT = (
 _INSERT_INSTANCE = insert(_instance)
 _BLOB_IN_USE = select(_instance.c.id).where(_instance.c.blob_key == bindparam("key")).limit(1)
 _BLOB_KEPT = select(_version.c.id).where(_version.c.blob_key == bindparam("key")).limit(1)
+_BLOB_HELD = select(_held.c.id).where(_held.c.blob_key == bindparam("key")).limit(1)
 
 
 def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool:
@@ -167,9 +171,11 @@ def instances_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Any]:
     return {r.sop_instance_uid: r for r in rows}
 
 
-def known_versions(session: Session, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+def known_versions(session: Session, pairs: Sequence[tuple[str, str]], *,
+                   hospital_id: int | None = None) -> set[tuple[str, str]]:
     """Which (SOP Instance UID, SHA-256) pairs were stored before, as current or superseded
-    versions (a late resend of an old version then changes nothing)."""
+    versions (a late resend of an old version then changes nothing); with ``hospital_id``,
+    only pairs that hospital holds."""
     if not pairs:
         return set()
     conn = session.connection()
@@ -177,6 +183,7 @@ def known_versions(session: Session, pairs: Sequence[tuple[str, str]]) -> set[tu
     current = {
         (r.sop_instance_uid, r.sha256)
         for r in conn.execute(_CURRENT_SHAS, {"uids": list({u for u, _ in pairs})})
+        if hospital_id is None or r.hospital_id == hospital_id
     }
     found = current & wanted
     # Superseded versions exist only under a UID with a current version of other content.
@@ -184,6 +191,7 @@ def known_versions(session: Session, pairs: Sequence[tuple[str, str]]) -> set[tu
     if other:
         found |= {
             (r.sop_instance_uid, r.sha256) for r in conn.execute(_OLD_SHAS, {"uids": list(other)})
+            if hospital_id is None or r.hospital_id == hospital_id
         } & wanted
     return found
 
@@ -267,4 +275,6 @@ def blob_is_referenced(session: Session, key: str) -> bool:
     conn = session.connection()
     if conn.execute(_BLOB_IN_USE, {"key": key}).first() is not None:
         return True
-    return conn.execute(_BLOB_KEPT, {"key": key}).first() is not None
+    if conn.execute(_BLOB_KEPT, {"key": key}).first() is not None:
+        return True
+    return conn.execute(_BLOB_HELD, {"key": key}).first() is not None

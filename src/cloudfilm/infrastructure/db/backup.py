@@ -11,7 +11,13 @@ from sqlalchemy import create_engine, delete, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from cloudfilm.infrastructure.db import migrate
-from cloudfilm.infrastructure.db.models import Base, Hospital, Instance, InstanceVersion
+from cloudfilm.infrastructure.db.models import (
+    Base,
+    Hospital,
+    Instance,
+    InstanceVersion,
+    ReconciliationItem,
+)
 from cloudfilm.infrastructure.db.session import normalise_url
 
 
@@ -62,6 +68,9 @@ def blobs_of(sqlite_file: Path) -> Iterator[tuple[str, str, int]]:
             for r in conn.execute(
                     select(InstanceVersion.blob_key, InstanceVersion.sha256,
                            InstanceVersion.size_bytes).where(InstanceVersion.blob_key != "")):
+                yield r[0], r[1], r[2]
+            for r in conn.execute(select(ReconciliationItem.blob_key, ReconciliationItem.sha256,
+                                         ReconciliationItem.size_bytes)):
                 yield r[0], r[1], r[2]
     finally:
         engine.dispose()

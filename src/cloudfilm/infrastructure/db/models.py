@@ -1159,3 +1159,44 @@ class DeletionRequest(Base):
     result_json: Mapped[str] = mapped_column(Text, default="{}")
     objects: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+# -- reconciliation queue (issue 12, "accept what hospitals really send") -----------------
+
+
+class ReconciliationItem(Base):
+    """An object stored durably but kept out of every patient's and study's record until
+    someone of its hospital or a platform administrator settles it: no PatientID
+    (``reason="no-patient-id"``), or a Study Instance UID another hospital holds
+    (``"study-clash"``, ``clash_study_fk`` that study). Its blob is referenced here, so the
+    sweeper keeps it whatever the outcome. ``state``: open, assigned (filed under a
+    patient), copy (a genuine copy of the other hospital's study), own-study (filed as the
+    hospital's own study under new UIDs); ``result_json`` says what the settling did."""
+
+    __tablename__ = "reconciliation_item"
+    __table_args__ = (
+        UniqueConstraint("hospital_id", "sop_instance_uid", "sha256"),
+        Index(None, "hospital_id", "state", "id"),
+        Index(None, "state", "id"),
+        Index(None, "blob_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    reason: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    clash_study_fk: Mapped[int | None] = mapped_column(ForeignKey("study.id"))
+    blob_key: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    door: Mapped[str] = mapped_column(String(16))
+    # What the header says, for the person settling it (name, birth date, sex, study date,
+    # modality, description, accession): DICOM text, never a national ID.
+    summary_json: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    result_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")

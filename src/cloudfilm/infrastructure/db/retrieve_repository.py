@@ -39,10 +39,13 @@ def metadata(conn: Connection, study_uid: str, series_uid: str | None = None,
 
 
 def referenced_blob_keys(conn: Connection, keys: list[str]) -> set[str]:
-    from cloudfilm.infrastructure.db.models import InstanceVersion
+    from cloudfilm.infrastructure.db.models import InstanceVersion, ReconciliationItem
 
     found = set(conn.scalars(select(Instance.blob_key).where(Instance.blob_key.in_(keys))))
     found |= set(
         conn.scalars(select(InstanceVersion.blob_key).where(InstanceVersion.blob_key.in_(keys)))
     )
+    # Objects held for reconciliation (and kept after it: the original as received).
+    found |= set(conn.scalars(select(ReconciliationItem.blob_key)
+                              .where(ReconciliationItem.blob_key.in_(keys))))
     return found

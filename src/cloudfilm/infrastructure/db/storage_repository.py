@@ -122,8 +122,13 @@ def transcoded_from(session: Session, sop_uid: str) -> Any:
 def blob_in_use(session: Session, key: str) -> bool:
     if session.execute(select(Instance.id).where(Instance.blob_key == key).limit(1)).first():
         return True
-    return session.execute(select(InstanceVersion.id).where(InstanceVersion.blob_key == key)
-                           .limit(1)).first() is not None
+    if session.execute(select(InstanceVersion.id).where(InstanceVersion.blob_key == key)
+                       .limit(1)).first():
+        return True
+    from cloudfilm.infrastructure.db.models import ReconciliationItem
+
+    return session.execute(select(ReconciliationItem.id)
+                           .where(ReconciliationItem.blob_key == key).limit(1)).first() is not None
 
 
 def instances_after(session: Session, after_id: int, limit: int) -> Any:

@@ -28,11 +28,12 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cloudfilm.interfaces.api import docs as api_docs
 from cloudfilm.interfaces.api import errors
+from cloudfilm.interfaces.api import metrics as index_metrics
 from cloudfilm.interfaces.api.auth import authenticate, client_host
 from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
@@ -45,6 +46,7 @@ from cloudfilm.interfaces.api.rest import (
     orders,
     lifecycle,
     recognition,
+    reconcile,
     reports,
     research,
     workstation,
@@ -58,9 +60,11 @@ from cloudfilm.services.errors import NotAuthorizedError
 
 logger = logging.getLogger(__name__)
 
+# ``api`` tells the surfaces apart (dicomweb, rest, web, ops); ``route`` is the path
+# template, never the path (no UIDs in labels).
 REQUESTS = Counter("cloudfilm_http_requests_total", "HTTP requests",
-                   ["route", "method", "status"])
-LATENCY = Histogram("cloudfilm_http_request_seconds", "HTTP request latency", ["route"],
+                   ["api", "route", "method", "status"])
+LATENCY = Histogram("cloudfilm_http_request_seconds", "HTTP request latency", ["api", "route"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                              5, 10, 30))
 BYTES_IN = Counter("cloudfilm_http_received_bytes_total", "Request body bytes", ["route"])
@@ -103,13 +107,43 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            LATENCY.labels(route).observe(time.perf_counter() - started)
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
+            route = route_template(scope)
+            api = api_of(route)
+            LATENCY.labels(api, route).observe(time.perf_counter() - started)
+            REQUESTS.labels(api, route, scope["method"], str(status)).inc()
             length = headers.get(b"content-length", b"")
             if length.isdigit():
                 BYTES_IN.labels(route).inc(int(length))
             structlog.contextvars.clear_contextvars()
+
+
+# WADO-URI also answers without the /dicomweb prefix.
+_DICOMWEB_ROOTS = ("/dicomweb", "/wado")
+_WEB_ROOTS = ("/portal", "/workstation", "/dashboard", "/admin", "/static", "/share", "/s/")
+
+
+def route_template(scope: Any) -> str:
+    """The matched route's full path template (``/dicomweb/studies/{study}``).
+
+    FastAPI (0.16x) includes a router without copying its routes, so ``scope["route"].path``
+    lacks the include prefix (``/studies/{study}`` for DICOMweb and the portal alike); the
+    full template is on the effective route context it records in the scope."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(context, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    return str(getattr(scope.get("route"), "path", "unmatched"))
+
+
+def api_of(route: str) -> str:
+    """Which surface a route template belongs to: dicomweb, rest, web or ops."""
+    if route.startswith(_DICOMWEB_ROOTS):
+        return "dicomweb"
+    if route.startswith(("/api/", "/cds-services")):
+        return "rest"
+    if route.startswith(_WEB_ROOTS):
+        return "web"
+    return "ops"
 
 
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -245,6 +279,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(workstation.router, prefix=workstation.PREFIX, tags=["Workstation"])
     app.include_router(stats.router, prefix=stats.PREFIX, tags=["Dashboard"])
     app.include_router(lifecycle.router, prefix=lifecycle.PREFIX, tags=["Lifecycle"])
+    app.include_router(reconcile.router, prefix=reconcile.PREFIX, tags=["Reconciliation"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     pages.install_pages(app, services, web)
@@ -255,6 +290,8 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, web=services.web)
     app.add_middleware(ObserveMiddleware)
     scrapers = networks(services.web.metrics_clients)
+    figures = (index_metrics.index_registry(services.figures)
+               if services.figures is not None else None)
 
     @app.get("/healthz", summary="Liveness and reachability of the database and blob store")
     async def healthz() -> JSONResponse:
@@ -279,6 +316,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
             REGISTERED.set(gauges["hospitals_registered"])
             LATE_TODAY.set(gauges["late_studies_today"])
             STUDIES_TODAY.set(gauges["studies_today"])
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = await run_in_threadpool(index_metrics.exposition, figures)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -29,6 +29,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
+from cloudfilm.interfaces.dimse import metrics as dimse_metrics
 from cloudfilm.interfaces.dimse import status as st
 from cloudfilm.interfaces.dimse.identifiers import (
     FindQuery,
@@ -222,6 +223,10 @@ def handle_store(event: Event, gateway: Gateway) -> int | Dataset:
         "sop_instance_uid": stored.sop_instance_uid, "outcome": stored.outcome,
         "calling_ae": peer.ae_title, "hospital": peer.hospital_code,
         "ms": round((time.perf_counter() - started) * 1000, 2)})
+    if stored.outcome == "held":
+        # Stored durably but held for reconciliation. 0xB000 is a Warning every SCU knows
+        # (storescu and pynetdicom count it as stored, not failed); the comment says why.
+        return _failure(st.HELD_WARNING, stored.warnings[0])
     if (stored.sop_instance_uid != str(request.AffectedSOPInstanceUID)
             or stored.sop_class_uid != str(request.AffectedSOPClassUID)):
         # Stored under the data set's own UIDs; tell the sender its command disagreed.
@@ -543,6 +548,7 @@ def handle_get(event: Event, gateway: Gateway) -> Iterator[Any]:
 
 
 def on_accepted(event: Event, gateway: Gateway) -> None:
+    dimse_metrics.ASSOCIATIONS.inc()
     peer = gateway.peer_for(event.assoc)
     logger.info("cloudfilm.dimse.association_accepted", extra={
         "calling_ae": event.assoc.requestor.ae_title,
@@ -552,6 +558,7 @@ def on_accepted(event: Event, gateway: Gateway) -> None:
 
 
 def on_rejected(event: Event) -> None:
+    dimse_metrics.REJECTED.inc()
     logger.warning("cloudfilm.dimse.association_rejected", extra={
         "calling_ae": event.assoc.requestor.ae_title,
         "reason": "calling AE title not registered (cloudfilm peers add), calling from an "
@@ -560,5 +567,6 @@ def on_rejected(event: Event) -> None:
 
 
 def on_aborted(event: Event) -> None:
+    dimse_metrics.ABORTED.inc()
     logger.warning("cloudfilm.dimse.association_aborted",
                    extra={"calling_ae": event.assoc.requestor.ae_title})

@@ -50,6 +50,7 @@ from pynetdicom.presentation import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from cloudfilm.interfaces.dimse import handlers
+from cloudfilm.interfaces.dimse import metrics as dimse_metrics
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import ResourceUnavailableError
 from cloudfilm.services.network.peers import PeerService
@@ -228,6 +229,7 @@ class DimseServer:
             self._tls_server = self.ae.start_server(
                 (self.host, tls_port), block=False, evt_handlers=evt_handlers,
                 ssl_context=self._ssl_context)
+        dimse_metrics.watch(self)
         logger.info("cloudfilm.dimse.listening", extra={
             "ae_title": self.ae_title, "host": self.host, "port": self.port,
             "tls": self._ssl_context is not None, "tls_port": self.tls_port})
@@ -236,6 +238,7 @@ class DimseServer:
         """Refuse new associations, let open ones finish for ``grace`` s, abort the rest."""
         servers = [s for s in (self._server, self._tls_server) if s is not None]
         self._server = self._tls_server = None
+        dimse_metrics.forget(self)
         if not servers:
             return
         assocs = [a for s in servers for a in s.active_associations]

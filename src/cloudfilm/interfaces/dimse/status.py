@@ -19,6 +19,9 @@ from cloudfilm.services.errors import (
 )
 
 SUCCESS = 0x0000
+# C-STORE Warning "coercion of data elements" (PS3.4 B.2.3): also what an object held for
+# reconciliation is answered with (stored; its identifying attributes are to be settled).
+HELD_WARNING = 0xB000
 PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 NOT_AUTHORIZED = 0x0124

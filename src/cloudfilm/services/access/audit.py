@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+from prometheus_client import Counter
 
 from cloudfilm.infrastructure.db import access_repository as repo
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
@@ -43,6 +44,11 @@ from cloudfilm.services.kernel.time import aware
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["allowed", "denied", "success", "failure"]
+
+# Appended inside the caller's transaction: a rolled-back one still counted here (the chain
+# length gauge of /metrics is the committed figure). Outcomes are a fixed set.
+APPENDED = Counter("cloudfilm_audit_records_appended_total",
+                   "Audit records appended by this process", ["outcome"])
 
 _HASHED_FIELDS = (
     "seq", "at", "actor_kind", "actor_subject", "actor_hospital_id", "actor_hospital_code",
@@ -207,6 +213,8 @@ class AuditService:
             values["hash"] = prev = row_hash(values)
             rows.append(values)
         repo.append_audit(conn, rows, seq=seq, last_hash=prev)
+        for entry in entries:
+            APPENDED.labels(entry.outcome).inc()
 
     def study_owners(self, conn: Any, study_uids: Sequence[str]) -> dict[str, int | None]:
         """Each study of an answer -> its linked resident, for :func:`per_resident`."""

@@ -17,6 +17,12 @@ Rule for a *different* object under a known SOP Instance UID: when it comes from
 hospital for the same study and series, it replaces the current version and the previous
 one is kept (row in ``instance_version``, blob untouched), because hospitals resend to
 correct headers. Otherwise it is refused with :class:`InstanceConflictError`.
+
+Objects a hospital could not otherwise archive are *held* (outcome ``"held"``, a success
+with a warning): without PatientID, or under a Study Instance UID (or SOP Instance UID)
+another hospital holds. They are stored (blob durable, a ``reconciliation_item`` row in the
+same transaction) but enter no patient, study or series until settled
+(services/archive/reconcile.py); a resend of the same bytes adds nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from pydicom.uid import UID
 from sqlalchemy.exc import IntegrityError
 
 from cloudfilm.infrastructure.db import archive_repository as repo
-from cloudfilm.infrastructure.db import identity_repository
+from cloudfilm.infrastructure.db import identity_repository, reconcile_repository
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import charset, json_model
 from cloudfilm.infrastructure.dicom.dates import exam_time
@@ -55,6 +61,7 @@ from cloudfilm.infrastructure.reports import dicom as dicom_reports
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.access.audit import AuditEntry, AuditService
+from cloudfilm.services.archive import ingest_metrics
 from cloudfilm.services.errors import (
     CloudfilmError,
     InstanceConflictError,
@@ -71,7 +78,13 @@ from cloudfilm.services.reports.intake import ReportIntake, ReportObject
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["stored", "duplicate", "replaced"]
+Outcome = Literal["stored", "duplicate", "replaced", "held"]
+# Outcomes that put an object into the index (and so into jobs, reports, linking).
+_INDEXED: frozenset[str] = frozenset({"stored", "replaced"})
+HELD_REASONS = {
+    "no-patient-id": "held for reconciliation: PatientID is empty",
+    "study-clash": "held for reconciliation: another hospital holds this study UID",
+}
 
 # Where a stored JSON bulk data URI starts; replaced by the request's base URL on the way out.
 BULK_BASE = "{{BASE}}"
@@ -113,6 +126,8 @@ class _Header:
     series_uid: str
     patient: dict[str, Any]
     warnings: list[str]
+    # Why the object goes to the reconciliation queue instead of the index ("" = it does not).
+    held_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,14 +279,17 @@ class IngestService:
             prepared.append(entry)
 
         known: set[tuple[str, str]] = set()
-        if len(prepared) > 1:
+        hospital_id = self._hospitals.get(sender.hospital_code)
+        if len(prepared) > 1 and hospital_id is not None:
             # Batches are often whole resends: skip their blob writes. A single object goes
             # straight on: its content-addressed blob rewrite is harmless, and the index
             # transaction recognises the resend anyway (one transaction instead of two).
             with self._db.read() as session:
+                # Only this hospital's own objects: another hospital's identical copy is
+                # a clash to hold, not a resend.
                 known = repo.known_versions(
-                    session, [(p.header.sop_instance_uid, p.sha256) for p in prepared]
-                )
+                    session, [(p.header.sop_instance_uid, p.sha256) for p in prepared],
+                    hospital_id=hospital_id)
         new: list[_Prepared] = []
         for entry in prepared:
             if (entry.header.sop_instance_uid, entry.sha256) in known:
@@ -297,6 +315,7 @@ class IngestService:
             for index, result in zip(later, again, strict=True):
                 results[index] = result
         final = [r for r in results if r is not None]
+        ingest_metrics.observe(sender.door, final, time.perf_counter() - started)
         logger.info(
             "cloudfilm.archive.instances_stored",
             extra={
@@ -370,11 +389,15 @@ class IngestService:
                 hospital = self._hospital(session, sender)
                 patients: dict[int, Dataset] = {}
                 created: list[Any] = []
-                outcomes = _index_in(session, entries, hospital, self._zone, patients, created)
+                held: list[tuple[_Prepared, str]] = []
+                outcomes = _index_in(session, entries, hospital, self._zone, patients, created,
+                                     door=sender.door, held_out=held)
+                if held and self._audit is not None:
+                    self._audit.record_many(session, [_held_entry(sender, e, r) for e, r in held])
                 if self._enqueue is not None:
                     self._enqueue(session, [e.header.sop_instance_uid for e, o in
                                            zip(entries, outcomes, strict=True)
-                                           if o != "duplicate"])
+                                           if o in _INDEXED])
                 if self._reports is not None:
                     self._reports.after_index(session, hospital_id=hospital, door=sender.door,
                                               entries=_report_entries(entries, outcomes),
@@ -466,7 +489,7 @@ def _report_entries(entries: list[_Prepared], outcomes: list[Outcome]
     """The reports of the objects this batch stored or replaced (a resend adds nothing)."""
     return [ReportObject(e.report, new_object=outcome == "stored")
             for e, outcome in zip(entries, outcomes, strict=True)
-            if e.report is not None and outcome != "duplicate"]
+            if e.report is not None and outcome in _INDEXED]
 
 
 def _as_part10(item: IngestItem, work_dir: Path) -> IngestItem:
@@ -485,7 +508,8 @@ def _as_part10(item: IngestItem, work_dir: Path) -> IngestItem:
 
 def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinfo,
               patients_out: dict[int, Dataset] | None = None,
-              created_out: list[Any] | None = None) -> list[Outcome]:
+              created_out: list[Any] | None = None, *, door: str = "",
+              held_out: list[tuple[_Prepared, str]] | None = None) -> list[Outcome]:
     now = datetime.now(UTC)
     sops = [e.header.sop_instance_uid for e in entries]
     current = repo.instances_by_uid(session, sops)
@@ -503,6 +527,15 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinf
     outcomes: list[Outcome] = []
     for entry in entries:
         header, ds = entry.header, entry.header.parsed.dataset
+        reason, clash_fk = _held_reason(entry, studies.get(header.study_uid),
+                                        current.get(header.sop_instance_uid), hospital)
+        if reason:
+            # Before the resend check: another hospital's identical copy is held too.
+            if _hold(session, entry, hospital, reason, clash_fk, door, now) and \
+                    held_out is not None:
+                held_out.append((entry, reason))
+            outcomes.append("held")
+            continue
         if (header.sop_instance_uid, entry.sha256) in known:
             outcomes.append("duplicate")
             continue
@@ -560,6 +593,54 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinf
         outcomes.append("replaced")
     repo.add_instances(session, new_rows)
     return outcomes
+
+
+def _held_reason(entry: _Prepared, study: Any, existing: Any, hospital: int
+                 ) -> tuple[str, int | None]:
+    """Why this object must wait in the reconciliation queue ("" when it need not), and
+    the other hospital's study it clashes with."""
+    if entry.header.held_reason:
+        return entry.header.held_reason, None
+    if study is not None and study.hospital_id != hospital:
+        return "study-clash", int(study.id)
+    if existing is not None and existing.hospital_id != hospital:
+        return "study-clash", int(existing.study_fk)
+    return "", None
+
+
+def _hold(session: Any, entry: _Prepared, hospital: int, reason: str, clash_fk: int | None,
+          door: str, now: datetime) -> bool:
+    """Queue one object for reconciliation (its blob is written like any other); False when
+    this hospital sent these bytes before (a resend changes nothing)."""
+    header, ds = entry.header, entry.header.parsed.dataset
+    warnings: list[str] = []
+    summary = {
+        "patient_name": header.patient["patient_name"],
+        "patient_id": header.patient["patient_id"],
+        "birth_date": header.patient["birth_date"], "sex": header.patient["sex"],
+        "study_date": _s(ds, "StudyDate", 8), "modality": _s(ds, "Modality", 16),
+        "accession_number": _s(ds, "AccessionNumber", 64),
+        "study_description": _decoded_text(ds, 0x00081030, warnings)[:256],
+    }
+    return reconcile_repository.hold(session, {
+        "hospital_id": hospital, "reason": reason, "state": "open",
+        "sop_class_uid": header.sop_class_uid, "sop_instance_uid": header.sop_instance_uid,
+        "study_instance_uid": header.study_uid, "series_instance_uid": header.series_uid,
+        "clash_study_fk": clash_fk, "blob_key": entry.key, "sha256": entry.sha256,
+        "size_bytes": header.parsed.size,
+        "transfer_syntax_uid": header.parsed.transfer_syntax_uid, "door": door[:16],
+        "summary_json": orjson.dumps(summary).decode(), "received_at": now,
+        "resolved_at": None, "resolved_by": "", "result_json": "{}",
+    })
+
+
+def _held_entry(sender: Sender, entry: _Prepared, reason: str) -> AuditEntry:
+    actor = Actor(kind="hospital", subject=sender.hospital_code,
+                  hospital_code=sender.hospital_code, display=sender.hospital_name,
+                  address=sender.remote)
+    return AuditEntry(actor, "archive.held", "success", resource_type="instance",
+                      resource_uid=entry.header.sop_instance_uid, reason=reason,
+                      detail={"door": sender.door, "study": entry.header.study_uid})
 
 
 def _instance_values(
@@ -620,6 +701,7 @@ def _validated(parsed: ParsedHeader) -> _Header:
     _check_storage_class(uids["SOPClassUID"])
     warnings: list[str] = []
     patient = _patient_values(ds, warnings)
+    held = "no-patient-id" if not patient["patient_id"] else ""
     return _Header(
         parsed=parsed,
         sop_class_uid=uids["SOPClassUID"],
@@ -628,6 +710,7 @@ def _validated(parsed: ParsedHeader) -> _Header:
         series_uid=uids["SeriesInstanceUID"],
         patient=patient,
         warnings=warnings,
+        held_reason=held,
     )
 
 
@@ -641,10 +724,9 @@ def _check_storage_class(uid: str) -> None:
 
 
 def _patient_values(ds: Dataset, warnings: list[str]) -> dict[str, Any]:
+    # An empty PatientID is not refused: the object is held for reconciliation (the
+    # caller sees patient_id == ""), as Orthanc and dcm4chee store such objects too.
     patient_id = str(ds.get("PatientID", "") or "").strip()
-    if not patient_id:
-        raise InvalidInstanceError("PatientID is missing or empty; the archive files every "
-                                   "object under its patient", code="missing-patient-id")
     if len(patient_id) > 64 or any(ord(c) < 32 or c == "\\" for c in patient_id):
         raise InvalidInstanceError(f"PatientID {patient_id[:80]!r} is not a valid LO value "
                                    "(at most 64 characters, no backslash or control characters)",
@@ -760,6 +842,10 @@ def _sha256(path: Path) -> str:
 
 def _result(entry: _Prepared, outcome: Outcome) -> StoredInstance:
     header = entry.header
+    warnings = tuple(header.warnings)
+    if outcome == "held":
+        reason = header.held_reason or "study-clash"
+        warnings = (HELD_REASONS[reason], *warnings)
     return StoredInstance(
         sop_class_uid=header.sop_class_uid,
         sop_instance_uid=header.sop_instance_uid,
@@ -768,5 +854,5 @@ def _result(entry: _Prepared, outcome: Outcome) -> StoredInstance:
         outcome=outcome,
         size=header.parsed.size,
         sha256=entry.sha256,
-        warnings=tuple(header.warnings),
+        warnings=warnings,
     )

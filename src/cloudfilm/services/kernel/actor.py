@@ -110,6 +110,11 @@ class Permission(StrEnum):
     """Retention rules, the review list and the two steps of a deletion (issue 16)."""
     LEGAL_HOLD = "storage.legal_hold"
     """Place and release legal holds on studies and patients."""
+    RECONCILE = "archive.reconcile"
+    """See and settle the reconciliation queue of the actor's own hospital (objects held
+    without PatientID or under another hospital's study UID)."""
+    RECONCILE_ANY = "archive.reconcile_any"
+    """See and settle every hospital's reconciliation queue."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -126,7 +131,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
         Permission.ISSUE_ACTIVATION_CODES, Permission.SEND_HEARTBEAT,
-        Permission.CHECK_RECOGNITION, Permission.LAUNCH_WORKSTATION}),
+        Permission.CHECK_RECOGNITION, Permission.LAUNCH_WORKSTATION,
+        Permission.RECONCILE}),
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
         Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION,
@@ -134,7 +140,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
-        Permission.ISSUE_ACTIVATION_CODES, Permission.READ_DASHBOARD}),
+        Permission.ISSUE_ACTIVATION_CODES, Permission.READ_DASHBOARD,
+        Permission.RECONCILE}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,

@@ -289,7 +289,10 @@ async def _store(request: Request, actor: Actor, study: str | None) -> Response:
     # The local operator (open local mode) records LOCAL; a hospital credential records
     # its hospital, never one named in the request. Authentication ran before any byte was
     # spooled (a wrong or revoked credential is 401), and people cannot upload (403).
-    sender = await run_in_threadpool(partial(svc.ingest.sender_for, actor, door="stow-rs"))
+    # The hospital edge gateway says so (User-Agent): a door of its own in the metrics.
+    door = ("gateway" if request.headers.get("user-agent", "").startswith("cloudfilm-gateway")
+            else "stow-rs")
+    sender = await run_in_threadpool(partial(svc.ingest.sender_for, actor, door=door))
     spool = await _spool_body(request, svc.spool_dir, svc.limits.max_upload_bytes)
     try:
         if not spool.parts:
@@ -347,6 +350,7 @@ def _uids_if_readable(path: Path) -> tuple[str, str]:
 
 def _response(outcomes: list[Any], base: str, study: str | None) -> Response:
     referenced, failed = [], []
+    held: list[str] = []
     study_uids: set[str] = set()
     for item in outcomes:
         if isinstance(item, StoredInstance):
@@ -361,6 +365,11 @@ def _response(outcomes: list[Any], base: str, study: str | None) -> Response:
             if item.warnings:
                 # 0xB000 "coercion of data elements" is the closest standard warning.
                 entry["00081196"] = {"vr": "US", "Value": [0xB000]}
+            if item.outcome == "held":
+                # Stored, but held for reconciliation (no PatientID, or another hospital's
+                # study UID): say why where clients show text, as for failures.
+                entry["0040A160"] = {"vr": "UT", "Value": [item.warnings[0]]}
+                held.append(item.warnings[0])
             referenced.append(entry)
         else:
             sop_class, sop_uid, reason, message = item
@@ -384,5 +393,11 @@ def _response(outcomes: list[Any], base: str, study: str | None) -> Response:
     status = 200 if not failed else (202 if referenced else 409)
     if status == 200 and any("00081196" in r for r in referenced):
         status = 202
-    return Response(orjson.dumps(body), status_code=status,
+    headers = {}
+    if held:
+        # PS3.18 8.4.2 / RFC 7234 Warning: 299 with the reason, for clients that read
+        # headers only.
+        text = "; ".join(dict.fromkeys(held)).replace('"', "'")
+        headers["Warning"] = f'299 cloudfilm "{len(held)} object(s) {text}"'
+    return Response(orjson.dumps(body), status_code=status, headers=headers,
                     media_type="application/dicom+json")
