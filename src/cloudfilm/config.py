@@ -236,6 +236,19 @@ class ResearchSettings(BaseModel):
     k_threshold: int = Field(default=10, ge=1, le=1000)
 
 
+class AiSettings(BaseModel):
+    """AI assistance (issue 19): plug-ins, and when a new study is matched."""
+
+    # A study is matched against the algorithms once it has received no object for this
+    # long (a study arrives over many requests; an algorithm should see all of it).
+    settle_seconds: float = Field(120.0, ge=0)
+    # In-process plug-ins declared here: name -> "module:callable" (the callable takes a
+    # series' data sets and returns findings; see infrastructure/ai/plugin.py). Entry
+    # points ("entry:<name>", group cloudfilm.ai_plugins) and "builtin:lung-nodules" need
+    # no declaration.
+    plugins: dict[str, str] = {}
+
+
 class StorageSettings(BaseModel):
     """Lossless re-encoding, the replica store and the integrity scrubber (issue 16)."""
 
@@ -290,6 +303,7 @@ class Settings(BaseSettings):
     recognition: RecognitionSettings = RecognitionSettings()
     web: WebSettings = WebSettings()
     research: ResearchSettings = ResearchSettings()
+    ai: AiSettings = AiSettings()
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
     log_json: bool = False

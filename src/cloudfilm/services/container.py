@@ -10,6 +10,7 @@ from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.consent import ConsentService
 from cloudfilm.services.access.policy import AccessPolicy
 from cloudfilm.services.access.sms import SmsService
+from cloudfilm.services.ai.service import AiService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -97,3 +98,5 @@ class Services:
     # Background re-encoding and the integrity scrubber (issue 16).
     storage: StorageService | None = None
     web: WebAccess = WebAccess()
+    # AI assistance: algorithms, the UPS worklist, results (issue 19).
+    ai: AiService | None = None

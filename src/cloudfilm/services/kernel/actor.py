@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin"]
+ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin", "algorithm"]
 
 
 class Role(StrEnum):
@@ -35,6 +35,10 @@ class Role(StrEnum):
     SHARE_VIEWER = "share_viewer"
     """Someone holding a resident's share link: sees the one study the link names
     (``Actor.shared_study_uid``), nothing else, and may do nothing."""
+    AI_ALGORITHM = "ai_algorithm"
+    """An approved AI algorithm (an in-process plug-in or an external engine with its
+    ``cfa_`` credential): claims UPS workitems made for it and reads only the studies of
+    the workitems it holds in progress (``Actor.algorithm_id``; services/ai)."""
 
 
 class Permission(StrEnum):
@@ -93,6 +97,14 @@ class Permission(StrEnum):
     actor's own hospital)."""
     MANAGE_RECOGNITION_RULES = "recognition.manage"
     """Change the recognition rules, code maps and prices; act for any hospital."""
+    MANAGE_AI = "ai.manage"
+    """Register, approve and suspend AI algorithms; enable them for any hospital."""
+    ENABLE_AI = "ai.enable"
+    """Enable or disable an approved AI algorithm for the actor's own hospital."""
+    PERFORM_AI_WORK = "ai.work"
+    """Query, claim and complete the UPS workitems made for the actor's algorithm."""
+    CONFIRM_AI_RESULT = "ai.confirm"
+    """Confirm (or reject) an AI result of a study one may read, as its doctor."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -103,7 +115,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # decide no patient's grants.
     Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
                                Permission.SET_RESEARCH_CHOICE, Permission.SHARE_STUDY,
-                               Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL},
+                               Permission.STORE, Permission.STORE_FOR_ANY_HOSPITAL,
+                               Permission.PERFORM_AI_WORK, Permission.CONFIRM_AI_RESULT},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
@@ -112,16 +125,18 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
         Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION,
-        Permission.PROPOSE_RESEARCH}),
+        Permission.PROPOSE_RESEARCH, Permission.CONFIRM_AI_RESULT}),
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
-        Permission.ISSUE_ACTIVATION_CODES}),
+        Permission.ISSUE_ACTIVATION_CODES, Permission.ENABLE_AI}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
         Permission.SHARE_STUDY}),
     Role.SHARE_VIEWER: frozenset({Permission.READ_STUDY, Permission.READ_REPORT}),
+    # Reads images only (never reports), and only through its workitems (policy.decide).
+    Role.AI_ALGORITHM: frozenset({Permission.READ_STUDY, Permission.PERFORM_AI_WORK}),
 }
 """The one map from roles to permissions."""
 
@@ -131,6 +146,7 @@ _KIND_ROLES: dict[str, frozenset[Role]] = {
     "hospital": frozenset({Role.HOSPITAL_SYSTEM}),
     "doctor": frozenset({Role.DOCTOR}),
     "resident": frozenset({Role.RESIDENT}),
+    "algorithm": frozenset({Role.AI_ALGORITHM}),
 }
 
 
@@ -163,6 +179,9 @@ class Actor:
     roles: frozenset[Role] = field(default_factory=frozenset)
     shared_study_uid: str = ""
     """For a share viewer: the one study its link names (the policy's scope)."""
+    algorithm_id: str = ""
+    """For an AI algorithm: its public id (the policy admits the studies of the UPS
+    workitems it holds in progress)."""
 
     def __post_init__(self) -> None:
         if not self.roles:

@@ -1,0 +1,90 @@
+"""The sample AI plug-in on bench/synth.py phantoms: it finds the spheres it was given (centre
+and diameter) and nothing in a clean chest; its SR is AI-marked TID 1500 and re-reads."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import highdicom as hd
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from bench.synth import make_ct_series
+from cloudfilm.infrastructure.ai.nodules import NotAVolumeError, detect
+from cloudfilm.infrastructure.ai.plugin import PluginError, load
+from cloudfilm.infrastructure.ai.sr import SERIES_DESCRIPTION, AlgorithmInfo, measurement_report
+from cloudfilm.infrastructure.reports.dicom import is_device_observed
+
+# (x, y, z, diameter) in patient mm: inside the phantom's lungs, away from the heart.
+NODULES = [(-70.0, -20.0, -40.0, 12.0), (95.0, -20.0, -70.0, 8.0),
+           (-80.0, -10.0, -95.0, 20.0), (100.0, -10.0, -30.0, 6.0)]
+
+
+def _chest(nodules: list[tuple[float, float, float, float]], seed: int = 0) -> list:
+    return list(make_ct_series(50, patient_id=f"PH{seed}", patient_name="Phantom^Chest",
+                               size=128, slice_thickness=2.5, t_range=(0.05, 0.4),
+                               nodules=nodules, seed=seed))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_finds_every_inserted_nodule_with_its_size(seed: int) -> None:
+    series = _chest(NODULES, seed)
+    found = detect(list(reversed(series)))  # any order
+    assert len(found) == len(NODULES)
+    for x, y, z, d in NODULES:
+        best = min(found, key=lambda f: math.dist(f.centre_mm, (x, y, z)))
+        # Within a voxel (2.97 mm in plane, 2.5 mm between slices) and 1 mm of diameter.
+        assert math.dist(best.centre_mm, (x, y, z)) < 2.0, (best, (x, y, z))
+        assert abs(best.diameter_mm - d) < 1.0, (best, d)
+        assert 0 < best.score <= 1
+        image = next(ds for ds in series if ds.SOPInstanceUID == best.sop_instance_uid)
+        assert abs(float(image.ImagePositionPatient[2]) - z) <= 1.25
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_clean_chest_has_no_nodule(seed: int) -> None:
+    assert detect(_chest([], seed)) == []
+
+
+def test_not_a_volume_is_refused() -> None:
+    with pytest.raises(NotAVolumeError):
+        detect(_chest([])[:2])
+
+
+def test_plugins_load_by_builtin_name_or_module_callable_only() -> None:
+    assert load("builtin:lung-nodules") is detect
+    assert load("cloudfilm.infrastructure.ai.nodules:detect") is detect
+    for bad in ("entry:nobody-installed-this", "os", "cloudfilm.nothing:here",
+                "cloudfilm.infrastructure.ai.nodules:MIN_LUNG_ML"):
+        with pytest.raises(PluginError):
+            load(bad)
+
+
+def test_sr_is_tid1500_observed_by_a_device_and_rereads() -> None:
+    series = _chest(NODULES)
+    found = detect(series)
+    info = AlgorithmInfo("lung-nodules", "0.1", "cloudfilm demo", str(generate_uid()))
+    sr = measurement_report(series, found, info, series_uid=str(generate_uid()),
+                            sop_uid=str(generate_uid()))
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    back = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert back.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert back.SeriesDescription == SERIES_DESCRIPTION
+    assert back.VerificationFlag == "UNVERIFIED" and back.CompletionFlag == "PARTIAL"
+    assert back.StudyInstanceUID == series[0].StudyInstanceUID
+    assert back.PatientID == series[0].PatientID
+    assert is_device_observed(back)
+    parsed = hd.sr.Comprehensive3DSR.from_dataset(back)
+    groups = parsed.content.get_planar_roi_measurement_groups()
+    assert len(groups) == len(found)
+    diameters = sorted(g.get_measurements()[0].value for g in groups)
+    assert diameters == pytest.approx(sorted(f.diameter_mm for f in found))
+    # A doctor's report (person observer) stays a report.
+    for item in back.ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue == "121005":
+            item.ConceptCodeSequence[0].CodeValue = "121006"
+    assert not is_device_observed(back)
