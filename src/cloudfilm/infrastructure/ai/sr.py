@@ -78,7 +78,8 @@ def measurement_report(source: Sequence[Dataset], findings: Sequence[Finding],
                  | MeasurementsAndQualitativeEvaluations] = []
     for number, finding in enumerate(findings, start=1):
         image = by_uid[finding.sop_instance_uid]
-        spacing = float(image.PixelSpacing[1])
+        # Without PixelSpacing the circle's radius is taken as given in pixels.
+        spacing = float(image.get("PixelSpacing", [1.0, 1.0])[1] or 1.0)
         radius_px = max(finding.diameter_mm / 2 / spacing, 0.5)
         # Graphic data are (column, row) in pixel-matrix coordinates (1-based centre of
         # the top-left pixel is (0.5, 0.5)): centre, then a point on the circle.
@@ -114,8 +115,8 @@ def measurement_report(source: Sequence[Dataset], findings: Sequence[Finding],
         observation_context=ObservationContext(observer_device_context=device),
         procedure_reported=_CT_CHEST,
         imaging_measurements=groups)
-    evidence = [by_uid[u] for u in sorted({f.sop_instance_uid for f in findings})] \
-        or list(source[:1])
+    evidence = [_header(by_uid[u]) for u in sorted({f.sop_instance_uid for f in findings})] \
+        or [_header(source[0])]
     sr = Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=series_uid,
         series_number=SERIES_NUMBER, sop_instance_uid=sop_uid,
@@ -125,6 +126,23 @@ def measurement_report(source: Sequence[Dataset], findings: Sequence[Finding],
         series_description=SERIES_DESCRIPTION)
     sr.SpecificCharacterSet = "ISO_IR 192"
     return sr
+
+
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
+          "StudyDate", "StudyTime", "ReferringPhysicianName", "AccessionNumber")
+
+
+def _header(ds: Dataset) -> Dataset:
+    """The evidence's header without pixels, with the study and patient attributes the SR
+    copies present (type 2: empty when the source lacks them)."""
+    out = Dataset()
+    for element in ds:
+        if element.tag != 0x7FE00010:
+            out.add(element)
+    for keyword in _TYPE2:
+        if keyword not in out:
+            setattr(out, keyword, "")
+    return out
 
 
 __all__ = ["SERIES_DESCRIPTION", "AlgorithmInfo", "hd", "measurement_report"]

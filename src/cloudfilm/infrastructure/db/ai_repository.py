@@ -146,8 +146,9 @@ def candidates(session: Session, hospital_pk: int) -> list[AiAlgorithm]:
 def add_workitem(session: Session, **values: Any) -> bool:
     """Insert a workitem unless the algorithm has one for the study; True when inserted."""
     ins = pg_insert if dialect_of(session) == "postgresql" else sqlite_insert
-    result = session.execute(ins(AiWorkitem).values(**values).on_conflict_do_nothing())
-    return bool(getattr(result, "rowcount", 0))
+    made = session.execute(ins(AiWorkitem).values(**values).on_conflict_do_nothing()
+                           .returning(AiWorkitem.id)).first()
+    return made is not None
 
 
 # -- the worklist ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from cloudfilm.infrastructure.ai.plugin import PluginError, load
 from cloudfilm.infrastructure.db import ai_repository as repo
@@ -72,7 +72,7 @@ def view(row: AiAlgorithm, hospitals: list[str]) -> AlgorithmView:
                          hospitals=hospitals)
 
 
-def actor_of(row: AiAlgorithm, *, address: str = "") -> Actor:
+def actor_of(row: Any, *, address: str = "") -> Actor:
     """The system actor an algorithm reads as (what residents see in their access log)."""
     return Actor(kind="algorithm", subject=f"ai:{row.public_id}",
                  display=f"AI algorithm «{row.name}» {row.version}", address=address,

@@ -105,6 +105,26 @@ class ResultView:
     ai_generated: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class _Algo:
+    """What the runner needs of an algorithm once its session is closed."""
+
+    id: int
+    public_id: str
+    name: str
+    version: str
+    vendor: str
+    intended_use: str
+    kind: str
+    plugin: str
+    modalities: str
+
+
+def _snap(a: AiAlgorithm) -> _Algo:
+    return _Algo(a.id, a.public_id, a.name, a.version, a.vendor, a.intended_use, a.kind,
+                 a.plugin, a.modalities)
+
+
 def _wview(row: AiWorkitem, algo: AiAlgorithm) -> WorkitemView:
     return WorkitemView(uid=row.uid, algorithm_id=algo.public_id,
                         algorithm=f"{algo.name} {algo.version}",
@@ -376,7 +396,8 @@ class AiWork:
         """Store an engine's findings as a DICOM SR in the study (the workitem stays IN
         PROGRESS until completed)."""
         with self._audited(actor, uid), self._db.read() as s:
-            row, algo = self._in_progress(s, actor, uid, transaction_uid, lock=False)
+            row, live = self._in_progress(s, actor, uid, transaction_uid, lock=False)
+            algo = _snap(live)
             study_uid, workitem_pk = row.study_instance_uid, row.id
             hospital = s.get(Hospital, row.hospital_id)
             assert hospital is not None
@@ -388,7 +409,7 @@ class AiWork:
                                     "the algorithm reads")
         return self._store(algo, workitem_pk, study_uid, sender, source, findings)
 
-    def _store(self, algo: AiAlgorithm, workitem_pk: int, study_uid: str, sender: Sender,
+    def _store(self, algo: _Algo, workitem_pk: int, study_uid: str, sender: Sender,
                source: Sequence[Dataset], findings: Sequence[Finding]) -> ResultView:
         info = AlgorithmInfo(name=algo.name, version=algo.version, vendor=algo.vendor,
                              device_uid=str(generate_uid(entropy_srcs=["cloudfilm-ai",
@@ -481,9 +502,12 @@ class AiWork:
         store the SR, complete. A failure is retried by a later relay, then cancelled."""
         with self._db.read() as s:
             row = repo.workitem(s, uid)
-            algo = repo.algorithm_by_pk(s, row.algorithm_id) if row is not None else None
-            if row is None or algo is None or row.state != SCHEDULED or algo.kind != "plugin":
+            live = repo.algorithm_by_pk(s, row.algorithm_id) if row is not None else None
+            if row is None or live is None or row.state != SCHEDULED or live.kind != "plugin":
                 return row.state if row is not None else "gone"
+            algo = _snap(live)
+            workitem_pk, study_uid, hospital_pk = row.id, row.study_instance_uid, \
+                row.hospital_id
         actor = actor_of(algo)
         transaction = str(generate_uid())
         try:
@@ -494,17 +518,16 @@ class AiWork:
         try:
             plugin = load(self._registry.plugin_spec(algo.plugin))
             with self._db.read() as s:
-                hospital = s.get(Hospital, row.hospital_id)
+                hospital = s.get(Hospital, hospital_pk)
                 assert hospital is not None
                 sender = Sender(hospital.code, hospital.name, door="ai")
-            source = self._read_series(actor, row.study_instance_uid,
-                                       set(algo.modalities.split()))
+            source = self._read_series(actor, study_uid, set(algo.modalities.split()))
             if not source:
                 self.cancel(actor, uid, transaction_uid=transaction,
                             reason="no series the algorithm can read")
                 return CANCELED
             findings = plugin(source)
-            self._store(algo, row.id, row.study_instance_uid, sender, source, findings)
+            self._store(algo, workitem_pk, study_uid, sender, source, findings)
             self.complete(actor, uid, transaction)
             return COMPLETED
         except Exception as exc:
