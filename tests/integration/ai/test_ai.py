@@ -13,12 +13,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from bench.synth import make_ct_series
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 from tests.conftest import TEST_HTTP, TEST_SECURITY
 from tests.factories import make_ct, to_bytes
 
-from bench.synth import make_ct_series
 from cloudfilm.app import build_services
 from cloudfilm.config import AiSettings, Settings
 from cloudfilm.infrastructure.db.models import AuditEvent, PatientLink, Report, Series
@@ -86,6 +86,13 @@ def _chest(nid: str, nodules: list, seed: int = 0) -> list:
 
 def _name(nid: str) -> str:
     return f"Zhang^San{NIDS.index(nid)}"
+
+
+def _ct(nid: str, study_uid: str, number: int) -> object:
+    """A small CT of the registered resident ``nid`` (so that it is linked at ingest)."""
+    return make_ct(patient_id=nid, patient_name=_name(nid), PatientSex="F",
+                   PatientBirthDate=f"{1950 + NIDS.index(nid)}0304", instance_number=number,
+                   study_uid=study_uid)
 
 
 def _residents(db_url: str) -> list[int]:
@@ -239,9 +246,7 @@ def test_ups_rs_lifecycle_and_attempts_to_get_around_it(
         other_id, other = _external(client, "rival")
         _, unapproved = _external(client, "unapproved", approve=False)
         services.ai.work.forget_cache()
-        study = _ingest(services, tmp_path, [make_ct(patient_id=NIDS[2], patient_name=_name(NIDS[2]),
-                                                     PatientSex="F", PatientBirthDate="19520304", instance_number=i,
-                                                     study_uid="1.2.826.0.1.3680043.8.498.31")
+        study = _ingest(services, tmp_path, [_ct(NIDS[2], "1.2.826.0.1.3680043.8.498.31", i)
                                              for i in range(1, 4)])
         outside = _ingest(services, tmp_path, [make_ct(patient_id="Z9", instance_number=1,
                                                        study_uid="1.2.826.0.1.3680043.8.498.32")])
@@ -337,9 +342,7 @@ def test_refusal_after_scheduling_cancels_the_claim(
     with TestClient(create_app(services)) as client:
         _, engine = _external(client, "triage")
         work.forget_cache()
-        study = _ingest(services, tmp_path, [make_ct(patient_id=NIDS[0], patient_name=_name(NIDS[0]),
-                                                     PatientSex="F", PatientBirthDate="19500304", instance_number=i,
-                                                     study_uid="1.2.826.0.1.3680043.8.498.41")
+        study = _ingest(services, tmp_path, [_ct(NIDS[0], "1.2.826.0.1.3680043.8.498.41", i)
                                              for i in range(1, 3)])
         work.schedule_due()
         [item] = client.get("/dicomweb/workitems", headers=engine).json()

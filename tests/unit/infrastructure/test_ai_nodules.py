@@ -9,9 +9,9 @@ import math
 import highdicom as hd
 import pydicom
 import pytest
+from bench.synth import make_ct_series
 from pydicom.uid import generate_uid
 
-from bench.synth import make_ct_series
 from cloudfilm.infrastructure.ai.nodules import NotAVolumeError, detect
 from cloudfilm.infrastructure.ai.plugin import PluginError, load
 from cloudfilm.infrastructure.ai.sr import SERIES_DESCRIPTION, AlgorithmInfo, measurement_report
