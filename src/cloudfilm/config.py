@@ -247,6 +247,9 @@ class AiSettings(BaseModel):
     # points ("entry:<name>", group cloudfilm.ai_plugins) and "builtin:lung-nodules" need
     # no declaration.
     plugins: dict[str, str] = {}
+    # `cloudfilm serve` starts the job worker (huey), which schedules workitems and runs
+    # in-process plug-ins; otherwise run `cloudfilm jobs worker` or `cloudfilm ai run`.
+    background: bool = False
 
 
 class StorageSettings(BaseModel):
