@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import highdicom as hd
 import pydicom
@@ -88,3 +91,21 @@ def test_sr_is_tid1500_observed_by_a_device_and_rereads() -> None:
         if item.ConceptNameCodeSequence[0].CodeValue == "121005":
             item.ConceptCodeSequence[0].CodeValue = "121006"
     assert not is_device_observed(back)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed "
+                    "(.ci/run installs it)")
+@pytest.mark.parametrize("nodules", [NODULES, []])
+def test_sr_passes_dciodvfy(nodules: list, tmp_path: Path) -> None:
+    series = _chest(nodules)
+    sr = measurement_report(series, detect(series),
+                            AlgorithmInfo("lung-nodules", "0.1", "cloudfilm demo",
+                                          str(generate_uid())),
+                            series_uid=str(generate_uid()), sop_uid=str(generate_uid()))
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    report = done.stdout + done.stderr
+    assert "Comprehensive3DSR" in report
+    assert "Error" not in report and "Warning" not in report, report
