@@ -169,8 +169,16 @@ def test_plugin_runs_on_new_studies_of_enabled_hospitals_only(
     assert work.run_pending() == {}
 
     doctor = Actor(kind="doctor", subject="account:5", account_id=5, hospital_code="HZ1")
-    [result] = work.results(doctor, study)
+    results = work.results(doctor, study)
+    # An SR (TID 1500) and a SEG (one segment per nodule), each a new series of the study.
+    assert sorted(r.sop_class_uid for r in results) == [
+        "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34"]
+    [result] = [r for r in results if r.sop_class_uid.endswith(".88.34")]
+    [seg] = [r for r in results if r.sop_class_uid.endswith(".66.4")]
     assert result.ai_generated and result.algorithm == "lung-nodules"
+    segs = _query(db_url, select(Series.modality, Series.series_description)
+                  .where(Series.series_instance_uid == seg.series_instance_uid))
+    assert segs[0][0] == "SEG" and "AI-GENERATED" in segs[0][1]
     assert sorted(round(f["diameter_mm"]) for f in result.findings) == [8, 12]
     # Stored as a new series of the study, never as a doctor's report.
     series = _query(db_url, select(Series.modality, Series.series_description)

@@ -72,5 +72,7 @@ def test_engine_in_another_process(live: tuple[Services, str], tmp_path: Path) -
                        "complete": 200, "after_complete": 403, "state": "COMPLETED"}
     from cloudfilm.services.access.actor import LOCAL_OPERATOR
 
-    [result] = services.ai.work.results(LOCAL_OPERATOR, study)
-    assert sorted(round(f["diameter_mm"]) for f in result.findings) == [8, 12]
+    results = services.ai.work.results(LOCAL_OPERATOR, study)
+    assert len(results) == 2  # the SR and the SEG
+    for result in results:
+        assert sorted(round(f["diameter_mm"]) for f in result.findings) == [8, 12]

@@ -109,3 +109,28 @@ def test_sr_passes_dciodvfy(nodules: list, tmp_path: Path) -> None:
     report = done.stdout + done.stderr
     assert "Comprehensive3DSR" in report
     assert "Error" not in report and "Warning" not in report, report
+
+
+def test_seg_has_one_sphere_per_finding_and_passes_dciodvfy(tmp_path: Path) -> None:
+    from cloudfilm.infrastructure.ai.seg import segmentation, sphere_masks
+
+    series = _chest(NODULES[:2])
+    found = detect(series)
+    slices, masks = sphere_masks(series, found)
+    voxel = float(slices[0].PixelSpacing[0]) ** 2 * 2.5
+    for n, f in enumerate(found):
+        volume = masks[..., n].sum() * voxel
+        assert volume == pytest.approx(math.pi / 6 * f.diameter_mm ** 3, rel=0.35)
+    seg = segmentation(series, found, AlgorithmInfo("lung-nodules", "0.1", "demo",
+                                                    str(generate_uid())),
+                       series_uid=str(generate_uid()), sop_uid=str(generate_uid()))
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    back = hd.seg.Segmentation.from_dataset(pydicom.dcmread(path))
+    assert len(back.SegmentSequence) == len(found)
+    assert back.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    assert back.SeriesDescription == SERIES_DESCRIPTION
+    if shutil.which("dciodvfy"):
+        done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True,
+                              timeout=60)
+        assert "Error" not in done.stdout + done.stderr, done.stdout + done.stderr

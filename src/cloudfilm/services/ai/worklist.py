@@ -37,6 +37,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session
 
 from cloudfilm.infrastructure.ai.plugin import Finding, load
+from cloudfilm.infrastructure.ai.seg import segmentation
 from cloudfilm.infrastructure.ai.sr import AlgorithmInfo, measurement_report
 from cloudfilm.infrastructure.db import ai_repository as repo
 from cloudfilm.infrastructure.db.models import AiAlgorithm, AiWorkitem, Hospital
@@ -411,30 +412,44 @@ class AiWork:
 
     def _store(self, algo: _Algo, workitem_pk: int, study_uid: str, sender: Sender,
                source: Sequence[Dataset], findings: Sequence[Finding]) -> ResultView:
+        """Make the SR (and, with findings, the SEG), store them through ingest as new
+        series of the study, and index them as AI results."""
         info = AlgorithmInfo(name=algo.name, version=algo.version, vendor=algo.vendor,
                              device_uid=str(generate_uid(entropy_srcs=["cloudfilm-ai",
                                                                        algo.public_id])))
-        sr = measurement_report(source, findings, info, series_uid=str(generate_uid()),
-                                sop_uid=str(generate_uid()))
+        objects = [measurement_report(source, findings, info, series_uid=str(generate_uid()),
+                                      sop_uid=str(generate_uid()))]
+        if findings:
+            try:
+                objects.append(segmentation(source, findings, info,
+                                            series_uid=str(generate_uid()),
+                                            sop_uid=str(generate_uid())))
+            except Exception as exc:  # e.g. not a regular volume: the SR alone, not nothing
+                logger.info("cloudfilm.ai.no_segmentation", extra={"why": str(exc)})
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._work_dir)
-        os.close(fd)
-        path = Path(name)
-        sr.save_as(path, enforce_file_format=True)
-        [stored] = self._ingest.ingest_files([IngestItem(path, True, study_uid)],
-                                             sender=sender)
-        if isinstance(stored, CloudfilmError):
-            path.unlink(missing_ok=True)
-            raise stored
+        items: list[IngestItem] = []
+        for ds in objects:
+            fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._work_dir)
+            os.close(fd)
+            ds.save_as(name, enforce_file_format=True)
+            items.append(IngestItem(Path(name), True, study_uid))
+        stored = self._ingest.ingest_files(items, sender=sender)
+        for item in items:
+            item.path.unlink(missing_ok=True)  # moved into the store when it succeeded
+        failed = [r for r in stored if isinstance(r, CloudfilmError)]
+        if failed:
+            raise failed[0]
         now = datetime.now(UTC)
         payload = [asdict(f) for f in findings]
         with self._db.write() as s:
-            repo.add_result(s, workitem_id=workitem_pk, study_instance_uid=study_uid,
-                            series_instance_uid=str(sr.SeriesInstanceUID),
-                            sop_instance_uid=str(sr.SOPInstanceUID),
-                            sop_class_uid=str(sr.SOPClassUID),
-                            findings_json=json.dumps(payload), created_at=now, review="",
-                            reviewed_by="")
+            for ds in objects:
+                repo.add_result(s, workitem_id=workitem_pk, study_instance_uid=study_uid,
+                                series_instance_uid=str(ds.SeriesInstanceUID),
+                                sop_instance_uid=str(ds.SOPInstanceUID),
+                                sop_class_uid=str(ds.SOPClassUID),
+                                findings_json=json.dumps(payload), created_at=now,
+                                review="", reviewed_by="")
+        sr = objects[0]
         return ResultView(str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID), study_uid,
                           str(sr.SOPClassUID), algo.public_id, algo.name, algo.version,
                           algo.intended_use, payload, now, "", "")
