@@ -190,9 +190,10 @@ def build_services(settings: Settings) -> Services:
     retrieve = RetrieveService(db, blobs, policy, audit, frame_cache=(
         DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache else None))
     timeline = TimelineService(db, policy, audit)
-    registry = AlgorithmRegistry(db, audit, plugins=settings.ai.plugins)
+    registry = AlgorithmRegistry(db, audit, plugins=settings.ai.plugins, protector=protector)
     ai = AiService(registry, AiWork(db, audit, policy, registry, retrieve, ingest,
-                                    spool / "ai", settle_seconds=settings.ai.settle_seconds))
+                                    spool / "ai", blobs=blobs, protector=protector,
+                                    settle_seconds=settings.ai.settle_seconds))
     outbox.append(ai.work.enqueue_in)
     return Services(
         ingest=ingest,

@@ -59,15 +59,19 @@ def list_algorithms(data: Path | None) -> None:
               help="builtin:lung-nodules, entry:<name> or a name configured in ai.plugins")
 @click.option("--modality", multiple=True, help="Run on studies with this modality (CT...)")
 @click.option("--body-part", multiple=True, help="... and this body part (CHEST...)")
+@click.option("--input", "input_", type=click.Choice(["original", "deidentified"]),
+              default="original", show_default=True,
+              help="What the approval lets it read")
 def register(data: Path | None, name: str, version_: str, intended_use: str, kind: str,
              vendor: str, plugin: str, modality: tuple[str, ...],
-             body_part: tuple[str, ...]) -> None:
+             body_part: tuple[str, ...], input_: str) -> None:
     """Register an algorithm (an external engine's credential is printed once)."""
     from cloudfilm.services.ai.registry import AlgorithmInput
 
     view, token = _run(lambda: _ai(data).registry.register(LOCAL_OPERATOR, AlgorithmInput(
         name=name, version=version_, intended_use=intended_use, kind=kind,  # type: ignore[arg-type]
-        vendor=vendor, plugin=plugin, modalities=modality, body_parts=body_part)))
+        vendor=vendor, plugin=plugin, modalities=modality, body_parts=body_part,
+        input=input_)))  # type: ignore[arg-type]
     out = asdict(view)
     if token:
         out["credential"] = token

@@ -188,7 +188,8 @@ def to_run(session: Session, *, limit: int) -> list[str]:
 
 # -- the access rule -------------------------------------------------------------------------
 
-def _allowed(algorithm_public_id: str) -> ColumnElement[bool]:
+def _allowed(algorithm_public_id: str, *, deidentified: bool = False
+             ) -> ColumnElement[bool]:
     """Workitems through which the algorithm may read now (see the module docstring)."""
     refused = select(Resident.research_refused).join(
         PatientLink, and_(PatientLink.resident_id == Resident.id,
@@ -199,17 +200,32 @@ def _allowed(algorithm_public_id: str) -> ColumnElement[bool]:
         AiWorkitem.state == IN_PROGRESS,
         AiAlgorithm.public_id == algorithm_public_id,
         AiAlgorithm.status == "approved",
+        # An algorithm approved for de-identified input never reads the originals.
+        AiAlgorithm.input == ("deidentified" if deidentified else "original"),
         exists().where(AiEnablement.algorithm_id == AiAlgorithm.id,
                        AiEnablement.hospital_id == AiWorkitem.hospital_id),
         or_(refused.scalar_subquery().is_(None), not_(refused.scalar_subquery())))
 
 
-def covers(conn: Any, algorithm_public_id: str, study_uid: str) -> bool:
-    """Whether the algorithm may read this study now (one indexed query)."""
+def covers(conn: Any, algorithm_public_id: str, study_uid: str, *,
+           deidentified: bool = False) -> bool:
+    """Whether the algorithm may read this study now (one indexed query): its original
+    images, or (``deidentified``) the de-identified copies the AI service makes."""
     return bool(conn.execute(
         select(AiWorkitem.id).join(AiAlgorithm, AiAlgorithm.id == AiWorkitem.algorithm_id)
-        .where(AiWorkitem.study_instance_uid == study_uid, _allowed(algorithm_public_id))
+        .where(AiWorkitem.study_instance_uid == study_uid,
+               _allowed(algorithm_public_id, deidentified=deidentified))
         .limit(1)).first())
+
+
+def study_objects(session: Session, study_uid: str) -> list[tuple[str, str]]:
+    """``(SOP Instance UID, blob key)`` of a study's current objects, in series order."""
+    return [(u, k) for u, k in session.execute(
+        select(Instance.sop_instance_uid, Instance.blob_key)
+        .join(Study, Study.id == Instance.study_fk)
+        .join(Series, Series.id == Instance.series_fk)
+        .where(Study.study_instance_uid == study_uid)
+        .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id))]
 
 
 def covered_studies(algorithm_public_id: str) -> ColumnElement[bool]:

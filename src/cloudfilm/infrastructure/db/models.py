@@ -984,6 +984,11 @@ class AiAlgorithm(Base):
     body_parts: Mapped[str] = mapped_column(String(256), default="")
     status: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), default="", index=True)
+    # What it reads: "original" images (over WADO-RS, through the policy) or
+    # "deidentified" ones (PS3.15 Annex E Basic Profile under its own key, encrypted in
+    # key_enc; never the originals).
+    input: Mapped[str] = mapped_column(String(16), default="original")
+    key_enc: Mapped[str] = mapped_column(String(256), default="")
     registered_by: Mapped[str] = mapped_column(String(128))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     approved_by: Mapped[str] = mapped_column(String(128), default="")

@@ -22,9 +22,11 @@ from cloudfilm.infrastructure.db.models import AiAlgorithm
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.errors import InvalidInputError, NotAuthorizedError, NotFoundError
+from cloudfilm.services.identity.protection import IdProtector
 from cloudfilm.services.kernel.actor import Actor, Permission, Role
 
 TOKEN_PREFIX = "cfa_"
+KEY_KIND = "ai-algorithm-key"
 Kind = Literal["plugin", "external"]
 
 
@@ -40,6 +42,8 @@ class AlgorithmInput:
     ``ai.plugins`` setting (a configured ``module:callable``)."""
     modalities: tuple[str, ...] = ()
     body_parts: tuple[str, ...] = ()
+    input: Literal["original", "deidentified"] = "original"
+    """What the approval lets it read: the original images, or de-identified copies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class AlgorithmView:
     modalities: list[str]
     body_parts: list[str]
     status: str
+    input: str
     registered_by: str
     approved_by: str
     hospitals: list[str]
@@ -68,6 +73,7 @@ def view(row: AiAlgorithm, hospitals: list[str]) -> AlgorithmView:
                          vendor=row.vendor, intended_use=row.intended_use, kind=row.kind,
                          plugin=row.plugin, modalities=row.modalities.split(),
                          body_parts=row.body_parts.split(), status=row.status,
+                         input=row.input,
                          registered_by=row.registered_by, approved_by=row.approved_by,
                          hospitals=hospitals)
 
@@ -81,7 +87,9 @@ def actor_of(row: Any, *, address: str = "") -> Actor:
 
 class AlgorithmRegistry:
     def __init__(self, db: Database, audit: AuditService, *,
-                 plugins: Mapping[str, str] | None = None) -> None:
+                 plugins: Mapping[str, str] | None = None,
+                 protector: IdProtector | None = None) -> None:
+        self._protector = protector
         self._db = db
         self._audit = audit
         self._plugins = dict(plugins or {})
@@ -112,6 +120,13 @@ class AlgorithmRegistry:
             raise InvalidInputError("kind is plugin or external")
         if data.kind == "plugin":
             self._check_plugin(data.plugin)
+        if data.input not in ("original", "deidentified"):
+            raise InvalidInputError("input is original or deidentified")
+        key_enc = ""
+        if data.input == "deidentified":
+            if self._protector is None:
+                raise InvalidInputError("de-identified input needs the platform's keys")
+            key_enc = self._protector.encrypt(KEY_KIND, secrets.token_hex(32))
         token = TOKEN_PREFIX + secrets.token_urlsafe(32) if data.kind == "external" else ""
         now = datetime.now(UTC)
         with self._db.write() as s:
@@ -125,6 +140,7 @@ class AlgorithmRegistry:
                 body_parts=" ".join(sorted({b.strip().upper() for b in data.body_parts
                                             if b.strip()})),
                 status="registered", token_hash=token_hash(token) if token else "",
+                input=data.input, key_enc=key_enc,
                 registered_by=actor.subject, registered_at=now, approved_by="")
             s.add(row)
             s.flush()

@@ -17,6 +17,7 @@ in ``ai_result`` for doctors to confirm or reject.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -42,9 +43,11 @@ from cloudfilm.infrastructure.ai.sr import AlgorithmInfo, measurement_report
 from cloudfilm.infrastructure.db import ai_repository as repo
 from cloudfilm.infrastructure.db.models import AiAlgorithm, AiWorkitem, Hospital
 from cloudfilm.infrastructure.db.session import Database
+from cloudfilm.infrastructure.deid import DeidOptions, Pseudonymiser, deidentify
+from cloudfilm.infrastructure.storage.base import BlobStore
 from cloudfilm.services.access.audit import AuditEntry, AuditService
 from cloudfilm.services.access.policy import AccessPolicy, Resource
-from cloudfilm.services.ai.registry import AlgorithmRegistry, actor_of
+from cloudfilm.services.ai.registry import KEY_KIND, AlgorithmRegistry, actor_of
 from cloudfilm.services.archive.ingest import IngestItem, IngestService
 from cloudfilm.services.archive.retrieve import RetrieveService, StoredObject
 from cloudfilm.services.errors import (
@@ -54,6 +57,7 @@ from cloudfilm.services.errors import (
     NotFoundError,
     WorkitemStateError,
 )
+from cloudfilm.services.identity.protection import IdProtector
 from cloudfilm.services.kernel.actor import Actor, Permission
 from cloudfilm.services.kernel.sender import Sender
 
@@ -64,6 +68,12 @@ SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED = "SCHEDULED", "IN PROGRESS", "COMPL
 STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
 _MAX_ATTEMPTS = 3
 _ANY_TTL = 30.0
+
+
+def _bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 class _RefusedError(NotAuthorizedError):
@@ -119,11 +129,26 @@ class _Algo:
     kind: str
     plugin: str
     modalities: str
+    input: str
+    key_enc: str
 
 
 def _snap(a: AiAlgorithm) -> _Algo:
     return _Algo(a.id, a.public_id, a.name, a.version, a.vendor, a.intended_use, a.kind,
-                 a.plugin, a.modalities)
+                 a.plugin, a.modalities, a.input, a.key_enc)
+
+
+def _largest_series(pairs: Sequence[tuple[Dataset, Dataset]], modalities: set[str]
+                    ) -> list[tuple[Dataset, Dataset]]:
+    """The (original, as read) pairs of the largest image series of the wanted modalities."""
+    by_series: dict[str, list[tuple[Dataset, Dataset]]] = {}
+    for original, seen in pairs:
+        if "PixelData" not in original:
+            continue
+        if modalities and str(original.get("Modality", "")).upper() not in modalities:
+            continue
+        by_series.setdefault(str(original.SeriesInstanceUID), []).append((original, seen))
+    return max(by_series.values(), key=len, default=[])
 
 
 def _wview(row: AiWorkitem, algo: AiAlgorithm) -> WorkitemView:
@@ -143,8 +168,10 @@ def _matches(algo: AiAlgorithm, modalities: set[str], body_parts: set[str]) -> b
 class AiWork:
     def __init__(self, db: Database, audit: AuditService, policy: AccessPolicy,
                  registry: AlgorithmRegistry, retrieve: RetrieveService,
-                 ingest: IngestService, work_dir: Path, *,
-                 settle_seconds: float = 120.0) -> None:
+                 ingest: IngestService, work_dir: Path, *, blobs: BlobStore,
+                 protector: IdProtector, settle_seconds: float = 120.0) -> None:
+        self._blobs = blobs
+        self._protector = protector
         self._db = db
         self._audit = audit
         self._policy = policy
@@ -392,6 +419,48 @@ class AiWork:
                     best = datasets
         return best
 
+    def _deidentified(self, actor: Actor, algo: _Algo, study_uid: str
+                      ) -> list[tuple[Dataset, Dataset]]:
+        """(original, de-identified) pairs of a study for an algorithm approved for
+        de-identified input: the same rule as the policy's (a workitem in progress,
+        approved, enabled, not refused), one audit record naming the resident, then the
+        PS3.15 Annex E Basic Profile under the algorithm's own key (pseudonyms unlinkable
+        to any research project's). Only the de-identified copies reach the algorithm."""
+        with self._db.read() as s:
+            allowed = repo.covers(s, algo.public_id, study_uid, deidentified=True)
+            profile = repo.study_profile(s, study_uid)
+            objects = repo.study_objects(s, study_uid) if allowed else []
+        resident = profile[1] if profile is not None else None
+        self._audit.write([AuditEntry(
+            actor, "ai.read.deidentified", "allowed" if allowed else "denied", "study",
+            study_uid, resident_id=resident, reason="ai-workitem" if allowed else
+            "no-ai-workitem", detail={"objects": len(objects)})])
+        if not allowed:
+            raise NotAuthorizedError("no such workitem for you")
+        pseudo = Pseudonymiser(bytes.fromhex(self._protector.decrypt(KEY_KIND,
+                                                                     algo.key_enc)))
+        pairs: list[tuple[Dataset, Dataset]] = []
+        for _sop, key in objects:
+            with self._blobs.open(key) as fh:
+                original = pydicom.dcmread(fh)
+            copy = pydicom.dcmread(io.BytesIO(_bytes(original)))
+            result = deidentify(copy, DeidOptions(), pseudo,
+                                patient_key=str(resident) if resident is not None else None)
+            if result.dataset is not None:
+                pairs.append((original, result.dataset))
+        return pairs
+
+    def deidentified_instances(self, actor: Actor, uid: str, transaction_uid: str
+                               ) -> list[bytes]:
+        """The de-identified objects of a workitem's study, for an external engine
+        approved for de-identified input (Part 10 bytes)."""
+        with self._audited(actor, uid), self._db.read() as s:
+            row, live = self._in_progress(s, actor, uid, transaction_uid, lock=False)
+            algo, study_uid = _snap(live), row.study_instance_uid
+        if algo.input != "deidentified":
+            raise InvalidInputError("this algorithm reads the original images over WADO-RS")
+        return [_bytes(seen) for _, seen in self._deidentified(actor, algo, study_uid)]
+
     def submit_findings(self, actor: Actor, uid: str, transaction_uid: str,
                         findings: Sequence[Finding]) -> ResultView:
         """Store an engine's findings as a DICOM SR in the study (the workitem stays IN
@@ -403,7 +472,17 @@ class AiWork:
             hospital = s.get(Hospital, row.hospital_id)
             assert hospital is not None
             sender = Sender(hospital.code, hospital.name, door="ai")
-        source = self._read_series(actor, study_uid, set(algo.modalities.split()))
+        if algo.input == "deidentified":
+            # Findings name the pseudonymous images the engine got: back to the originals.
+            pairs = self._deidentified(actor, algo, study_uid)
+            back = {str(seen.SOPInstanceUID): str(orig.SOPInstanceUID) for orig, seen in pairs}
+            findings = [dataclasses.replace(f, sop_instance_uid=back.get(
+                f.sop_instance_uid, "?")) for f in findings]
+            series = {str(o.SeriesInstanceUID) for o, _ in pairs
+                      if str(o.SOPInstanceUID) in {f.sop_instance_uid for f in findings}}
+            source = [o for o, _ in pairs if str(o.SeriesInstanceUID) in series]
+        else:
+            source = self._read_series(actor, study_uid, set(algo.modalities.split()))
         needed = {f.sop_instance_uid for f in findings}
         if not source or not needed <= {str(d.SOPInstanceUID) for d in source}:
             raise InvalidInputError("every finding names an image of the study's series "
@@ -536,12 +615,22 @@ class AiWork:
                 hospital = s.get(Hospital, hospital_pk)
                 assert hospital is not None
                 sender = Sender(hospital.code, hospital.name, door="ai")
-            source = self._read_series(actor, study_uid, set(algo.modalities.split()))
+            if algo.input == "deidentified":
+                pairs = _largest_series(self._deidentified(actor, algo, study_uid),
+                                        set(algo.modalities.split()))
+                source, seen = [o for o, _ in pairs], [d for _, d in pairs]
+            else:
+                source = seen = self._read_series(actor, study_uid,
+                                                  set(algo.modalities.split()))
             if not source:
                 self.cancel(actor, uid, transaction_uid=transaction,
                             reason="no series the algorithm can read")
                 return CANCELED
-            findings = plugin(source)
+            findings = plugin(seen)
+            if algo.input == "deidentified":
+                back = {str(d.SOPInstanceUID): str(o.SOPInstanceUID) for o, d in pairs}
+                findings = [dataclasses.replace(f, sop_instance_uid=back[f.sop_instance_uid])
+                            for f in findings]
             self._store(algo, workitem_pk, study_uid, sender, source, findings)
             self.complete(actor, uid, transaction)
             return COMPLETED

@@ -5,10 +5,11 @@ under ``/dicomweb/workitems``."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,7 @@ class AlgorithmBody(BaseModel):
     plugin: str = Field(default="", max_length=256)
     modalities: list[str] = Field(default_factory=list, max_length=20)
     body_parts: list[str] = Field(default_factory=list, max_length=20)
+    input: Literal["original", "deidentified"] = "original"
 
 
 class EnableBody(BaseModel):
@@ -75,7 +77,8 @@ def register(request: Request, body: AlgorithmBody, actor: CurrentActor) -> dict
     view, token = _ai(request).registry.register(actor, AlgorithmInput(
         name=body.name, version=body.version, intended_use=body.intended_use,
         kind=body.kind, vendor=body.vendor, plugin=body.plugin,
-        modalities=tuple(body.modalities), body_parts=tuple(body.body_parts)))
+        modalities=tuple(body.modalities), body_parts=tuple(body.body_parts),
+        input=body.input))
     out = asdict(view)
     if token:
         out["credential"] = token  # shown once
@@ -115,6 +118,20 @@ async def findings(request: Request, uid: str, body: FindingsBody,
     view = await run_in_threadpool(_ai(request).work.submit_findings, actor, uid,
                                    body.transaction_uid, items)
     return asdict(view)
+
+
+@router.get("/ai/workitems/{uid}/instances",
+            summary="The de-identified images of a workitem's study (multipart/related), for "
+                    "an engine approved for de-identified input")
+async def deidentified_instances(request: Request, uid: str, transaction_uid: str,
+                                 actor: CurrentActor) -> Response:
+    parts = await run_in_threadpool(_ai(request).work.deidentified_instances, actor, uid,
+                                    transaction_uid[:64])
+    boundary = secrets.token_hex(16)
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
+                    + part + b"\r\n" for part in parts) + b"--" + boundary.encode() + b"--"
+    return Response(body, media_type=f'multipart/related; type="application/dicom"; '
+                                     f"boundary={boundary}")
 
 
 @router.get("/ai/studies/{study_uid}/results",

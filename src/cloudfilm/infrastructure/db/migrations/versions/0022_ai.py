@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("body_parts", sa.String(256), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("input", sa.String(16), nullable=False),
+        sa.Column("key_enc", sa.String(256), nullable=False),
         sa.Column("registered_by", sa.String(128), nullable=False),
         sa.Column("registered_at", _TS, nullable=False),
         sa.Column("approved_by", sa.String(128), nullable=False),
