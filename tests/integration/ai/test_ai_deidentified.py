@@ -37,7 +37,6 @@ from .test_ai import (
     _state,
 )
 
-
 # The module the platform loads the configured plug-in from (by its dotted name).
 spy = importlib.import_module("tests.integration.ai.spy")
 
