@@ -16,7 +16,7 @@ import io
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -34,6 +34,11 @@ _GIVEN = ["Anna", "Mikko", "John", "Maria", "Linh", "Jonas", "Giulia", "Piotr", 
 def make_uid(*parts: object) -> UID:
     """Return a deterministic ``2.25.`` UID (PS3.5 B.2) derived from ``parts``."""
     return UID(f"2.25.{uuid.uuid5(_UID_NS, '/'.join(map(str, parts))).int}")
+
+
+Nodule = tuple[float, float, float, float]
+"""An inserted sphere: centre x, y, z (patient mm, LPS) and diameter (mm)."""
+NODULE_HU = 30.0  # solid nodule
 
 
 class Patient(TypedDict):
@@ -78,8 +83,10 @@ class _Phantom:
         else:
             sub[inside] = value
 
-    def slice_hu(self, t: float) -> np.ndarray:
-        """HU image at relative position ``t`` (0 = lung apex, 1 = pelvis)."""
+    def slice_hu(self, t: float, z: float = 0.0,
+                 nodules: Sequence[Nodule] = ()) -> np.ndarray:
+        """HU image at relative position ``t`` (0 = lung apex, 1 = pelvis); ``nodules``
+        (spheres in patient mm) are painted where this slice (at ``z`` mm) cuts them."""
         n, x = self.size, self.axis
         img = np.full((n, n), -1000.0, dtype=np.float32)
         bump = math.sin(math.pi * t)
@@ -133,6 +140,10 @@ class _Phantom:
         self.ellipse(img, 0, sy + 25, 8, 7, 20.0)
         self.ellipse(img, 0, sy + 40, 5, 12, 700.0)
         self.ellipse(img, 14, sy - 32, 12, 12, 45.0 + 120 * (t < 0.6))
+        for nx, ny, nz, diameter in nodules:
+            r2 = (diameter / 2) ** 2 - (z - nz) ** 2
+            if r2 > 0:
+                self.ellipse(img, nx, ny, math.sqrt(r2), math.sqrt(r2), NODULE_HU)
         img += self.rng.standard_normal((n, n), dtype=np.float32) * 12.0
         img[self.outside_fov] = -3024.0  # scanners pad outside the reconstruction circle
         return img
@@ -154,6 +165,8 @@ def make_ct_series(
     size: int = 512,
     slice_thickness: float = 1.25,
     seed: int = 0,
+    t_range: tuple[float, float] = (0.0, 1.0),
+    nodules: Sequence[Nodule] = (),
 ) -> Iterator[Dataset]:
     """Yield ``n_slices`` CT Image Storage datasets of one axial series, head to feet.
 
@@ -169,6 +182,11 @@ def make_ct_series(
         Rows and Columns; pixel spacing keeps a 380 mm field of view. 512 gives ~525 KB.
     seed : int
         Seeds the noise and the derived UIDs.
+    t_range : tuple of float
+        The part of the chest-to-pelvis range the series spans ((0, 0.4): the thorax).
+    nodules : sequence of (x, y, z, diameter)
+        Spheres of solid tissue (``NODULE_HU``) inserted at known places, in patient mm
+        (slice ``i`` is at z = -i * slice_thickness): the AI sample plug-in's test data.
 
     References
     ----------
@@ -185,9 +203,9 @@ def make_ct_series(
     accession = accession_number or f"A{int(rng.integers(10**8, 10**9))}"
     origin = -FOV_MM / 2 + phantom.spacing / 2
     for i in range(n_slices):
-        t = i / max(1, n_slices - 1)
+        t = t_range[0] + (t_range[1] - t_range[0]) * i / max(1, n_slices - 1)
         z = -i * slice_thickness  # head first supine: z decreases towards the feet
-        hu = phantom.slice_hu(t)
+        hu = phantom.slice_hu(t, z, nodules)
         pixels = np.clip(np.rint(hu + 1024), -32768, 32767).astype("<i2")
         sop_uid = make_uid(series_uid, i)
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -41,6 +42,9 @@ from cloudfilm.services.access.proofing import (
 )
 from cloudfilm.services.access.sms import OutboxSmsSender, SmsSender, SmsService, Templates
 from cloudfilm.services.access.workstation import WorkstationService
+from cloudfilm.services.ai.registry import AlgorithmRegistry
+from cloudfilm.services.ai.service import AiService
+from cloudfilm.services.ai.worklist import AiWork
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -182,8 +186,16 @@ def build_services(settings: Settings) -> Services:
         otp_sends_per_requester_hour=access.otp_sends_per_requester_hour,
         otp_checks_per_15min=access.otp_checks_per_15min), audit=audit)
     zone = ZoneInfo(settings.reports.timezone)
+    # Background work ingest hands over in its transaction (storage jobs, AI studies);
+    # bound after the services that receive it are built.
+    outbox: list[Callable[[Any, list[str]], None]] = [storage.enqueue_in]
+
+    def enqueue(session: Any, uids: list[str]) -> None:
+        for hook in outbox:
+            hook(session, uids)
+
     ingest = IngestService(db, blobs, spool, protector=protector, audit=audit, zone=zone,
-                           reports=ReportIntake(zone), enqueue=storage.enqueue_in)
+                           reports=ReportIntake(zone), enqueue=enqueue)
     reports = ReportService(db, blobs, policy, audit, ReportSettings(
         zone=zone, deadline_hours=settings.reports.upload_deadline_hours,
         max_bytes=settings.reports.max_report_bytes), work_dir=spool,
@@ -191,6 +203,11 @@ def build_services(settings: Settings) -> Services:
     retrieve = RetrieveService(db, blobs, policy, audit, frame_cache=(
         DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache else None))
     timeline = TimelineService(db, policy, audit)
+    registry = AlgorithmRegistry(db, audit, plugins=settings.ai.plugins, protector=protector)
+    ai = AiService(registry, AiWork(db, audit, policy, registry, retrieve, ingest,
+                                    spool / "ai", blobs=blobs, protector=protector,
+                                    settle_seconds=settings.ai.settle_seconds))
+    outbox.append(ai.work.enqueue_in)
     return Services(
         ingest=ingest,
         reports=reports,
@@ -235,6 +252,7 @@ def build_services(settings: Settings) -> Services:
         reconcile=ReconciliationService(db, blobs, ingest, spool, audit=audit,
                                         protector=protector),
         figures=FiguresService(db),
+        ai=ai,
     )
 
 

@@ -239,6 +239,22 @@ class ResearchSettings(BaseModel):
     k_threshold: int = Field(default=10, ge=1, le=1000)
 
 
+class AiSettings(BaseModel):
+    """AI assistance (issue 19): plug-ins, and when a new study is matched."""
+
+    # A study is matched against the algorithms once it has received no object for this
+    # long (a study arrives over many requests; an algorithm should see all of it).
+    settle_seconds: float = Field(120.0, ge=0)
+    # In-process plug-ins declared here: name -> "module:callable" (the callable takes a
+    # series' data sets and returns findings; see infrastructure/ai/plugin.py). Entry
+    # points ("entry:<name>", group cloudfilm.ai_plugins) and "builtin:lung-nodules" need
+    # no declaration.
+    plugins: dict[str, str] = {}
+    # `cloudfilm serve` starts the job worker (huey), which schedules workitems and runs
+    # in-process plug-ins; otherwise run `cloudfilm jobs worker` or `cloudfilm ai run`.
+    background: bool = False
+
+
 class StorageSettings(BaseModel):
     """Lossless re-encoding, the replica store and the integrity scrubber (issue 16)."""
 
@@ -337,6 +353,7 @@ class Settings(BaseSettings):
     recognition: RecognitionSettings = RecognitionSettings()
     web: WebSettings = WebSettings()
     research: ResearchSettings = ResearchSettings()
+    ai: AiSettings = AiSettings()
     storage: StorageSettings = StorageSettings()
     jobs: JobSettings = JobSettings()
     stats: StatsSettings = StatsSettings()

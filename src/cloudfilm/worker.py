@@ -24,6 +24,7 @@ from typing import Any
 from huey import Huey, RedisHuey, SqliteHuey
 
 from cloudfilm.config import Settings
+from cloudfilm.services.ai.worklist import AiWork
 from cloudfilm.services.storage.service import JobFailedError, StorageService
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,23 @@ def _storage(settings: Settings) -> StorageService:
         assert built is not None
         service = _local[os.getpid()] = built
     return service
+
+
+_ai_local: dict[tuple[int, str, str], AiWork] = {}
+
+
+def _ai(settings: Settings) -> AiWork:
+    """The AI work service of this process (built once per process, as ``_storage``)."""
+    key = (os.getpid(), str(settings.database_url), str(settings.data_dir))
+    work = _ai_local.get(key)
+    if work is None:
+        from cloudfilm.app import build_services
+
+        settings.auto_migrate = False
+        built = build_services(settings).ai
+        assert built is not None
+        work = _ai_local[key] = built.work
+    return work
 
 
 class HueyJobQueue:
@@ -67,6 +85,15 @@ class HueyJobQueue:
         self._run_many = self.huey.task(name="cloudfilm.storage.run_batch")(self._run_batch)
         self._scrub = self.huey.task(name="cloudfilm.storage.scrub")(self._scrub_all)
         self._plan = self.huey.task(name="cloudfilm.storage.plan_tiers")(self._plan_tiers)
+        # In-process AI plug-ins (services/ai): the workitem's UID only; the row is the
+        # record, and a failed run goes back to the worklist (AiWork.run).
+        self._ai = self.huey.task(name="cloudfilm.ai.run_workitem")(self._run_ai)
+
+    def enqueue_ai(self, workitem_uid: str) -> None:
+        self._ai(workitem_uid)
+
+    def _run_ai(self, workitem_uid: str) -> str:
+        return _ai(self.settings).run(workitem_uid)
 
     def enqueue(self, job_id: int) -> None:
         self._run(job_id)
@@ -114,6 +141,7 @@ def relay_forever(queue: HueyJobQueue, storage: StorageService, stop: threading.
     while not stop.is_set():
         try:
             storage.relay(queue)
+            _ai(queue.settings).relay(queue)
             if time.monotonic() >= next_scrub:
                 queue.enqueue_scrub()
                 next_scrub = time.monotonic() + conf.scrub_interval_hours * 3600

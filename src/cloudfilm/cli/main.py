@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "accounts": ("cloudfilm.cli.access:accounts",
                  "Doctor and administrator accounts (residents register with their phone)."),
+    "ai": ("cloudfilm.cli.ai:ai",
+           "AI assistance: algorithms, their approval and hospitals, the UPS worklist."),
     "backup": ("cloudfilm.cli.storage:backup_command",
                "Back up the embedded platform (SQLite snapshot + blobs + manifest) into DEST."),
     "audit": ("cloudfilm.cli.audit:audit",
@@ -216,11 +218,13 @@ def _start_rollups(services: Any, settings: Settings) -> Any:
 
 def _start_job_workers(settings: Settings) -> Any:
     """Background storage jobs run in their own process group (``cloudfilm jobs worker``)
-    when there is work for them: re-encoding or a replica to scrub against."""
+    when there is work for them: re-encoding, a replica to scrub against, or AI plug-ins
+    (``ai.background``)."""
     import subprocess
 
     conf = settings.storage
-    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url or conf.cold_url):
+    if settings.jobs.workers == 0 or not (conf.compress or conf.replica_url or conf.cold_url
+                                          or settings.ai.background):
         return None
     env = {**os.environ, "CLOUDFILM_DATA_DIR": str(settings.data_dir.resolve()),
            "CLOUDFILM_AUTO_MIGRATE": "false"}

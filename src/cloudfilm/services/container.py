@@ -12,6 +12,7 @@ from cloudfilm.services.access.launch import LaunchService
 from cloudfilm.services.access.policy import AccessPolicy
 from cloudfilm.services.access.sms import SmsService
 from cloudfilm.services.access.workstation import WorkstationService
+from cloudfilm.services.ai.service import AiService
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
 from cloudfilm.services.archive.query import QueryService
@@ -119,3 +120,5 @@ class Services:
     reconcile: ReconciliationService | None = None
     # Index-wide figures for /metrics (issue 12).
     figures: FiguresService | None = None
+    # AI assistance: algorithms, the UPS worklist, results (issue 19).
+    ai: AiService | None = None

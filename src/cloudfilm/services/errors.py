@@ -113,3 +113,11 @@ class ReportConflictError(CloudfilmError):
     its earlier versions are linked to)."""
 
     code = "report-conflict"
+
+
+class WorkitemStateError(CloudfilmError):
+    """A UPS workitem cannot make this change now: not SCHEDULED when claimed, not IN
+    PROGRESS when completed, or the Transaction UID given is not the one of its claim
+    (PS3.4 CC.2.1.3, statuses C300-C312)."""
+
+    code = "workitem-state"

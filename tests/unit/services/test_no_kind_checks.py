@@ -22,6 +22,10 @@ SCANNED = ("services", "interfaces")
 EXEMPT_MODULES = ("services/kernel/", "services/access/rules.py")
 
 ALLOWED: dict[tuple[str, str], str] = {
+    ("services/ai/registry.py", "data.kind"):
+        "an AI algorithm's kind (in-process plug-in or external engine), not an actor's",
+    ("services/ai/worklist.py", "live.kind"):
+        "an AI algorithm row's kind (only plug-ins run in-process)",
     # (module, the compared expression): why it is not an actor's kind.
     ("services/access/accounts.py", "account.kind"):
         "an account row's kind: which sign-in path, which roles the session's actor gets, "

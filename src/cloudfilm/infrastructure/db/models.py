@@ -1200,3 +1200,113 @@ class ReconciliationItem(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[str] = mapped_column(String(128), default="", server_default="")
     result_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+# -- AI assistance (issue 19, helper "ai"): algorithms, their hospitals, the UPS worklist,
+# -- results -------------------------------------------------------------------------------
+
+
+class AiAlgorithm(Base):
+    """An AI algorithm the platform may run: an in-process plug-in (``plugin`` names it) or
+    an external engine (``kind='external'``, its ``cfa_`` credential's SHA-256 in
+    ``token_hash``). ``status``: registered (nothing runs), approved (by a platform
+    administrator other than the one who registered it), suspended. Workitems are made only
+    for studies of hospitals that enabled it (``ai_enablement``) and that match its
+    ``modalities`` / ``body_parts`` (space-separated, upper case; empty: any)."""
+
+    __tablename__ = "ai_algorithm"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(32))
+    vendor: Mapped[str] = mapped_column(String(128), default="")
+    intended_use: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    plugin: Mapped[str] = mapped_column(String(256), default="")
+    modalities: Mapped[str] = mapped_column(String(128), default="")
+    body_parts: Mapped[str] = mapped_column(String(256), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), default="", index=True)
+    # What it reads: "original" images (over WADO-RS, through the policy) or
+    # "deidentified" ones (PS3.15 Annex E Basic Profile under its own key, encrypted in
+    # key_enc; never the originals).
+    input: Mapped[str] = mapped_column(String(16), default="original")
+    key_enc: Mapped[str] = mapped_column(String(256), default="")
+    registered_by: Mapped[str] = mapped_column(String(128))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    approved_by: Mapped[str] = mapped_column(String(128), default="")
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AiEnablement(Base):
+    """A hospital runs an approved algorithm on its new studies (enabled by its
+    administrator or a platform administrator)."""
+
+    __tablename__ = "ai_enablement"
+    __table_args__ = (UniqueConstraint("algorithm_id", "hospital_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    algorithm_id: Mapped[int] = mapped_column(ForeignKey("ai_algorithm.id"))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    enabled_by: Mapped[str] = mapped_column(String(128))
+    enabled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AiPendingStudy(Base):
+    """Outbox written by ingest in its transaction: a study that received objects; once
+    quiet until ``due_at`` it is matched against the algorithms (services/ai)."""
+
+    __tablename__ = "ai_pending_study"
+    __table_args__ = (Index(None, "due_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AiWorkitem(Base):
+    """A UPS workitem (PS3.4 CC): one algorithm, one study. ``state`` is the Procedure Step
+    State (SCHEDULED, IN PROGRESS, COMPLETED, CANCELED); ``transaction_uid`` is set by the
+    claim and must accompany every later change (PS3.4 CC.1.1)."""
+
+    __tablename__ = "ai_workitem"
+    __table_args__ = (
+        UniqueConstraint("algorithm_id", "study_instance_uid"),
+        Index(None, "algorithm_id", "state"),
+        Index(None, "study_instance_uid"),
+        Index(None, "state", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    algorithm_id: Mapped[int] = mapped_column(ForeignKey("ai_algorithm.id"))
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    transaction_uid: Mapped[str] = mapped_column(String(64), default="")
+    # Whether the in-process runner was handed it (huey), so the relay hands it over once.
+    queued: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AiResult(Base):
+    """A DICOM object an algorithm's workitem produced (an SR, a SEG), stored as a new
+    series of the study; doctors confirm or reject it (the portal shows only confirmed
+    ones, if at all)."""
+
+    __tablename__ = "ai_result"
+    __table_args__ = (Index(None, "study_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    workitem_id: Mapped[int] = mapped_column(ForeignKey("ai_workitem.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    findings_json: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    review: Mapped[str] = mapped_column(String(16), default="")
+    reviewed_by: Mapped[str] = mapped_column(String(128), default="")
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

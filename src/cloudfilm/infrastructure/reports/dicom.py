@@ -46,7 +46,8 @@ from cloudfilm.infrastructure.dicom import dates
 from cloudfilm.infrastructure.dicom.charset import decode_text, split_person_name
 from cloudfilm.infrastructure.reports.document import ReportDocument, ReportFormatError, Status
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "MAX_PDF_PAGES", "REPORT_SOP_CLASSES", "is_report",
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "MAX_PDF_PAGES", "REPORT_SOP_CLASSES", "is_device_observed",
+           "is_report",
            "read_dicom_report"]
 
 # Only the narrative SR classes and the PDF carry a report a radiologist wrote. Left out on
@@ -129,6 +130,21 @@ def is_report(sop_class_uid: str) -> bool:
         True for the narrative SR classes and Encapsulated PDF (:data:`REPORT_SOP_CLASSES`).
     """
     return str(sop_class_uid).strip("\x00 ") in REPORT_SOP_CLASSES
+
+
+def is_device_observed(ds: Dataset) -> bool:
+    """Return whether an SR's observation context names only a *device* observer (TID 1002:
+    Observer Type (DCM 121005) = Device (DCM 121007), no Person): a machine's output such
+    as an AI result or a CAD report, which the archive keeps as an object of the study but
+    never records as a doctor's report.
+    """
+    types: set[str] = set()
+    for item in ds.get("ContentSequence", [])[:64]:
+        name = item.get("ConceptNameCodeSequence")
+        value = item.get("ConceptCodeSequence")
+        if name and value and str(name[0].get("CodeValue", "")) == "121005":
+            types.add(str(value[0].get("CodeValue", "")))
+    return types == {"121007"}
 
 
 def read_dicom_report(ds: Dataset) -> ReportDocument:

@@ -5,6 +5,7 @@
 - ``cfh_...``: a hospital system (``CredentialService.authenticate``);
 - ``cfs_...``: a signed-in doctor, resident or administrator account
   (``AccountService.actor_for_token``);
+- ``cfa_...``: an external AI engine (``AlgorithmRegistry.actor_for_token``; issue 19);
 - anything else: compared with ``security.admin_token`` (the platform administrator).
 
 Without the header the caller is the local operator only when ``security.local_mode`` is
@@ -29,6 +30,7 @@ from cloudfilm.services.errors import NotAuthenticatedError
 
 _HOSPITAL_PREFIX = "cfh_"
 _SESSION_PREFIX = "cfs_"
+_ALGORITHM_PREFIX = "cfa_"
 
 
 def _services(request: Request) -> Services:
@@ -84,6 +86,12 @@ async def authenticate(request: Request) -> Actor:
                       hospital_code=hospital.code, display=hospital.name, address=address)
     elif token.startswith(_SESSION_PREFIX):
         actor = await run_in_threadpool(_session_actor, svc, token, address)
+    elif token.startswith(_ALGORITHM_PREFIX) and svc.ai is not None:
+        found = await run_in_threadpool(svc.ai.registry.actor_for_token, token,
+                                        address=address)
+        if found is None:
+            raise NotAuthenticatedError("unknown AI algorithm credential")
+        actor = found
     else:
         svc.credentials.authenticate_admin(token)  # compares in memory, no database
         actor = Actor(kind="admin", subject="admin", display="administrator", address=address)

@@ -24,6 +24,7 @@ from cloudfilm.services.errors import (
     ReportConflictError,
     ResourceUnavailableError,
     UnsupportedSOPClassError,
+    WorkitemStateError,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ HTTP_STATUS: dict[type[CloudfilmError], int] = {
     AlreadyExistsError: 409,
     IdentityConflictError: 409,
     ReportConflictError: 409,
+    WorkitemStateError: 409,
     RateLimitedError: 429,
     ResourceUnavailableError: 503,
 }

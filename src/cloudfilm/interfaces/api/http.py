@@ -35,10 +35,11 @@ from cloudfilm.interfaces.api import docs as api_docs
 from cloudfilm.interfaces.api import errors
 from cloudfilm.interfaces.api import metrics as index_metrics
 from cloudfilm.interfaces.api.auth import authenticate, client_host
-from cloudfilm.interfaces.api.dicomweb import qido, stow, uri, wado
+from cloudfilm.interfaces.api.dicomweb import qido, stow, ups, uri, wado
 from cloudfilm.interfaces.api.dicomweb.common import DICOMWEB_PREFIX
 from cloudfilm.interfaces.api.rest import (
     access,
+    ai,
     audit,
     cds_hooks,
     gateway,
@@ -263,7 +264,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     api_docs.install(app)
     app.state.services = services
     errors.install(app)
-    for module in (stow, qido, wado, uri):
+    for module in (stow, qido, wado, uri, ups):
         app.include_router(module.router, prefix=DICOMWEB_PREFIX, tags=["DICOMweb"])
     app.include_router(uri.router, tags=["DICOMweb"], include_in_schema=False)
     app.include_router(identity.router, prefix=identity.PREFIX, tags=["Identity"])
@@ -280,6 +281,7 @@ def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
     app.include_router(stats.router, prefix=stats.PREFIX, tags=["Dashboard"])
     app.include_router(lifecycle.router, prefix=lifecycle.PREFIX, tags=["Lifecycle"])
     app.include_router(reconcile.router, prefix=reconcile.PREFIX, tags=["Reconciliation"])
+    app.include_router(ai.router, prefix=ai.PREFIX, tags=["AI"])
 
     # Web pages (issue 13): /portal, static assets, browser safety (Host, Origin, CSP).
     pages.install_pages(app, services, web)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import ColumnElement
 
 from cloudfilm.infrastructure.db import access_repository as repo
+from cloudfilm.infrastructure.db import ai_repository
 from cloudfilm.services.access.rules import Facts, Grants, Scope, scope_of
 from cloudfilm.services.errors import NotAuthorizedError
 from cloudfilm.services.kernel.actor import Actor, Permission, Role
@@ -174,7 +175,19 @@ class AccessPolicy:
             # Grants only matter past the own-hospital rule: one look-up, for this resident.
             grants = self.grants(conn, actor, [facts.resident_id])
             allowed, reason = scope_of(actor, grants).admits(facts)
+        if not allowed and actor.has(Role.AI_ALGORITHM):
+            allowed, reason = self._ai_admits(conn, actor, facts)
         return Decision(allowed, reason, True, facts.resident_id, facts.hospital_id)
+
+    @staticmethod
+    def _ai_admits(conn: Any, actor: Actor, facts: Facts) -> tuple[bool, str]:
+        """An AI algorithm reads a study only through a workitem it holds IN PROGRESS, while
+        approved and enabled by the study's hospital, and while the resident has not
+        refused research/AI use (read per request, like a doctor's grants)."""
+        if facts.study_uid and actor.algorithm_id and ai_repository.covers(
+                conn, actor.algorithm_id, facts.study_uid):
+            return True, "ai-workitem"
+        return False, "no-ai-workitem"
 
     def enforce(self, conn: Any, actor: Actor, permission: Permission,
                 resource: Resource | Facts | None, *, action: str,
@@ -284,6 +297,10 @@ class AccessPolicy:
         """
         if not actor.can(Permission.READ_STUDY):
             return repo.visible_studies()
+        if actor.has(Role.AI_ALGORITHM):
+            # The studies of its workitems in progress (same rule as _ai_admits).
+            return (ai_repository.covered_studies(actor.algorithm_id) if actor.algorithm_id
+                    else repo.visible_studies())
         return self.scope(conn, actor).predicate(repo.visible_studies)
 
 

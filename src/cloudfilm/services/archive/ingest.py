@@ -465,7 +465,10 @@ def _prepare(index: int, item: IngestItem, work_dir: Path) -> _Prepared:
     )
     full_json["00083002"] = {"vr": "UI", "Value": [header.parsed.transfer_syntax_uid]}
     report = None
-    if dicom_reports.is_report(header.sop_class_uid):
+    # A device-observed SR (an AI result, a CAD report) is an object of the study, never
+    # a doctor's report (issue 19).
+    if dicom_reports.is_report(header.sop_class_uid) \
+            and not dicom_reports.is_device_observed(header.parsed.dataset):
         try:
             report = dicom_reports.read_dicom_report(header.parsed.dataset)
         except ReportFormatError as exc:

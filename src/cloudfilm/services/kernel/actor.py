@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin", "bureau"]
+ActorKind = Literal["operator", "hospital", "doctor", "resident", "admin", "bureau",
+                    "algorithm"]
 
 
 class Role(StrEnum):
@@ -38,6 +39,10 @@ class Role(StrEnum):
     HEALTH_BUREAU = "health_bureau"
     """A city or county health bureau (卫健局): the commission's dashboard for its area
     (``Actor.area``), no patient data."""
+    AI_ALGORITHM = "ai_algorithm"
+    """An approved AI algorithm (an in-process plug-in or an external engine with its
+    ``cfa_`` credential): claims UPS workitems made for it and reads only the studies of
+    the workitems it holds in progress (``Actor.algorithm_id``; services/ai)."""
 
 
 class Permission(StrEnum):
@@ -115,6 +120,14 @@ class Permission(StrEnum):
     without PatientID or under another hospital's study UID)."""
     RECONCILE_ANY = "archive.reconcile_any"
     """See and settle every hospital's reconciliation queue."""
+    MANAGE_AI = "ai.manage"
+    """Register, approve and suspend AI algorithms; enable them for any hospital."""
+    ENABLE_AI = "ai.enable"
+    """Enable or disable an approved AI algorithm for the actor's own hospital."""
+    PERFORM_AI_WORK = "ai.work"
+    """Query, claim and complete the UPS workitems made for the actor's algorithm."""
+    CONFIRM_AI_RESULT = "ai.confirm"
+    """Confirm (or reject) an AI result of a study one may read, as its doctor."""
 
 
 _EVERYTHING = frozenset(Permission)
@@ -126,7 +139,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: _EVERYTHING - {Permission.DECIDE_GRANT, Permission.READ_OWN_ACCESS_LOG,
                                Permission.SET_RESEARCH_CHOICE, Permission.SHARE_STUDY,
                                Permission.LINK_FAMILY, Permission.STORE,
-                               Permission.STORE_FOR_ANY_HOSPITAL},
+                               Permission.STORE_FOR_ANY_HOSPITAL,
+                               Permission.PERFORM_AI_WORK, Permission.CONFIRM_AI_RESULT},
     Role.HOSPITAL_SYSTEM: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.STORE,
         Permission.READ_TIMELINESS, Permission.REGISTER_PATIENTS,
@@ -136,18 +150,20 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DOCTOR: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.REQUEST_GRANT,
         Permission.READ_TIMELINESS, Permission.CHECK_RECOGNITION,
-        Permission.PROPOSE_RESEARCH}),
+        Permission.PROPOSE_RESEARCH, Permission.CONFIRM_AI_RESULT}),
     Role.HOSPITAL_ADMIN: frozenset({
         Permission.MANAGE_HOSPITAL_ACCOUNTS, Permission.RESET_REGISTRATION,
         Permission.REVIEW_GRANTS, Permission.READ_TIMELINESS,
         Permission.ISSUE_ACTIVATION_CODES, Permission.READ_DASHBOARD,
-        Permission.RECONCILE}),
+        Permission.RECONCILE, Permission.ENABLE_AI}),
     Role.RESIDENT: frozenset({
         Permission.READ_STUDY, Permission.READ_REPORT, Permission.DECIDE_GRANT,
         Permission.READ_OWN_ACCESS_LOG, Permission.SET_RESEARCH_CHOICE,
         Permission.SHARE_STUDY, Permission.LINK_FAMILY}),
     Role.SHARE_VIEWER: frozenset({Permission.READ_STUDY, Permission.READ_REPORT}),
     Role.HEALTH_BUREAU: frozenset({Permission.READ_DASHBOARD}),
+    # Reads images only (never reports), and only through its workitems (policy.decide).
+    Role.AI_ALGORITHM: frozenset({Permission.READ_STUDY, Permission.PERFORM_AI_WORK}),
 }
 """The one map from roles to permissions."""
 
@@ -158,6 +174,7 @@ _KIND_ROLES: dict[str, frozenset[Role]] = {
     "doctor": frozenset({Role.DOCTOR}),
     "resident": frozenset({Role.RESIDENT}),
     "bureau": frozenset({Role.HEALTH_BUREAU}),
+    "algorithm": frozenset({Role.AI_ALGORITHM}),
 }
 
 
@@ -192,6 +209,9 @@ class Actor:
     """For a share viewer: the one study its link names (the policy's scope)."""
     area: str = ""
     """For a health bureau: ``<city>`` or ``<city>/<county>`` of the hospital registry."""
+    algorithm_id: str = ""
+    """For an AI algorithm: its public id (the policy admits the studies of the UPS
+    workitems it holds in progress)."""
 
     def __post_init__(self) -> None:
         if not self.roles:

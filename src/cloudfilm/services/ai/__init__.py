@@ -1,0 +1,1 @@
+"""AI assistance (issue 19): algorithms, the UPS worklist, plug-in runs and results."""

@@ -1,0 +1,14 @@
+"""The AI assistance services the doors share: the algorithm registry and the work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloudfilm.services.ai.registry import AlgorithmRegistry
+from cloudfilm.services.ai.worklist import AiWork
+
+
+@dataclass(frozen=True, slots=True)
+class AiService:
+    registry: AlgorithmRegistry
+    work: AiWork

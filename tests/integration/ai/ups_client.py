@@ -1,0 +1,79 @@
+"""An external AI engine in its own process, speaking only HTTP: poll the UPS worklist,
+claim a workitem, read the study over WADO-RS, run the detector on it, send the findings,
+complete; then check that the study is closed to it again. Prints a JSON summary.
+
+``python ups_client.py BASE_URL CREDENTIAL``
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import httpx
+import pydicom
+from pydicom.uid import generate_uid
+
+from cloudfilm.infrastructure.ai.nodules import detect
+
+UPS = "application/dicom+json"
+
+
+def _parts(response: httpx.Response) -> list[bytes]:
+    """The bodies of a multipart/related response."""
+    boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0].strip('"')
+    out = []
+    for chunk in response.content.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        _, _, body = chunk.partition(b"\r\n\r\n")
+        out.append(body.removesuffix(b"\r\n"))
+    return out
+
+
+def main() -> None:
+    base, credential = sys.argv[1], sys.argv[2]
+    auth = {"Authorization": f"Bearer {credential}"}
+    summary: dict[str, object] = {}
+    with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+        found = client.get("/dicomweb/workitems", params={"ProcedureStepState": "SCHEDULED"})
+        found.raise_for_status()
+        item = found.json()[0]
+        uid = item["00080018"]["Value"][0]
+        study_url = item["00404021"]["Value"][0]["00081190"]["Value"][0]
+        summary["before_claim"] = client.get(study_url + "/metadata").status_code
+        tx = str(generate_uid())
+
+        def state(value: str, transaction: str) -> int:
+            return client.put(f"/dicomweb/workitems/{uid}/state", headers={
+                "content-type": UPS}, content=json.dumps([{
+                    "00741000": {"vr": "CS", "Value": [value]},
+                    "00081195": {"vr": "UI", "Value": [transaction]}}])).status_code
+
+        summary["claim"] = state("IN PROGRESS", tx)
+        summary["claim_again"] = state("IN PROGRESS", tx)
+        study = client.get(study_url, headers={
+            "accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        study.raise_for_status()
+        datasets = [pydicom.dcmread(io.BytesIO(p)) for p in _parts(study)]
+        findings = detect(datasets)
+        summary["read"] = len(datasets)
+        sent = client.post(f"/api/v1/ai/workitems/{uid}/findings", json={
+            "transaction_uid": tx, "findings": [{
+                "label": f.label, "centre_mm": list(f.centre_mm),
+                "diameter_mm": f.diameter_mm, "score": f.score,
+                "sop_instance_uid": f.sop_instance_uid, "row": f.row, "column": f.column}
+                for f in findings]})
+        summary["findings"] = sent.status_code
+        summary["diameters"] = sorted(round(f.diameter_mm) for f in findings)
+        summary["complete_wrong_tx"] = state("COMPLETED", str(generate_uid()))
+        summary["complete"] = state("COMPLETED", tx)
+        summary["after_complete"] = client.get(study_url + "/metadata").status_code
+        final = client.get(f"/dicomweb/workitems/{uid}").json()[0]
+        summary["state"] = final["00741000"]["Value"][0]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
