@@ -44,14 +44,14 @@ from cloudfilm.interfaces.api.rest import (
     cds_hooks,
     gateway,
     identity,
-    orders,
     lifecycle,
+    orders,
     recognition,
     reconcile,
     reports,
     research,
-    workstation,
     stats,
+    workstation,
 )
 from cloudfilm.interfaces.web import pages
 from cloudfilm.interfaces.web.pages import WebOptions
