@@ -5,28 +5,20 @@ a deletion must be executed by another person than the one who proposed it."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cloudfilm.cli.common import data_option
+from cloudfilm.cli.common import echo as _echo
+from cloudfilm.cli.common import run as _run
+from cloudfilm.cli.common import services as _services
 from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
-from cloudfilm.services.errors import CloudfilmError
 
-data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
-                           help="Data folder of the embedded default [env CLOUDFILM_DATA_DIR]")
 by_option = click.option("--by", "by", required=True,
                          help="Who is acting (recorded in the audit trail).")
-
-
-def _services(data: Path | None) -> Any:
-    from cloudfilm.app import build_services
-    from cloudfilm.cli.main import _common, _settings
-
-    return build_services(_settings(**_common(data)))
 
 
 def _life(data: Path | None) -> Any:
@@ -35,17 +27,6 @@ def _life(data: Path | None) -> Any:
 
 def _actor(by: str) -> Actor:
     return Actor(kind="operator", subject=f"cli:{by.strip()}"[:120], display=by.strip())
-
-
-def _run(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except CloudfilmError as exc:
-        raise click.ClickException(exc.message) from exc
-
-
-def _echo(value: Any) -> None:
-    click.echo(json.dumps(value, default=str, ensure_ascii=False, indent=2))
 
 
 @click.group()

@@ -4,7 +4,6 @@ platform's administrator) through the same service, rules and audit as the API."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -12,29 +11,15 @@ from typing import Any
 
 import click
 
+from cloudfilm.cli.common import data_option
+from cloudfilm.cli.common import echo as _echo
+from cloudfilm.cli.common import run as _run
+from cloudfilm.cli.common import services as _services
 from cloudfilm.services.access.actor import LOCAL_OPERATOR
-from cloudfilm.services.errors import CloudfilmError
-
-data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
-                           help="Data folder of the embedded default [env CLOUDFILM_DATA_DIR]")
 
 
 def _svc(data: Path | None) -> Any:
-    from cloudfilm.app import build_services
-    from cloudfilm.cli.main import _common, _settings
-
-    return build_services(_settings(**_common(data))).research
-
-
-def _run(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except CloudfilmError as exc:
-        raise click.ClickException(exc.message) from exc
-
-
-def _echo(value: Any) -> None:
-    click.echo(json.dumps(value, default=str, ensure_ascii=False, indent=2))
+    return _services(data).research
 
 
 @click.group()

@@ -1,7 +1,7 @@
 """lifecycle: storage tier per instance, retention rules, legal holds, deletion requests
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-03 22:50:00.000000
 """
 

@@ -1,7 +1,7 @@
 """exam mutual recognition: the order feed's order number on each check
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0018
 Create Date: 2026-12-03 22:50:00
 """
 

@@ -1,7 +1,7 @@
 """the doctor's workstation: single-use launch tokens a hospital's HIS mints
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0019
 Create Date: 2026-12-03 22:50:00.000000
 """
 

@@ -2,7 +2,7 @@
 worklist and the results
 
 Revision ID: 0022
-Revises: 0016
+Revises: 0020
 Create Date: 2026-12-03 23:00:00
 """
 

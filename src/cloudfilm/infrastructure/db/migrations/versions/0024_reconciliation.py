@@ -2,7 +2,7 @@
 PatientID, or a Study Instance UID another hospital holds)
 
 Revision ID: 0024
-Revises: 0016
+Revises: 0022
 Create Date: 2026-12-03 23:00:00.000000
 """
 
