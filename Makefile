@@ -28,6 +28,7 @@ run: install
 	@echo "cloudfilm: patients' portal at http://127.0.0.1:8042/portal (sign-in codes: .venv/bin/cloudfilm sms outbox --data cloudfilm-data)"
 	@echo "cloudfilm: doctor's workstation at http://127.0.0.1:8042/workstation: doctor.a / demo-doctor-2024 and doctor.b / demo-doctor-2024 (two hospitals; the patient to find is printed above)"
 	@echo "cloudfilm: the commission's dashboard at http://127.0.0.1:8042/dashboard: user commission (province) or hangzhou-bureau (杭州), password cloudfilm-demo-2026"
+	@echo "cloudfilm: operators' pages at http://127.0.0.1:8042/admin (recognition rules and figures): demo.admin / cloudfilm-demo-admin"
 	@echo "cloudfilm: a hospital gateway runs beside it (status http://127.0.0.1:8043/, heartbeats at /api/v1/gateway/heartbeats)"
 	$(VENV)/bin/cloudfilm gateway run cloudfilm-data/gateway/gateway.toml & gw=$$!; \
 	  trap 'kill $$gw 2>/dev/null' EXIT INT TERM; \
