@@ -3,6 +3,7 @@ re-encoding (nothing lost, no orphan blob, every object served with its original
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -109,7 +110,8 @@ def test_the_worker_process_reencodes_what_ingest_enqueued(
         try:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=10)
     assert storage.job_counts() == {"done": 4}, (tmp_path / "worker.log").read_text()
     _assert_all_served_faithfully(services, originals)
@@ -133,7 +135,8 @@ def test_kill9_during_reencoding_loses_nothing(jobs_env: Settings, tmp_path: Pat
                 and runner.poll() is None:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.15))
-        os.killpg(runner.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have finished everything
+            os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(timeout=10)
         done = storage.job_counts().get("done", 0)
         progress.append(done)

@@ -250,6 +250,7 @@ def test_kill9_during_tier_moves_loses_nothing(settings: Settings, db_url: str,
                                                tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Three real kill -9s of `cloudfilm storage tier --run` in the middle of moves."""
+    import contextlib
     import os
     import random
     import signal
@@ -281,7 +282,10 @@ def test_kill9_during_tier_moves_loses_nothing(settings: Settings, db_url: str,
                 and time.monotonic() < deadline and runner.poll() is None:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.1))
-        os.killpg(runner.pid, signal.SIGKILL)
+        # On a quiet machine the runner may finish every move before the kill: then the
+        # cycle is a plain run (its process group is already gone), which is fine.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(timeout=10)
         log.close()
     # the relay hands the interrupted (queued) jobs over again; here: run what is left
