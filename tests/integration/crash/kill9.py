@@ -11,6 +11,7 @@ whatever a crash left unreferenced.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import random
@@ -130,7 +131,16 @@ class Server:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 90) -> None:
+        """Start ``cloudfilm serve`` and wait until healthy; a server that does not get
+        there is killed before the error is raised, so no test leaves one behind."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _start(self, timeout: float) -> None:
         log = (self.workdir / "server.log").open("ab")
         argv = [sys.executable, "-m", "cloudfilm.cli.main", "serve", "--host", "127.0.0.1",
                 "--port", str(self.http_port), "--dicom-host", "127.0.0.1",
@@ -158,7 +168,8 @@ class Server:
     def kill(self) -> None:
         """SIGKILL: no shutdown handler, no flush, no goodbye."""
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # its own session: the group
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
@@ -314,6 +325,9 @@ def run(workdir: Path, *, database_url: str | None = None, cycles: int = 4,
                 log(f"cycle {cycle + 1}/{cycles}: killed with {len(clients.acked)} acknowledged")
             server.start()
         time.sleep(rng.uniform(*up_seconds))  # some traffic after the last restart too
+    except BaseException:
+        server.stop()  # a failed restart must not leave a server behind the test
+        raise
     finally:
         clients.stop()
     figures.attempts, figures.acknowledged = clients.attempts, len(clients.acked)
