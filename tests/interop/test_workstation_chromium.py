@@ -152,6 +152,7 @@ def test_break_glass_needs_a_reason_launch_and_timeout(
         answer = late.goto(link)
         assert answer is not None and answer.status == 404
         assert late.get_by_label("密码").count() == 0
+        late.get_by_text("此HIS链接已使用或已过期").wait_for()
         check_page(late, base, "11d-launch-token-used")
     # On a tablet (1024x768, landscape) the same page wraps to two columns, no sideways scroll.
     page.set_viewport_size({"width": 1024, "height": 768})

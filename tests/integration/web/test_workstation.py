@@ -408,6 +408,7 @@ def test_a_launch_token_signs_its_own_doctor_in_once_and_resists_abuse(
     with TestClient(app, follow_redirects=False, headers=DESK) as second:
         again = second.get(url)
         assert again.status_code == 404 and SESSION_COOKIE not in again.cookies
+        assert "此HIS链接已使用或已过期" in again.text
         assert second.get("/workstation").status_code == 303
         assert second.get("/workstation/launch?token=cfl_" + "x" * 43).status_code == 404
 
@@ -415,7 +416,8 @@ def test_a_launch_token_signs_its_own_doctor_in_once_and_resists_abuse(
     spare = mint(ha).json()["url"]
     with TestClient(app, follow_redirects=False, headers=DESK) as shared:
         sign_in(shared, user="dr.b")
-        assert shared.get(spare).status_code == 403
+        refused = shared.get(spare)
+        assert refused.status_code == 403 and "属于另一位医生" in refused.text
         assert "陈医生" in shared.get("/workstation").text  # still dr.b
     with TestClient(app, follow_redirects=False, headers=DESK) as third:
         assert third.get(spare).status_code == 303

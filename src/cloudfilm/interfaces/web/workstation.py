@@ -441,7 +441,18 @@ def build_router(web: Web) -> APIRouter:
             # A token from the HIS signs its doctor in where nobody is (services/access/
             # launch.py); a session here must be that doctor's.
             actor = web.session_actor(request)
-            opened = svc.launches.redeem(actor, token[:80], address=web.address(request))
+            _ = gettext(request)
+            try:
+                opened = svc.launches.redeem(actor, token[:80], address=web.address(request))
+            except (NotFoundError, NotAuthorizedError) as exc:
+                # In words the doctor can act on (the HIS button is their way in).
+                message = (_("This link from the HIS has been used or has expired (it opens "
+                             "once, within 5 minutes). Open the patient from the HIS again.")
+                           if isinstance(exc, NotFoundError) else
+                           _("This link from the HIS is for another doctor, and someone else "
+                             "is signed in here. Sign out, then open it from the HIS again."))
+                return web.render(request, "error.html.j2", status=status_of(exc),
+                                  message=message)
             signed = opened.signed_in
             if signed is not None:
                 actor = signed.actor
