@@ -34,10 +34,13 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    JPEG2000,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLosslessSV1,
+    JPEGLSNearLossless,
     generate_uid,
 )
 from tests.conftest import SHARED_TESTDATA, TEST_HTTP, TEST_SECURITY
@@ -59,6 +62,7 @@ pytestmark = pytest.mark.interop
 FOLDER = "viewer"
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
+LOSSY = (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000)
 RED = (200, 60)  # (column, row) of the cine's red (colour Doppler-like) square
 # Real files of /work/shared/testdata/dicom (MANIFEST.md), played when present.
 REAL = {
@@ -66,6 +70,8 @@ REAL = {
     "real-jpeg-lossless-sv1-ct": "compressed/by_ts_uid/1.2.840.10008.1.2.4.70.dcm",
     "real-enhanced-mr-10f": "multiframe/emri_small_enhancedMR_10f.dcm",
     "real-us-cine-jpeg-30f": "multiframe/US_sonosite_30f_jpeg.dcm",
+    "real-jpeg-extended-12bit-nm": "compressed/NM_JPEG_extended_12bit.dcm",
+    "real-deflated-ct": "compressed/by_ts_uid/1.2.840.10008.1.2.1.99.dcm",
 }
 
 
@@ -231,7 +237,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
                 ds.SeriesDescription = name
                 slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(
                     getattr(ds, "RescaleIntercept", 0) or 0)
-                series(name, [ds], lossy="4.50" in relative or "jpeg" in relative,
+                series(name, [ds], lossy=ds.file_meta.TransferSyntaxUID in LOSSY,
                        rescale=(slope, intercept))
             items = []
             for ds in stored:
@@ -360,7 +366,15 @@ def test_a_synthetic_series_plays_with_the_right_pixels(
     assert not [e for e in errors if "403" not in e], errors
 
 
-@pytest.mark.parametrize("name", list(REAL))
+# Cornerstone 5.14 decodes JPEG extended 12-bit (1.2.840.10008.1.2.4.51) with its JavaScript
+# decoder, which comes out about +15 on every pixel of this NM image against libjpeg (pydicom)
+# and libjpeg-turbo (imagecodecs), which agree. Strict: this fails once the codec is fixed.
+OFF_BY_AN_OFFSET = pytest.mark.xfail(strict=True, reason="Cornerstone's 12-bit JPEG decoder "
+                                     "adds a constant offset (about +15) to this image")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=OFF_BY_AN_OFFSET) if "12bit" in n
+                                  else n for n in REAL])
 def test_a_real_file_plays_with_the_right_pixels(
         world: World, viewer: tuple[Page, list[str]], name: str) -> None:
     page, errors = viewer
