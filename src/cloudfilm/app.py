@@ -240,7 +240,7 @@ def build_services(settings: Settings) -> Services:
         shares=ShareService(db, audit, timeline),
         preferences=PreferenceService(db),
         workstation=WorkstationService(db, protector, policy, audit, limiter),
-        launches=LaunchService(db, protector, audit),
+        launches=LaunchService(db, protector, audit, accounts),
         viewings=ViewingService(retrieve, protector),
         family=FamilyService(db, protector, sms, codes, limiter, audit),
         storage=storage,

@@ -7,8 +7,6 @@ tests/artifacts/admin/ (git-ignored)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
@@ -18,27 +16,21 @@ from tests.integration.recognition.conftest import (  # noqa: F401
     province,
     settings,
 )
+from tests.interop.chromium import base_of, browser, check_page, page_of  # noqa: F401
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
-from tests.interop.test_report_page_chromium import browser  # noqa: F401
 
-from cloudfilm.interfaces.web.assets import Assets
-from cloudfilm.interfaces.web.security import SESSION_COOKIE
 from cloudfilm.services.access.accounts import NewAccount
 from cloudfilm.services.kernel.actor import LOCAL_OPERATOR
 from cloudfilm.services.recognition.service import CheckRequest
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "admin"
-DESK = {"viewport": {"width": 1440, "height": 900}}
+PAGES = "admin"
 
 
 @pytest.fixture
 def base(province: Province, server_url: str) -> str:  # noqa: F811
-    if not Assets().built:
-        pytest.fail("the web assets are not built: run `make install` (npm ci && npm run "
-                    "build in web/)")
-    return server_url.rsplit("/", 1)[0]
+    return base_of(server_url)
 
 
 @pytest.fixture
@@ -50,30 +42,8 @@ def desk(browser: Browser, base: str,  # noqa: F811
         display_name="省卫健委管理员"), by=LOCAL_OPERATOR)
     token = services.accounts.sign_in_password("commission.admin", "correct horse battery",
                                                requester="test").token
-    context = browser.new_context(locale="zh-CN", **DESK)
-    context.add_cookies([{"name": SESSION_COOKIE, "value": token, "url": base}])
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page, errors
-    context.close()
-
-
-def check_page(page: Page, base: str, name: str) -> None:
-    """No sideways scrolling at 1440 px, no serious or critical axe-core violations."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
-    axe = Assets().script("axe")
-    page.add_script_tag(url=f"{base}{axe}", type="module")
-    page.wait_for_function("() => window.axe !== undefined")
-    violations: list[dict[str, Any]] = page.evaluate(
-        """async () => (await window.axe.run(document, {resultTypes: ['violations']}))
-           .violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))""")
-    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert bad == [], (name, bad)
+    with page_of(browser, base, token=token) as opened:
+        yield opened
 
 
 def test_admin_edits_maps_and_reads_the_figures(desk: tuple[Page, list[str]], base: str,
@@ -91,23 +61,23 @@ def test_admin_edits_maps_and_reads_the_figures(desk: tuple[Page, list[str]], ba
 
     page.goto(f"{base}/admin")
     page.get_by_role("heading", name="概览").wait_for()
-    check_page(page, base, "01-index")
+    check_page(page, base, PAGES, "01-index")
 
     page.get_by_role("link", name="互认目录").first.click()
     page.get_by_role("heading", name="互认项目目录").wait_for()
     assert page.locator("tbody tr").count() == len(svc.items())
-    check_page(page, base, "02-catalogue")
+    check_page(page, base, PAGES, "02-catalogue")
 
     page.get_by_role("link", name="CT-CHEST", exact=True).click()
     page.get_by_label("有效期（天）").fill("21")
-    check_page(page, base, "03-item")
+    check_page(page, base, PAGES, "03-item")
     page.get_by_role("button", name="保存").click()
     page.get_by_text("已保存 CT-CHEST。").wait_for()
     assert next(i for i in svc.items() if i.code == "CT-CHEST").window_days == 21
 
     page.get_by_role("link", name="未对照的值").click()
     row = page.locator("tr", has_text="TORSO UPPER")
-    check_page(page, base, "04-unmapped")
+    check_page(page, base, PAGES, "04-unmapped")
     row.get_by_role("combobox").select_option("CHEST")
     row.get_by_role("button", name="对照").click()
     page.get_by_text("已对照为 CHEST。").wait_for()  # the row, swapped in place by htmx
@@ -120,19 +90,19 @@ def test_admin_edits_maps_and_reads_the_figures(desk: tuple[Page, list[str]], ba
     page.get_by_label("目录项目").select_option("CT-CHEST")
     page.get_by_role("button", name="对照", exact=True).click()
     page.get_by_role("cell", name="HIS-0042", exact=True).wait_for()
-    check_page(page, base, "05-code-maps")
+    check_page(page, base, PAGES, "05-code-maps")
 
     page.get_by_role("link", name="变更记录").click()
     page.get_by_text("window_days: 30 → 21").wait_for()
     assert "省卫健委管理员" in page.locator("tbody").inner_text()
-    check_page(page, base, "06-history")
+    check_page(page, base, PAGES, "06-history")
 
     page.get_by_role("link", name="统计").click()
     page.get_by_role("heading", name="检查结果互认节省情况").wait_for()
     text = page.locator("main").inner_text()
     assert "病情变化: 1" in text and "呼吸内科" in text
-    check_page(page, base, "07-figures")
+    check_page(page, base, PAGES, "07-figures")
     page.goto(f"{base}/admin/recognition/figures?lang=en")
     page.get_by_role("heading", name="What mutual recognition saved").wait_for()
-    check_page(page, base, "08-figures-en")
+    check_page(page, base, PAGES, "08-figures-en")
     assert errors == []

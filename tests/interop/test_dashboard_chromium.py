@@ -5,22 +5,18 @@ tests/artifacts/dashboard/ (git-ignored)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
 from tests.integration.stats.support import World, build_world
+from tests.interop.chromium import DESK, base_of, browser, check_axe, open_page, shot  # noqa: F401
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
-from tests.interop.test_report_page_chromium import browser  # noqa: F401
 
-from cloudfilm.interfaces.web.assets import Assets
 from cloudfilm.services.container import Services
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
-DESK = {"viewport": {"width": 1440, "height": 900}}
 CHARTS = 5
 
 
@@ -31,21 +27,12 @@ def world(services: Services) -> World:
 
 @pytest.fixture
 def base(world: World, server_url: str) -> str:  # noqa: F811
-    if not Assets().built:
-        pytest.fail("the web assets are not built: run `make install`")
-    return server_url.rsplit("/", 1)[0]
+    return base_of(server_url)
 
 
 def _desk(chromium: Browser, base: str, token: str, locale: str = "zh-CN"
           ) -> tuple[Any, Page, list[str]]:
-    context = chromium.new_context(locale=locale, **DESK)
-    context.add_cookies([{"name": "cloudfilm_session", "value": token,
-                          "url": base}])
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    return context, page, errors
+    return open_page(chromium, base, token=token, locale=locale, **DESK)
 
 
 def _check(page: Page, base: str, name: str) -> None:
@@ -58,15 +45,8 @@ def _check(page: Page, base: str, name: str) -> None:
                     let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
                     return n; })""")
     assert all(n > 500 for n in drawn), drawn
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    page.add_script_tag(url=f"{base}{Assets().script('axe')}", type="module")
-    page.wait_for_function("() => window.axe !== undefined")
-    violations: list[dict[str, Any]] = page.evaluate(
-        """async () => (await window.axe.run(document, {resultTypes: ['violations']}))
-           .violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))""")
-    assert [v for v in violations if v["impact"] in ("serious", "critical")] == [], name
+    shot(page, "dashboard", name, full_page=True)
+    check_axe(page, base, name)
 
 
 def test_dashboard_draws_its_charts_and_links_only_what_a_role_may_open(

@@ -16,15 +16,14 @@ from playwright.sync_api import Browser, Page
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 from tests.integration.access.conftest import Province, province  # noqa: F401
-from tests.integration.web.support import PHONE1, Portal, build, latest_code, request_access
+from tests.integration.web.support import PHONE1, Portal, build, request_access
+from tests.interop.chromium import PHONE, base_of, browser, page_of, portal_sign_in  # noqa: F401
+from tests.interop.chromium import check_page as check
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
-from tests.interop.test_report_page_chromium import PHONE, browser  # noqa: F401
-
-from cloudfilm.interfaces.web.assets import Assets
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "portal"
+PAGES = "portal"
 SLICES = 60
 
 
@@ -35,52 +34,22 @@ def world(province: Province, tmp_path: Path) -> Portal:  # noqa: F811
 
 @pytest.fixture
 def base(world: Portal, server_url: str) -> str:  # noqa: F811
-    if not Assets().built:
-        pytest.fail("the web assets are not built: run `make install` (npm ci && npm run "
-                    "build in web/)")
-    return server_url.rsplit("/", 1)[0]
+    return base_of(server_url)
 
 
 @pytest.fixture
 def phone(browser: Browser) -> Iterator[tuple[Page, list[str]]]:  # noqa: F811
-    context = browser.new_context(locale="zh-CN", accept_downloads=True, **PHONE)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page, errors
-    context.close()
+    with page_of(browser, "", accept_downloads=True, **PHONE) as opened:
+        yield opened
 
 
 def check_page(page: Page, base: str, name: str, *, full_page: bool = True) -> None:
-    """No sideways scrolling, no serious or critical axe-core violations; a screenshot
-    (``full_page=False``: the screen only; a full-page capture re-lays the page out and
-    loses a text size set through the DevTools protocol)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
-    axe = Assets().script("axe")
-    page.add_script_tag(url=f"{base}{axe}", type="module")
-    page.wait_for_function("() => window.axe !== undefined")
-    violations: list[dict[str, Any]] = page.evaluate(
-        """async () => (await window.axe.run(document, {resultTypes: ['violations']}))
-           .violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))""")
-    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert bad == [], (name, bad)
+    check(page, base, PAGES, name, full_page=full_page)
 
 
 def sign_in(page: Page, base: str, world: Portal) -> None:
-    page.goto(f"{base}/portal")
-    assert page.url.endswith("/portal/signin")
-    check_page(page, base, "01-signin")
-    page.get_by_label("手机号码").fill(PHONE1)
-    page.get_by_role("button", name="获取验证码").click()
-    page.get_by_text("验证码已发送到").wait_for()
-    page.get_by_label("6位验证码").fill(latest_code(world.province.services, PHONE1))
-    check_page(page, base, "02-code")
-    page.get_by_role("button", name="登录", exact=True).click()
-    page.wait_for_url(f"{base}/portal")
+    portal_sign_in(page, base, world.province.services, PHONE1,
+                   check=lambda name: check_page(page, base, name))
 
 
 def canvas_pixels(page: Page) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, CDPSession, Page
 from tests.integration.access.conftest import Province, province  # noqa: F401
 from tests.integration.web.support import Portal
+from tests.interop.chromium import browser  # noqa: F401
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
 from tests.interop.test_portal_chromium import (
     base,  # noqa: F401
@@ -21,7 +22,6 @@ from tests.interop.test_portal_chromium import (
     sign_in,
     world,  # noqa: F401
 )
-from tests.interop.test_report_page_chromium import browser  # noqa: F401
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 

@@ -3,15 +3,14 @@ phone-sized screen, in Chinese and in English, with the PDF download."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from playwright.sync_api import Browser, sync_playwright
-from tests.conftest import IN_CI
+from playwright.sync_api import Browser
 from tests.factories import make_ct, to_bytes
 from tests.integration.reports.support import fhir_report
+from tests.interop.chromium import PHONE, browser  # noqa: F401
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
 
 from cloudfilm.services.access.actor import LOCAL_OPERATOR
@@ -19,26 +18,6 @@ from cloudfilm.services.archive.ingest import IngestItem, Sender
 from cloudfilm.services.container import Services
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
-
-CHROMIUM = "/usr/bin/chromium"
-# As the workplace's probe starts it: no sandbox as root, nothing that phones home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3,
-         "is_mobile": True, "has_touch": True}
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is required in CI (.ci/run installs Debian's chromium)")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -58,7 +37,7 @@ def report_url(services: Services, server_url: str, tmp_path: Path) -> str:  # n
     return f"{base}/api/v1/reports/{first.report_id}/html"
 
 
-def test_report_page_on_a_phone_in_chinese_with_pdf_download(browser: Browser,
+def test_report_page_on_a_phone_in_chinese_with_pdf_download(browser: Browser,  # noqa: F811
                                                              report_url: str) -> None:
     context = browser.new_context(locale="zh-CN", accept_downloads=True, **PHONE)
     page = context.new_page()
@@ -85,7 +64,8 @@ def test_report_page_on_a_phone_in_chinese_with_pdf_download(browser: Browser,
     context.close()
 
 
-def test_report_page_follows_the_browsers_language(browser: Browser, report_url: str) -> None:
+def test_report_page_follows_the_browsers_language(browser: Browser,  # noqa: F811
+                                                  report_url: str) -> None:
     context = browser.new_context(locale="en-US", **PHONE)
     page = context.new_page()
     page.goto(report_url)

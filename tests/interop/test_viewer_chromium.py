@@ -13,11 +13,9 @@ pages are tested with the workstation)."""
 
 from __future__ import annotations
 
-import io
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +23,26 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
-from tests.conftest import IN_CI
+from sqlalchemy import create_engine, text
 from tests.factories import make_ct, to_bytes
+from tests.integration.web.support import PHONE1, register
+from tests.interop.chromium import (  # noqa: F401
+    DESK,
+    PHONE,
+    base_of,
+    check_axe,
+    open_page,
+    page_of,
+    portal_sign_in,
+    webgl_browser,
+)
+from tests.interop.chromium import shot as screenshot
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
-from tests.interop.test_report_page_chromium import CHROMIUM, CHROMIUM_ARGS
 
-from cloudfilm.interfaces.web.assets import DIST_DIR, Assets
+from cloudfilm.interfaces.web.assets import DIST_DIR
 from cloudfilm.services.access.accounts import NewAccount
 from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
 from cloudfilm.services.access.consent import GrantRequest, InPersonEvidence
@@ -44,11 +53,7 @@ from cloudfilm.services.identity.hospitals import HospitalInput
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "viewer"
 SLICES, SIZE = 30, 256
-WEBGL_ARGS = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"] + [
-    "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
-DESK = {"viewport": {"width": 1440, "height": 900}, "locale": "zh-CN"}
 DOT_A, DOT_B = (78, 200), (178, 200)  # (column, row): 100 px apart at 1 mm a pixel
 
 
@@ -108,6 +113,7 @@ class World:
     series: tuple[str, ...]  # uncompressed, JPEG-LS, uncompressed (opened last), RLE, J2K
     prior: str
     first_sop: str  # an instance of the first series
+    nid: str
 
 
 @pytest.fixture
@@ -150,25 +156,12 @@ def world(services: Services, tmp_path: Path) -> World:
     assert doctor is not None
     grant = services.consent.in_person(doctor, GrantRequest(purpose="会诊", national_id=nid),
                                        InPersonEvidence(id_card_number=nid, witness_name="护士张"))
-    return World(services, signed.token, doctor, grant.id, study, series, prior, sops[0])
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is required in CI (.ci/run installs Debian's chromium)")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=WEBGL_ARGS)
-        yield launched
-        launched.close()
+    register(services, PHONE1, "Wang XiaoDong", nid, hospital="HA")  # the portal account
+    return World(services, signed.token, doctor, grant.id, study, series, prior, sops[0], nid)
 
 
 def shot(page: Page, name: str) -> Image.Image:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    data = page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    return Image.open(io.BytesIO(data)).convert("L")
+    return screenshot(page, "viewer", name)
 
 
 def state(page: Page) -> dict[str, Any]:
@@ -185,28 +178,11 @@ def brightness(img: Image.Image, xy: tuple[float, float]) -> float:
     return float(np.asarray(img.crop((x - 2, y - 2, x + 3, y + 3))).mean())
 
 
-def check_axe(page: Page, base: str) -> None:
-    page.add_script_tag(url=f"{base}{Assets().script('axe')}", type="module")
-    page.wait_for_function("() => window.axe !== undefined")
-    violations: list[dict[str, Any]] = page.evaluate(
-        """async () => (await window.axe.run(document, {resultTypes: ['violations']}))
-           .violations.map(v => ({id: v.id, impact: v.impact,
-                                  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))""")
-    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert bad == [], bad
-
-
 def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
-        world: World, browser: Browser, server_url: str) -> None:  # noqa: F811
-    if not Assets().built:
-        pytest.fail("the web assets are not built: run `make install`")
-    base = server_url.rsplit("/", 1)[0]
-    context = browser.new_context(**DESK)
-    context.add_cookies([{"name": "cloudfilm_session", "value": world.token, "url": base}])
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        world: World, webgl_browser: Browser, server_url: str,  # noqa: F811
+        db_url: str) -> None:
+    base = base_of(server_url)
+    context, page, errors = open_page(webgl_browser, base, token=world.token, **DESK)
     wasm: dict[str, int] = {}
     page.on("response", lambda r: wasm.__setitem__(r.url, r.status)
             if r.url.endswith(".wasm") else None)
@@ -321,11 +297,18 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
 
     assert errors == [], errors
 
-    # The patient's grant is withdrawn while the viewer is open (another session): the next
-    # frame is refused and the viewer says why.
-    other = browser.new_context(**DESK)
-    world.services.consent.revoke(world.doctor, world.grant_id)
-    other.close()
+    # The patient, signed in to the portal on a phone (a second browser context), withdraws
+    # the doctor's grant while the viewer is open: the next frame is refused, and the viewer
+    # says why.
+    with page_of(webgl_browser, base, **PHONE) as (phone, phone_errors):
+        portal_sign_in(phone, base, world.services, PHONE1)
+        phone.goto(f"{base}/portal/access")
+        row = phone.locator("li, tr, article", has_text="李医生").filter(
+            has=phone.get_by_role("button", name="撤销授权")).last
+        row.get_by_role("button", name="撤销授权").click()
+        phone.wait_for_url("**/portal/access?done=revoke")
+        screenshot(phone, "viewer", "07a-patient-revokes")
+        assert phone_errors == [], phone_errors
     page.locator(f".thumb[data-series='{world.series[2]}']").click()
     page.wait_for_function("() => document.body.dataset.refused === '403'")
     message = page.locator("#viewer-message")
@@ -343,4 +326,26 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
     for path in DIST_DIR.glob("assets/*.wasm"):
         r = httpx.get(f"{base}/static/dist/assets/{path.name}")
         assert r.status_code == 200 and r.headers["content-type"] == "application/wasm"
+
+    # A new grant; the viewer opened again; the grant runs out while it is open (its end
+    # moved to now, as the clock would): the next frame is refused, and the viewer says so.
+    grant = world.services.consent.in_person(
+        world.doctor, GrantRequest(purpose="会诊", national_id=world.nid),
+        InPersonEvidence(id_card_number=world.nid, witness_name="护士张"))
+    errors.clear()
+    page.goto(f"{base}/workstation/viewer?study={world.study}")
+    page.wait_for_function("() => document.body.dataset.rendered === 'true'", timeout=20000)
+    assert page.locator("#viewer-message").is_hidden()
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE access_grant SET expires_at = :now WHERE id = :id"),
+                         {"now": datetime.now(UTC).replace(tzinfo=None), "id": grant.id})
+    finally:
+        engine.dispose()
+    page.locator(f".thumb[data-series='{world.series[3]}']").click()
+    page.wait_for_function("() => document.body.dataset.refused === '403'")
+    message = page.locator("#viewer-message")
+    assert message.is_visible() and "到期" in message.inner_text(), message.inner_text()
+    shot(page, "08-grant-expired")
     context.close()

@@ -11,21 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 from tests.integration.access.conftest import Province, province  # noqa: F401
 from tests.integration.web.ws_support import NID1, NID2, PASSWORD, PHONE1, Desk, build, latest_code
+from tests.interop.chromium import DESK, base_of, browser, page_of, staff_sign_in  # noqa: F401
+from tests.interop.chromium import check_page as check
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
-from tests.interop.test_report_page_chromium import browser  # noqa: F401
-
-from cloudfilm.interfaces.web.assets import Assets
 
 pytestmark = [pytest.mark.interop, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "workstation"
-DESKTOP = {"viewport": {"width": 1440, "height": 900}}
+PAGES = "workstation"
 
 
 @pytest.fixture
@@ -35,47 +33,24 @@ def desk(province: Province, tmp_path: Path) -> Desk:  # noqa: F811
 
 @pytest.fixture
 def base(desk: Desk, server_url: str) -> str:  # noqa: F811
-    if not Assets().built:
-        pytest.fail("the web assets are not built: run `make install` (npm ci && npm run "
-                    "build in web/)")
-    return server_url.rsplit("/", 1)[0]
+    return base_of(server_url)
 
 
 @pytest.fixture
 def screen(browser: Browser) -> Iterator[tuple[Page, list[str]]]:  # noqa: F811
-    context = browser.new_context(locale="zh-CN", **DESKTOP)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page, errors
-    context.close()
+    with page_of(browser, "") as opened:
+        yield opened
 
 
 def check_page(page: Page, base: str, name: str) -> None:
-    """No sideways scrolling, no serious or critical axe-core violations; a screenshot."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
-    axe = Assets().script("axe")
-    page.add_script_tag(url=f"{base}{axe}", type="module")
-    page.wait_for_function("() => window.axe !== undefined")
-    violations: list[dict[str, Any]] = page.evaluate(
-        """async () => (await window.axe.run(document, {resultTypes: ['violations']}))
-           .violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                  nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)}))""")
-    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert bad == [], (name, bad)
+    check(page, base, PAGES, name)
 
 
 def sign_in(page: Page, base: str, user: str = "dr.a") -> None:
     page.goto(f"{base}/workstation")
     assert "/workstation/signin" in page.url
     check_page(page, base, "01-signin")
-    page.get_by_label("用户名").fill(user)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录", exact=True).click()
-    page.wait_for_url(f"{base}/workstation")
+    staff_sign_in(page, base, user, PASSWORD)
 
 
 def open_patient(page: Page, base: str, national_id: str, shot: str = "") -> None:
@@ -132,7 +107,8 @@ def test_find_request_by_sms_and_open_the_study(screen: tuple[Page, list[str]], 
 
 
 def test_break_glass_needs_a_reason_launch_and_timeout(
-        screen: tuple[Page, list[str]], base: str, desk: Desk) -> None:
+        screen: tuple[Page, list[str]], base: str, desk: Desk,
+        browser: Browser) -> None:  # noqa: F811
     page, errors = screen
     p = desk.province
     sign_in(page, base)
@@ -157,10 +133,31 @@ def test_break_glass_needs_a_reason_launch_and_timeout(
     assert page.locator("#open-viewer").get_attribute("href") == \
         f"/workstation/viewer?study={p.sa1}"
     check_page(page, base, "11-launch")
+    # The one-button launch: the HIS mints with HA's credential for dr.a; in a browser where
+    # nobody is signed in the link signs dr.a in and opens the study; used, it opens nothing
+    # in another browser.
+    credential = p.services.credentials.issue("HA", label="his").token
+    minted = httpx.post(f"{base}/api/v1/workstation/launch-tokens", json={
+        "patient": NID1, "doctor": "dr.a", "study": p.sa1},
+        headers={"authorization": f"Bearer {credential}"})
+    assert minted.status_code == 201, minted.text
+    link = base + minted.json()["url"]
+    with page_of(browser, base) as (his, his_errors):
+        his.goto(link)
+        his.wait_for_url(f"**/workstation/patients/*study={p.sa1}")
+        assert "李医生" in his.locator("header").inner_text()
+        check_page(his, base, "11c-launch-token")
+        assert his_errors == [], his_errors
+    with page_of(browser, base) as (late, _):
+        answer = late.goto(link)
+        assert answer is not None and answer.status == 404
+        assert late.get_by_label("密码").count() == 0
+        late.get_by_text("此HIS链接已使用或已过期").wait_for()
+        check_page(late, base, "11d-launch-token-used")
     # On a tablet (1024x768, landscape) the same page wraps to two columns, no sideways scroll.
     page.set_viewport_size({"width": 1024, "height": 768})
     check_page(page, base, "11b-tablet")
-    page.set_viewport_size(DESKTOP["viewport"])
+    page.set_viewport_size(DESK["viewport"])
     # The session-timeout warning two minutes before the end; "stay signed in" renews.
     page.context.add_cookies([{"name": "cloudfilm_ws_expires", "value": str(int(
         time.time()) + 120), "url": base}])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,7 +31,9 @@ from tests.integration.web.ws_support import (
 )
 
 from cloudfilm.interfaces.api.http import create_app
+from cloudfilm.interfaces.web.security import SESSION_COOKIE
 from cloudfilm.interfaces.web.workstation import safe_next
+from cloudfilm.services.access.actor import LOCAL_OPERATOR
 
 
 @pytest.fixture
@@ -361,6 +365,102 @@ def test_launch_from_the_his_by_url_and_by_token(browser: TestClient, desk: Desk
     finally:
         engine.dispose()
     assert browser.get(f"/workstation/launch?token={late}").status_code == 404
+
+
+def test_a_launch_token_signs_its_own_doctor_in_once_and_resists_abuse(
+        desk: Desk) -> None:
+    """IHE Invoke Image Display with one button: the HIS mints with its hospital's
+    credential, for one of its own doctors; the link signs that doctor in where nobody is
+    signed in, once, within 5 minutes. Everything else fails."""
+    p = desk.province
+    app = create_app(p.services)
+    ha = p.services.credentials.issue("HA", label="his").token
+    hb = p.services.credentials.issue("HB", label="his").token
+
+    def mint(credential: str, **body: str) -> Any:
+        with TestClient(app, follow_redirects=False) as api:
+            return api.post("/api/v1/workstation/launch-tokens", json={
+                "patient": NID1, "doctor": "dr.a", **body},
+                headers={"authorization": f"Bearer {credential}"})
+
+    # Another hospital's credential for HA's doctor, HA's credential for HB's doctor: no.
+    assert mint(hb).status_code == 404
+    assert mint(ha, doctor="dr.b").status_code == 404
+    assert mint(ha, doctor="official").status_code == 404  # not a doctor of HA
+    minted = mint(ha, study=p.sa1)
+    assert minted.status_code == 201, minted.text
+    url = minted.json()["url"]
+    life = datetime.fromisoformat(minted.json()["expires_at"]) - datetime.now(UTC)
+    assert timedelta(minutes=4) < life <= timedelta(minutes=5)
+
+    # A browser where nobody is signed in: the link signs dr.a in and opens the study.
+    with TestClient(app, follow_redirects=False, headers=DESK) as first:
+        opened = first.get(url)
+        assert opened.status_code == 303, opened.text
+        assert opened.headers["location"].startswith("/workstation/patients/r")
+        assert f"study={p.sa1}" in opened.headers["location"]
+        assert SESSION_COOKIE in opened.cookies
+        page = first.get(opened.headers["location"])
+        assert page.status_code == 200 and "李医生" in page.text
+        assert first.get("/workstation").status_code == 200  # a normal session
+        assert first.get(url).status_code == 404  # used
+    # The same link in another browser after use: refused, nobody signed in.
+    with TestClient(app, follow_redirects=False, headers=DESK) as second:
+        again = second.get(url)
+        assert again.status_code == 404 and SESSION_COOKIE not in again.cookies
+        assert "此HIS链接已使用或已过期" in again.text
+        assert second.get("/workstation").status_code == 303
+        assert second.get("/workstation/launch?token=cfl_" + "x" * 43).status_code == 404
+
+    # Another doctor signed in here (a shared desk): refused, and not used up.
+    spare = mint(ha).json()["url"]
+    with TestClient(app, follow_redirects=False, headers=DESK) as shared:
+        sign_in(shared, user="dr.b")
+        refused = shared.get(spare)
+        assert refused.status_code == 403 and "属于另一位医生" in refused.text
+        assert "陈医生" in shared.get("/workstation").text  # still dr.b
+    with TestClient(app, follow_redirects=False, headers=DESK) as third:
+        assert third.get(spare).status_code == 303
+
+    # Expired (past its 5 minutes): refused.
+    late = mint(ha).json()["url"]
+    engine = create_engine(p.db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE workstation_launch SET expires_at = created_at "
+                              "WHERE used_at IS NULL"))
+    finally:
+        engine.dispose()
+    with TestClient(app, follow_redirects=False, headers=DESK) as fourth:
+        refused = fourth.get(late)
+        assert refused.status_code == 404 and SESSION_COOKIE not in refused.cookies
+
+    # The doctor deactivated after the HIS minted: no session, the link spent.
+    gone = mint(ha).json()["url"]
+    [dr_a] = [a for a in p.services.accounts.list_accounts(by=LOCAL_OPERATOR)
+              if a.username == "dr.a"]
+    p.services.accounts.set_active(dr_a.id, False, by=LOCAL_OPERATOR)
+    with TestClient(app, follow_redirects=False, headers=DESK) as fifth:
+        refused = fifth.get(gone)
+        assert refused.status_code == 404 and SESSION_COOKIE not in refused.cookies
+    p.services.accounts.set_active(dr_a.id, True, by=LOCAL_OPERATOR)
+    with TestClient(app, follow_redirects=False, headers=DESK) as sixth:
+        assert sixth.get(gone).status_code == 404
+
+    # Audited: the launched sign-ins (as dr.a, naming the resident) and every refusal.
+    rows = audit_actions(p.db_url)
+    assert rows.count(("workstation.launch", p.r1, "success")) == 2
+    denied = [r for r in rows if r[0] == "workstation.launch" and r[2] == "denied"]
+    assert len(denied) >= 6
+    engine = create_engine(p.db_url)
+    try:
+        with engine.connect() as conn:
+            launched = conn.execute(text(
+                "SELECT actor_display FROM audit_event WHERE action = 'sign_in' "
+                "AND detail LIKE '%launch%'")).scalars().all()
+    finally:
+        engine.dispose()
+    assert launched == ["李医生", "李医生"]
 
 
 def test_english_pages_and_a_local_id_launch(browser: TestClient, desk: Desk) -> None:

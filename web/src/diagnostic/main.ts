@@ -5,6 +5,7 @@
 import {
   Enums,
   RenderingEngine,
+  cache,
   init as coreInit,
   utilities as csUtils,
   type Types,
@@ -543,6 +544,22 @@ async function main(): Promise<void> {
     const [x, y] = vp.worldToCanvas(world);
     const rect = vp.canvas.getBoundingClientRect();
     return [rect.left + x, rect.top + y];
+  },
+  /** The decoded pixels of the image on screen (the codec's output, for the tests):
+   * the typed array's bytes in base64 and its type. */
+  pixels: (cell: number) => {
+    const c = state.cells[cell];
+    const vp = c && stackViewport(c);
+    const image = vp ? cache.getImage(vp.getCurrentImageId()) : undefined;
+    if (!image) return null;
+    const px = image.getPixelData() as unknown as ArrayBufferView;
+    const bytes = new Uint8Array(px.buffer, px.byteOffset, px.byteLength);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    }
+    return { rows: image.rows, columns: image.columns, type: px.constructor.name,
+             scaled: Boolean((image as any).preScale?.scaled), data: btoa(binary) };
   },
   measurements: () =>
     (annotation.state.getAllAnnotations() as any[]).map((a) => ({

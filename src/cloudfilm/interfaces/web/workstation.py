@@ -435,10 +435,28 @@ def build_router(web: Web) -> APIRouter:
     @router.get("/launch")
     def launch(request: Request, token: str = "", patient: str = "", accession: str = "",
                study: str = "", item: str = "") -> Response:
-        actor = doctor(request)
         query: dict[str, str] = {}
+        signed = None
         if token:
-            opened = svc.launches.redeem(actor, token[:80])
+            # A token from the HIS signs its doctor in where nobody is (services/access/
+            # launch.py); a session here must be that doctor's.
+            actor = web.session_actor(request)
+            _ = gettext(request)
+            try:
+                opened = svc.launches.redeem(actor, token[:80], address=web.address(request))
+            except (NotFoundError, NotAuthorizedError) as exc:
+                # In words the doctor can act on (the HIS button is their way in).
+                message = (_("This link from the HIS has been used or has expired (it opens "
+                             "once, within 5 minutes). Open the patient from the HIS again.")
+                           if isinstance(exc, NotFoundError) else
+                           _("This link from the HIS is for another doctor, and someone else "
+                             "is signed in here. Sign out, then open it from the HIS again."))
+                return web.render(request, "error.html.j2", status=status_of(exc),
+                                  message=message)
+            signed = opened.signed_in
+            if signed is not None:
+                actor = signed.actor
+            assert actor is not None
             ref = svc.workstation.ref(actor, resident_id=opened.resident_id) \
                 if opened.resident_id is not None else \
                 svc.workstation.ref(actor, patient_fk=opened.patient_fk)
@@ -447,6 +465,7 @@ def build_router(web: Web) -> APIRouter:
             if opened.item_code:
                 query["item"] = opened.item_code
         else:
+            actor = doctor(request)
             if not patient.strip():
                 raise InvalidInputError("give patient= (national or local ID) or token=")
             found = svc.workstation.find(actor, patient.strip()[:64])
@@ -465,7 +484,10 @@ def build_router(web: Web) -> APIRouter:
             if item:
                 query["item"] = item.strip().upper()[:32]
         suffix = f"?{urlencode(query)}" if query else ""
-        return RedirectResponse(f"{PREFIX}/patients/{ref}{suffix}", status_code=303)
+        response = RedirectResponse(f"{PREFIX}/patients/{ref}{suffix}", status_code=303)
+        if signed is not None:
+            _session_cookies(request, response, signed.token, signed.expires_at)
+        return response
 
     return router
 

@@ -559,7 +559,7 @@ class AccountService:
     # -- sessions --
 
     def _open_session(self, session: Session, account: Account, now: datetime, *,
-                      address: str = "") -> SignedIn:
+                      address: str = "", method: str = "") -> SignedIn:
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         expires = now + timedelta(hours=self._limits.session_hours)
         repo.add_session(session, {"token_hash": _token_hash(token), "account_id": account.id,
@@ -567,8 +567,24 @@ class AccountService:
         account.last_sign_in_at = now
         actor = self._actor(session, account, address)
         audit_event(self.audit, session, actor=actor, action="sign_in", outcome="success",
-                    resident_id=account.resident_id)
+                    resident_id=account.resident_id,
+                    detail={"method": method} if method else None)
         return SignedIn(token, expires, actor)
+
+    def launched_session(self, session: Session, username: str, hospital_id: int,
+                         now: datetime, *, address: str = "") -> SignedIn | None:
+        """A session for the clinician a hospital's HIS vouched for with a launch token,
+        opened inside the launch's own transaction (``LaunchService.redeem``, which has
+        checked and used the token). None unless ``username`` is an active doctor (or
+        hospital administrator) of that hospital, and the hospital is active."""
+        account = repo.account_by_username(session, username)
+        if (account is None or not account.active or account.hospital_id != hospital_id
+                or account.kind not in ("doctor", "hospital_admin")):
+            return None
+        hospital = identity_repo.hospital_by_id(session, hospital_id)
+        if hospital is None or not hospital.active:
+            return None
+        return self._open_session(session, account, now, address=address, method="launch")
 
     def actor_for_token(self, token: str, *, address: str = "") -> Actor | None:
         """The signed-in person a session token speaks for, or None.

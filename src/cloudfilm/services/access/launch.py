@@ -4,9 +4,11 @@ The HIS asks, with its hospital credential, for a launch token bound to *its own
 one of *its own* patient records (by local patient ID, or a national ID whose resident has a
 record linked at this hospital) and one of *its own* doctors' user names, optionally a study
 or accession number of its own and a planned exam item. The token is random (only its
-SHA-256 is stored), lives a few minutes and opens the workstation once: the doctor named,
-signed in (a launch never signs anyone in), redeems it. Every mint and redemption is
-audited naming the resident.
+SHA-256 is stored), lives a few minutes and opens the workstation once, for the doctor
+named: in a browser where nobody is signed in it signs that doctor in (the HIS vouched for
+them: IHE Invoke Image Display, one button), where that doctor is signed in it just opens,
+and where anyone else is signed in it is refused without being used up. Every mint,
+redemption and launched sign-in is audited naming the resident.
 
 No fishing: an unknown patient, another hospital's patient, a doctor of another hospital
 and an unknown study all get the same refusal, audited as denied.
@@ -25,6 +27,7 @@ from cloudfilm.infrastructure.db import account_repository as account_repo
 from cloudfilm.infrastructure.db import identity_repository as identity_repo
 from cloudfilm.infrastructure.db import workstation_repository as repo
 from cloudfilm.infrastructure.db.session import Database, as_utc
+from cloudfilm.services.access.accounts import AccountService, SignedIn, anonymous
 from cloudfilm.services.access.audit import AuditService
 from cloudfilm.services.access.workstation import require_doctor
 from cloudfilm.services.errors import InvalidInputError, NotAuthorizedError, NotFoundError
@@ -66,6 +69,8 @@ class Launch:
     resident_id: int | None
     study_uid: str
     item_code: str
+    signed_in: SignedIn | None = None
+    """The new session when the launch signed its doctor in (nobody was signed in)."""
 
 
 def _hash(token: str) -> str:
@@ -75,9 +80,10 @@ def _hash(token: str) -> str:
 class LaunchService:
     """Mints and redeems launch tokens (``ttl_seconds``: their life, default 5 minutes)."""
 
-    def __init__(self, db: Database, protector: IdProtector, audit: AuditService, *,
-                 ttl_seconds: int = 300) -> None:
+    def __init__(self, db: Database, protector: IdProtector, audit: AuditService,
+                 accounts: AccountService, *, ttl_seconds: int = 300) -> None:
         self._db = db
+        self._accounts = accounts
         self._protector = protector
         self._audit = audit
         self._ttl = ttl_seconds
@@ -146,27 +152,35 @@ class LaunchService:
             raise NotFoundError(REFUSED)
         return MintedLaunch(token, expires)
 
-    def redeem(self, actor: Actor, token: str) -> Launch:
-        """Open a launch: only the doctor it names, signed in at its hospital, once, before
-        it expires. A wrong doctor does not use it up.
+    def redeem(self, actor: Actor | None, token: str, *, address: str = "") -> Launch:
+        """Open a launch: once, before it expires, at its hospital.
+
+        Nobody signed in here (``actor`` None): the launch signs in the doctor it names (a
+        new session in ``Launch.signed_in``): the HIS vouched for that doctor when it minted
+        the token with its hospital's credential. The doctor must still be an active
+        clinician of that hospital, and the hospital active. A signed-in doctor: only the
+        one named; anyone else is refused and does not use it up (someone else's session on
+        a shared desk is never replaced behind their back: sign out first).
 
         Raises
         ------
         NotFoundError
-            Unknown, expired or used.
+            Unknown, expired or used; or the doctor can no longer be signed in.
         NotAuthorizedError
-            Another doctor (or hospital) than the one named.
+            Another doctor (or hospital) than the one named is signed in.
         """
-        require_doctor(actor)
+        if actor is not None:
+            require_doctor(actor)
         token = token.strip()
         if not _TOKEN.match(token):
             raise NotFoundError(SPENT)
         now = datetime.now(UTC)
+        who = actor if actor is not None else anonymous("doctor", address)
         refusal: Exception | None = None
         with guarded(self._db.write()) as session:
             row = repo.launch_by_hash(session, _hash(token))
             if row is None or row.used_at is not None or as_utc(row.expires_at) <= now:
-                self._audit.record(session, actor=actor, action="workstation.launch",
+                self._audit.record(session, actor=who, action="workstation.launch",
                                    outcome="denied", reason="spent",
                                    detail={"launch": row.id if row is not None else None})
                 refusal = NotFoundError(SPENT)
@@ -174,22 +188,38 @@ class LaunchService:
                 link = identity_repo.link_of(session, row.patient_fk)
                 resident_id = (link.resident_id if link is not None and link.state == "linked"
                                else None)
-                doctor = account_repo.account_by_id(session, actor.account_id or 0)
-                if (doctor is None or doctor.username != row.doctor_username
-                        or doctor.hospital_id != row.hospital_id
-                        or actor.hospital_id != row.hospital_id):
-                    self._audit.record(session, actor=actor, action="workstation.launch",
+                signed: SignedIn | None = None
+                reason = ""
+                if actor is not None:
+                    doctor = account_repo.account_by_id(session, actor.account_id or 0)
+                    if (doctor is None or doctor.username != row.doctor_username
+                            or doctor.hospital_id != row.hospital_id
+                            or actor.hospital_id != row.hospital_id):
+                        reason = "other-doctor"
+                if not reason and not repo.use_launch(session, row.id, now):
+                    reason = "spent"  # a parallel redemption won
+                if not reason and actor is None:
+                    # Used first, then the session: a doctor who can no longer be signed in
+                    # (deactivated since) leaves the launch spent, and no session behind.
+                    signed = self._accounts.launched_session(
+                        session, row.doctor_username, row.hospital_id, now, address=address)
+                    if signed is None:
+                        reason = "doctor-unavailable"
+                    else:
+                        who = signed.actor
+                if reason:
+                    self._audit.record(session, actor=who, action="workstation.launch",
                                        outcome="denied", resident_id=resident_id,
-                                       reason="other-doctor", detail={"launch": row.id})
-                    refusal = NotAuthorizedError("this launch is for another doctor")
-                elif not repo.use_launch(session, row.id, now):
-                    refusal = NotFoundError(SPENT)
+                                       reason=reason, detail={"launch": row.id})
+                    refusal = (NotAuthorizedError("this launch is for another doctor")
+                               if reason == "other-doctor" else NotFoundError(SPENT))
                 else:
-                    self._audit.record(session, actor=actor, action="workstation.launch",
+                    self._audit.record(session, actor=who, action="workstation.launch",
                                        outcome="success", resident_id=resident_id,
-                                       detail={"launch": row.id})
+                                       detail={"launch": row.id,
+                                               "signed_in": signed is not None})
                     launch = Launch(row.patient_fk, resident_id, row.study_instance_uid,
-                                    row.item_code)
+                                    row.item_code, signed)
         if refusal is not None:
             raise refusal
         return launch

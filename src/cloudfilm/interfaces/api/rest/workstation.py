@@ -1,7 +1,8 @@
 """REST API of the doctor's workstation (``/api/v1/workstation``): a hospital's HIS mints a
 single-use launch token for one of its doctors and patients, and puts it in a button
-(``/workstation/launch?token=...``). The service decides who may (the hospital's own
-credential, its own patient and doctor)."""
+(``/workstation/launch?token=...``): opened within 5 minutes, once, it signs that doctor in
+where nobody is signed in and opens the patient or study. The service decides who may (the
+hospital's own credential, its own patient and doctor)."""
 
 from __future__ import annotations
 
