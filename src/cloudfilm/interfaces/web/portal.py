@@ -246,8 +246,12 @@ def build_router(web: Web) -> APIRouter:
         report = None
         if summary.report_id:
             report = svc.reports.get(summary.report_id, actor=actor)
+        # AI results: only finding sets a doctor confirmed, never the AI series as images.
+        ai_sets, ai_series = (svc.ai.results.for_portal(actor, study_uid)
+                              if svc.ai is not None else ([], set()))
+        series = [s for s in series if s.series_instance_uid not in ai_series]
         return web.render(request, "study.html.j2", study=summary, series=series,
-                          report=report)
+                          report=report, ai_sets=ai_sets)
 
     @router.get("/thumbs/{study_uid}/{series_uid}/{sop_uid}")
     def thumbnail(request: Request, study_uid: str, series_uid: str, sop_uid: str) -> Response:
