@@ -169,6 +169,12 @@ def test_viewer_overlays_the_ai_result_and_the_portal_waits_for_the_doctor(
     assert abs(_magenta(img, away)) < 10
     (ARTIFACTS / "overlay-render-ms.txt").write_text(f"{state['renderMs']:.1f}\n")
 
+    # Fainter at a lower opacity (the fill, inside the outline).
+    centre = _magenta(img, where)
+    page.locator("#ai-opacity").fill("15")
+    page.wait_for_timeout(300)
+    assert _magenta(_rgb(page, "01-overlay-faint"), where) < centre - 20
+
     # Switched off: grey again.
     page.locator("#ai-show").uncheck()
     page.wait_for_timeout(300)

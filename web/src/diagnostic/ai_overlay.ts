@@ -115,8 +115,8 @@ function style(viewportId: string, id: string): void {
     segmentation.config.color.setSegmentIndexColor(viewportId, id, n, COLOUR);
   }
   segmentation.segmentationStyle.setStyle({ type: LABELMAP, viewportId, segmentationId: id },
-                                          { fillAlpha: ai.opacity, renderOutline: true,
-                                            outlineOpacity: 1 } as any);
+                                          { fillAlpha: ai.opacity, fillAlphaInactive: ai.opacity,
+                                            renderOutline: true, outlineOpacity: 1 });
   segmentation.config.visibility.setSegmentationRepresentationVisibility(
     viewportId, { segmentationId: id, type: LABELMAP }, ai.visible);
 }
