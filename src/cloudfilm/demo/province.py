@@ -16,7 +16,6 @@ with the earlier one (the mutual-recognition case). Reports use their own random
 from __future__ import annotations
 
 import dataclasses
-
 import random
 import uuid
 from collections.abc import Iterator

@@ -36,7 +36,7 @@ STRANGER = Actor(kind="doctor", subject="account:8", account_id=8, hospital_code
                  display="外院医生")
 
 
-def test_rerun_versions_review_and_portal(services: Services, db_url: str,
+def test_rerun_versions_review_and_portal(services: Services, db_url: str,  # noqa: F811
                                           tmp_path: Path) -> None:
     assert services.ai is not None
     work, results = services.ai.work, services.ai.results
