@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import random
+import zipfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from bench.synth import make_ct_series
@@ -134,6 +136,11 @@ def test_viewer_overlays_the_ai_result_and_the_portal_waits_for_the_doctor(
     body = portal.locator("main").inner_text()
     assert "AI" not in body and "SEG" not in body, body
     assert portal.locator(".ai-result").count() == 0
+    # ... nor in the download of the whole study (the 40 images and the DICOMDIR).
+    zipped = httpx.get(f"{base}/portal/studies/{study}/download.zip",
+                       cookies={"cloudfilm_session": resident_token})
+    assert zipped.status_code == 200
+    assert len(zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()) == 41
 
     desk = browser.new_context(**DESK)
     desk.add_cookies([{"name": "cloudfilm_session", "value": doctor_token, "url": base}])

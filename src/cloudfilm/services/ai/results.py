@@ -98,6 +98,13 @@ class AiResults:
             hidden = repo.ai_series(conn, study_uid)
         return [s for s in self._sets(study_uid) if s.review == "confirmed"], hidden
 
+    def hidden_series(self, study_uid: str) -> set[str]:
+        """The series of a study that hold AI results: the patient's pages never offer
+        them as images or downloads (only confirmed findings, as text). UIDs only, to
+        filter what the caller's own policy decision already allowed."""
+        with self._db.reading() as conn:
+            return repo.ai_series(conn, study_uid)
+
     def mask(self, actor: Actor, study_uid: str, seg_sop_uid: str) -> list[dict[str, object]]:
         """The SEG of a finding set as runs per source image and segment (for the viewer's
         labelmap); read like any instance of the study (decided and audited by
