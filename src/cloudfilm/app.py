@@ -43,6 +43,7 @@ from cloudfilm.services.access.proofing import (
 from cloudfilm.services.access.sms import OutboxSmsSender, SmsSender, SmsService, Templates
 from cloudfilm.services.access.workstation import WorkstationService
 from cloudfilm.services.ai.registry import AlgorithmRegistry
+from cloudfilm.services.ai.results import AiResults
 from cloudfilm.services.ai.service import AiService
 from cloudfilm.services.ai.worklist import AiWork
 from cloudfilm.services.archive.ingest import IngestService
@@ -206,7 +207,8 @@ def build_services(settings: Settings) -> Services:
     registry = AlgorithmRegistry(db, audit, plugins=settings.ai.plugins, protector=protector)
     ai = AiService(registry, AiWork(db, audit, policy, registry, retrieve, ingest,
                                     spool / "ai", blobs=blobs, protector=protector,
-                                    settle_seconds=settings.ai.settle_seconds))
+                                    settle_seconds=settings.ai.settle_seconds),
+                   AiResults(db, policy, retrieve))
     outbox.append(ai.work.enqueue_in)
     return Services(
         ingest=ingest,

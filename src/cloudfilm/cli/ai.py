@@ -114,3 +114,18 @@ def results(data: Path | None, study_uid: str) -> None:
     """The AI results of a study (AI-generated; doctors confirm them)."""
     _echo([asdict(r) for r in _run(lambda: _ai(data).work.results(LOCAL_OPERATOR,
                                                                    study_uid))])
+
+
+@ai.command("rerun")
+@data_option
+@click.argument("algorithm_id")
+@click.argument("study_uid")
+def rerun(data: Path | None, algorithm_id: str, study_uid: str) -> None:
+    """Run an algorithm again on a study: a new workitem whose results become a new
+    version (the earlier one is kept, marked superseded). In-process plug-ins run here."""
+    work = _ai(data).work
+    item = _run(lambda: work.create(LOCAL_OPERATOR, algorithm_id, study_uid))
+    out = asdict(item)
+    with_results = _run(lambda: work.run(item.uid))
+    out["state"] = with_results
+    _echo(out)

@@ -104,12 +104,14 @@ def demo(data: Path | None, size: str, seed: int, url: str | None, dicom: str | 
     doctors = _doctor_accounts(services, province)
     admin = _admin_account(services)
     figures = _recognition_sample(services, province)
+    ai_demo = _ai_sample(services, province)
     from cloudfilm.demo.dashboard import prepare
 
     dashboard = prepare(services, province)
     _report(console, province, summary, settings, url, dimse_port)
     _report_portal(console, portal, settings, data)
     _report_doctors(console, doctors, settings)
+    _report_ai(console, ai_demo, doctors, settings)
     _report_dashboard(console, dashboard, settings)
     _report_admin(console, admin, figures, settings)
     if summary.failures:
@@ -222,6 +224,30 @@ def _report_doctors(console: Any, made: list[tuple[str, str, str, str]],
         console.print(f"  {user:<9} {code} {name}")
     console.print(f"  find the patient with studies at both by national ID {made[0][3]}; "
                   "order a chest CT to see the duplicate-exam prompt")
+
+
+def _ai_sample(services: Any, province: Any) -> Any:
+    """The sample AI plug-in enabled and run on one chest CT (demo/ai.py)."""
+    from cloudfilm.demo.ai import prepare
+    from cloudfilm.services.errors import CloudfilmError
+
+    try:
+        return prepare(services, province)
+    except CloudfilmError as exc:
+        logging.getLogger(__name__).warning("cloudfilm.demo.ai", extra={"error": exc.message})
+        return None
+
+
+def _report_ai(console: Any, made: Any, doctors: list[tuple[str, str, str, str]],
+               settings: Settings) -> None:
+    if made is None:
+        return
+    who = next((user for user, code, _name, _nid in doctors if code == made.hospital), "")
+    console.print(f"\n[bold]AI assistance[/] (sample lung-nodule plug-in, a demonstration, "
+                  f"not a device): {made.findings} candidate(s) on chest CT {made.study_uid} "
+                  f"at {made.hospital}; {who or 'a doctor there'} sees them in "
+                  f"http://{settings.http.host}:{settings.http.port}/workstation/viewer?"
+                  f"study={made.study_uid}")
 
 
 def _report_portal(console: Any, made: list[tuple[str, str, int]], settings: Settings,

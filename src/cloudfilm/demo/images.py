@@ -108,6 +108,16 @@ def ct_chest_slice(size: int, t: float, rng: np.random.Generator, ribs: np.ndarr
     return img
 
 
+def paint_sphere(img: np.ndarray, fov: float, sphere: tuple[float, float, float, float],
+                 z: float, value: float) -> None:
+    """Paint the cross-section at ``z`` of a sphere (centre x, y, z, diameter in mm) on an
+    axial slice whose field of view is centred on 0 (a lung nodule for the AI demo)."""
+    cx, cy, cz, diameter = sphere
+    r2 = (diameter / 2) ** 2 - (z - cz) ** 2
+    if r2 > 0:
+        _ellipse(img, _grid(img.shape[0], fov), cx, cy, math.sqrt(r2), math.sqrt(r2), value)
+
+
 # Relative signal of head tissues per MR weighting: (scalp fat, skull, grey, white, CSF).
 MR_CONTRASTS: dict[str, tuple[float, float, float, float, float]] = {
     "T1": (900.0, 60.0, 480.0, 640.0, 120.0),

@@ -112,7 +112,7 @@ def _pixels(ds: Dataset, exam: Exam, series: SeriesPlan, i: int, rng: np.random.
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = series.rows, series.columns
     if exam.modality == "CT":
-        _ct(ds, series, i, rng, ribs)
+        _ct(ds, series, i, rng, ribs, exam.nodule)
     elif exam.modality == "MR":
         _mr(ds, series, i, rng)
     elif exam.modality == "DX":
@@ -122,7 +122,7 @@ def _pixels(ds: Dataset, exam: Exam, series: SeriesPlan, i: int, rng: np.random.
 
 
 def _ct(ds: Dataset, series: SeriesPlan, i: int, rng: np.random.Generator,
-        ribs: np.ndarray) -> None:
+        ribs: np.ndarray, nodule: tuple[float, float, float, float] | None = None) -> None:
     thickness = 1.25
     spacing = images.CT_FOV_MM / series.rows
     ds.KVP = "120"
@@ -149,6 +149,8 @@ def _ct(ds: Dataset, series: SeriesPlan, i: int, rng: np.random.Generator,
         # Lung window first, mediastinal second: what a chest reading starts with.
         ds.WindowCenter, ds.WindowWidth = ["-600", "40"], ["1500", "400"]
         hu = images.ct_chest_slice(series.rows, t, rng, ribs)
+        if nodule is not None:
+            images.paint_sphere(hu, images.CT_FOV_MM, nodule, z, 40.0)
     ds.PixelData = np.clip(np.rint(hu + 1024), -32768, 32767).astype("<i2").tobytes()
 
 

@@ -15,6 +15,7 @@ with the earlier one (the mutual-recognition case). Reports use their own random
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Iterator
@@ -188,6 +189,9 @@ class Exam:
     series: tuple[SeriesPlan, ...]
     # The diagnostic report; build_province gives every exam one.
     report: ReportPlan | None = None
+    # A solid lung nodule painted in the chest CT (centre x, y, z in mm, diameter), for the
+    # AI sample plug-in to find in the demo (issue 19); None for every other exam.
+    nodule: tuple[float, float, float, float] | None = None
 
     @property
     def instance_count(self) -> int:
@@ -296,6 +300,7 @@ def build_province(size: Size, *, seed: int, anchor: datetime) -> Province:
             exams.append(_exam(len(exams), resident, other, hosp.index(other), old_modality,
                                when, profile, seed, rng))
     exams += _recognition_priors(exams, hosp, profile, seed)
+    exams = _with_ai_nodule(exams)
     return Province(tuple(hosp), tuple(residents), tuple(_with_reports(exams, seed, anchor)))
 
 
@@ -317,6 +322,22 @@ def _recognition_priors(exams: list[Exam], hosp: list[Hospital],
         added.append(_exam(len(exams) + len(added), exam.resident, other, hosp.index(other),
                            "CT", when, profile, seed, rng))
     return added
+
+
+# In the right lung, a third of the way down a small chest CT (z = -i * 1.25 mm).
+AI_NODULE = (-85.0, -55.0, -16.25, 12.0)
+
+
+def _with_ai_nodule(exams: list[Exam]) -> list[Exam]:
+    """The first chest CT (the recognition example's recent one) gets a lung nodule, the
+    demo's AI result; every other exam is unchanged."""
+    first = next((e for e in exams if e.modality == "CT"), None)
+    return [dataclasses.replace(e, nodule=AI_NODULE) if e is first else e for e in exams]
+
+
+def ai_demo_exam(province: Province) -> Exam | None:
+    """The chest CT with the demo's nodule."""
+    return next((e for e in province.exams if e.nodule is not None), None)
 
 
 def recognition_examples(province: Province) -> list[tuple[Exam, Exam]]:

@@ -332,10 +332,14 @@ def test_ups_rs_lifecycle_and_attempts_to_get_around_it(
         assert client.post(f"/dicomweb/workitems/{rival.uid}/cancelrequest"
                            ).status_code == 202
         assert services.ai.work.get(ADMIN, rival.uid).state == "CANCELED"
-        # Created by hand (UPS-RS create) for the same study: the engine has one already.
-        dup = client.post("/dicomweb/workitems", headers=UPS, content=json.dumps([{
-            "00741202": {"vr": "LO", "Value": [engine_id]},
-            "0020000D": {"vr": "UI", "Value": [study]}}]))
+        # Created by hand (UPS-RS create) for the same study, its first workitem completed:
+        # a re-run (its results will be a new version); a second one while that re-run
+        # is still scheduled is refused.
+        body = json.dumps([{"00741202": {"vr": "LO", "Value": [engine_id]},
+                            "0020000D": {"vr": "UI", "Value": [study]}}])
+        assert client.post("/dicomweb/workitems", headers=UPS,
+                           content=body).status_code == 201
+        dup = client.post("/dicomweb/workitems", headers=UPS, content=body)
         assert dup.status_code == 400
 
     denied = _query(db_url, select(func.count()).select_from(AuditEvent).where(

@@ -46,6 +46,13 @@ def test_cli(services: Services, settings: Settings, db_url: str,  # noqa: F811
     assert len(results) == 2  # type: ignore[arg-type]  # SR and SEG
     for result in results:  # type: ignore[attr-defined]
         assert len(result["findings"]) == 2 and result["ai_generated"] is True
+    # A re-run: a new workitem (run 2) whose results are version 2; version 1 is kept,
+    # marked superseded.
+    again = run("rerun", aid, study)
+    assert again["state"] == "COMPLETED"  # type: ignore[index]
+    results = run("results", study)
+    assert sorted((r["result_version"], r["superseded"]) for r in results) == [  # type: ignore[attr-defined]
+        (1, True), (1, True), (2, False), (2, False)]
 
 
 def test_huey_runs_the_plugin(services: Services, settings: Settings,  # noqa: F811

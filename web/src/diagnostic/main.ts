@@ -29,6 +29,7 @@ import {
   utilities as toolUtils,
 } from "@cornerstonejs/tools";
 import { init as loaderInit } from "@cornerstonejs/dicom-image-loader";
+import { aiSeriesShown, aiState, initAi } from "./ai_overlay";
 import { FrameQueue, type Refusal } from "./loader";
 import { HttpError, type Series, loadSeries } from "./series";
 import "./viewer.css";
@@ -165,6 +166,7 @@ async function show(cellIndex: number, study: string, uid: string, start?: numbe
   viewport.render();
   markThumbs();
   overlay(cell);
+  aiSeriesShown();
 }
 
 // -- overlays ----------------------------------------------------------------------------
@@ -507,6 +509,12 @@ async function main(): Promise<void> {
   }
   await show(0, current.uid, firstSeries.uid);
   setLayout(config.layout);
+  initAi({ // AI results beside the images (ai_overlay.ts)
+    study: current.uid, seriesUids: current.series.filter((s) => s.thumb).map((s) => s.uid),
+    seriesOf, show, render: (id) => state.engine?.getViewport(id)?.render(),
+    cells: () => state.cells.map((c) => ({ viewportId: c.id, series: c.series })),
+    scrollTo: async (i, n) => { await stackViewport(state.cells[i])?.setImageIdIndex(n); },
+  });
   // Warm the other series' metadata (one request each) once the first image is up.
   for (const st of config.studies) {
     for (const s of st.series) if (s.thumb) void seriesOf(st.uid, s.uid).catch(() => {});
@@ -561,6 +569,7 @@ async function main(): Promise<void> {
     return { rows: image.rows, columns: image.columns, type: px.constructor.name,
              scaled: Boolean((image as any).preScale?.scaled), data: btoa(binary) };
   },
+  ai: aiState,
   measurements: () =>
     (annotation.state.getAllAnnotations() as any[]).map((a) => ({
       tool: a.metadata?.toolName,

@@ -68,3 +68,33 @@ def segmentation(series: Sequence[Dataset], findings: Sequence[Finding],
         series_description=SERIES_DESCRIPTION,
         content_label="AI_RESULT", content_description="AI-generated, not verified")
     return seg
+
+
+def mask_runs(seg: Dataset) -> list[dict[str, object]]:
+    """What a viewer paints of a SEG: per source image and segment, the mask as runs
+    ``[row, first column, last column + 1]`` (compact: a sphere is a few dozen runs a
+    slice). Decoded by highdicom from the SEG's own frame references, so any SEG made on
+    a series' instances reads, not only ours."""
+    decoded = hd.seg.Segmentation.from_dataset(seg, copy=False)
+    sources = sorted({str(uid) for _, _, uid in decoded.get_source_image_uids()})
+    numbers = list(decoded.get_segment_numbers())
+    if not sources or not numbers:
+        return []
+    # (images, rows, columns, segments), in the order of ``sources``; empty where absent.
+    pixels = decoded.get_pixels_by_source_instance(
+        source_sop_instance_uids=sources, segment_numbers=numbers,
+        assert_missing_frames_are_empty=True, skip_overlap_checks=True)
+    out: list[dict[str, object]] = []
+    for i, sop in enumerate(sources):
+        for k, number in enumerate(numbers):
+            plane = np.asarray(pixels[i, :, :, k]) > 0
+            if not plane.any():
+                continue
+            runs: list[list[int]] = []
+            for r in np.flatnonzero(plane.any(axis=1)):
+                row = np.concatenate(([0], plane[r].astype(np.int8), [0]))
+                edges = np.flatnonzero(np.diff(row))
+                runs.extend([int(r), int(a), int(b)] for a, b in zip(edges[::2], edges[1::2],
+                                                                     strict=True))
+            out.append({"sop_instance_uid": sop, "segment": int(number), "runs": runs})
+    return out

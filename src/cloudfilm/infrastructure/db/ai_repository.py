@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -245,12 +245,43 @@ def add_result(session: Session, **values: Any) -> AiResult:
     return row
 
 
-def results(session: Session, study_uid: str) -> list[tuple[AiResult, AiAlgorithm]]:
+def _lineage(name: str, vendor: str, study_uid: str) -> ColumnElement[bool]:
+    """Results of the same algorithm (name and vendor, any version of it) on a study."""
+    return and_(AiResult.study_instance_uid == study_uid,
+                AiResult.workitem_id.in_(
+                    select(AiWorkitem.id).join(AiAlgorithm,
+                                               AiAlgorithm.id == AiWorkitem.algorithm_id)
+                    .where(AiAlgorithm.name == name, AiAlgorithm.vendor == vendor)))
+
+
+def next_version(session: Session, name: str, vendor: str, study_uid: str) -> int:
+    """The version the next results of this algorithm on this study get (1 for the first)."""
+    top = session.scalar(select(func.max(AiResult.version))
+                         .where(_lineage(name, vendor, study_uid)))
+    return int(top or 0) + 1
+
+
+def supersede(session: Session, name: str, vendor: str, study_uid: str, below: int,
+              now: datetime) -> int:
+    """Mark the current results older than version ``below`` superseded (kept, not shown as
+    current); returns how many rows."""
+    done = session.execute(update(AiResult).where(
+        _lineage(name, vendor, study_uid), AiResult.version < below,
+        AiResult.superseded_at.is_(None)).values(superseded_at=now)
+        .execution_options(synchronize_session=False))
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def results(session: Session, study_uid: str
+            ) -> list[tuple[AiResult, AiAlgorithm, AiWorkitem]]:
+    """A study's results with their algorithm and workitem, newest version first."""
     rows = session.execute(
-        select(AiResult, AiAlgorithm).join(AiWorkitem, AiWorkitem.id == AiResult.workitem_id)
+        select(AiResult, AiAlgorithm, AiWorkitem)
+        .join(AiWorkitem, AiWorkitem.id == AiResult.workitem_id)
         .join(AiAlgorithm, AiAlgorithm.id == AiWorkitem.algorithm_id)
-        .where(AiResult.study_instance_uid == study_uid).order_by(AiResult.id)).all()
-    return [(r, a) for r, a in rows]
+        .where(AiResult.study_instance_uid == study_uid)
+        .order_by(AiResult.version.desc(), AiResult.id)).all()
+    return [(r, a, w) for r, a, w in rows]
 
 
 def result(session: Session, sop_uid: str, *, lock: bool = False) -> AiResult | None:
@@ -258,3 +289,26 @@ def result(session: Session, sop_uid: str, *, lock: bool = False) -> AiResult | 
     if lock:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).first()
+
+
+def results_of_workitem(session: Session, workitem_pk: int, *, lock: bool = False
+                        ) -> list[AiResult]:
+    stmt = select(AiResult).where(AiResult.workitem_id == workitem_pk).order_by(AiResult.id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return list(session.scalars(stmt))
+
+
+def ai_series(conn: Any, study_uid: str) -> set[str]:
+    """Series UIDs of a study that hold AI results (the portal never lists them)."""
+    return set(conn.execute(select(AiResult.series_instance_uid)
+                            .where(AiResult.study_instance_uid == study_uid)).scalars())
+
+
+# -- re-runs ---------------------------------------------------------------------------------
+
+def runs(session: Session, algorithm_pk: int, study_uid: str) -> list[AiWorkitem]:
+    """The algorithm's workitems for a study, oldest run first."""
+    return list(session.scalars(select(AiWorkitem).where(
+        AiWorkitem.algorithm_id == algorithm_pk,
+        AiWorkitem.study_instance_uid == study_uid).order_by(AiWorkitem.run)))

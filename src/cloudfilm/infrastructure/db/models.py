@@ -1270,7 +1270,9 @@ class AiWorkitem(Base):
 
     __tablename__ = "ai_workitem"
     __table_args__ = (
-        UniqueConstraint("algorithm_id", "study_instance_uid"),
+        # One workitem per run: automatic scheduling makes run 1 (so a study that receives
+        # more objects is not scheduled twice); an explicit re-run makes the next run.
+        UniqueConstraint("algorithm_id", "study_instance_uid", "run"),
         Index(None, "algorithm_id", "state"),
         Index(None, "study_instance_uid"),
         Index(None, "state", "updated_at"),
@@ -1280,6 +1282,7 @@ class AiWorkitem(Base):
     uid: Mapped[str] = mapped_column(String(64), unique=True)
     algorithm_id: Mapped[int] = mapped_column(ForeignKey("ai_algorithm.id"))
     study_instance_uid: Mapped[str] = mapped_column(String(64))
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     hospital_id: Mapped[int] = mapped_column(ForeignKey("hospital.id"))
     state: Mapped[str] = mapped_column(String(16))
     transaction_uid: Mapped[str] = mapped_column(String(64), default="")
@@ -1310,3 +1313,8 @@ class AiResult(Base):
     review: Mapped[str] = mapped_column(String(16), default="")
     reviewed_by: Mapped[str] = mapped_column(String(128), default="")
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Versions (issue 19): the results of one workitem share a version, 1 + the highest of
+    # the same algorithm (name and vendor) on the study; a newer one marks them superseded.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reviewer_name: Mapped[str] = mapped_column(String(128), default="", server_default="")

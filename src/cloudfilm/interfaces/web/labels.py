@@ -42,6 +42,11 @@ ACTIONS = {
     "share.open": "Opened your share link", "share.create": "Created a share link",
     "share.revoke": "Stopped a share link",
     "family.ask": "Asked to act for you as family", "family.confirm": "Tried to add you as family",
+    # AI assistance (issue 19)
+    "ai.read": "An AI algorithm read your images",
+    "ai.read.deidentified": "An AI algorithm read your de-identified images",
+    "ai.results": "Looked at AI results", "ai.segmentation": "Looked at AI results",
+    "ai.review": "A doctor reviewed AI results",
 }
 WHO = {"administrator": "Platform administrator", "admin": "Platform administrator",
        "local operator": "Platform operator"}

@@ -61,10 +61,17 @@ _PHONE_UA = re.compile(r"Mobi|Android|iPhone|iPad|MicroMessenger|HarmonyOS", re.
 
 def _routers() -> list[Callable[[Web], APIRouter]]:
     """Every page group's router builder (imported here: the groups import this module)."""
-    from cloudfilm.interfaces.web import admin, dashboard, diagnostic, portal, workstation
+    from cloudfilm.interfaces.web import (
+        admin,
+        ai_results,
+        dashboard,
+        diagnostic,
+        portal,
+        workstation,
+    )
 
     return [portal.build_router, workstation.build_router, diagnostic.build_router,
-            dashboard.build_router, admin.build_router]
+            dashboard.build_router, admin.build_router, ai_results.build_router]
 
 
 def _is_data(path: str) -> bool:

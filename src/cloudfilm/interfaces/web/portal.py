@@ -246,8 +246,12 @@ def build_router(web: Web) -> APIRouter:
         report = None
         if summary.report_id:
             report = svc.reports.get(summary.report_id, actor=actor)
+        # AI results: only finding sets a doctor confirmed, never the AI series as images.
+        ai_sets, ai_series = (svc.ai.results.for_portal(actor, study_uid)
+                              if svc.ai is not None else ([], set()))
+        series = [s for s in series if s.series_instance_uid not in ai_series]
         return web.render(request, "study.html.j2", study=summary, series=series,
-                          report=report)
+                          report=report, ai_sets=ai_sets)
 
     @router.get("/thumbs/{study_uid}/{series_uid}/{sop_uid}")
     def thumbnail(request: Request, study_uid: str, series_uid: str, sop_uid: str) -> Response:
@@ -314,6 +318,8 @@ def build_router(web: Web) -> APIRouter:
                 preset: str, *, back: str, secret: str, frames_base: str,
                 series_base: str) -> Response:
         summary, series = svc.timeline.study(actor, study_uid)
+        hidden = _ai_series(study_uid)
+        series = [s for s in series if s.series_instance_uid not in hidden]
         shown = next((s for s in series if s.series_instance_uid == series_uid), None)
         if shown is None or shown.thumbnail_sop_uid is None:
             raise NotFoundError("no images in this series")
@@ -364,7 +370,12 @@ def build_router(web: Web) -> APIRouter:
 
     @router.get("/studies/{study_uid}/download.zip")
     def download_study(request: Request, study_uid: str) -> Response:
-        return _download(svc.downloads.study_zip(web.actor(request), _uid(study_uid)))
+        return _download(svc.downloads.study_zip(web.actor(request), _uid(study_uid),
+                                                 leave_out=frozenset(_ai_series(study_uid))))
+
+    def _ai_series(study_uid: str) -> set[str]:
+        """AI results' series: never images or files on the patient's pages."""
+        return svc.ai.results.hidden_series(study_uid) if svc.ai is not None else set()
 
     @router.get("/studies/{study_uid}/series/{series_uid}/jpeg.zip")
     def download_series(request: Request, study_uid: str, series_uid: str) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudfilm.services.ai.registry import AlgorithmRegistry
+from cloudfilm.services.ai.results import AiResults
 from cloudfilm.services.ai.worklist import AiWork
 
 
@@ -12,3 +13,5 @@ from cloudfilm.services.ai.worklist import AiWork
 class AiService:
     registry: AlgorithmRegistry
     work: AiWork
+    results: AiResults
+    """Finding sets by version for the viewer, confirmed ones for the portal."""

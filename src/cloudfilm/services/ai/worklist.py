@@ -41,7 +41,7 @@ from cloudfilm.infrastructure.ai.plugin import Finding, load
 from cloudfilm.infrastructure.ai.seg import segmentation
 from cloudfilm.infrastructure.ai.sr import AlgorithmInfo, measurement_report
 from cloudfilm.infrastructure.db import ai_repository as repo
-from cloudfilm.infrastructure.db.models import AiAlgorithm, AiWorkitem, Hospital
+from cloudfilm.infrastructure.db.models import AiAlgorithm, AiResult, AiWorkitem, Hospital
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.deid import DeidOptions, Pseudonymiser, deidentify
 from cloudfilm.infrastructure.storage.base import BlobStore
@@ -114,6 +114,13 @@ class ResultView:
     """"" (not reviewed), "confirmed" or "rejected" by a doctor."""
     reviewed_by: str
     ai_generated: bool = True
+    result_version: int = 1
+    """Which run of the algorithm on the study these results come from (1, 2, ...)."""
+    superseded: bool = False
+    """A later run's results replaced these (kept, reachable, not current)."""
+    reviewer_name: str = ""
+    reviewed_at: datetime | None = None
+    workitem_uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,15 @@ def _largest_series(pairs: Sequence[tuple[Dataset, Dataset]], modalities: set[st
             continue
         by_series.setdefault(str(original.SeriesInstanceUID), []).append((original, seen))
     return max(by_series.values(), key=len, default=[])
+
+
+def result_view(r: AiResult, a: AiAlgorithm, w: AiWorkitem) -> ResultView:
+    return ResultView(r.sop_instance_uid, r.series_instance_uid, r.study_instance_uid,
+                      r.sop_class_uid, a.public_id, a.name, a.version, a.intended_use,
+                      json.loads(r.findings_json), r.created_at, r.review, r.reviewed_by,
+                      result_version=r.version, superseded=r.superseded_at is not None,
+                      reviewer_name=r.reviewer_name, reviewed_at=r.reviewed_at,
+                      workitem_uid=w.uid)
 
 
 def _wview(row: AiWorkitem, algo: AiAlgorithm) -> WorkitemView:
@@ -217,7 +233,7 @@ class AiWork:
         return made
 
     def _schedule(self, s: Session, study_uid: str, now: datetime,
-                  only: AiAlgorithm | None = None) -> list[str]:
+                  only: AiAlgorithm | None = None, *, rerun: bool = False) -> list[str]:
         profile = repo.study_profile(s, study_uid)
         if profile is None:
             return []
@@ -231,8 +247,16 @@ class AiWork:
                 continue
             if not _matches(algo, modalities, body_parts):
                 continue
+            run = 1
+            if rerun:
+                # A re-run: the next run number, once the earlier runs have ended (its
+                # results become a new version; the earlier ones are kept, superseded).
+                earlier = repo.runs(s, algo.id, study_uid)
+                if any(w.state in (SCHEDULED, IN_PROGRESS) for w in earlier):
+                    continue
+                run = max((w.run for w in earlier), default=0) + 1
             uid = str(generate_uid())
-            if repo.add_workitem(s, uid=uid, algorithm_id=algo.id,
+            if repo.add_workitem(s, uid=uid, algorithm_id=algo.id, run=run,
                                  study_instance_uid=study_uid, hospital_id=hospital_id,
                                  state=SCHEDULED, transaction_uid="", queued=False,
                                  attempts=0, reason="", created_at=now, updated_at=now):
@@ -240,7 +264,8 @@ class AiWork:
         return made
 
     def create(self, actor: Actor, algorithm_id: str, study_uid: str) -> WorkitemView:
-        """UPS-RS Create by an administrator: the same rules as automatic scheduling."""
+        """UPS-RS Create by an administrator: the same rules as automatic scheduling. For a
+        study the algorithm already ran on, a re-run (its results become a new version)."""
         if not actor.can(Permission.MANAGE_AI):
             raise NotAuthorizedError("only a platform administrator creates AI workitems")
         now = datetime.now(UTC)
@@ -248,12 +273,13 @@ class AiWork:
             algo = repo.algorithm(s, algorithm_id)
             if algo is None or algo.status != "approved":
                 raise InvalidInputError("no approved AI algorithm with this id")
-            made = self._schedule(s, study_uid, now, only=algo)
+            made = self._schedule(s, study_uid, now, only=algo, rerun=True)
             if not made:
                 raise InvalidInputError(
                     "no workitem: the study is absent, its hospital has not enabled the "
                     "algorithm, it does not match the algorithm's filters, the resident "
-                    "refused research/AI use, or the algorithm has a workitem for it")
+                    "refused research/AI use, or the algorithm has a workitem for it that "
+                    "has not ended yet")
             row = repo.workitem(s, made[0])
             assert row is not None
             self._audit.record(s, actor=actor, action="ai.workitem.create",
@@ -521,17 +547,22 @@ class AiWork:
         now = datetime.now(UTC)
         payload = [asdict(f) for f in findings]
         with self._db.write() as s:
+            # A new version of this algorithm's results on the study; the current one (if
+            # any) is kept and marked superseded in the same transaction.
+            version = repo.next_version(s, algo.name, algo.vendor, study_uid)
+            repo.supersede(s, algo.name, algo.vendor, study_uid, version, now)
             for ds in objects:
                 repo.add_result(s, workitem_id=workitem_pk, study_instance_uid=study_uid,
                                 series_instance_uid=str(ds.SeriesInstanceUID),
                                 sop_instance_uid=str(ds.SOPInstanceUID),
                                 sop_class_uid=str(ds.SOPClassUID),
                                 findings_json=json.dumps(payload), created_at=now,
-                                review="", reviewed_by="")
+                                review="", reviewed_by="", version=version)
         sr = objects[0]
         return ResultView(str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID), study_uid,
                           str(sr.SOPClassUID), algo.public_id, algo.name, algo.version,
-                          algo.intended_use, payload, now, "", "")
+                          algo.intended_use, payload, now, "", "",
+                          result_version=version)
 
     def results(self, actor: Actor, study_uid: str) -> list[ResultView]:
         """The AI results of a study, for whoever may read the study (same decision, one
@@ -540,14 +571,12 @@ class AiWork:
             self._policy.enforce(conn, actor, Permission.READ_STUDY, Resource.of(study_uid),
                                  action="ai.results")
         with self._db.read() as s:
-            return [ResultView(r.sop_instance_uid, r.series_instance_uid,
-                               r.study_instance_uid, r.sop_class_uid, a.public_id, a.name,
-                               a.version, a.intended_use, json.loads(r.findings_json),
-                               r.created_at, r.review, r.reviewed_by)
-                    for r, a in repo.results(s, study_uid)]
+            return [result_view(r, a, w) for r, a, w in repo.results(s, study_uid)]
 
     def review(self, actor: Actor, sop_uid: str, confirmed: bool) -> str:
-        """A doctor who may read the study confirms or rejects an AI result."""
+        """A doctor who may read the study confirms or rejects an AI finding set (the SR
+        and SEG of one run, named by either), recorded with the doctor's name. Only the
+        current version is reviewed: a superseded one is history."""
         if not actor.can(Permission.CONFIRM_AI_RESULT):
             raise NotAuthorizedError("only a doctor confirms AI results")
         with self._db.read() as s:
@@ -559,14 +588,21 @@ class AiWork:
         if not study_uid:
             raise NotFoundError("no such AI result")
         review = "confirmed" if confirmed else "rejected"
+        now = datetime.now(UTC)
         with self._db.write() as s:
             row = repo.result(s, sop_uid, lock=True)
             assert row is not None
-            row.review, row.reviewed_by, row.reviewed_at = review, actor.subject, \
-                datetime.now(UTC)
+            if row.superseded_at is not None:
+                raise WorkitemStateError("these AI results were superseded by a later run; "
+                                         "review the current version")
+            profile = repo.study_profile(s, row.study_instance_uid)
+            for each in repo.results_of_workitem(s, row.workitem_id, lock=True):
+                each.review, each.reviewed_by, each.reviewed_at = review, actor.subject, now
+                each.reviewer_name = (actor.display or actor.subject)[:128]
             self._audit.record(s, actor=actor, action="ai.review", outcome="success",
                                resource_type="instance", resource_uid=sop_uid,
-                               detail={"review": review})
+                               resident_id=profile[1] if profile else None,
+                               detail={"review": review, "version": row.version})
         return review
 
     # -- in-process plug-ins (the background job system) ---------------------------------

@@ -58,7 +58,8 @@ class DownloadService:
     def __init__(self, retrieve: RetrieveService) -> None:
         self._retrieve = retrieve
 
-    def study_zip(self, actor: Actor, study_uid: str) -> Download:
+    def study_zip(self, actor: Actor, study_uid: str, *,
+                  leave_out: frozenset[str] = frozenset()) -> Download:
         """The study as a media set: ``DICOMDIR`` at the root and the objects, as stored,
         under the file IDs it references (``PT000000/ST000000/SE000000/IM000000``).
 
@@ -69,7 +70,8 @@ class DownloadService:
         ResourceUnavailableError
             The index, the audit trail or the blob store is unavailable.
         """
-        objects = self._retrieve.locate(study_uid, actor=actor, action="download")
+        objects = [o for o in self._retrieve.locate(study_uid, actor=actor, action="download")
+                   if o.series_instance_uid not in leave_out]  # e.g. AI results' series
         dicomdir, names = self._dicomdir(objects)
         stream = ZipStream(compress_type=ZIP_STORED, sized=True)
         stream.add(dicomdir, "DICOMDIR")
