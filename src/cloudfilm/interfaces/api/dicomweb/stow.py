@@ -179,7 +179,7 @@ async def _spool_into(spool: _Spool, request: Request, limit: int) -> _Spool:
                           code="no-boundary")
     parser = MultipartParser(boundary, callbacks=cast(Any, _callbacks(spool)))
 
-    def write(chunks: list[bytes]) -> None:
+    def parse(chunks: list[bytes]) -> None:
         try:
             for chunk in chunks:
                 parser.write(chunk)
@@ -194,11 +194,11 @@ async def _spool_into(spool: _Spool, request: Request, limit: int) -> _Spool:
     held: list[bytes] = []
     async for chunks in _batched(request, spool, limit):
         if held:
-            await run_in_threadpool(write, held)
+            await run_in_threadpool(parse, held)
         held = chunks
 
     def finish() -> None:
-        write(held)
+        parse(held)
         try:
             parser.finalize()
         except Exception as exc:
@@ -337,8 +337,9 @@ async def _store(request: Request, actor: Actor, study: str | None) -> Response:
     door = ("gateway" if request.headers.get("user-agent", "").startswith("cloudfilm-gateway")
             else "stow-rs")
     # No thread hop when the actor may upload (a refusal is written to the audit trail).
-    sender = allowed_sender(actor, door=door) or await run_in_threadpool(
-        partial(svc.ingest.sender_for, actor, door=door))
+    sender = allowed_sender(actor, door=door)
+    if sender is None:
+        sender = await run_in_threadpool(partial(svc.ingest.sender_for, actor, door=door))
     spool = await _spool_body(request, svc.spool_dir, svc.limits.max_upload_bytes)
     try:
         outcomes = await run_in_threadpool(_finish_and_ingest, svc, spool, sender, study)
