@@ -284,12 +284,12 @@ def test_two_processes_behind_nginx_share_one_archive(archive: dict[str, Any]) -
         assert assoc.is_established
         try:
             echo = assoc.send_c_echo()
-            stored = assoc.send_c_store(make_ct(patient_id="HA-1", patient_name="Zhao^Yangling",
+            kept = assoc.send_c_store(make_ct(patient_id="HA-1", patient_name="Zhao^Yangling",
                                                 instance_number=200 + i))
         finally:
             assoc.release()
         assert echo is not None and echo.Status == 0x0000
-        assert stored is not None and stored.Status == 0x0000
+        assert kept is not None and kept.Status == 0x0000
     with httpx.Client(timeout=60) as web:
         found = web.get(f"{front}/dicomweb/instances", headers=ADMIN,
                         params={"PatientID": "HA-1"})
