@@ -464,9 +464,11 @@ class Suite:
                                           lambda r: r.content[:2] == b"\xff\xd8")
             self.put("rendered_p50", pct(times, 50), errors, samples=times)
 
-    def run(self) -> dict[str, dict[str, Any]]:
+    def run(self, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
         phases = [self.run_ingest, self.run_load_small, self.run_qido_patient,
                   self.run_series_queries, self.run_wado, self.run_frames]
+        if only:
+            phases = [p for p in phases if p.__name__.removeprefix("run_") in only]
         for phase in phases:
             start = time.perf_counter()
             try:
@@ -527,14 +529,22 @@ def main() -> None:
     parser.add_argument("--index", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--servers", default="orthanc,cloudfilm",
                         help="comma-separated subset of orthanc,cloudfilm")
+    parser.add_argument("--phases", default="",
+                        help="comma-separated subset of ingest,load_small,qido_patient,"
+                             "series_queries,wado,frames (default: all); the queries need "
+                             "the ingest before them")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="cloudfilm serve --workers N (HTTP worker processes)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     indexes = ["sqlite", "postgresql"] if args.index == "both" else [args.index]
     factories: dict[str, Callable[[str], AbstractContextManager[ManagedServer]]] = {
         "orthanc": lambda ix: Orthanc(index=ix),
-        "cloudfilm": lambda ix: Cloudfilm(index=ix),
+        "cloudfilm": lambda ix: Cloudfilm(
+            index=ix, extra_args=("--workers", str(args.workers)) if args.workers > 1 else ()),
     }
     names = [n for n in SERVERS if n in args.servers.split(",")]
+    phases = [p for p in args.phases.split(",") if p]
 
     started = dt.datetime.now()
     load_before = os.getloadavg()[0]
@@ -547,7 +557,7 @@ def main() -> None:
             log(f"{name} ({index} index)")
             try:
                 with factories[name](index) as srv:
-                    out = Suite(srv, data, plan).run()
+                    out = Suite(srv, data, plan).run(phases)
             except ServerUnavailable as exc:
                 log(f"  skipped: {exc}")
                 skipped[f"{name}/{index}"] = str(exc)

@@ -168,6 +168,18 @@ class _BlobWriteFailedError(Exception):
 _ID_SOURCE_TTL = 30.0
 
 
+def allowed_sender(actor: Actor, *, door: str) -> Sender | None:
+    """:meth:`IngestService.sender_for` without the database: None when ``actor`` may not
+    upload (a door calls ``sender_for`` then, which records the refusal)."""
+    if actor.can(Permission.STORE_FOR_ANY_HOSPITAL):
+        return Sender(door=door, remote=actor.address)
+    if actor.can(Permission.STORE) and actor.hospital_code:
+        return Sender(hospital_code=actor.hospital_code,
+                      hospital_name=actor.display or actor.hospital_code, door=door,
+                      remote=actor.address)
+    return None
+
+
 class IngestService:
     def __init__(self, db: Database, blobs: BlobStore, work_dir: Path, *,
                  protector: IdProtector | None = None,
@@ -206,12 +218,9 @@ class IngestService:
             Doctors, residents and administrators do not upload (recorded in the audit
             trail).
         """
-        if actor.can(Permission.STORE_FOR_ANY_HOSPITAL):
-            return Sender(door=door, remote=actor.address)
-        if actor.can(Permission.STORE) and actor.hospital_code:
-            return Sender(hospital_code=actor.hospital_code,
-                          hospital_name=actor.display or actor.hospital_code, door=door,
-                          remote=actor.address)
+        sender = allowed_sender(actor, door=door)
+        if sender is not None:
+            return sender
         if self._audit is not None:
             self._audit.write([AuditEntry(actor, "store", "denied", reason="not-a-sender",
                                           detail={"door": door})])
