@@ -2,7 +2,7 @@
 
 Every test that takes ``db_url`` runs twice: on SQLite (a migrated template file copied per
 test: real commits, WAL) and on PostgreSQL (one migrated database per xdist worker, tables
-truncated before each test). PostgreSQL comes from ``CLOUDFILM_TEST_PG_URL`` (default
+emptied before each test). PostgreSQL comes from ``CLOUDFILM_TEST_PG_URL`` (default
 127.0.0.1:5432, trust auth); unreachable means skip locally and fail under CI.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from cloudfilm.app import build_services, configure_dicom_libraries
 from cloudfilm.config import HttpSettings, SecuritySettings, Settings
@@ -91,15 +92,51 @@ def throwaway_pg_database(name: str) -> Iterator[str]:
 def pg_database(worker_id: str) -> Iterator[str]:
     with throwaway_pg_database(f"cloudfilm_test_{run_tag(worker_id)}") as url:
         migrate.upgrade(url)
-        yield url
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:  # the first test starts from empty tables too
+                _truncate(conn, [t.name for t in Base.metadata.sorted_tables])
+            yield url
+        finally:
+            engine.dispose()
 
 
-def _truncate(url: str) -> None:
-    engine = create_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+# Tables whose append-only row triggers refuse DELETE (TRUNCATE is no row event).
+_APPEND_ONLY = frozenset({"audit_event", "recognition_change"})
+
+
+def _truncate(conn: Connection, tables: list[str]) -> None:
+    conn.execute(text(f"TRUNCATE {', '.join(map(_quoted, tables))} RESTART IDENTITY CASCADE"))
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
+
+
+def _empty_pg(url: str) -> None:
+    """Every table empty and every sequence restarted, as ``TRUNCATE ... RESTART IDENTITY``
+    of all tables leaves them, but at a fraction of the cost: one query finds the few tables
+    a test wrote to and only those are emptied (TRUNCATE of all 57 tables took 1.2-2.2 s a
+    test on the loaded 2-core machine; the probe ~40 ms)."""
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    probe = " UNION ALL ".join(f"(SELECT '{t}' FROM {_quoted(t)} LIMIT 1)" for t in tables)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            written = set(conn.execute(text(probe)).scalars())
+            sequences = conn.execute(text(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename)"
+                " FROM pg_sequences WHERE last_value IS NOT NULL")).scalars().all()
+            # Children before parents (reverse dependency order), so no foreign key refuses.
+            for table in reversed(tables):
+                if table in written and table not in _APPEND_ONLY:
+                    conn.execute(text(f"DELETE FROM {_quoted(table)}"))
+            if written & _APPEND_ONLY:
+                _truncate(conn, sorted(written & _APPEND_ONLY))
+            for sequence in sequences:
+                conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -110,7 +147,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copyfile(template, target)
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("pg_database")
-    _truncate(url)
+    _empty_pg(url)
     return url
 
 
