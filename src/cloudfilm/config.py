@@ -9,7 +9,6 @@ under ``data_dir``, no services to start.
 from __future__ import annotations
 
 import ipaddress
-
 import os
 import tomllib
 from pathlib import Path

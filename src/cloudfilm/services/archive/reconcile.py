@@ -11,12 +11,13 @@ platform administrators (``archive.reconcile_any``). Settling:
   or by a national ID through the patient index (the record of that hospital linked to the
   resident). The archive writes a corrected copy (PatientID set) and ingests it through
   the one pipeline as the hospital's object;
-- ``copy``: a study- or series-UID clash that is a genuine copy of the other hospital's study: nothing
-  enters the index (the sender gains no access to that study); the item is closed, its blob
-  kept;
-- ``keep``: a clash (study or series UID) that is the hospital's own exam: a corrected copy with new Study,
-  Series and SOP Instance UIDs (``2.25.`` derived from the hospital code and the original
-  UIDs, so every object of the study gets the same new study UID) is ingested as its study.
+- ``copy``: a study- or series-UID clash that is a genuine copy of the other hospital's
+  study: nothing enters the index (the sender gains no access to that study); the item is
+  closed, its blob kept;
+- ``keep``: a clash (study or series UID) that is the hospital's own exam: a corrected copy
+  with new Study, Series and SOP Instance UIDs (``2.25.`` derived from the hospital code and
+  the original UIDs, so every object of the study gets the same new study UID) is ingested
+  as its study.
 
 The original bytes stay referenced by the item whatever the outcome (never lost). Settling
 is idempotent: the corrected copy is deterministic, so a retry after a crash between the
