@@ -99,7 +99,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 2), "n": len(ordered)}
 
 
-def measure(shape: dict[str, float], rounds: int) -> dict[str, object]:
+def measure(shape: dict[str, float], rounds: int, *, doctor_only: bool = False
+            ) -> dict[str, object]:
     import random
 
     os.environ.update({"CLOUDFILM_DATABASE_URL": URL, "CLOUDFILM_AUTO_MIGRATE": "false",
@@ -127,6 +128,8 @@ def measure(shape: dict[str, float], rounds: int) -> dict[str, object]:
     client = TestClient(app, base_url="http://127.0.0.1")
     rng = random.Random(7)
     results: dict[str, object] = {}
+    if doctor_only:
+        return doctor_queries(services, shape, rounds)
 
     def timed(name: str, urls: list[str], expect: int | None = None) -> None:
         samples = []
@@ -334,8 +337,8 @@ def ingest_comparison(rounds: int, objects: int, batch: int) -> dict[str, object
         out[f"slowdown_{key.removesuffix('_per_s')}"] = round(
             out["empty"][key] / out["filled"][key], 2)  # type: ignore[index]
     out["rounds"] = runs
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {EMPTY_DB}")
+    with psycopg.connect(ADMIN, autocommit=True) as admin:  # our engines still hold it
+        admin.execute(f"DROP DATABASE IF EXISTS {EMPTY_DB} WITH (FORCE)")
     return out
 
 
@@ -418,7 +421,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--reuse", action="store_true", help="keep the filled database")
     parser.add_argument("--fill-only", action="store_true", help="fill, measure nothing")
-    parser.add_argument("--parts", nargs="+", choices=["queries", "ingest"],
+    parser.add_argument("--parts", nargs="+", choices=["queries", "doctor", "ingest"],
                         default=["queries", "ingest"])
     parser.add_argument("--ingest-rounds", type=int, default=3)
     parser.add_argument("--ingest-objects", type=int, default=400,
@@ -438,6 +441,8 @@ def main() -> None:
     results: dict[str, object] = {"shape": shape, "load_before": os.getloadavg()}
     if "queries" in args.parts:
         results["queries"] = measure(shape, args.rounds)
+    elif "doctor" in args.parts:
+        results["queries"] = measure(shape, args.rounds, doctor_only=True)
     if "ingest" in args.parts:
         results["ingest"] = ingest_comparison(args.ingest_rounds, args.ingest_objects, 50)
     results["load_after"] = os.getloadavg()
