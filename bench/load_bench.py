@@ -8,6 +8,9 @@ tree) is sampled every second: it must stay flat under steady load.
 
     .venv/bin/python bench/load_bench.py --quick                 # 30 s
     .venv/bin/python bench/load_bench.py --duration 300 --index postgresql
+    # the soak of issue 12: 30 min, two workers, a fixed modest rate (well under a core)
+    nice -n 10 .venv/bin/python bench/load_bench.py --duration 1800 --index postgresql \
+        --workers 2 --rate 8 --clients 4
 
 Reports throughput, p50/p95/p99 per request type, errors (target: zero) and the memory
 curve; writes ``bench/out/load-<time>.json`` and ``.md``.
@@ -40,7 +43,8 @@ FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 # Request mix per client pick: a reading-heavy workload with steady ingest, like daytime
 # traffic of a regional archive (uploads all day, viewers opening studies).
 WEIGHTS = {"stow": 15, "qido-studies": 20, "qido-series": 10, "wado-metadata": 20,
-           "wado-frames": 20, "wado-rendered": 15}
+           "wado-frames": 20, "wado-rendered": 15, "rest-hospitals": 4, "rest-audit": 4,
+           "portal-page": 4}
 SLICE_SIZE = 256  # 128 KiB per CT slice: many requests per second on two cores
 
 
@@ -129,6 +133,7 @@ def pct(values: list[float], q: float) -> float:
 class Load:
     def __init__(self, base: str, studies: list[Study], stats: Stats, seed: int) -> None:
         self.base = base
+        self.root = base.removesuffix("/dicomweb")
         self.studies = studies
         self.stats = stats
         self.rng = random.Random(seed)
@@ -167,6 +172,15 @@ class Load:
             elif kind == "wado-frames":
                 r = await client.get(f"{instance}/frames/1", headers={"Accept": FRAMES})
                 ok = r.status_code == 200 and len(r.content) >= SLICE_SIZE * SLICE_SIZE * 2
+            elif kind == "rest-hospitals":  # REST read of the registry
+                r = await client.get(f"{self.root}/api/v1/hospitals")
+                ok = r.status_code == 200 and isinstance(r.json(), list)
+            elif kind == "rest-audit":  # REST read of the audit trail the load itself writes
+                r = await client.get(f"{self.root}/api/v1/audit", params={"limit": 20})
+                ok = r.status_code == 200 and isinstance(r.json(), list)
+            elif kind == "portal-page":  # a rendered portal page (template, i18n, assets)
+                r = await client.get(f"{self.root}/portal/signin")
+                ok = r.status_code == 200 and "<html" in r.text.lower()
             else:
                 r = await client.get(f"{instance}/rendered", params={"window": "40,400"},
                                      headers={"Accept": "image/jpeg"})
@@ -177,10 +191,16 @@ class Load:
             ok, detail = False, repr(exc)
         self.stats.record(kind, time.perf_counter() - started, ok, detail)
 
-    async def client(self, deadline: float) -> None:
+    async def client(self, deadline: float, interval: float = 0.0) -> None:
+        """Requests back to back, or one every ``interval`` seconds (a fixed rate: a request
+        that overruns its slot starts the next one at once, none are skipped)."""
         kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
         async with httpx.AsyncClient(timeout=60) as client:
+            due = time.monotonic() + self.rng.uniform(0, interval)
             while time.monotonic() < deadline:
+                if interval:
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    due += interval
                 await self.one(client, self.rng.choices(kinds, weights)[0])
 
 
@@ -210,7 +230,9 @@ def slope_mib_per_min(points: list[tuple[float, int]]) -> float:
 
 def report(stats: Stats, seconds: float, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     rows, lines = [], []
-    lines.append(f"cloudfilm load: {args.clients} clients, {seconds:.0f} s, index {args.index}, "
+    rate = f"{args.rate:g}/s fixed" if args.rate else "as fast as answered"
+    lines.append(f"cloudfilm load: {args.clients} clients ({rate}), {seconds:.0f} s, "
+                 f"index {args.index}, {args.workers} worker(s), "
                  f"CT slices {SLICE_SIZE}x{SLICE_SIZE}")
     lines.append("")
     lines.append("| request | count | per s | p50 ms | p95 ms | p99 ms | errors |")
@@ -243,7 +265,10 @@ def report(stats: Stats, seconds: float, args: argparse.Namespace) -> tuple[str,
 
 async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     stats = Stats()
-    with Cloudfilm(index=args.index) as srv:
+    extra = ("--workers", str(args.workers)) if args.workers > 1 else ()
+    server = Cloudfilm(index=args.index, pg_database="scale_load", extra_args=extra)
+    server.startup_timeout = 240.0  # workers start slowly on a shared, busy machine
+    with server as srv:
         log(f"server up at {srv.dicomweb}; loading {args.studies} studies of {args.slices} slices")
         studies = []
         async with httpx.AsyncClient(timeout=120) as client:
@@ -259,8 +284,9 @@ async def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         assert srv.proc is not None
         started = time.monotonic()
         deadline = started + args.duration
+        interval = args.clients / args.rate if args.rate else 0.0
         await asyncio.gather(sample_memory(srv.proc.pid, stats, deadline),
-                             *(load.client(deadline) for _ in range(args.clients)))
+                             *(load.client(deadline, interval) for _ in range(args.clients)))
         seconds = time.monotonic() - started
     text, data = report(stats, seconds, args)
     data["peak_rss_mib_vmhwm"] = srv.peak_rss / 2**20
@@ -276,6 +302,9 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=8, help="studies loaded before the run")
     parser.add_argument("--slices", type=int, default=40, help="slices per loaded study")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests per second over all clients (0: as fast as answered)")
+    parser.add_argument("--workers", type=int, default=1, help="cloudfilm serve --workers")
     args = parser.parse_args()
     if args.quick:
         args.duration = 30.0

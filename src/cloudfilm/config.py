@@ -8,6 +8,7 @@ under ``data_dir``, no services to start.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -60,6 +61,18 @@ class HttpSettings(BaseModel):
     # Request line and headers together; larger requests are refused (431) while the
     # headers are still arriving.
     max_header_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
+
+    @field_validator("trusted_proxies", "metrics_clients")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # Checked here so that a typo is one configuration error at start-up, not a
+        # traceback from building the app.
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
 
 
 class DimseSettings(BaseModel):

@@ -110,3 +110,20 @@ def export(data: Path | None, project_id: str, out: Path, resume_after: str) -> 
             fh.write(chunk)
     partial.replace(out)
     _echo(asdict(summary))
+
+
+@research.command("export-to")
+@data_option
+@click.argument("project_id")
+@click.argument("target")
+def export_to(data: Path | None, project_id: str, target: str) -> None:
+    """Export the project's de-identified files into an object-store prefix (TARGET:
+    ``s3://bucket/prefix?endpoint_url=...``, or a folder). Run it again to resume: files
+    already there are not sent again."""
+    from cloudfilm.infrastructure.storage.factory import open_blob_store
+
+    try:
+        store = open_blob_store(target, data_dir=Path.cwd())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    _echo(asdict(_run(lambda: _svc(data).export_to_store(LOCAL_OPERATOR, project_id, store))))

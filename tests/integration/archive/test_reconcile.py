@@ -171,6 +171,28 @@ def test_assign_by_national_id_files_under_the_linked_local_record(rig: Rig) -> 
     assert study in {m["0020000D"]["Value"][0] for m in found.matches}
 
 
+def test_series_uid_of_another_hospital_under_a_new_study_uid_is_held(rig: Rig) -> None:
+    series = generate_uid()
+    mine = make_ct(patient_id="A-2", patient_name="Zhao^Lei", series_uid=series)
+    assert rig.stow("HA", mine).status_code == 200
+    # HB reuses HA's series UID under a study UID of its own: held, not 409
+    theirs = make_ct(patient_id="B-3", patient_name="Qian^Yu", series_uid=series)
+    assert "series UID" in _held_warning(rig.stow("HB", theirs))
+    [item] = rig.queue("HB")
+    assert (item["reason"], item["series_instance_uid"]) == ("series-clash", series)
+    assert str(theirs.StudyInstanceUID) not in rig.studies("HB")
+    assert rig.studies("HA")[str(mine.StudyInstanceUID)]["00201208"]["Value"] == [1]
+    # settled as HB's own exam: filed under new UIDs, HA's series untouched
+    response = rig.http.post(f"/api/v1/reconciliation/{item['id']}/keep",
+                             headers=rig.tokens["HB"])
+    assert response.status_code == 200, response.text
+    assert set(rig.studies("HB")) == {derived_uid("HB", "study", str(theirs.StudyInstanceUID))}
+    assert rig.studies("HA")[str(mine.StudyInstanceUID)]["00201208"]["Value"] == [1]
+    # the same hospital's series under another of its own studies is still a conflict
+    again = make_ct(patient_id="A-2", patient_name="Zhao^Lei", series_uid=series)
+    assert rig.stow("HA", again).status_code == 409
+
+
 def test_study_uid_clash_is_held_never_mixed_and_never_opens_the_other_study(
         rig: Rig) -> None:
     study, series = generate_uid(), generate_uid()

@@ -270,3 +270,25 @@ def test_a_family_timeline_is_in_each_members_access_log(world: Portal) -> None:
     assert set(shown) == {p.r1, p.r2}
     logged = _searches(audit_rows(p.db_url, 5))
     assert {rid: set(uids) for rid, uids in logged.items()} == shown
+
+
+def test_the_resident_refuses_research_and_ai_use_on_a_page(browser: TestClient,
+                                                            world: Portal) -> None:
+    p = world.province
+    sign_in(browser, world)
+    page = browser.get("/portal/research")
+    assert page.status_code == 200 and "科研" in page.text and "已允许" in page.text
+    token = csrf_of(browser, "/portal/research")
+    assert page.text.count('name="resident_id"') == 2  # R1 and the family member R2
+    # a resident R1 may not act for is refused
+    other = browser.post("/portal/research", data={"csrf_token": token, "refused": "1",
+                                                   "resident_id": str(10**9)}, headers=ORIGIN)
+    assert other.status_code == 403
+    done = browser.post("/portal/research", data={"csrf_token": token, "refused": "1",
+                                                  "resident_id": str(p.r1)}, headers=ORIGIN)
+    assert done.status_code == 303
+    assert p.services.research.refusal(p.resident(p.r1)) is True
+    assert p.services.research.refusal(p.resident(p.r2)) is False  # only the one chosen
+    assert "已拒绝" in browser.get("/portal/research?done=refused").text
+    assert browser.post("/portal/research", data={"refused": "1", "resident_id": str(p.r1)},
+                        headers=ORIGIN).status_code == 403  # no CSRF token

@@ -51,6 +51,9 @@ def test_toml_file_under_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("CLOUDFILM_HTTP__PORT", "eighty", "CLOUDFILM_HTTP__PORT"),
         ("CLOUDFILM_HTTP__PORT", "70000", "CLOUDFILM_HTTP__PORT"),
         ("CLOUDFILM_DIMSE__AE_TITLE", "A_TITLE_FAR_TOO_LONG", "CLOUDFILM_DIMSE__AE_TITLE"),
+        # Not a traceback from building the app later: one message naming the setting.
+        ("CLOUDFILM_HTTP__METRICS_CLIENTS", '["prometheus"]', "METRICS_CLIENTS"),
+        ("CLOUDFILM_HTTP__TRUSTED_PROXIES", '["10.0.0.0/33"]', "TRUSTED_PROXIES"),
     ],
 )
 def test_wrong_values_name_the_setting(

@@ -104,12 +104,30 @@ def _linked_patients(resident_ids: Sequence[int]) -> Any:
         PatientLink.resident_id.in_(list(resident_ids)), PatientLink.state == "linked")
 
 
+def linked_patient_ids(conn: Executor, resident_ids: Sequence[int]) -> dict[int, list[int]]:
+    """resident id -> the ids of the hospital patient records linked to them (one query).
+
+    A search passes them to :func:`visible_studies` as values: ``patient_fk = ANY(...)`` is
+    an index condition PostgreSQL can OR with the hospital's own index (BitmapOr), where
+    ``patient_fk IN (SELECT ...)`` is a filter on every study of a date range."""
+    found: dict[int, list[int]] = {r: [] for r in resident_ids}
+    if resident_ids:
+        for resident, patient in conn.execute(
+                select(PatientLink.resident_id, PatientLink.patient_fk).where(
+                    PatientLink.resident_id.in_(sorted(set(resident_ids))),
+                    PatientLink.state == "linked")):
+            if resident is not None:
+                found[int(resident)].append(int(patient))
+    return found
+
+
 def visible_studies(
     *,
     hospital_id: int | None = None,
     hospital_code: str | None = None,
     resident_ids: Sequence[int] = (),
     granted: Mapping[int, frozenset[str] | None] | None = None,
+    patients: Mapping[int, Sequence[int]] | None = None,
 ) -> ColumnElement[bool]:
     """A WHERE clause on ``study`` that keeps only the studies an actor may see.
 
@@ -122,6 +140,9 @@ def visible_studies(
         Studies of patient records linked to these residents.
     granted
         resident id -> granted StudyInstanceUIDs (None: all of that resident's studies).
+    patients
+        resident id -> linked patient record ids (:func:`linked_patient_ids`), for every
+        resident named above; None: looked up inside the statement (a subquery).
 
     Returns
     -------
@@ -130,7 +151,7 @@ def visible_studies(
     """
     return _visible(Study.hospital_id, Study.patient_fk, Study.study_instance_uid,
                     hospital_id=hospital_id, hospital_code=hospital_code,
-                    resident_ids=resident_ids, granted=granted)
+                    resident_ids=resident_ids, granted=granted, patients=patients)
 
 
 def visible_reports(
@@ -156,8 +177,15 @@ def visible_reports(
 def _visible(hospital_col: Any, patient_col: Any, uid_col: Any, *,
              hospital_id: int | None, hospital_code: str | None, resident_ids: Sequence[int],
              granted: Mapping[int, frozenset[str] | None] | None,
-             named_study: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+             named_study: ColumnElement[bool] | None = None,
+             patients: Mapping[int, Sequence[int]] | None = None) -> ColumnElement[bool]:
     """The visibility rules over a table's hospital, patient record and study UID columns."""
+
+    def linked(residents: Sequence[int]) -> Any:
+        if patients is None:
+            return _linked_patients(residents)
+        return sorted({p for r in residents for p in patients.get(r, ())})
+
     parts: list[ColumnElement[bool]] = []
     if hospital_id is not None:
         parts.append(hospital_col == hospital_id)
@@ -166,12 +194,12 @@ def _visible(hospital_col: Any, patient_col: Any, uid_col: Any, *,
                      .where(Hospital.code == hospital_code).scalar_subquery())
     people = [*resident_ids, *(r for r, scope in (granted or {}).items() if scope is None)]
     if people:
-        parts.append(patient_col.in_(_linked_patients(people)))
+        parts.append(patient_col.in_(linked(people)))
     for resident, scope in (granted or {}).items():
         if scope:
             # The UID must also belong to that resident: a grant cannot open someone else's
             # study by naming its UID.
-            named = [uid_col.in_(sorted(scope)), patient_col.in_(_linked_patients([resident]))]
+            named = [uid_col.in_(sorted(scope)), patient_col.in_(linked([resident]))]
             if named_study is not None:
                 named.insert(0, named_study)
             parts.append(and_(*named))

@@ -54,8 +54,12 @@ _STUDIES_BY_UID = select(*STUDY_COLUMNS).where(
     _study.c.study_instance_uid.in_(bindparam("uids", expanding=True))
 )
 _SERIES_COLUMNS = (_series.c.id, _series.c.series_instance_uid, _series.c.study_fk)
-_SERIES_BY_UID = select(*_SERIES_COLUMNS).where(
-    _series.c.series_instance_uid.in_(bindparam("uids", expanding=True))
+# With the hospital of the series' study: a series UID another hospital holds is a clash
+# for the reconciliation queue (one primary-key join, no extra round trip).
+_SERIES_BY_UID = (
+    select(*_SERIES_COLUMNS, _study.c.hospital_id)
+    .join(_study, _study.c.id == _series.c.study_fk)
+    .where(_series.c.series_instance_uid.in_(bindparam("uids", expanding=True)))
 )
 _INSTANCES_BY_UID = select(
     _instance.c.id, _instance.c.sop_instance_uid, _instance.c.sha256, _instance.c.series_fk,
@@ -90,8 +94,9 @@ _BLOB_KEPT = select(_version.c.id).where(_version.c.blob_key == bindparam("key")
 _BLOB_HELD = select(_held.c.id).where(_held.c.blob_key == bindparam("key")).limit(1)
 
 
-def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool:
-    """Insert unless a unique key exists already; True when this call inserted the row."""
+def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:
+    """Insert unless a unique key exists already. Says nothing about which happened:
+    psycopg reports rowcount -1 for ON CONFLICT DO NOTHING (``_insert_returning`` tells)."""
     dialect = session.get_bind().dialect.name
     key = (dialect, table.name)
     stmt = _INSERT_IGNORE.get(key)
@@ -100,8 +105,7 @@ def _insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool
         stmt = _INSERT_IGNORE[key] = ins(table).on_conflict_do_nothing()
     # Values as execute() parameters, not .values(**values): the statement is built once
     # and its compiled form cached (~0.5 ms of coercion saved per new patient/study/series).
-    result = session.connection().execute(stmt, values)
-    return bool(result.rowcount)
+    session.connection().execute(stmt, values)
 
 
 _INSERT_IGNORE: dict[tuple[str, str], Any] = {}

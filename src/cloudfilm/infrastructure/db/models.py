@@ -103,6 +103,7 @@ class Study(Base):
         Index(None, "study_date", "study_time"),
         Index(None, "accession_number"),
         Index(None, "hospital_id", "received_at"),
+        Index(None, "hospital_id", "study_date"),  # policy-filtered date ranges (0028)
         Index(None, "exam_at"),
         Index(None, "updated_at"),  # the dashboard's rollup (issue 17)
         Index(None, "received_at"),  # the rollup's studies without an exam time

@@ -557,6 +557,28 @@ def build_router(web: Web) -> APIRouter:
         entries = svc.audit.access_log(actor, limit=100)
         return web.render(request, "log.html.j2", entries=entries)
 
+    # -- research and AI use: the resident's refusal (issue 19) --
+
+    @router.get("/research")
+    def research(request: Request, done: str | None = None) -> Response:
+        actor = web.actor(request, full=True)
+        people = [(rid, name, svc.research.refusal(actor, rid))
+                  for rid, name in _family(web, actor)]
+        return web.render(request, "research.html.j2", people=people, done=done)
+
+    @router.post("/research")
+    async def research_choice(request: Request) -> Response:
+        form = await web.check_csrf(request)
+        actor = await run_in_threadpool(lambda: web.actor(request, full=True))
+        try:
+            resident_id = int(form.get("resident_id", ""))
+        except ValueError:
+            raise InvalidInputError("say for whom (resident_id)") from None
+        refused = form.get("refused") == "1"
+        await run_in_threadpool(svc.research.set_refusal, actor, refused, resident_id)
+        return RedirectResponse(f"{PREFIX}/research?done={'refused' if refused else 'allowed'}",
+                                status_code=303)
+
     return router
 
 

@@ -84,6 +84,7 @@ _INDEXED: frozenset[str] = frozenset({"stored", "replaced"})
 HELD_REASONS = {
     "no-patient-id": "held for reconciliation: PatientID is empty",
     "study-clash": "held for reconciliation: another hospital holds this study UID",
+    "series-clash": "held for reconciliation: another hospital holds this series UID",
 }
 
 # Where a stored JSON bulk data URI starts; replaced by the request's base URL on the way out.
@@ -153,6 +154,8 @@ class _Prepared:
     series_json: str
     # The report an SR or Encapsulated PDF object carries (services/reports).
     report: ReportDocument | None = None
+    # Why the index transaction held it for reconciliation (a UID clash found there).
+    held: str = ""
 
 
 IngestResult = StoredInstance | CloudfilmError
@@ -533,6 +536,9 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinf
         known |= repo.known_versions(session, changed)
     studies = repo.studies_by_uid(session, {e.header.study_uid for e in entries})
     series = repo.series_by_uid(session, {e.header.series_uid for e in entries})
+    # Series UIDs held under another hospital's study (uid -> that study's id).
+    foreign = {uid: int(row.study_fk) for uid, row in series.items()
+               if row.hospital_id != hospital}
     patients: dict[tuple[str, str], int] = {}
     created_series: set[str] = set()
     new_rows: list[dict[str, Any]] = []
@@ -540,8 +546,10 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinf
     for entry in entries:
         header, ds = entry.header, entry.header.parsed.dataset
         reason, clash_fk = _held_reason(entry, studies.get(header.study_uid),
-                                        current.get(header.sop_instance_uid), hospital)
+                                        current.get(header.sop_instance_uid), hospital,
+                                        foreign.get(header.series_uid))
         if reason:
+            entry.held = reason
             # Before the resend check: another hospital's identical copy is held too.
             if _hold(session, entry, hospital, reason, clash_fk, door, now) and \
                     held_out is not None:
@@ -607,8 +615,8 @@ def _index_in(session: Any, entries: list[_Prepared], hospital: int, zone: tzinf
     return outcomes
 
 
-def _held_reason(entry: _Prepared, study: Any, existing: Any, hospital: int
-                 ) -> tuple[str, int | None]:
+def _held_reason(entry: _Prepared, study: Any, existing: Any, hospital: int,
+                 foreign_series_study: int | None = None) -> tuple[str, int | None]:
     """Why this object must wait in the reconciliation queue ("" when it need not), and
     the other hospital's study it clashes with."""
     if entry.header.held_reason:
@@ -617,6 +625,8 @@ def _held_reason(entry: _Prepared, study: Any, existing: Any, hospital: int
         return "study-clash", int(study.id)
     if existing is not None and existing.hospital_id != hospital:
         return "study-clash", int(existing.study_fk)
+    if foreign_series_study is not None:  # a new study UID over another hospital's series
+        return "series-clash", foreign_series_study
     return "", None
 
 
@@ -856,7 +866,7 @@ def _result(entry: _Prepared, outcome: Outcome) -> StoredInstance:
     header = entry.header
     warnings = tuple(header.warnings)
     if outcome == "held":
-        reason = header.held_reason or "study-clash"
+        reason = entry.held or header.held_reason or "study-clash"
         warnings = (HELD_REASONS[reason], *warnings)
     return StoredInstance(
         sop_class_uid=header.sop_class_uid,

@@ -2,7 +2,7 @@
 
 Ingest holds an object here (a durable blob and one ``reconciliation_item`` row, answered
 as a success with a warning) when its PatientID is empty or another hospital already holds
-its Study (or SOP) Instance UID. Held objects are in no patient, study or series: no
+its Study, Series or SOP Instance UID. Held objects are in no patient, study or series: no
 search, retrieve, timeline or grant can reach them. Who may see and settle an item: the
 sending hospital (its credential, its hospital administrator: ``archive.reconcile``) and
 platform administrators (``archive.reconcile_any``). Settling:
@@ -11,12 +11,13 @@ platform administrators (``archive.reconcile_any``). Settling:
   or by a national ID through the patient index (the record of that hospital linked to the
   resident). The archive writes a corrected copy (PatientID set) and ingests it through
   the one pipeline as the hospital's object;
-- ``copy``: a study-UID clash that is a genuine copy of the other hospital's study: nothing
-  enters the index (the sender gains no access to that study); the item is closed, its blob
-  kept;
-- ``keep``: a clash that is the hospital's own exam: a corrected copy with new Study,
-  Series and SOP Instance UIDs (``2.25.`` derived from the hospital code and the original
-  UIDs, so every object of the study gets the same new study UID) is ingested as its study.
+- ``copy``: a study- or series-UID clash that is a genuine copy of the other hospital's
+  study: nothing enters the index (the sender gains no access to that study); the item is
+  closed, its blob kept;
+- ``keep``: a clash (study or series UID) that is the hospital's own exam: a corrected copy
+  with new Study, Series and SOP Instance UIDs (``2.25.`` derived from the hospital code and
+  the original UIDs, so every object of the study gets the same new study UID) is ingested
+  as its study.
 
 The original bytes stay referenced by the item whatever the outcome (never lost). Settling
 is idempotent: the corrected copy is deterministic, so a retry after a crash between the
@@ -55,6 +56,8 @@ from cloudfilm.services.kernel.actor import LOCAL_OPERATOR, Actor, Permission
 from cloudfilm.services.kernel.sender import Sender
 
 STATES = ("open", "assigned", "copy", "own-study")
+CLASHES = ("study-clash", "series-clash")
+"""Reasons of a UID another hospital holds: settled by ``copy`` or ``keep``."""
 _MAX_LIST = 500
 _MAX_LO = 64
 
@@ -168,14 +171,14 @@ class ReconciliationService:
         enters the index, and the sender gains no access to that study."""
         with self._db.read() as session:
             row = self._visible(session, item_id, actor)
-            _require_open(row, "study-clash", "copy")
+            _require_open(row, CLASHES, "copy")
         return self._close(row, actor, "copy", {"copy_of": row.study_instance_uid})
 
     def keep_own(self, item_id: int, *, actor: Actor = LOCAL_OPERATOR) -> HeldItem:
         """File a study-UID clash as the sending hospital's own study under new UIDs."""
         with self._db.read() as session:
             row = self._visible(session, item_id, actor)
-            _require_open(row, "study-clash", "keep")
+            _require_open(row, CLASHES, "keep")
         code = row.hospital_code
         changes = {
             "StudyInstanceUID": derived_uid(code, "study", row.study_instance_uid),
@@ -302,12 +305,13 @@ class ReconciliationService:
         return _view(fresh if fresh is not None else row)
 
 
-def _require_open(row: Any, reason: str, action: str) -> None:
+def _require_open(row: Any, reasons: str | tuple[str, ...], action: str) -> None:
     if row.state != "open":
         raise InvalidInputError(f"item {row.id} is settled already ({row.state})")
-    if row.reason != reason:
-        raise InvalidInputError(f"{action!r} settles items held for {reason}; item {row.id} "
-                                f"is held for {row.reason}")
+    allowed = (reasons,) if isinstance(reasons, str) else reasons
+    if row.reason not in allowed:
+        raise InvalidInputError(f"{action!r} settles items held for {' or '.join(allowed)}; "
+                                f"item {row.id} is held for {row.reason}")
 
 
 def _lo(value: str, name: str) -> str:

@@ -14,10 +14,13 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import secrets
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import pydicom
@@ -115,6 +118,22 @@ class ExportSummary:
     excluded: int = 0
     refused: int = 0
     manifest_sha256: str = ""
+    # Object-store exports: objects put by this run, and found there from an earlier one.
+    sent: int = 0
+    already_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One export, checked and recorded, ready to stream."""
+
+    actor: Actor
+    view: ProjectView
+    options: DeidOptions
+    rows: list[CohortRow]
+    dictionary: dict[str, str]
+    pseudo: Pseudonymiser
+    export_id: int
 
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(DeidOptions)}
@@ -315,6 +334,11 @@ class ResearchService:
         researcher received: an interrupted export goes on after it, in a new archive with
         its own manifest and hash.
         """
+        return self._zip(self._begin(actor, project_id, resume_after),
+                         summary if summary is not None else ExportSummary())
+
+    def _begin(self, actor: Actor, project_id: str, resume_after: str) -> _Run:
+        """Every check of an export, the cohort, and the export's record."""
         _require(actor, "export")
         with self._db.read() as s:
             row = repo.project(s, project_id)
@@ -343,14 +367,40 @@ class ResearchService:
             rows = rows[done + 1:]
         with self._db.write() as s:
             export_id = repo.start_export(s, project_pk, datetime.now(UTC), actor.subject).id
-        return self._stream(actor, view, options, rows, dictionary, pseudo, export_id,
-                            summary if summary is not None else ExportSummary())
+        return _Run(actor, view, options, rows, dictionary, pseudo, export_id)
 
-    def _stream(self, actor: Actor, view: ProjectView, options: DeidOptions,
-                rows: list[CohortRow], dictionary: dict[str, str],
-                pseudo: Pseudonymiser, export_id: int,
-                summary: ExportSummary) -> Iterator[bytes]:
+    def export_to_store(self, actor: Actor, project_id: str, store: BlobStore,
+                        summary: ExportSummary | None = None) -> ExportSummary:
+        """Export into an object-store prefix (``store``: e.g. ``s3://bucket/project-x``)
+        instead of a zip: one object per file, then ``manifest.csv``, ``reports.csv`` and
+        ``manifest.sha256`` (the hash for the ethics board).
+
+        Resumable by running it again: the names are pseudonymous and deterministic, so a
+        file already under the prefix is not sent (nor audited) again, while the manifest
+        still lists it. Each file sent is audited (naming its resident) before it is put.
+        """
+        summary = summary if summary is not None else ExportSummary()
+        for name, data in self._files(self._begin(actor, project_id, ""), summary,
+                                      present=store.exists):
+            _put(store, name, data)
+            if name.endswith(".dcm"):
+                summary.sent += 1
+        return summary
+
+    def _zip(self, run: _Run, summary: ExportSummary) -> Iterator[bytes]:
         zs = ZipStream()
+        for name, data in self._files(run, summary):
+            yield from zs.add(name, data)
+        yield from zs.close()
+
+    def _files(self, run: _Run, summary: ExportSummary,
+               present: Callable[[str], bool] | None = None
+               ) -> Iterator[tuple[str, bytes]]:
+        """The export's files in order, each object audited before it is yielded; names
+        for which ``present`` says True are listed in the manifest but neither audited
+        nor yielded (a resumed export to an object store)."""
+        actor, view, options, rows = run.actor, run.view, run.options, run.rows
+        dictionary, pseudo, export_id = run.dictionary, run.pseudo, run.export_id
         manifest = io.StringIO()
         writer = csv.writer(manifest, lineterminator="\n")
         writer.writerow(["file", "pseudo_patient_id", "study_uid", "series_uid", "sop_uid",
@@ -374,6 +424,9 @@ class ResearchService:
                     ready_item = self._one(r, options, pseudo, dictionary, writer, summary)
                     if ready_item is None:
                         continue
+                    if present is not None and present(ready_item[0]):
+                        summary.already_sent += 1  # left in an earlier run: audited then
+                        continue
                     ready.append(ready_item)
                     entries.append(AuditEntry(
                         shown_as, "research.export", "success",
@@ -385,20 +438,19 @@ class ResearchService:
                         for pid, text in repo.report_texts(s, r.study_fk):
                             cleaned = deidentify_text(text, dictionary).text
                             name = f"reports/{pseudo.token('report', pid, 16)}.txt"
-                            ready.append((name, cleaned.encode()))
+                            if present is None or not present(name):
+                                ready.append((name, cleaned.encode()))
                             rwriter.writerow([name, pseudo.patient_id(r.key()),
                                               pseudo.uid(r.study_instance_uid),
                                               len(residual_risk(cleaned, dictionary))])
             if entries:
                 self._audit.write(entries)
-            for name, data in ready:
-                yield from zs.add(name, data)
+            yield from ready
         manifest_bytes = manifest.getvalue().encode()
         summary.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
-        yield from zs.add("manifest.csv", manifest_bytes)
-        yield from zs.add("reports.csv", reports.getvalue().encode())
-        yield from zs.add("manifest.sha256", f"{summary.manifest_sha256}  manifest.csv\n"
-                          .encode())
+        yield "manifest.csv", manifest_bytes
+        yield "reports.csv", reports.getvalue().encode()
+        yield "manifest.sha256", f"{summary.manifest_sha256}  manifest.csv\n".encode()
         with self._db.write() as s:
             repo.finish_export(s, export_id, finished_at=datetime.now(UTC),
                                exported=summary.exported, excluded=summary.excluded,
@@ -411,7 +463,6 @@ class ResearchService:
                                        "excluded": summary.excluded,
                                        "refused": summary.refused,
                                        "manifest_sha256": summary.manifest_sha256})
-        yield from zs.close()
 
     def _one(self, r: CohortRow, options: DeidOptions, pseudo: Pseudonymiser,
              dictionary: dict[str, str], writer: Any,
@@ -448,3 +499,16 @@ class ResearchService:
                          hashlib.sha256(data).hexdigest()])
         summary.exported += 1
         return name, data
+
+
+def _put(store: BlobStore, name: str, data: bytes) -> None:
+    """Put one file durably (the store's ``put_file`` takes a path)."""
+    fd, tmp = tempfile.mkstemp(prefix="cloudfilm-export-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        store.put_file(name, Path(tmp), move=True)
+    except BlobStoreError as exc:
+        raise ResourceUnavailableError(f"the export target refused {name}: {exc}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
