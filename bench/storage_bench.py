@@ -265,7 +265,7 @@ def throughput(slices: int, workers: list[int], syntax: str) -> dict[str, Any]:
                "CLOUDFILM_STORAGE__COMPRESS": "true",
                "CLOUDFILM_STORAGE__COMPRESS_DEFAULT": syntax,
                "CLOUDFILM_STORAGE__DELETE_GRACE_SECONDS": "0",
-               "CLOUDFILM_JOBS__RELAY_SECONDS": "0.2"}
+               "CLOUDFILM_JOBS__RELAY_SECONDS": "0.2", "CLOUDFILM_JOBS__NICE": "0"}
         assert services.storage is not None
         started = time.perf_counter()
         worker = subprocess.Popen([sys.executable, "-m", "cloudfilm", "jobs", "worker",
