@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import Row, bindparam, func, insert, select, update
+from sqlalchemy import Row, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cloudfilm.infrastructure.db.models import (
@@ -80,36 +80,60 @@ def instance(session: Session, sop_uid: str) -> Any:
         .where(Instance.sop_instance_uid == sop_uid)).first()
 
 
+_INSTANCES = cast(Table, Instance.__table__)
+_VERSIONS = cast(Table, InstanceVersion.__table__)
+
+
 def apply_transcode(session: Session, current: Row[Any], *, blob_key: str, sha256: str,
                     size: int, transfer_syntax_uid: str, metadata_json: str,
-                    now: datetime, study_sizes: dict[int, int] | None = None) -> bool:
+                    now: datetime, batch: _SwitchBatch | None = None) -> bool:
     """Point the instance at its re-encoded blob and keep the original in its history.
 
     Only when the row still holds the blob we read (compare-and-set on sha256): a sender's
-    replacement meanwhile wins. Returns whether the row changed. With ``study_sizes`` the
-    study's size change is added there (the caller applies a batch's with
-    :func:`add_study_sizes`) instead of updated here.
+    replacement meanwhile wins. Returns whether the row changed. With ``batch`` the history
+    row and the study's size change are collected there (:meth:`_SwitchBatch.flush` writes
+    a batch's in one statement each) instead of written here.
     """
+    table = _INSTANCES.c
     changed = session.execute(
-        update(Instance)
-        .where(Instance.id == current.id, Instance.sha256 == current.sha256)
+        update(_INSTANCES)  # Core: a fraction of the ORM-enabled update's CPU
+        .where(table.id == current.id, table.sha256 == current.sha256)
         .values(blob_key=blob_key, sha256=sha256, size_bytes=size,
                 transfer_syntax_uid=transfer_syntax_uid, metadata_json=metadata_json,
                 original_transfer_syntax_uid=current.transfer_syntax_uid,
                 storage_tier="hot"))  # the new blob is written to the hot store
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    session.execute(insert(InstanceVersion).values(
-        sop_instance_uid=current.sop_instance_uid, hospital_id=current.hospital_id,
-        blob_key="", size_bytes=current.size_bytes, sha256=current.sha256,
-        received_at=current.received_at, superseded_at=now, superseded_by_sha256=sha256,
-        transfer_syntax_uid=current.transfer_syntax_uid, reason="transcoded"))
-    if study_sizes is not None:
-        study_sizes[current.study_fk] = (study_sizes.get(current.study_fk, 0)
+    own = batch if batch is not None else _SwitchBatch()
+    own.versions.append({
+        "sop_instance_uid": current.sop_instance_uid, "hospital_id": current.hospital_id,
+        "blob_key": "", "size_bytes": current.size_bytes, "sha256": current.sha256,
+        "received_at": current.received_at, "superseded_at": now,
+        "superseded_by_sha256": sha256, "transfer_syntax_uid": current.transfer_syntax_uid,
+        "reason": "transcoded"})
+    own.study_sizes[current.study_fk] = (own.study_sizes.get(current.study_fk, 0)
                                          + size - current.size_bytes)
-    else:
-        add_study_sizes(session, {current.study_fk: size - current.size_bytes})
+    if batch is None:
+        own.flush(session)
     return True
+
+
+class _SwitchBatch:
+    """History rows and study size changes of a batch of switches, written together."""
+
+    def __init__(self) -> None:
+        self.versions: list[dict[str, Any]] = []
+        self.study_sizes: dict[int, int] = {}
+
+    def flush(self, session: Session) -> None:
+        if self.versions:
+            session.execute(insert(_VERSIONS), self.versions)
+        add_study_sizes(session, self.study_sizes)
+        self.versions, self.study_sizes = [], {}
+
+
+def switch_batch() -> _SwitchBatch:
+    return _SwitchBatch()
 
 
 def add_study_sizes(session: Session, deltas: dict[int, int]) -> None:

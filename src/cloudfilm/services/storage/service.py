@@ -319,14 +319,14 @@ class StorageService:
         if switches:
             now = datetime.now(UTC)
             with self._db.write() as session:
-                sizes: dict[int, int] = {}
+                batch = repo.switch_batch()
                 for row, key, sha, size, syntax in switches:
                     meta = orjson.loads(row.metadata_json)
                     meta["00083002"] = {"vr": "UI", "Value": [syntax]}
                     applied = repo.apply_transcode(
                         session, row, blob_key=key, sha256=sha, size=size,
                         transfer_syntax_uid=syntax, metadata_json=orjson.dumps(meta).decode(),
-                        now=now, study_sizes=sizes)
+                        now=now, batch=batch)
                     if applied:
                         out[row.sop_instance_uid] = "transcoded"
                         if not self._grace:
@@ -334,7 +334,7 @@ class StorageService:
                     else:  # a sender replaced it meanwhile: theirs wins
                         out[row.sop_instance_uid] = self._left("changed")
                         delete.append(key)
-                repo.add_study_sizes(session, sizes)
+                batch.flush(session)
                 if finish is not None and not delete:
                     finish(session, out)
                     finished = True
