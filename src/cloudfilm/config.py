@@ -321,6 +321,9 @@ class JobSettings(BaseModel):
     relay_seconds: float = Field(5.0, gt=0)
     # Job ids per queue message (huey's SQLite queue costs a transaction per message).
     batch: int = Field(16, ge=1, le=1000)
+    # Niceness of the worker processes: re-encoding takes the CPU that ingest and reads
+    # leave idle, so a busy ingest is never slowed by it (0: same priority).
+    nice: int = Field(10, ge=0, le=19)
 
 
 class StatsSettings(BaseModel):

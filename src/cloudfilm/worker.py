@@ -176,6 +176,8 @@ def run_worker(settings: Settings, *, workers: int | None = None) -> None:
     """
     import multiprocessing
 
+    if settings.jobs.nice:  # before the relay and the workers start: they inherit it
+        os.nice(settings.jobs.nice)
     queue = HueyJobQueue(settings)
     count = settings.jobs.workers if workers is None else workers
     relay = multiprocessing.get_context("spawn").Process(

@@ -19,6 +19,7 @@ from tests.integration.dimse.support import (
     running_server,
 )
 
+from cloudfilm.config import Settings
 from cloudfilm.interfaces.dimse.server import DimseServer
 from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.container import Services
@@ -202,3 +203,72 @@ def test_storescu_of_sr_and_pdf_files_their_reports(scp: DimseServer,
         [report] = services.reports.study_reports(study, actor=LOCAL_OPERATOR)
         assert report.hospital_code == "H-DCMTK"
         assert report.link_state == "linked"
+
+
+# A PACS that accepts only Explicit VR Little Endian (dcmtk's storescp with a configuration
+# file naming that one transfer syntax for CT).
+_EXPLICIT_LE_ONLY = """\
+[[TransferSyntaxes]]
+[ExplicitLE]
+TransferSyntax1 = 1.2.840.10008.1.2.1
+
+[[PresentationContexts]]
+[CT]
+PresentationContext1 = 1.2.840.10008.5.1.4.1.1.2\\ExplicitLE
+
+[[Profiles]]
+[Default]
+PresentationContexts = CT
+"""
+
+
+def test_a_pacs_taking_only_explicit_le_receives_the_original_pixels_of_a_reencoded_ct(
+        settings: Settings, tmp_path: Path) -> None:
+    import io
+
+    from pydicom import dcmread
+    from tests.factories import make_ct, to_bytes
+
+    from cloudfilm.app import build_services
+    from cloudfilm.config import StorageSettings
+    from cloudfilm.infrastructure.dicom.lossless import pixels_equal
+    from cloudfilm.services.archive.ingest import Sender
+
+    services = build_services(settings.model_copy(update={"storage": StorageSettings(
+        compress=True, delete_grace_seconds=0)}))
+    assert services.storage is not None
+    ds = make_ct(size=256)
+    original = to_bytes(ds)
+    (tmp_path / "ct.dcm").write_bytes(original)
+    services.ingest.ingest_file(tmp_path / "ct.dcm", sender=Sender(
+        hospital_code="H-DCMTK", hospital_name="dcmtk", door="test"))
+    assert services.storage.run_pending() == {"done": 1}
+    services.peers.register(SCU_AE, "127.0.0.1", 104, hospital_code="H-DCMTK")
+    port = free_port()
+    services.peers.register("PACS", "127.0.0.1", port, hospital_code="H-DCMTK")
+    config = tmp_path / "explicit-le.cfg"
+    config.write_text(_EXPLICIT_LE_ONLY)
+    out = tmp_path / "pacs"
+    out.mkdir()
+    receiver = subprocess.Popen(
+        [require_tool("storescp"), "-aet", "PACS", "-od", str(out), "-xf", str(config),
+         "Default", "+B", str(port)], env=ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        with running_server(services) as scp:
+            _run(require_tool("movescu"), "-S", "-aet", SCU_AE, "-aec", SCP_AE, "-aem", "PACS",
+                 "-k", "QueryRetrieveLevel=STUDY", "-k",
+                 f"StudyInstanceUID={ds.StudyInstanceUID}", "127.0.0.1", str(scp.port))
+    finally:
+        os.killpg(receiver.pid, 15)
+        receiver.wait(timeout=10)
+    [received] = list(out.iterdir())
+    got = dcmread(received)
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert got.PixelData == ds.PixelData  # bit-identical pixels
+    assert pixels_equal(received.read_bytes(), original)
+    # every other element as sent, too
+    assert {e.tag: e.value for e in got} == {e.tag: e.value for e in dcmread(
+        io.BytesIO(original))}
+    services.health._db.dispose()

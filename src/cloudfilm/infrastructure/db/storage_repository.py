@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cloudfilm.infrastructure.db.models import (
@@ -80,33 +80,68 @@ def instance(session: Session, sop_uid: str) -> Any:
         .where(Instance.sop_instance_uid == sop_uid)).first()
 
 
+_INSTANCES = cast(Table, Instance.__table__)
+_VERSIONS = cast(Table, InstanceVersion.__table__)
+
+
 def apply_transcode(session: Session, current: Row[Any], *, blob_key: str, sha256: str,
                     size: int, transfer_syntax_uid: str, metadata_json: str,
-                    now: datetime) -> bool:
+                    now: datetime, batch: _SwitchBatch | None = None) -> bool:
     """Point the instance at its re-encoded blob and keep the original in its history.
 
     Only when the row still holds the blob we read (compare-and-set on sha256): a sender's
-    replacement meanwhile wins. Returns whether the row changed.
+    replacement meanwhile wins. Returns whether the row changed. With ``batch`` the history
+    row and the study's size change are collected there (:meth:`_SwitchBatch.flush` writes
+    a batch's in one statement each) instead of written here.
     """
+    table = _INSTANCES.c
     changed = session.execute(
-        update(Instance)
-        .where(Instance.id == current.id, Instance.sha256 == current.sha256)
+        update(_INSTANCES)  # Core: a fraction of the ORM-enabled update's CPU
+        .where(table.id == current.id, table.sha256 == current.sha256)
         .values(blob_key=blob_key, sha256=sha256, size_bytes=size,
                 transfer_syntax_uid=transfer_syntax_uid, metadata_json=metadata_json,
                 original_transfer_syntax_uid=current.transfer_syntax_uid,
                 storage_tier="hot"))  # the new blob is written to the hot store
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    session.execute(insert(InstanceVersion).values(
-        sop_instance_uid=current.sop_instance_uid, hospital_id=current.hospital_id,
-        blob_key="", size_bytes=current.size_bytes, sha256=current.sha256,
-        received_at=current.received_at, superseded_at=now, superseded_by_sha256=sha256,
-        transfer_syntax_uid=current.transfer_syntax_uid, reason="transcoded"))
+    own = batch if batch is not None else _SwitchBatch()
+    own.versions.append({
+        "sop_instance_uid": current.sop_instance_uid, "hospital_id": current.hospital_id,
+        "blob_key": "", "size_bytes": current.size_bytes, "sha256": current.sha256,
+        "received_at": current.received_at, "superseded_at": now,
+        "superseded_by_sha256": sha256, "transfer_syntax_uid": current.transfer_syntax_uid,
+        "reason": "transcoded"})
+    own.study_sizes[current.study_fk] = (own.study_sizes.get(current.study_fk, 0)
+                                         + size - current.size_bytes)
+    if batch is None:
+        own.flush(session)
+    return True
+
+
+class _SwitchBatch:
+    """History rows and study size changes of a batch of switches, written together."""
+
+    def __init__(self) -> None:
+        self.versions: list[dict[str, Any]] = []
+        self.study_sizes: dict[int, int] = {}
+
+    def flush(self, session: Session) -> None:
+        if self.versions:
+            session.execute(insert(_VERSIONS), self.versions)
+        add_study_sizes(session, self.study_sizes)
+        self.versions, self.study_sizes = [], {}
+
+
+def switch_batch() -> _SwitchBatch:
+    return _SwitchBatch()
+
+
+def add_study_sizes(session: Session, deltas: dict[int, int]) -> None:
     from cloudfilm.infrastructure.db.models import Study
 
-    session.execute(update(Study).where(Study.id == current.study_fk)
-                    .values(size_bytes=Study.size_bytes + (size - current.size_bytes)))
-    return True
+    for study_fk, delta in deltas.items():
+        session.execute(update(Study).where(Study.id == study_fk)
+                        .values(size_bytes=Study.size_bytes + delta))
 
 
 def transcoded_from(session: Session, sop_uid: str) -> Any:
@@ -129,6 +164,81 @@ def blob_in_use(session: Session, key: str) -> bool:
 
     return session.execute(select(ReconciliationItem.id)
                            .where(ReconciliationItem.blob_key == key).limit(1)).first() is not None
+
+
+# -- batches of jobs: one query per batch instead of one per object -----------------------
+
+
+def jobs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    """(id, kind, sop uid, state, attempts) of the named jobs, by id."""
+    rows = session.execute(
+        select(StorageJob.id, StorageJob.kind, StorageJob.sop_instance_uid, StorageJob.state,
+               StorageJob.attempts).where(StorageJob.id.in_(ids))).all()
+    return {row.id: row for row in rows}
+
+
+def instances_by_uid(session: Session, uids: Sequence[str]) -> dict[str, Any]:
+    """What :func:`instance` returns, for several SOP Instance UIDs at once."""
+    rows = session.execute(
+        select(Instance.id, Instance.sop_instance_uid, Instance.hospital_id,
+               Instance.blob_key, Instance.sha256, Instance.size_bytes,
+               Instance.transfer_syntax_uid, Instance.original_transfer_syntax_uid,
+               Instance.received_at, Instance.metadata_json, Instance.study_fk,
+               Instance.storage_tier, Series.modality, Hospital.code.label("hospital_code"))
+        .join(Series, Series.id == Instance.series_fk)
+        .join(Hospital, Hospital.id == Instance.hospital_id)
+        .where(Instance.sop_instance_uid.in_(uids))).all()
+    return {row.sop_instance_uid: row for row in rows}
+
+
+def originals_of(session: Session, uids: Sequence[str]) -> dict[str, list[str]]:
+    """SHA-256 of the originals each instance was re-encoded from."""
+    out: dict[str, list[str]] = {}
+    for uid, sha in session.execute(
+            select(InstanceVersion.sop_instance_uid, InstanceVersion.sha256)
+            .where(InstanceVersion.sop_instance_uid.in_(uids),
+                   InstanceVersion.reason == "transcoded")):
+        out.setdefault(uid, []).append(sha)
+    return out
+
+
+def held_studies(session: Session, study_fks: Sequence[int]) -> set[int]:
+    """Which of the studies an unreleased legal hold covers (itself or its patient)."""
+    from cloudfilm.infrastructure.db.models import Patient, Study
+
+    studies, patients = active_holds(session)
+    if not studies and not patients:
+        return set()
+    return {fk for fk, uid, code, pid in session.execute(
+        select(Study.id, Study.study_instance_uid, Hospital.code, Patient.patient_id)
+        .join(Patient, Patient.id == Study.patient_fk)
+        .join(Hospital, Hospital.id == Study.hospital_id)
+        .where(Study.id.in_(study_fks)))
+        if uid in studies or (code, pid) in patients}
+
+
+def blobs_in_use(session: Session, keys: Sequence[str]) -> set[str]:
+    """Which of the blob keys an instance, a kept version or a reconciliation item uses."""
+    from cloudfilm.infrastructure.db.models import ReconciliationItem
+
+    used: set[str] = set()
+    for column in (Instance.blob_key, InstanceVersion.blob_key, ReconciliationItem.blob_key):
+        used.update(session.scalars(select(column).where(column.in_(keys)).distinct()))
+    return used
+
+
+def set_jobs(session: Session, updates: Iterable[tuple[int, str, str, int]], *,
+             now: datetime) -> None:
+    """(id, state, detail, attempts) for several jobs in one statement."""
+    rows = [{"jid": jid, "state": state, "last_error": detail, "attempts": attempts,
+             "updated_at": now} for jid, state, detail, attempts in updates]
+    if rows:
+        table = StorageJob.__table__
+        session.execute(
+            update(table).where(table.c.id == bindparam("jid"))  # type: ignore[arg-type]
+            .values(state=bindparam("state"), last_error=bindparam("last_error"),
+                    attempts=bindparam("attempts"), updated_at=bindparam("updated_at")),
+            rows)
 
 
 def instances_after(session: Session, after_id: int, limit: int) -> Any:

@@ -1,24 +1,29 @@
 """Lossless re-encoding of stored objects, bit-exact or nothing.
 
 :func:`why_not` says why an object is left alone (the reasons are stable words, shown by
-``cloudfilm jobs`` and the tests); :func:`compress_lossless` encodes with pydicom's
-``Dataset.compress()`` (JPEG-LS through pyjpegls, RLE through pydicom itself) or, for
-HTJ2K lossless, with OpenJPH through imagecodecs (pydicom has no HTJ2K encoder), decodes the
-result again through pydicom (pylibjpeg-openjpeg for HTJ2K) and compares every pixel byte
-with the original before returning it.
+``cloudfilm jobs`` and the tests); :func:`compress_lossless` encodes the native pixel bytes
+with the codec directly (JPEG-LS: CharLS through pyjpegls, as pydicom would; HTJ2K: OpenJPH
+through imagecodecs, pydicom has none; RLE: pydicom itself), splices the code streams into
+the original file in place of its Pixel Data, decodes the new file's frames again (CharLS
+through imagecodecs; pylibjpeg-openjpeg for HTJ2K) and compares every pixel byte with the
+original before returning it. A 512x512 CT slice costs ~10 ms of CPU this way, against
+~14 ms through pydicom's compress/pixel_array/save_as round trips.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.uid import (
     UID,
+    ExplicitVRLittleEndian,
     HTJ2KLossless,
     JPEGLSLossless,
     RLELossless,
@@ -81,6 +86,12 @@ def why_not(ds: Dataset) -> str | None:
 def compress_lossless(raw: bytes, target: str) -> Transcoded:
     """Re-encode the Part 10 object ``raw`` in ``target``, checked bit-exact.
 
+    The codec runs directly on the native pixel bytes (no pixel-array round trip), and for
+    an Explicit VR Little Endian original the new file *is* the original's bytes with only
+    the Pixel Data element and the Transfer Syntax UID in the file meta replaced (every
+    other element byte-identical, no re-serialisation). The new file is then parsed again,
+    each frame decoded, and the bytes compared with the original's.
+
     Raises
     ------
     LosslessError
@@ -102,21 +113,22 @@ def compress_lossless(raw: bytes, target: str) -> Transcoded:
         raise LosslessError(f"unreadable-pixels: {exc}") from exc
     if target == HTJ2KLossless and int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise LosslessError(HTJ2K_COLOUR)
-    # A second parse costs less than copy.deepcopy of the data set (~15 ms per CT slice).
-    encoded = dcmread(io.BytesIO(raw))
+    if target == RLELossless:
+        return _compress_with_pydicom(raw, target, original)
+    geometry = _Geometry.of(ds)
     try:
-        if target == HTJ2KLossless:
-            _compress_htj2k(encoded, original)
-        else:
-            encoded.compress(UID(target), generate_instance_uid=False)
+        frames = [_ENCODERS[target](original[i * geometry.frame_size:
+                                             (i + 1) * geometry.frame_size], geometry)
+                  for i in range(geometry.frames)]
     except Exception as exc:  # any encoder failure leaves the object as it was
         raise LosslessError(f"encoder-failed: {exc}") from exc
-    out = io.BytesIO()
-    encoded.save_as(out, enforce_file_format=True)
-    data = out.getvalue()
-    again = dcmread(io.BytesIO(data))
     try:
-        decoded = _pixel_bytes(again)
+        data = _splice(raw, ds, frames, target)
+    except _NotSpliceable:
+        data = _reserialise(ds, frames, target)
+    try:
+        again = dcmread(io.BytesIO(data))
+        decoded = _decoded_pixel_bytes(again, geometry)
     except Exception as exc:
         raise LosslessError(f"decode-failed: {exc}") from exc
     if decoded != original:
@@ -124,26 +136,197 @@ def compress_lossless(raw: bytes, target: str) -> Transcoded:
     return Transcoded(data, target)
 
 
-def _compress_htj2k(ds: Dataset, pixels: bytes) -> None:
-    """Encode each frame of the greyscale ``ds`` as a reversible HTJ2K code stream (OpenJPH)
-    and encapsulate them (with a Basic Offset Table) in place of the native Pixel Data.
+@dataclass(frozen=True, slots=True)
+class _Geometry:
+    rows: int
+    columns: int
+    samples: int
+    frames: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
 
-    The whole container value is encoded (16 bits for BitsAllocated 16, signed when
-    PixelRepresentation is 1), so bits above BitsStored survive too.
-    """
+    @classmethod
+    def of(cls, ds: Dataset) -> _Geometry:
+        return cls(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1),
+                   int(ds.get("NumberOfFrames", 1) or 1), int(ds.BitsAllocated),
+                   int(ds.BitsStored), int(ds.get("PixelRepresentation", 0) or 0) == 1)
+
+    @property
+    def frame_size(self) -> int:
+        return self.rows * self.columns * self.samples * (self.bits_allocated // 8)
+
+    def dtype(self, *, signed: bool) -> np.dtype[Any]:
+        return np.dtype(f"<{'i' if signed else 'u'}{self.bits_allocated // 8}")
+
+
+def _encode_jpegls(frame: bytes, g: _Geometry) -> bytes:
+    """JPEG-LS lossless through CharLS (pyjpegls, as pydicom does): precision = Bits
+    Stored, colour by pixel (Planar Configuration 0)."""
+    import jpeg_ls
+
+    return bytes(jpeg_ls.encode_buffer(frame, g.rows, g.columns, g.samples, g.bits_stored,
+                                       interleave_mode=2 if g.samples > 1 else None))
+
+
+def _encode_htj2k(frame: bytes, g: _Geometry) -> bytes:
+    """Reversible HTJ2K through OpenJPH (imagecodecs): the whole 8/16-bit container,
+    signed when Pixel Representation is 1, so bits above Bits Stored survive too."""
     import imagecodecs
 
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{int(ds.BitsAllocated) // 8}")
-    arr = np.frombuffer(pixels, dtype=dtype).reshape(frames, rows, cols)
-    encoded = [bytes(imagecodecs.htj2k_encode(np.ascontiguousarray(frame), reversible=True))
-               for frame in arr]
-    ds.PixelData = encapsulate(encoded, has_bot=True)
+    arr = np.frombuffer(frame, dtype=g.dtype(signed=g.signed)).reshape(g.rows, g.columns)
+    return bytes(imagecodecs.htj2k_encode(arr, reversible=True))
+
+
+_ENCODERS: dict[str, Callable[[bytes, _Geometry], bytes]] = {
+    str(JPEGLSLossless): _encode_jpegls, str(HTJ2KLossless): _encode_htj2k}
+
+
+def _decoded_pixel_bytes(ds: Dataset, g: _Geometry) -> bytes:
+    """Decode every frame of the encapsulated ``ds`` to native little endian bytes, as a
+    conformant reader does (JPEG-LS signed values sign-extended from the codestream's
+    precision, PS3.5 8.2.3)."""
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    fragments = generate_frames(ds.PixelData, number_of_frames=g.frames)
+    return b"".join(_decode_frame(ts, frame, g) for frame in fragments)
+
+
+def _decode_frame(ts: str, frame: bytes, g: _Geometry) -> bytes:
+    if ts == str(JPEGLSLossless):
+        import imagecodecs  # CharLS 2.4: decodes ~15 % faster than pyjpegls' CharLS
+
+        arr = np.asarray(imagecodecs.jpegls_decode(frame))
+        precision = _jpegls_precision(frame)
+        container = g.bits_allocated
+        if arr.dtype.itemsize * 8 != container:
+            arr = arr.astype(g.dtype(signed=False))
+        if g.signed and precision < container:  # JPEG-LS keeps no sign: extend it
+            arr = arr.view(g.dtype(signed=True))
+            shift = container - precision
+            arr = (arr << shift) >> shift
+        return np.ascontiguousarray(arr).tobytes()
+    from openjpeg.utils import decode  # pylibjpeg-openjpeg: pydicom serves HTJ2K with it
+
+    arr = np.asarray(decode(frame))
+    return np.ascontiguousarray(arr.astype(g.dtype(signed=g.signed), copy=False)).tobytes()
+
+
+def _jpegls_precision(frame: bytes) -> int:
+    """The sample precision P of a JPEG-LS code stream (its SOF55 marker segment)."""
+    at = 2  # after SOI
+    while at + 4 <= len(frame):
+        if frame[at] != 0xFF:
+            raise ValueError("JPEG-LS code stream without a frame header")
+        marker = frame[at + 1]
+        if marker == 0xF7:
+            return frame[at + 4]
+        at += 2 + int.from_bytes(frame[at + 2:at + 4], "big")
+    raise ValueError("JPEG-LS code stream without a frame header")
+
+
+class _NotSpliceable(Exception):
+    """The original's bytes cannot be reused as they are (not Explicit VR Little Endian,
+    no preamble, Pixel Data not where it should be): re-serialise with pydicom instead."""
+
+
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC",
+                       b"UN", b"UR", b"UT", b"UV"})
+
+
+def _splice(raw: bytes, ds: Dataset, frames: list[bytes], target: str) -> bytes:
+    """The original file with the encapsulated ``frames`` as its Pixel Data and ``target``
+    as its Transfer Syntax UID; every other byte of the data set as it was."""
+    if str(ds.file_meta.TransferSyntaxUID) != str(ExplicitVRLittleEndian) or \
+            raw[128:132] != b"DICM":
+        raise _NotSpliceable
+    meta_end, meta = _file_meta(raw)
+    elem = ds.get_item(0x7FE00010)  # raw or converted: both know where the value was
+    tell: int | None = getattr(elem, "value_tell", getattr(elem, "file_tell", None))
+    if tell is None or tell < 12:
+        raise _NotSpliceable
+    length = raw[tell - 4:tell]
+    if length == b"\xff\xff\xff\xff":
+        raise _NotSpliceable
+    start, end = tell - 12, tell + int.from_bytes(length, "little")
+    if raw[start:start + 4] != _PIXEL_TAG or raw[start + 4:start + 6] not in (b"OB", b"OW") \
+            or end > len(raw) or start < meta_end:
+        raise _NotSpliceable
+    items = encapsulate(frames, has_bot=True)
+    if len(items) > 0xFFFFFFFE:  # an Extended Offset Table is needed: let pydicom do it
+        raise _NotSpliceable
+    pixel = _PIXEL_TAG + b"OB\x00\x00\xff\xff\xff\xff" + items + _SEQ_DELIMITER
+    return b"".join((raw[:132], _new_meta(meta, target), raw[meta_end:start], pixel,
+                     raw[end:]))
+
+
+def _file_meta(raw: bytes) -> tuple[int, list[tuple[int, bytes]]]:
+    """Walk the (Explicit VR Little Endian) file meta group: its end offset and its
+    elements as (tag, encoded bytes)."""
+    at, out = 132, []
+    while at + 8 <= len(raw) and raw[at:at + 2] == b"\x02\x00":
+        tag = int.from_bytes(raw[at + 2:at + 4], "little")
+        vr = raw[at + 4:at + 6]
+        if vr in _LONG_VRS:
+            length, header = int.from_bytes(raw[at + 8:at + 12], "little"), 12
+        else:
+            length, header = int.from_bytes(raw[at + 6:at + 8], "little"), 8
+        if length == 0xFFFFFFFF:
+            raise _NotSpliceable
+        out.append((tag, raw[at:at + header + length]))
+        at += header + length
+    if not any(tag == 0x0010 for tag, _ in out):
+        raise _NotSpliceable
+    return at, out
+
+
+def _new_meta(meta: list[tuple[int, bytes]], target: str) -> bytes:
+    """The file meta group with ``target`` as Transfer Syntax UID and its group length
+    recomputed; every other meta element as it was."""
+    uid = target.encode("ascii")
+    if len(uid) % 2:
+        uid += b"\x00"
+    syntax = b"\x02\x00\x10\x00UI" + len(uid).to_bytes(2, "little") + uid
+    rest = b"".join(syntax if tag == 0x0010 else encoded
+                    for tag, encoded in meta if tag != 0x0000)
+    length = b"\x02\x00\x00\x00UL\x04\x00" + len(rest).to_bytes(4, "little")
+    return length + rest
+
+
+def _reserialise(ds: Dataset, frames: list[bytes], target: str) -> bytes:
+    """The data set written again by pydicom (an Implicit VR original becomes Explicit VR,
+    which every compressed syntax is) with the encapsulated ``frames``."""
+    if len(frames) > 1 and sum(len(f) + 8 for f in frames[:-1]) > 0xFFFFFFFF:
+        ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = \
+            encapsulate_extended(frames)
+    else:
+        ds.PixelData = encapsulate(frames, has_bot=True)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    ds.file_meta.TransferSyntaxUID = UID(target)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _compress_with_pydicom(raw: bytes, target: str, original: bytes) -> Transcoded:
+    """RLE (rarely configured): pydicom encodes, writes and decodes the whole data set."""
+    encoded = dcmread(io.BytesIO(raw))
+    try:
+        encoded.compress(UID(target), generate_instance_uid=False)
+    except Exception as exc:
+        raise LosslessError(f"encoder-failed: {exc}") from exc
+    out = io.BytesIO()
+    encoded.save_as(out, enforce_file_format=True)
+    data = out.getvalue()
+    try:
+        decoded = _pixel_bytes(dcmread(io.BytesIO(data)))
+    except Exception as exc:
+        raise LosslessError(f"decode-failed: {exc}") from exc
+    if decoded != original:
+        raise LosslessError("not-bit-exact")
+    return Transcoded(data, target)
 
 
 _CHARLS = frozenset({str(JPEGLSLossless), "1.2.840.10008.1.2.4.81"})

@@ -160,60 +160,97 @@ class StorageService:
         return len(ids)
 
     def run_batch(self, job_ids: list[int]) -> dict[str, int]:
-        """Run several jobs (one queue message); a failing one is left for its retry (its
-        row stays ``queued`` and the relay hands it over again after ``stale_seconds``,
-        or it went dead) without stopping the others."""
+        """Run several jobs (one queue message) together: one read of their rows, one
+        index transaction for all their switches (and one more after deleting the old
+        blobs); a failing one is left for its retry (its row stays ``queued`` and the
+        relay hands it over again after ``stale_seconds``, or it went dead) without
+        stopping the others. Counts of the states they ended in ("failed": retried)."""
         states: dict[str, int] = {}
-        for job_id in job_ids:
-            try:
-                state = self.run_job(job_id)
-            except JobFailedError:
-                state = "failed"
+        for state, _ in self._run_jobs(job_ids).values():
             states[state] = states.get(state, 0) + 1
         return states
 
     def run_job(self, job_id: int) -> str:
         """Run one job; returns its state. Raises :class:`JobFailedError` to be retried."""
-        with self._db.read() as session:
-            row = repo.job(session, job_id)
-            if row is None or row.state in _FINAL:
-                return row.state if row is not None else "gone"
-            uid, attempts, kind = row.sop_instance_uid, row.attempts, row.kind
-        try:
-            if kind == TIER:
-                if self.tiers is None:
-                    raise JobFailedError("no cold store is configured (storage.cold_url)")
-                outcome = self.tiers.move_cold(uid)
-            else:
-                outcome = self.transcode(uid)
-        except Exception as exc:
-            attempts += 1
-            state = "dead" if attempts >= self._max_attempts else "queued"
-            self._set(job_id, state, f"{type(exc).__name__}: {exc}"[:2000], attempts)
-            logger.warning("cloudfilm.storage.job_failed",
-                           extra={"job": job_id, "attempts": attempts, "state": state})
-            if state == "dead":
-                return state
-            raise JobFailedError(str(exc)) from exc
-        if outcome == "transcoded" and kind != TIER and self._grace > timedelta(0):
-            state = "cleanup"  # the relay runs it again after the grace: "already" deletes
-        else:
-            state = "done" if outcome in ("transcoded", "moved", "already") else "left"
-        self._set(job_id, state, outcome, attempts)
+        state, error = self._run_jobs([job_id])[job_id]
+        if state == "failed":
+            raise JobFailedError(error)
         return state
 
+    def _run_jobs(self, job_ids: list[int]) -> dict[int, tuple[str, str]]:
+        with self._db.read() as session:
+            rows = repo.jobs_by_id(session, job_ids)
+        out: dict[int, tuple[str, str]] = {}
+        live = []
+        for job_id in job_ids:
+            row = rows.get(job_id)
+            if row is None or row.state in _FINAL:
+                out[job_id] = (row.state if row is not None else "gone", "")
+            else:
+                live.append(row)
+        outcomes: dict[int, str | Exception] = {}
+        for row in live:
+            if row.kind == TIER:
+                try:
+                    if self.tiers is None:
+                        raise JobFailedError("no cold store is configured (storage.cold_url)")
+                    outcomes[row.id] = self.tiers.move_cold(row.sop_instance_uid)
+                except Exception as exc:
+                    outcomes[row.id] = exc
+        transcodes = [row for row in live if row.kind != TIER]
+
+        def finish(session: Session, by_uid: Mapping[str, str | Exception]) -> None:
+            for row in transcodes:
+                outcomes[row.id] = by_uid[row.sop_instance_uid]
+            repo.set_jobs(session, self._states(live, outcomes), now=datetime.now(UTC))
+
+        finished = False
+        if transcodes:
+            by_uid, finished = self._transcode_many(
+                [row.sop_instance_uid for row in transcodes], finish=finish)
+            for row in transcodes:
+                outcomes[row.id] = by_uid[row.sop_instance_uid]
+        updates = self._states(live, outcomes)
+        if not finished:
+            with self._db.write() as session:
+                repo.set_jobs(session, updates, now=datetime.now(UTC))
+        for job_id, state, detail, attempts in updates:
+            failed = isinstance(outcomes[job_id], Exception)
+            if failed:
+                logger.warning("cloudfilm.storage.job_failed",
+                               extra={"job": job_id, "attempts": attempts, "state": state})
+            out[job_id] = ("failed" if failed and state != "dead" else state, detail)
+        return out
+
+    def _states(self, rows: list[Any], outcomes: Mapping[int, str | Exception],
+                ) -> list[tuple[int, str, str, int]]:
+        """(job id, new state, detail, attempts) for each job from its outcome."""
+        updates = []
+        for row in rows:
+            outcome, attempts = outcomes[row.id], row.attempts
+            if isinstance(outcome, Exception):
+                attempts += 1
+                state = "dead" if attempts >= self._max_attempts else "queued"
+                detail = f"{type(outcome).__name__}: {outcome}"[:2000]
+            else:
+                detail = outcome
+                if outcome == "transcoded" and row.kind != TIER and self._grace:
+                    state = "cleanup"  # the relay runs it again after the grace: deletes
+                else:
+                    state = "done" if outcome in ("transcoded", "moved", "already") else "left"
+            updates.append((row.id, state, detail, attempts))
+        return updates
+
     def run_pending(self, *, limit: int = 1000) -> dict[str, int]:
-        """Run every pending job here, in order (``cloudfilm jobs run``, tests); counts of
-        the states they ended in (cleanups due later are left for the worker)."""
+        """Run every pending job here, in order, in batches of ``jobs.batch`` (``cloudfilm
+        jobs run``, tests); counts of the states they ended in (cleanups due later are left
+        for the worker)."""
         ran: list[int] = []
         self.relay(_Collect(ran), limit=limit, stale=False)
         states: dict[str, int] = {}
-        for job_id in ran:
-            try:
-                state = self.run_job(job_id)
-            except JobFailedError:
-                state = "failed"
-            states[state] = states.get(state, 0) + 1
+        for start in range(0, len(ran), self._batch):
+            for state, n in self.run_batch(ran[start:start + self._batch]).items():
+                states[state] = states.get(state, 0) + n
         return states
 
     def jobs(self, *, state: str | None = None, limit: int = 100) -> list[JobView]:
@@ -231,29 +268,87 @@ class StorageService:
         with self._db.write() as session:
             return repo.retry(session, ids, now=datetime.now(UTC))
 
-    def _set(self, job_id: int, state: str, detail: str, attempts: int) -> None:
-        with self._db.write() as session:
-            row = repo.job(session, job_id)
-            if row is not None:
-                row.state, row.last_error, row.attempts = state, detail, attempts
-                row.updated_at = datetime.now(UTC)
-
     # -- lossless re-encoding -------------------------------------------------------------
 
     def transcode(self, sop_uid: str) -> str:
-        """Re-encode one instance losslessly per policy; returns "transcoded", "already" or
-        "left:<reason>". Raises on storage or index failures (the job is retried)."""
+        """Re-encode one instance losslessly per policy, outside the job rows; returns
+        "transcoded", "already" or "left:<reason>". Raises on storage or index failures."""
+        outcome = self._transcode_many([sop_uid])[0][sop_uid]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _transcode_many(self, uids: list[str], *,
+                        finish: Callable[[Session, Mapping[str, str | Exception]], None]
+                        | None = None) -> tuple[dict[str, str | Exception], bool]:
+        """Re-encode several instances; the outcome (or the exception) of each.
+
+        In order, for crash safety: every new blob durable → one index transaction
+        switching all rows (compare-and-set each) → old blobs deleted (unless the grace
+        keeps them). ``finish`` writes the jobs' states in the switching transaction when
+        nothing is left to delete (returned True); otherwise the caller writes them after
+        the deletions (a crash before leaves the job queued; its rerun deletes leftovers).
+        """
+        finished = False
         with self._db.read() as session:
-            row = repo.instance(session, sop_uid)
-            originals = repo.transcoded_from(session, sop_uid) if row is not None else []
-            held = row is not None and repo.study_held(session, row.study_fk)
-        if row is None:
-            return "left:gone"
-        if row.original_transfer_syntax_uid:
-            self._delete_unused([blob_key(o.sha256) for o in originals])
-            return "already"
-        if held:  # the file as received is evidence: keep its bytes
-            return self._left("legal-hold")
+            rows = repo.instances_by_uid(session, uids)
+            originals = repo.originals_of(session, list(rows))
+            held = repo.held_studies(session, list({r.study_fk for r in rows.values()}))
+        out: dict[str, str | Exception] = {}
+        switches: list[tuple[Any, str, str, int, str]] = []
+        delete: list[str] = []
+        for uid in dict.fromkeys(uids):
+            row = rows.get(uid)
+            if row is None:
+                out[uid] = self._left("gone")
+            elif row.original_transfer_syntax_uid:
+                delete.extend(blob_key(sha) for sha in originals.get(uid, []))
+                out[uid] = "already"
+            elif row.study_fk in held:  # the file as received is evidence: keep its bytes
+                out[uid] = self._left("legal-hold")
+            else:
+                try:
+                    outcome = self._encode_one(row)
+                except Exception as exc:
+                    out[uid] = exc
+                    continue
+                if isinstance(outcome, str):
+                    out[uid] = outcome
+                else:
+                    switches.append((row, *outcome))
+        if switches:
+            now = datetime.now(UTC)
+            with self._db.write() as session:
+                batch = repo.switch_batch()
+                for row, key, sha, size, syntax in switches:
+                    meta = orjson.loads(row.metadata_json)
+                    meta["00083002"] = {"vr": "UI", "Value": [syntax]}
+                    applied = repo.apply_transcode(
+                        session, row, blob_key=key, sha256=sha, size=size,
+                        transfer_syntax_uid=syntax, metadata_json=orjson.dumps(meta).decode(),
+                        now=now, batch=batch)
+                    if applied:
+                        out[row.sop_instance_uid] = "transcoded"
+                        if not self._grace:
+                            delete.append(row.blob_key)
+                    else:  # a sender replaced it meanwhile: theirs wins
+                        out[row.sop_instance_uid] = self._left("changed")
+                        delete.append(key)
+                batch.flush(session)
+                if finish is not None and not delete:
+                    finish(session, out)
+                    finished = True
+            for row, _key, _, size, syntax in switches:
+                if out[row.sop_instance_uid] == "transcoded":
+                    TRANSCODED.labels("transcoded").inc()
+                    logger.info("cloudfilm.storage.transcoded", extra={
+                        "sop": row.sop_instance_uid, "from": row.size_bytes, "to": size,
+                        "syntax": syntax})
+        self._delete_unused(delete)
+        return out, finished
+
+    def _encode_one(self, row: Any) -> str | tuple[str, str, int, str]:
+        """"left:<reason>", or the new blob written durably: (key, sha256, size, syntax)."""
         target = self.policy.target_for(row.modality or "", row.hospital_code)
         if target is None:
             return self._left("policy")
@@ -273,23 +368,7 @@ class StorageService:
         sha = hashlib.sha256(new.data).hexdigest()
         key = blob_key(sha)
         self._put(key, new.data)
-        meta = orjson.loads(row.metadata_json)
-        meta["00083002"] = {"vr": "UI", "Value": [new.transfer_syntax_uid]}
-        now = datetime.now(UTC)
-        with self._db.write() as session:
-            applied = repo.apply_transcode(
-                session, row, blob_key=key, sha256=sha, size=len(new.data),
-                transfer_syntax_uid=new.transfer_syntax_uid,
-                metadata_json=orjson.dumps(meta).decode(), now=now)
-        if not applied:  # a sender replaced it meanwhile: theirs wins
-            self._delete_unused([key])
-            return self._left("changed")
-        if not self._grace:
-            self._delete_unused([row.blob_key])
-        TRANSCODED.labels("transcoded").inc()
-        logger.info("cloudfilm.storage.transcoded", extra={
-            "sop": sop_uid, "from": row.size_bytes, "to": len(new.data), "syntax": target})
-        return "transcoded"
+        return key, sha, len(new.data), new.transfer_syntax_uid
 
     def _left(self, reason: str) -> str:
         TRANSCODED.labels(f"left:{reason}").inc()
@@ -304,23 +383,25 @@ class StorageService:
         return raw
 
     def _put(self, key: str, data: bytes) -> None:
+        """Write the new blob; durable on return (put_file fsyncs the file before its
+        rename, and the folders after)."""
         fd, name = tempfile.mkstemp(prefix="transcode-", suffix=".dcm", dir=self._work_dir)
         tmp = Path(name)
         try:
             with open(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             self._blobs.put_file(key, tmp, move=True)
         finally:
             tmp.unlink(missing_ok=True)
 
     def _delete_unused(self, keys: list[str]) -> None:
-        for key in keys:
-            with self._db.read() as session:
-                if repo.blob_in_use(session, key):
-                    continue
-            self._blobs.delete(key)
+        if not keys:
+            return
+        with self._db.read() as session:
+            used = repo.blobs_in_use(session, keys)
+        for key in dict.fromkeys(keys):
+            if key not in used:
+                self._blobs.delete(key)
 
     # -- integrity -------------------------------------------------------------------------
 

@@ -43,15 +43,13 @@ def test_bits_above_bits_stored_are_never_silently_dropped() -> None:
 
 def test_the_comparison_detects_a_changed_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
     original = to_bytes(make_ct(size=32))
-    real = lossless._pixel_bytes
-    calls = {"n": 0}
+    real = lossless._decode_frame
 
-    def one_pixel_off(ds: object) -> bytes:
-        data = real(ds)  # type: ignore[arg-type]
-        calls["n"] += 1
-        return data if calls["n"] == 1 else bytes([data[0] ^ 1]) + data[1:]
+    def one_pixel_off(*args: object) -> bytes:
+        data = real(*args)  # type: ignore[arg-type]
+        return bytes([data[0] ^ 1]) + data[1:]
 
-    monkeypatch.setattr(lossless, "_pixel_bytes", one_pixel_off)
+    monkeypatch.setattr(lossless, "_decode_frame", one_pixel_off)
     with pytest.raises(LosslessError, match="not-bit-exact"):
         compress_lossless(original, JPEGLSLossless)
 
@@ -79,3 +77,48 @@ def test_no_pixels_and_unknown_targets_are_refused() -> None:
         compress_lossless(to_bytes(make_ct(size=16)), "1.2.840.10008.1.2.4.50")
     with pytest.raises(LosslessError, match="unreadable"):
         compress_lossless(b"not dicom at all" * 20, JPEGLSLossless)
+
+
+def _elements(data: bytes) -> dict[int, object]:
+    ds = dcmread(io.BytesIO(data))
+    return {int(e.tag): e.value for e in ds if e.tag != 0x7FE00010}
+
+
+def test_the_new_file_is_the_original_with_only_pixel_data_and_syntax_replaced() -> None:
+    ds = make_ct(size=32)
+    ds.add_new(0x00091010, "LO", "private")  # private and trailing elements survive
+    ds.add_new(0xFFFCFFFC, "OB", b"\x00" * 6)  # Data Set Trailing Padding
+    original = to_bytes(ds)
+    out = compress_lossless(original, JPEGLSLossless).data
+    start = original.index(b"\xe0\x7f\x10\x00")
+    # the data set's bytes before Pixel Data are the original's, byte for byte
+    assert original[start - 300:start] in out
+    assert out.endswith(original[-(6 + 12):])  # the trailing padding element as it was
+    assert _elements(out) == _elements(original)
+    meta = dcmread(io.BytesIO(out)).file_meta
+    assert meta.TransferSyntaxUID == JPEGLSLossless
+    assert meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert lossless.pixels_equal(out, original)
+
+
+def test_implicit_vr_signed_12_bit_multiframe_and_colour_round_trip() -> None:
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = make_ct(size=32)
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 1, 12, 11
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.random.default_rng(2).integers(-2048, 2047, (3, 32, 32),
+                                                     dtype=np.int16).tobytes()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    original = to_bytes(ds)
+    out = compress_lossless(original, JPEGLSLossless).data
+    assert _elements(out) == _elements(original)
+    assert lossless.pixels_equal(out, original)  # pydicom's decoder sign-extends alike
+    colour = make_ct(size=16)
+    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
+    colour.PlanarConfiguration, colour.BitsAllocated, colour.BitsStored = 0, 8, 8
+    colour.HighBit, colour.PixelRepresentation = 7, 0
+    colour.PixelData = np.random.default_rng(3).integers(0, 60, (16, 16, 3),
+                                                         dtype=np.uint8).tobytes()
+    raw = to_bytes(colour)
+    assert lossless.pixels_equal(compress_lossless(raw, JPEGLSLossless).data, raw)
