@@ -534,7 +534,7 @@ def build_dimse_server(services: Services, settings: Settings) -> DimseServer:
         services, ae_title=dimse.ae_title, host=dimse.host, port=dimse.port,
         max_pdu=dimse.max_pdu, max_associations=dimse.max_associations,
         timeout=dimse.timeout, ssl_context=context, tls_port=dimse.tls_port,
-        require_tls_remote=dimse.require_tls_remote,
+        require_tls_remote=dimse.require_tls_remote, reuse_port=dimse.processes > 1,
     )
 
 
