@@ -221,16 +221,21 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                 log(f"{kind}: C-FIND failed: {exc!r}")
                 f = {}
             log(f"{kind} #{rep + 1}: C-MOVE {MOVE_SERIES}")
-            m = move_time(dicom_port, aec,
-                          str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID),
-                          dest_port)
+            study = str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID)
+            m, g = {}, {}
+            try:
+                m = move_time(dicom_port, aec, study, dest_port)
+            except Exception as exc:  # reported as missing, the rest still runs
+                log(f"{kind}: C-MOVE failed: {exc!r}")
             log(f"{kind} #{rep + 1}: C-GET {MOVE_SERIES}")
-            g = get_time(dicom_port, aec,
-                         str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID))
+            try:
+                g = get_time(dicom_port, aec, study)
+            except Exception as exc:
+                log(f"{kind}: C-GET failed: {exc!r}")
         for key, value in (("store1", r1["rate"]), ("store1_cpu", r1["cpu_ms"]),
                            ("store4", r4["rate"]), ("store4_cpu", r4["cpu_ms"]),
                            ("find_p50", f.get("p50")), ("find_p95", f.get("p95")),
-                           ("move_s", m["seconds"]), ("get_s", g["seconds"])):
+                           ("move_s", m.get("seconds")), ("get_s", g.get("seconds"))):
             if value is not None:
                 results.setdefault(key, []).append(value)
     return {k: statistics.median(v) for k, v in results.items()}
@@ -287,8 +292,9 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     (out / f"dimse-{stamp}.md").write_text(text + "\n")
-    (out / f"dimse-{stamp}.json").write_text(json.dumps({"cloudfilm": {str(k): v for k, v in cf.items()}, "orthanc": orthanc,
-                                                         "instances": n}, indent=2))
+    figures = {"cloudfilm": {str(k): v for k, v in cf.items()}, "orthanc": orthanc,
+               "instances": n}
+    (out / f"dimse-{stamp}.json").write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ class ReusePortServer(ThreadedAssociationServer):
     reuse_port = False
 
     def server_bind(self) -> None:
-        if self.reuse_port:
+        if self.reuse_port and self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
