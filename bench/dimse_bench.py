@@ -5,7 +5,11 @@ Measures, with TCP_NODELAY=1 on every side (BENCHMARKING.md):
 * C-STORE ingest of synthetic 512x512 CT with dcmtk ``storescu`` over 1 and 4
   simultaneous associations (instances/s, server CPU ms per instance);
 * C-FIND study level over one open association (pynetdicom SCU), p50/p95 ms;
-* C-MOVE of a 300-instance series to a dcmtk ``storescp`` (seconds, instances/s).
+* C-MOVE of a 300-instance series to a dcmtk ``storescp`` (seconds, instances/s);
+* C-GET of the same series with dcmtk ``getscu`` (seconds).
+
+``--processes 1,2`` also runs cloudfilm with that many DIMSE listener processes sharing the
+port (``CLOUDFILM_DIMSE__PROCESSES``); each becomes a column.
 
 Both servers use their embedded SQLite index and fsync each object. Run
 ``.venv/bin/python bench/dimse_bench.py [--instances 2000] [--repeats 3]``; the Markdown
@@ -156,8 +160,24 @@ def move_time(port: int, aec: str, study_uid: str, dest_port: int) -> dict[str, 
     return {"seconds": wall, "rate": MOVE_SERIES / wall}
 
 
+def get_time(port: int, aec: str, study_uid: str) -> dict[str, float]:
+    out = Path(tempfile.mkdtemp(prefix="dimse-get-", dir=WORK_DIR))
+    try:
+        start = time.perf_counter()
+        subprocess.run(["getscu", "-S", "-aet", SCU_AE, "-aec", aec,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                        "-od", str(out), "127.0.0.1", str(port)],
+                       env=ENV, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        count = len(list(out.iterdir()))
+    finally:
+        subprocess.run(["rm", "-rf", str(out)], check=False)
+    assert count == MOVE_SERIES, f"{count} instances arrived by C-GET"
+    return {"seconds": wall}
+
+
 def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: int
-               ) -> dict[str, Any]:
+               , processes: int = 1) -> dict[str, Any]:
     from pydicom import dcmread
 
     results: dict[str, list[float]] = {}
@@ -165,6 +185,7 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
     for rep in range(repeats):
         dicom_port = free_port()
         if kind == "cloudfilm":
+            os.environ["CLOUDFILM_DIMSE__PROCESSES"] = str(processes)
             srv: Any = Cloudfilm(extra_args=("--dicom-port", str(dicom_port),
                                              "--ae-title", "CLOUDFILM"))
             aec = "CLOUDFILM"
@@ -200,13 +221,21 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                 log(f"{kind}: C-FIND failed: {exc!r}")
                 f = {}
             log(f"{kind} #{rep + 1}: C-MOVE {MOVE_SERIES}")
-            m = move_time(dicom_port, aec,
-                          str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID),
-                          dest_port)
+            study = str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID)
+            m, g = {}, {}
+            try:
+                m = move_time(dicom_port, aec, study, dest_port)
+            except Exception as exc:  # reported as missing, the rest still runs
+                log(f"{kind}: C-MOVE failed: {exc!r}")
+            log(f"{kind} #{rep + 1}: C-GET {MOVE_SERIES}")
+            try:
+                g = get_time(dicom_port, aec, study)
+            except Exception as exc:
+                log(f"{kind}: C-GET failed: {exc!r}")
         for key, value in (("store1", r1["rate"]), ("store1_cpu", r1["cpu_ms"]),
                            ("store4", r4["rate"]), ("store4_cpu", r4["cpu_ms"]),
                            ("find_p50", f.get("p50")), ("find_p95", f.get("p95")),
-                           ("move_s", m["seconds"])):
+                           ("move_s", m.get("seconds")), ("get_s", g.get("seconds"))):
             if value is not None:
                 results.setdefault(key, []).append(value)
     return {k: statistics.median(v) for k, v in results.items()}
@@ -220,21 +249,27 @@ ROWS = [
     ("find_p50", "C-FIND study level p50 (ms)", False),
     ("find_p95", "C-FIND study level p95 (ms)", False),
     ("move_s", f"C-MOVE {MOVE_SERIES}-instance series (s)", False),
+    ("get_s", f"C-GET {MOVE_SERIES}-instance series (s)", False),
 ]
 
 
-def table(cf: dict[str, float], orthanc: dict[str, float], n: int, repeats: int) -> str:
+def table(cfs: dict[int, dict[str, float]], orthanc: dict[str, float], n: int,
+          repeats: int) -> str:
+    """One cloudfilm column per listener-process count; ratios are cloudfilm against
+    Orthanc, >1 always better (rates: cloudfilm/Orthanc; times and CPU: Orthanc/cloudfilm)."""
+    names = [f"cloudfilm x{p}" for p in cfs]
     lines = [f"DIMSE, {n} synthetic 512x512 CT instances (525 KB), SQLite index, "
-             f"TCP_NODELAY=1, median of {repeats} run(s)", "",
-             "| metric | cloudfilm | Orthanc 1.10 | cloudfilm / Orthanc |",
-             "|---|---|---|---|"]
+             f"TCP_NODELAY=1, median of {repeats} run(s); xN = DIMSE listener processes", "",
+             "| metric | " + " | ".join(names) + " | Orthanc 1.10 | "
+             + " | ".join(f"{c} / Orthanc" for c in names) + " |",
+             "|---|" + "---|" * (2 * len(names) + 1)]
     for key, label, higher_better in ROWS:
-        a, b = cf.get(key), orthanc.get(key)
-        ratio = (a / b) if a and b else None
-        note = "" if ratio is None else (f"{ratio:.2f}x" if higher_better
-                                         else f"{ratio:.2f}x (lower is better)")
-        lines.append(f"| {label} | {a:.1f} | {b:.1f} | {note} |" if a and b else
-                     f"| {label} | {a} | {b} | |")
+        b = orthanc.get(key)
+        values = [cf.get(key) for cf in cfs.values()]
+        ratios = [(a / b if higher_better else b / a) if a and b else None for a in values]
+        cells = [f"{v:.1f}" if v else "-" for v in [*values, b]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{r:.2f}x" if r else "" for r in ratios) + " |")
     return "\n".join(lines)
 
 
@@ -242,19 +277,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--processes", default="1",
+                        help="comma-separated DIMSE listener process counts for cloudfilm")
+    parser.add_argument("--skip-orthanc", action="store_true")
     args = parser.parse_args()
     series, move = prepare(args.instances)
     n = sum(len(s) for s in series)
-    cf = run_server("cloudfilm", series, move, args.repeats)
-    orthanc = run_server("orthanc", series, move, args.repeats)
+    cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p)
+          for p in (int(x) for x in args.processes.split(","))}
+    orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move, args.repeats)
     text = table(cf, orthanc, n, args.repeats)
     print(text)
     out = BENCH_DIR / "out"
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     (out / f"dimse-{stamp}.md").write_text(text + "\n")
-    (out / f"dimse-{stamp}.json").write_text(json.dumps({"cloudfilm": cf, "orthanc": orthanc,
-                                                         "instances": n}, indent=2))
+    figures = {"cloudfilm": {str(k): v for k, v in cf.items()}, "orthanc": orthanc,
+               "instances": n}
+    (out / f"dimse-{stamp}.json").write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

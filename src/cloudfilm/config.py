@@ -99,6 +99,10 @@ class DimseSettings(BaseModel):
     # Callers not on loopback must come over mutual TLS (needs certificate, key and CA);
     # every caller must also call from an address registered for its AE title.
     require_tls_remote: bool = False
+    # Listener processes sharing the port(s) with SO_REUSEPORT: the kernel spreads new
+    # associations over them, so several associations use several cores (one process is
+    # bound by its interpreter lock). The extra processes die with the one that starts them.
+    processes: int = Field(1, ge=1, le=64)
 
     @field_validator("ae_title")
     @classmethod

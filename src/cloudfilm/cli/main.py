@@ -242,7 +242,8 @@ def _stop_job_workers(process: Any) -> None:
         process.kill()
 
 
-def _start_dimse(build: Any, services: Any, settings: Settings) -> Any:
+def _start_dimse(build: Any, services: Any, settings: Settings, *,
+                 sibling: bool = False) -> Any:
     from cloudfilm.config import ConfigError
 
     try:
@@ -251,6 +252,12 @@ def _start_dimse(build: Any, services: Any, settings: Settings) -> Any:
     except (ConfigError, OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the DIMSE listener on "
                                    f"{settings.dimse.host}:{settings.dimse.port}: {exc}") from exc
+    if sibling:
+        return dimse
+    if settings.dimse.processes > 1:
+        from cloudfilm.interfaces.dimse.siblings import start_siblings
+
+        dimse.siblings = start_siblings(settings, dimse.port, dimse.tls_port)
     click.echo(f"cloudfilm: DIMSE AE {settings.dimse.ae_title} on "
                f"{settings.dimse.host}:{dimse.port}", err=True)
     return dimse
@@ -261,8 +268,9 @@ def _start_dimse(build: Any, services: Any, settings: Settings) -> Any:
 @ae_title_option
 @dicom_host_option
 @dicom_port_option
+@click.option("--sibling", is_flag=True, hidden=True)
 def dimse(data: Path | None, ae_title: str | None, dicom_host: str | None,
-          dicom_port: int | None) -> None:
+          dicom_port: int | None, sibling: bool) -> None:
     """Run only the DIMSE listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)."""
     import signal
 
@@ -274,13 +282,17 @@ def dimse(data: Path | None, ae_title: str | None, dicom_host: str | None,
         freeze_startup_objects,
     )
 
+    if sibling:  # started by a listener with dimse.processes > 1: never outlive it
+        from cloudfilm.app import die_with_parent
+
+        die_with_parent()
     settings = _settings(**_common(data))
     _dimse_overrides(settings, ae_title, dicom_host, dicom_port)
     configure_logging(json=settings.log_json)
     configure_dicom_libraries()
     services = build_services(settings)
     freeze_startup_objects()
-    server = _start_dimse(build_dimse_server, services, settings)
+    server = _start_dimse(build_dimse_server, services, settings, sibling=sibling)
 
     def _stop(signum: int, _frame: Any) -> None:
         import threading

@@ -195,7 +195,7 @@ def test_store_raises_to_status(dimse: DimseServer, services: Services,
     def fail(*_a: Any, **_k: Any) -> Any:
         raise exc
 
-    monkeypatch.setattr(services.ingest, "ingest_file", fail)
+    monkeypatch.setattr(services.ingest, "ingest_file_grouped", fail)
     rsp = _store(dimse, make_ct())[0]
     assert rsp.Status == status
     assert rsp.ErrorComment

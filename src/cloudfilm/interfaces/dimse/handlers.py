@@ -210,7 +210,8 @@ def handle_store(event: Event, gateway: Gateway) -> int | Dataset:
         sender = Sender(hospital_code=peer.hospital_code,
                         hospital_name=peer.description or peer.hospital_code,
                         door="c-store", remote=peer.ae_title)
-        stored = gateway.services.ingest.ingest_file(path, sender=sender, move=True)
+        # Concurrent associations share index transactions (services/archive/group_commit).
+        stored = gateway.services.ingest.ingest_file_grouped(path, sender=sender, move=True)
     except Exception as exc:
         status = st.store_failure_status(exc)
         _log_failure("c_store", status, exc, event,

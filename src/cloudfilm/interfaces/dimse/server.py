@@ -51,6 +51,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from cloudfilm.interfaces.dimse import handlers
 from cloudfilm.interfaces.dimse import metrics as dimse_metrics
+from cloudfilm.interfaces.dimse.transport import (
+    ReusePortServer,
+    SharedPortServer,
+    TunedRequestHandler,
+)
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import ResourceUnavailableError
 from cloudfilm.services.network.peers import PeerService
@@ -170,10 +175,14 @@ class DimseServer:
         ssl_context: ssl.SSLContext | None = None,
         tls_port: int | None = None,
         require_tls_remote: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         """``ssl_context`` alone: the listener on ``port`` speaks TLS. With ``tls_port``
         too: ``port`` stays plain (loopback tools, dcmtk) and TLS listens on ``tls_port``.
-        ``require_tls_remote``: callers not on loopback must come over TLS."""
+        ``require_tls_remote``: callers not on loopback must come over TLS.
+        ``reuse_port``: bind with SO_REUSEPORT, so that sibling listener processes share
+        the port (the kernel spreads new associations over them)."""
+        self._reuse_port = reuse_port
         self.services = services
         self.ae_title = ae_title
         self.host = host
@@ -186,6 +195,8 @@ class DimseServer:
         self._server: ThreadedAssociationServer | None = None
         self._tls_server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()
+        # Sibling listener processes on the same port (siblings.py), stopped with us.
+        self.siblings: Any = None
 
     @property
     def port(self) -> int:
@@ -221,25 +232,38 @@ class DimseServer:
             (evt.EVT_ABORTED, handlers.on_aborted),
         ]
         tls_port = self._tls_port
-        self._server = self.ae.start_server(
-            (self.host, self._port), block=False, evt_handlers=evt_handlers,
-            ssl_context=None if tls_port is not None else self._ssl_context,
-        )
+        self._server = self._listen(
+            self._port, evt_handlers, None if tls_port is not None else self._ssl_context)
         if tls_port is not None:
-            self._tls_server = self.ae.start_server(
-                (self.host, tls_port), block=False, evt_handlers=evt_handlers,
-                ssl_context=self._ssl_context)
+            self._tls_server = self._listen(tls_port, evt_handlers, self._ssl_context)
         dimse_metrics.watch(self)
         logger.info("cloudfilm.dimse.listening", extra={
             "ae_title": self.ae_title, "host": self.host, "port": self.port,
             "tls": self._ssl_context is not None, "tls_port": self.tls_port})
+
+    def _listen(self, port: int, evt_handlers: list[Any],
+                ssl_context: ssl.SSLContext | None) -> ThreadedAssociationServer:
+        """``AE.start_server(block=False)`` with our server class and request handler
+        (transport.py: event-driven reactors; a shared port with ``reuse_port``)."""
+        server_class = SharedPortServer if self._reuse_port else ReusePortServer
+        server = self.ae.make_server(
+            (self.host, port), evt_handlers=evt_handlers, ssl_context=ssl_context,
+            server_class=server_class, request_handler=TunedRequestHandler)
+        threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{port}",
+                         daemon=True).start()
+        return server
 
     def stop(self, grace: float = 30.0) -> None:
         """Refuse new associations, let open ones finish for ``grace`` s, abort the rest."""
         servers = [s for s in (self._server, self._tls_server) if s is not None]
         self._server = self._tls_server = None
         dimse_metrics.forget(self)
+        siblings, self.siblings = self.siblings, None
+        if siblings is not None:
+            siblings.terminate()  # their grace runs alongside ours
         if not servers:
+            if siblings is not None:
+                siblings.wait(grace)
             return
         assocs = [a for s in servers for a in s.active_associations]
         for server in servers:
@@ -250,6 +274,8 @@ class DimseServer:
         left = [a for a in assocs if a.is_alive()]
         for assoc in left:
             assoc.abort()
+        if siblings is not None:
+            siblings.wait(max(0.0, deadline - time.monotonic()))
         logger.info("cloudfilm.dimse.stopped", extra={"aborted": len(left)})
         self._stopped.set()
 

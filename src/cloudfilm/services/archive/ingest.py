@@ -62,6 +62,7 @@ from cloudfilm.infrastructure.reports.document import ReportDocument, ReportForm
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError, blob_key
 from cloudfilm.services.access.audit import AuditEntry, AuditService
 from cloudfilm.services.archive import ingest_metrics
+from cloudfilm.services.archive.group_commit import GroupCommit
 from cloudfilm.services.errors import (
     CloudfilmError,
     InstanceConflictError,
@@ -210,6 +211,8 @@ class IngestService:
         self._work_dir = work_dir
         self._hospitals: dict[str, int] = {}
         self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-writer")
+        # Concurrent single-object ingests share batches (group_commit.py).
+        self._group = GroupCommit(self.ingest_files)
 
     def sender_for(self, actor: Actor, *, door: str) -> Sender:
         """Who an upload by ``actor`` is recorded for: the local operator stores as
@@ -265,6 +268,25 @@ class IngestService:
         if isinstance(result, CloudfilmError):
             raise result
         return result
+
+    def ingest_file_grouped(
+        self,
+        path: Path,
+        *,
+        sender: Sender,
+        move: bool = False,
+        expected_study_uid: str | None = None,
+    ) -> StoredInstance:
+        """:meth:`ingest_file` for doors that receive one object per call from many
+        threads at once (C-STORE associations, single-instance STOW-RS): objects arriving
+        together are indexed in one transaction with one commit (group_commit.py). Same
+        arguments, result and exceptions; it returns only once this object is durable and
+        indexed."""
+        item = IngestItem(path, move, expected_study_uid)
+        result = self._group.ingest(item, sender)
+        if isinstance(result, CloudfilmError):
+            raise result
+        return result  # type: ignore[no-any-return]
 
     def ingest_files(self, items: list[IngestItem], *, sender: Sender) -> list[IngestResult]:
         """Store and index several files; one result (or error) per file, in order.
