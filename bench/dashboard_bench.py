@@ -53,7 +53,7 @@ from cloudfilm.config import HttpSettings, SecuritySettings, Settings  # noqa: E
 
 PG = os.environ.get("CLOUDFILM_TEST_PG_URL",
                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-DB = "cloudfilm_dash_bench"
+DB = os.environ.get("DASH_BENCH_DB", "cloudfilm_dash_bench")
 OUT = ROOT / "bench" / "out" / "dashboard_bench.json"
 CITIES = ("杭州", "宁波", "温州", "嘉兴", "湖州", "绍兴", "金华", "衢州", "舟山", "台州", "丽水")
 MODALITIES = ("CT", "MR", "DX", "US", "MG", "CR")
