@@ -64,6 +64,10 @@ STUDY_SUMS = ("studies", "instances", "bytes", "on_time", "late", "undated", "de
               "no_report_24h", "no_report_72h")
 REPORT_SUMS = ("reports", "on_time", "late", "without_images")
 ALL_TIME = "0000-00-00"
+ALL_MODALITIES = "*"
+"""``modality`` of a unit's day (and month) total over its modalities: what every figure not
+split by modality reads, one row per unit and day instead of one per modality (never a
+DICOM modality, whose values are letters, digits and ``_``)."""
 # Audit actions that read a study's images (one record per request; views are counted as
 # distinct reader and study per day).
 _NOT_VIEWS = ("search", "query", "find", "timeliness", "stats.read")
@@ -378,7 +382,8 @@ def replace_day(conn: Connection, day: str, studies: list[dict[str, Any]],
     new day, never half), with the province's and each area's sums of the hospitals'
     rows (``areas``: a hospital's area units)."""
     areas = areas or {}
-    for table, rows in ((StatsStudyDay, studies + _units(studies, ("modality",), areas)),
+    by_modality = studies + _units(studies, ("modality",), areas)
+    for table, rows in ((StatsStudyDay, by_modality + _over_modalities(by_modality)),
                         (StatsReportDay, reports + _units(reports, (), areas)),
                         (StatsUseDay, use), (StatsPairDay, pairs)):
         conn.execute(delete(table).where(table.day == day))
@@ -401,6 +406,21 @@ def _units(rows: list[dict[str, Any]], keys: tuple[str, ...],
             for name, value in r.items():
                 if name in keys or name == "hospital_id":
                     continue
+                entry[name] = max(entry[name], value) if name == "delay_max_s" else \
+                    entry[name] + value
+    return list(acc.values())
+
+
+def _over_modalities(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each unit's total over its modalities (modality ``*``)."""
+    acc: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        entry = acc.get(r["hospital_id"])
+        if entry is None:
+            acc[r["hospital_id"]] = {**r, "modality": ALL_MODALITIES}
+            continue
+        for name, value in r.items():
+            if name not in ("hospital_id", "modality"):
                 entry[name] = max(entry[name], value) if name == "delay_max_s" else \
                     entry[name] + value
     return list(acc.values())
@@ -545,6 +565,9 @@ def _period_sums(conn: Connection, day_t: Any, month_t: Any, sums: Sequence[str]
 
     def part(t: Any, period: Any, where: Any) -> Any:
         keys = [period.label("month") if k == "month" else getattr(t, k) for k in by]
+        if hasattr(t, "modality"):  # the modalities, or their total (never both)
+            where = and_(where, t.modality != ALL_MODALITIES if "modality" in by
+                         else t.modality == ALL_MODALITIES)
         return (select(*keys, *[func.sum(getattr(t, c)).label(c) for c in sums],
                        *[func.max(getattr(t, c)).label(c) for c in maxes])
                 .where(where, _unit_scope(t.hospital_id, hospital_ids, unit, by))

@@ -35,6 +35,7 @@ USE_CACHE_S = 60
 # officials at once, read them once, and a figure is never older than the rollup's own
 # period (the registry is read again after every rollup run).
 LIVE_CACHE_S = 60
+MONTH_ALIGNED = 90
 REGISTRY_CACHE_S = 300
 _STUDY_SUMS = repo.STUDY_SUMS
 _REPORT_SUMS = repo.REPORT_SUMS
@@ -491,7 +492,10 @@ class _Ctx:
         self.now = now
         self.today = today
         self.days = days
-        self.first = (today - timedelta(days=days - 1)).isoformat()
+        first = today - timedelta(days=days - 1)
+        # 90 and 365 days start on the first of the month they fall in (whole months plus
+        # this month so far): a year is then at most 13 month rows and this month's days.
+        self.first = (first.replace(day=1) if days >= MONTH_ALIGNED else first).isoformat()
         self.yesterday = (today - timedelta(days=1)).isoformat()
         self.live: dict[str, list[Any]] | None = None
 
