@@ -1012,7 +1012,8 @@ class StatsStudyDay(Base):
     province's or a bureau's figure reads one row per day, not one per hospital."""
 
     __tablename__ = "stats_study_day"
-    __table_args__ = (Index(None, "hospital_id", "day"),)
+    # A unit's days; every hospital's totals ("*") of a period (a ranking) in one range.
+    __table_args__ = (Index(None, "hospital_id", "day"), Index(None, "modality", "day"))
 
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union_all,
 )
 from sqlalchemy import cast as sql_cast
@@ -470,6 +471,15 @@ def roll_months(conn: Connection, months: Iterable[str]) -> None:
             conn.execute(insert(month_t).from_select(names, select(*cols).where(
                 day_t.day >= first, day_t.day <= last).group_by(
                     *[getattr(day_t, k) for k in keys])))
+
+
+def analyze(conn: Connection) -> None:
+    """Fresh planner statistics for the rollup tables after a run that rewrote many days
+    (PostgreSQL; a deployment without autovacuum would otherwise plan a year's read for
+    the handful of rows the tables held before)."""
+    if dialect_of(conn) == "postgresql":
+        for table in (*DAY_TABLES, StatsStudyMonth, StatsReportMonth):
+            conn.execute(text(f"ANALYZE {table.__tablename__}"))
 
 
 def update_hospital_times(conn: Connection, since: str) -> None:

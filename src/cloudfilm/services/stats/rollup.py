@@ -39,6 +39,9 @@ from cloudfilm.services.errors import ResourceUnavailableError
 logger = logging.getLogger(__name__)
 # How long a writing transaction may stay open: rows stamped within it are read again.
 MARGIN_S = 600
+# A run that rewrote more days than this (a first or full run) refreshes the planner's
+# statistics of the rollup tables.
+ANALYZE_AFTER_DAYS = 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,8 @@ class StatsRollup:
                 # Each month a changed day is in, once, from its days as they now are.
                 repo.roll_months(conn, {d[:7] for d in todo})
                 repo.update_hospital_times(conn, "" if full else marks.get("study", ""))
+                if len(todo) > ANALYZE_AFTER_DAYS:
+                    repo.analyze(conn)
             opened = self._alerts(now)
             with self._db.writing() as conn:
                 repo.set_watermarks(conn, positions, now)

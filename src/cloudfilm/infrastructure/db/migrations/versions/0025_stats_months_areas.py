@@ -56,12 +56,15 @@ def upgrade() -> None:
     for table, column in (("stats_study_day", "day"), ("stats_report_day", "day"),
                           ("stats_study_month", "month"), ("stats_report_month", "month")):
         op.create_index(f"ix_{table}_hospital_id_{column}", table, ["hospital_id", column])
+    # Every hospital's totals (modality "*") of a period, for a ranking: one index range.
+    op.create_index("ix_stats_study_day_modality_day", "stats_study_day", ["modality", "day"])
     # Days rolled before areas and months existed: forgetting the watermarks makes the
     # next run of the job recompute every day (and so every month and area) from the start.
     op.execute("DELETE FROM stats_watermark")
 
 
 def downgrade() -> None:
+    op.drop_index("ix_stats_study_day_modality_day", table_name="stats_study_day")
     for table, column in (("stats_study_day", "day"), ("stats_report_day", "day"),
                           ("stats_study_month", "month"), ("stats_report_month", "month")):
         op.drop_index(f"ix_{table}_hospital_id_{column}", table_name=table)
