@@ -85,6 +85,7 @@ class StatsService:
         self.options = rollup.options
         self._use_cache: dict[str, tuple[datetime, list[Any], list[Any]]] = {}
         self._live_cache: dict[str, tuple[datetime, dict[str, list[Any]]]] = {}
+        self._late_cache: dict[str, tuple[datetime, list[Any]]] = {}
         self._registry: tuple[int, datetime, list[Any]] | None = None
         self._areas: dict[str, int] = {}
 
@@ -371,8 +372,18 @@ class StatsService:
     def _late(self, conn: Any, ctx: _Ctx) -> Table:
         start, _ = self.rollup.clock.bounds(ctx.today - timedelta(days=min(ctx.days, 7) - 1))
         _, end = self.rollup.clock.bounds(ctx.today)
-        found = repo.late_studies(conn, start, end, self.options.deadline_hours * 3600,
-                                  ctx.scope.hospital_ids, 100)
+        # From the live study table (a week of it, for the worst 100): cached per scope
+        # like today's rows, so a page or an API client reading again pays nothing.
+        key = f"{ctx.scope.level}:{ctx.scope.label}:{start.isoformat()}"
+        cached = self._late_cache.get(key)
+        if cached is None or abs((ctx.now - cached[0]).total_seconds()) > LIVE_CACHE_S:
+            cached = (ctx.now, repo.late_studies(conn, start, end,
+                                                 self.options.deadline_hours * 3600,
+                                                 ctx.scope.hospital_ids, 100))
+            if len(self._late_cache) > 256:
+                self._late_cache.clear()
+            self._late_cache[key] = cached
+        found = cached[1]
         rows = []
         for r in found:
             h = ctx.by_id.get(int(r.hospital_id))
