@@ -36,7 +36,8 @@ def _desk(chromium: Browser, base: str, token: str, locale: str = "zh-CN"
 
 
 def _check(page: Page, base: str, name: str) -> None:
-    page.wait_for_function(f"() => document.body.dataset.charts === '{CHARTS}'")
+    page.wait_for_function("() => document.body.dataset.ready === '1'")
+    assert page.evaluate("document.body.dataset.charts") == str(CHARTS)
     assert page.locator("[_echarts_instance_]").count() == CHARTS
     assert page.locator("[_echarts_instance_] canvas").count() >= CHARTS
     # A drawn chart has pixels that are not the background.
@@ -51,14 +52,16 @@ def _check(page: Page, base: str, name: str) -> None:
 
 def test_dashboard_draws_its_charts_and_links_only_what_a_role_may_open(
         browser: Browser, base: str, world: World) -> None:  # noqa: F811
-    links = "a[href^='/workstation/studies/']"
+    links = "a[href^='/workstation/viewer?study=']"
     context, page, errors = _desk(browser, base, world.tokens["commission"])
     try:
         page.goto(f"{base}/dashboard")
         page.get_by_role("heading", name="影像云监管大屏").wait_for()
         _check(page, base, "01-province-zh")
         assert page.get_by_text("QZ1 医院").count() >= 1  # the silent hospital
-        assert page.locator(links).count() > 0  # the commission may open any study
+        # The link opens the workstation's viewer, a doctor's: the commission's account
+        # has none (it would only meet the sign-in page).
+        assert page.locator(links).count() == 0
         page.goto(f"{base}/dashboard?days=90&lang=en")
         page.get_by_role("heading", name="Imaging cloud dashboard").wait_for()
         _check(page, base, "02-province-en-90d")
@@ -79,7 +82,16 @@ def test_dashboard_draws_its_charts_and_links_only_what_a_role_may_open(
         page.goto(f"{base}/dashboard")
         _check(page, base, "04-hospital-admin")
         hrefs = page.locator(links).evaluate_all("els => els.map(e => e.getAttribute('href'))")
-        assert hrefs and all(h.rsplit("/", 1)[1] != world.other_late_uid for h in hrefs)
+        assert hrefs and all(h.rsplit("=", 1)[1] != world.other_late_uid for h in hrefs)
         assert errors == []
+        # A hospital administrator is a doctor of its hospital: the link opens that study
+        # in the workstation's viewer (the policy allowed it, not the sign-in page).
+        uid = hrefs[0].rsplit("=", 1)[1]
+        with page.expect_navigation():
+            page.locator(links).first.click()
+        assert page.url.endswith(f"/workstation/viewer?study={uid}")
+        assert "/signin" not in page.url
+        config = page.locator("script[type='application/json']").first.text_content() or ""
+        assert uid in config
     finally:
         context.close()

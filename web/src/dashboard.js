@@ -70,21 +70,33 @@ function line(d) {
 
 const KINDS = { trend, stacked, ranking, bars, line };
 
+// One chart per task: the first is on screen before the next is built (an ECharts
+// instance costs tens of milliseconds), and the page answers input between them.
+// ``data-charts`` counts the charts drawn, ``data-ready`` says all are.
 function draw() {
   const source = document.getElementById("dash-data");
   if (!source) return;
   const data = JSON.parse(source.textContent || "{}");
+  const pending = [...document.querySelectorAll("[data-chart]")];
   const charts = [];
-  for (const el of document.querySelectorAll("[data-chart]")) {
+  window.addEventListener("resize", () => charts.forEach((c) => c.resize()));
+  const next = () => {
+    const el = pending.shift();
+    if (!el) {
+      document.body.dataset.ready = "1";
+      return;
+    }
     const spec = data[el.dataset.chart];
     const make = spec && KINDS[spec.kind];
-    if (!make) continue;
-    const chart = echarts.init(el, null, { renderer: "canvas" });
-    chart.setOption(make(spec));
-    charts.push(chart);
-  }
-  window.addEventListener("resize", () => charts.forEach((c) => c.resize()));
-  document.body.dataset.charts = String(charts.length);
+    if (make) {
+      const chart = echarts.init(el, null, { renderer: "canvas" });
+      chart.setOption(make(spec));
+      charts.push(chart);
+      document.body.dataset.charts = String(charts.length);
+    }
+    setTimeout(next, 0);
+  };
+  next();
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);

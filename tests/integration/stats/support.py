@@ -19,7 +19,9 @@ from cloudfilm.infrastructure.db.models import (
     StatsHospital,
     StatsPairDay,
     StatsReportDay,
+    StatsReportMonth,
     StatsStudyDay,
+    StatsStudyMonth,
     StatsUseDay,
     StatsWatermark,
     Study,
@@ -76,14 +78,16 @@ def study(db: Database, hospital_id: int, *, exam_at: datetime | None, received_
 def clear(db: Database) -> None:
     with db.writing() as conn:
         for table in (Report, Series, Study, Patient, StatsStudyDay, StatsReportDay,
-                      StatsUseDay, StatsPairDay, StatsHospital, StatsWatermark, StatsAlert):
+                      StatsStudyMonth, StatsReportMonth, StatsUseDay, StatsPairDay,
+                      StatsHospital, StatsWatermark, StatsAlert):
             conn.execute(delete(table))
 
 
 def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     with db.reading() as conn:
-        for table in (StatsStudyDay, StatsReportDay, StatsUseDay, StatsPairDay):
+        for table in (StatsStudyDay, StatsReportDay, StatsStudyMonth, StatsReportMonth,
+                      StatsUseDay, StatsPairDay):
             cols = [c for c in table.__table__.columns]
             out[table.__tablename__] = sorted(
                 tuple(r) for r in conn.execute(select(*cols)))

@@ -117,9 +117,9 @@ def test_the_page_renders_for_each_role(api: TestClient, world: World) -> None:
     assert page.status_code == 200
     assert "影像云监管大屏" in page.text and "HZ1 医院" in page.text
     assert "NB1 医院" not in page.text
-    assert "/workstation/studies/" not in page.text
+    assert "/workstation/viewer?study=" not in page.text
     api.cookies.set("cloudfilm_session", world.tokens["commission"])
     page = api.get("/dashboard?days=7&lang=en")
-    assert f"/workstation/studies/{world.late_uid}" in page.text or \
-        "/workstation/studies/" in page.text
+    # The viewer is a doctor's: the commission's account sees the UIDs, unlinked.
+    assert 'class="uid">1.2.' in page.text and "/workstation/viewer?study=" not in page.text
     assert "QZ1 医院" in page.text  # silent

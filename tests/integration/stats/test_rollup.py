@@ -9,13 +9,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 from tests.integration.stats import support
 
+from cloudfilm.infrastructure.db.models import StatsArea
+from cloudfilm.infrastructure.db.stats_repository import split_period
 from cloudfilm.services.container import Services
 
 NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 ZONE = ZoneInfo("Asia/Shanghai")
-EPOCH = datetime(2026, 11, 10, tzinfo=UTC)
+EPOCH = datetime(2026, 10, 28, tzinfo=UTC)  # the studies' days cross a month's end
+# Hospitals 0 and 1 share a city, not a county: every area sum has a hospital to leave out.
+PLACES = (("杭州", "西湖区"), ("杭州", "上城区"), ("宁波", "海曙区"))
 
 _study = st.tuples(
     st.integers(0, 2),                      # hospital
@@ -41,7 +46,7 @@ def test_rollup_equals_a_direct_count(services: Services,
     db = services.health._db
     assert services.stats is not None
     support.clear(db)
-    ids = [support.hospital(db, f"H{i}") for i in range(3)]
+    ids = [support.hospital(db, f"H{i}", city=c, county=k) for i, (c, k) in enumerate(PLACES)]
     expected: Counter[tuple[str, int, str, str]] = Counter()
     for h, exam_min, delay_min, modality, report_min, undated, n in studies:
         exam = EPOCH + timedelta(minutes=exam_min)
@@ -65,24 +70,36 @@ def test_rollup_equals_a_direct_count(services: Services,
             if not came and (report is not None or NOW - base > timedelta(hours=hours)):
                 expected[(*key, f"no_report_{hours}h")] += 1
     services.stats.rollup.run(now=NOW)
-    got: Counter[tuple[str, int, str, str]] = Counter()
-    province: Counter[tuple[str, int, str, str]] = Counter()
-    for row in support.snapshot(db)["stats_study_day"]:
-        day, hospital, modality, *values = row
-        names = ("studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
-                 "delay_max_s", "no_report_24h", "no_report_72h")
-        for name, value in zip(names, values, strict=True):
-            if name.startswith("delay") or not value:
-                continue
-            if hospital == 0:  # the province's totals of the day
-                province[(day, 0, modality, name)] += int(value)
-            else:
-                got[(day, hospital, modality, name)] += int(value)
-    assert got == expected
-    totals: Counter[tuple[str, int, str, str]] = Counter()
-    for (day, _h, modality, name), value in expected.items():
-        totals[(day, 0, modality, name)] += value
-    assert province == totals
+    snapshot = support.snapshot(db)
+    with db.reading() as conn:
+        areas = {-int(i): str(n) for i, n in conn.execute(select(StatsArea.id, StatsArea.name))}
+    names = ("studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
+             "delay_max_s", "no_report_24h", "no_report_72h")
+
+    def counted(table: str, period: int) -> Counter[tuple[str, int | str, str, str]]:
+        out: Counter[tuple[str, int | str, str, str]] = Counter()
+        for row in snapshot[table]:
+            when, unit, modality, *values = row
+            for name, value in zip(names, values, strict=True):
+                if not name.startswith("delay") and value:
+                    key = "province" if unit == 0 else areas[unit] if unit < 0 else unit
+                    out[(str(when)[:period], key, modality, name)] += int(value)
+        return out
+
+    # Every unit above the hospital (province, city, city/county) and every month, from the
+    # studies themselves.
+    want: Counter[tuple[str, int | str, str, str]] = Counter()
+    for (day, h, modality, name), value in expected.items():
+        city, county = PLACES[ids.index(h)]
+        for unit in (h, "province", city, f"{city}/{county}"):
+            # Each modality's row, and the unit's total over them (modality "*").
+            want[(day, unit, modality, name)] += value
+            want[(day, unit, "*", name)] += value
+    assert counted("stats_study_day", 10) == want
+    months: Counter[tuple[str, int | str, str, str]] = Counter()
+    for (day, unit, modality, name), value in want.items():
+        months[(day[:7], unit, modality, name)] += value
+    assert counted("stats_study_month", 7) == months
 
 
 def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Services) -> None:
@@ -104,7 +121,7 @@ def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Servi
     third = rollup.run(now=NOW)
     assert "2026-11-05" in third.days
     rows = [r for r in support.snapshot(db)["stats_study_day"]
-            if r[0] == "2026-11-05" and r[1] != 0]
+            if r[0] == "2026-11-05" and r[1] > 0 and r[2] != "*"]  # the hospital's CT row
     assert [(r[3], r[6], r[7]) for r in rows] == [(2, 1, 1)]  # studies, on time, late
     # The watermark did not move backwards: a fourth run re-rolls only the settling days.
     assert "2026-11-05" not in rollup.run(now=NOW).days
@@ -138,3 +155,11 @@ def test_today_comes_from_the_live_tables(services: Services, hours: int, late: 
     head = dict(services.stats.table(LOCAL_OPERATOR, "headline").rows)
     assert head["studies_today"] == 1
     assert head["late_studies_today"] == late
+
+
+def test_a_period_reads_whole_months_and_the_days_it_cuts() -> None:
+    assert split_period("2025-12-05", "2026-12-03") == (
+        [("2025-12-05", "2025-12-31"), ("2026-12-01", "2026-12-03")], ("2026-01", "2026-11"))
+    assert split_period("2026-11-01", "2026-11-30") == ([], ("2026-11", "2026-11"))
+    assert split_period("2026-11-04", "2026-12-03") == ([("2026-11-04", "2026-12-03")], None)
+    assert split_period("0000-00-00", "2026-02-28") == ([], ("0000-00", "2026-02"))

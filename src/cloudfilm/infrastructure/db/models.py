@@ -1006,9 +1006,15 @@ class WorkstationLaunch(Base):
 
 class StatsStudyDay(Base):
     """Studies per exam day (the arrival day when the sender gave no exam time), hospital
-    and modality: volume and the 12-hour rule."""
+    and modality: volume and the 12-hour rule.
+
+    ``hospital_id`` is a *unit*: a hospital (> 0), the province (0) or an area (< 0, minus
+    ``stats_area.id``); units other than hospitals are sums the rollup precomputes so that a
+    province's or a bureau's figure reads one row per day, not one per hospital."""
 
     __tablename__ = "stats_study_day"
+    # A unit's days; every hospital's totals ("*") of a period (a ranking) in one range.
+    __table_args__ = (Index(None, "hospital_id", "day"), Index(None, "modality", "day"))
 
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -1029,6 +1035,7 @@ class StatsReportDay(Base):
     """Reports per exam day and hospital: within 12 hours, late, still without images."""
 
     __tablename__ = "stats_report_day"
+    __table_args__ = (Index(None, "hospital_id", "day"),)
 
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -1036,6 +1043,53 @@ class StatsReportDay(Base):
     on_time: Mapped[int] = mapped_column(Integer)
     late: Mapped[int] = mapped_column(Integer)
     without_images: Mapped[int] = mapped_column(Integer)
+
+
+class StatsStudyMonth(Base):
+    """``stats_study_day`` summed per local month (YYYY-MM) and unit: a year's figure reads
+    at most 13 month rows plus the days of the months it cuts (same job, same watermark:
+    a month is recomputed from its days whenever one of them is)."""
+
+    __tablename__ = "stats_study_month"
+    __table_args__ = (Index(None, "hospital_id", "month"),)
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modality: Mapped[str] = mapped_column(String(16), primary_key=True)
+    studies: Mapped[int] = mapped_column(Integer)
+    instances: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    on_time: Mapped[int] = mapped_column(Integer)
+    late: Mapped[int] = mapped_column(Integer)
+    undated: Mapped[int] = mapped_column(Integer)
+    delay_sum_s: Mapped[float] = mapped_column(Float)
+    delay_max_s: Mapped[float] = mapped_column(Float)
+    no_report_24h: Mapped[int] = mapped_column(Integer)
+    no_report_72h: Mapped[int] = mapped_column(Integer)
+
+
+class StatsReportMonth(Base):
+    """``stats_report_day`` summed per local month and unit."""
+
+    __tablename__ = "stats_report_month"
+    __table_args__ = (Index(None, "hospital_id", "month"),)
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    reports: Mapped[int] = mapped_column(Integer)
+    on_time: Mapped[int] = mapped_column(Integer)
+    late: Mapped[int] = mapped_column(Integer)
+    without_images: Mapped[int] = mapped_column(Integer)
+
+
+class StatsArea(Base):
+    """The areas a health bureau can be given (a registry city, or ``city/county``): the
+    rollup keeps their sums as unit ``-id``."""
+
+    __tablename__ = "stats_area"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(130), unique=True)
 
 
 class StatsUseDay(Base):

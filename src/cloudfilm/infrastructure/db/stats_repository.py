@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     union_all,
 )
 from sqlalchemy import cast as sql_cast
@@ -43,10 +44,13 @@ from cloudfilm.infrastructure.db.models import (
     Report,
     Series,
     StatsAlert,
+    StatsArea,
     StatsHospital,
     StatsPairDay,
     StatsReportDay,
+    StatsReportMonth,
     StatsStudyDay,
+    StatsStudyMonth,
     StatsUseDay,
     StatsWatermark,
     Study,
@@ -55,7 +59,16 @@ from cloudfilm.infrastructure.db.session import as_utc, dialect_of
 
 DAY_TABLES = (StatsStudyDay, StatsReportDay, StatsUseDay, StatsPairDay)
 PROVINCE = 0
-"""``hospital_id`` of the province's totals in ``stats_study_day`` / ``stats_report_day``."""
+"""``hospital_id`` of the province's totals in the study and report rollups (an area's
+is ``-stats_area.id``; a hospital's its id)."""
+STUDY_SUMS = ("studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
+              "no_report_24h", "no_report_72h")
+REPORT_SUMS = ("reports", "on_time", "late", "without_images")
+ALL_TIME = "0000-00-00"
+ALL_MODALITIES = "*"
+"""``modality`` of a unit's day (and month) total over its modalities: what every figure not
+split by modality reads, one row per unit and day instead of one per modality (never a
+DICOM modality, whose values are letters, digits and ``_``)."""
 # Audit actions that read a study's images (one record per request; views are counted as
 # distinct reader and study per day).
 _NOT_VIEWS = ("search", "query", "find", "timeliness", "stats.read")
@@ -364,33 +377,109 @@ def set_watermarks(conn: Connection, positions: dict[str, str], now: datetime) -
 
 def replace_day(conn: Connection, day: str, studies: list[dict[str, Any]],
                 reports: list[dict[str, Any]], use: list[dict[str, Any]],
-                pairs: list[dict[str, Any]]) -> None:
+                pairs: list[dict[str, Any]],
+                areas: dict[int, tuple[int, ...]] | None = None) -> None:
     """Replace every rollup row of ``day`` (one transaction: readers see the old or the
-    new day, never half)."""
-    for table, rows in ((StatsStudyDay, studies + _province(studies, ("modality",))),
-                        (StatsReportDay, reports + _province(reports, ())),
+    new day, never half), with the province's and each area's sums of the hospitals'
+    rows (``areas``: a hospital's area units)."""
+    areas = areas or {}
+    by_modality = studies + _units(studies, ("modality",), areas)
+    for table, rows in ((StatsStudyDay, by_modality + _over_modalities(by_modality)),
+                        (StatsReportDay, reports + _units(reports, (), areas)),
                         (StatsUseDay, use), (StatsPairDay, pairs)):
         conn.execute(delete(table).where(table.day == day))
         if rows:
             conn.execute(insert(table), [{"day": day, **r} for r in rows])
 
 
-def _province(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The province's totals of a day (``hospital_id`` 0): what province-wide series read,
-    365 rows a year instead of one per hospital and day."""
+def _units(rows: list[dict[str, Any]], keys: tuple[str, ...],
+           areas: dict[int, tuple[int, ...]]) -> list[dict[str, Any]]:
+    """The day's sums per unit above the hospital: the province (0) and the areas each
+    hospital belongs to (its city, its city/county)."""
     acc: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
-        key = tuple(r[k] for k in keys)
-        entry = acc.get(key)
+        for unit in (PROVINCE, *areas.get(int(r["hospital_id"]), ())):
+            key = (unit, *(r[k] for k in keys))
+            entry = acc.get(key)
+            if entry is None:
+                acc[key] = {**r, "hospital_id": unit}
+                continue
+            for name, value in r.items():
+                if name in keys or name == "hospital_id":
+                    continue
+                entry[name] = max(entry[name], value) if name == "delay_max_s" else \
+                    entry[name] + value
+    return list(acc.values())
+
+
+def _over_modalities(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each unit's total over its modalities (modality ``*``)."""
+    acc: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        entry = acc.get(r["hospital_id"])
         if entry is None:
-            acc[key] = {**r, "hospital_id": PROVINCE}
+            acc[r["hospital_id"]] = {**r, "modality": ALL_MODALITIES}
             continue
         for name, value in r.items():
-            if name in keys or name == "hospital_id":
-                continue
-            entry[name] = max(entry[name], value) if name == "delay_max_s" else \
-                entry[name] + value
+            if name not in ("hospital_id", "modality"):
+                entry[name] = max(entry[name], value) if name == "delay_max_s" else \
+                    entry[name] + value
     return list(acc.values())
+
+
+def area_units(conn: Connection) -> dict[int, tuple[int, ...]]:
+    """Each registered hospital's area units (``-id`` of its city's and its county's
+    ``stats_area`` row), adding the areas the registry names for the first time."""
+    rows = conn.execute(select(Hospital.id, Hospital.city, Hospital.county)).all()
+    names = {n for _i, city, county in rows for n in _area_names(city, county)}
+    known = dict(conn.execute(select(StatsArea.name, StatsArea.id)).all())
+    missing = sorted(names - set(known))
+    if missing:
+        conn.execute(insert(StatsArea), [{"name": n} for n in missing])
+        known = dict(conn.execute(select(StatsArea.name, StatsArea.id)).all())
+    return {int(i): tuple(-int(known[n]) for n in _area_names(city, county))
+            for i, city, county in rows}
+
+
+def _area_names(city: str | None, county: str | None) -> tuple[str, ...]:
+    if not city:
+        return ()
+    return (city, f"{city}/{county}") if county else (city,)
+
+
+def area_unit(conn: Connection, name: str) -> int | None:
+    """The unit of an area (``city`` or ``city/county``), None if no day has it yet."""
+    found = conn.execute(select(StatsArea.id).where(StatsArea.name == name)).scalar()
+    return -int(found) if found is not None else None
+
+
+def roll_months(conn: Connection, months: Iterable[str]) -> None:
+    """Recompute the month rows of ``months`` (YYYY-MM) from their day rows (idempotent:
+    a month is always the sum of its days as they are now)."""
+    for month in sorted(set(months)):
+        first, last = f"{month}-01", f"{month}-31"
+        for day_t, month_t, keys, sums in (
+                (StatsStudyDay, StatsStudyMonth, ("hospital_id", "modality"), STUDY_SUMS),
+                (StatsReportDay, StatsReportMonth, ("hospital_id",), REPORT_SUMS)):
+            conn.execute(delete(month_t).where(month_t.month == month))
+            cols = [literal(month).label("month"), *[getattr(day_t, k) for k in keys],
+                    *[func.sum(getattr(day_t, c)) for c in sums]]
+            names = ["month", *keys, *sums]
+            if day_t is StatsStudyDay:
+                cols.append(func.max(day_t.delay_max_s))
+                names.append("delay_max_s")
+            conn.execute(insert(month_t).from_select(names, select(*cols).where(
+                day_t.day >= first, day_t.day <= last).group_by(
+                    *[getattr(day_t, k) for k in keys])))
+
+
+def analyze(conn: Connection) -> None:
+    """Fresh planner statistics for the rollup tables after a run that rewrote many days
+    (PostgreSQL; a deployment without autovacuum would otherwise plan a year's read for
+    the handful of rows the tables held before)."""
+    if dialect_of(conn) == "postgresql":
+        for table in (*DAY_TABLES, StatsStudyMonth, StatsReportMonth):
+            conn.execute(text(f"ANALYZE {table.__tablename__}"))
 
 
 def update_hospital_times(conn: Connection, since: str) -> None:
@@ -437,39 +526,88 @@ def _scoped(column: Any, hospital_ids: Sequence[int] | None) -> Any:
     return literal(True) if hospital_ids is None else column.in_(list(hospital_ids))
 
 
-def _day_scope(column: Any, hospital_ids: Sequence[int] | None, by: Sequence[str]) -> Any:
-    """The province's own rows when the whole province is summed over hospitals, else
-    the hospitals' rows (never both)."""
-    if hospital_ids is None and "hospital_id" not in by:
-        return column == PROVINCE
-    return and_(column != PROVINCE, _scoped(column, hospital_ids))
+def _unit_scope(column: Any, hospital_ids: Sequence[int] | None, unit: int | None,
+                by: Sequence[str]) -> Any:
+    """A unit's own rows (the province, an area, a hospital) when the sum is not split by
+    hospital, else the hospitals' rows of the scope (never both)."""
+    if "hospital_id" not in by:
+        if hospital_ids is None:
+            return column == PROVINCE
+        if unit is not None:
+            return column == unit
+    return and_(column > PROVINCE, _scoped(column, hospital_ids))
 
 
-def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
-               by: Iterable[str]) -> list[Any]:
-    """Sums of ``stats_study_day`` over ``[first, last]`` grouped by ``by`` columns."""
-    t = StatsStudyDay
-    by = tuple(by)
-    keys = [getattr(t, k) for k in by]
-    sums = [func.sum(getattr(t, c)).label(c) for c in (
-        "studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
-        "no_report_24h", "no_report_72h")]
-    stmt = (select(*keys, *sums, func.max(t.delay_max_s).label("delay_max_s"))
-            .where(t.day >= first, t.day <= last, _day_scope(t.hospital_id, hospital_ids, by))
+def split_period(first: str, last: str) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+    """``[first, last]`` (days) as the whole months inside it and the day ranges of the
+    months it cuts: a year is at most 11-13 month rows and two partial months of days."""
+    hi = date.fromisoformat(last)
+    if (hi + timedelta(days=1)).day == 1:
+        end_month, tail = hi.strftime("%Y-%m"), None
+    else:
+        end_month = (hi.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+        tail = (hi.replace(day=1).isoformat(), last)
+    if first <= ALL_TIME:
+        start_month, head = "0000-00", None
+    else:
+        lo = date.fromisoformat(first)
+        if lo.day == 1:
+            start_month, head = lo.strftime("%Y-%m"), None
+        else:
+            following = (lo.replace(day=28) + timedelta(days=4)).replace(day=1)
+            start_month = following.strftime("%Y-%m")
+            head = (first, (following - timedelta(days=1)).isoformat())
+    if start_month > end_month:
+        return [(first, last)], None
+    return [r for r in (head, tail) if r is not None], (start_month, end_month)
+
+
+def _period_sums(conn: Connection, day_t: Any, month_t: Any, sums: Sequence[str],
+                 maxes: Sequence[str], first: str, last: str,
+                 hospital_ids: Sequence[int] | None, unit: int | None,
+                 by: Sequence[str]) -> list[Any]:
+    """Sums over ``[first, last]`` grouped by ``by`` (of day, month, hospital_id,
+    modality): month rows for the whole months, day rows for the rest."""
+    if "day" in by:
+        days, months = [(first, last)], None
+    else:
+        days, months = split_period(first, last)
+
+    def part(t: Any, period: Any, where: Any) -> Any:
+        keys = [period.label("month") if k == "month" else getattr(t, k) for k in by]
+        if hasattr(t, "modality"):  # the modalities, or their total (never both)
+            where = and_(where, t.modality != ALL_MODALITIES if "modality" in by
+                         else t.modality == ALL_MODALITIES)
+        return (select(*keys, *[func.sum(getattr(t, c)).label(c) for c in sums],
+                       *[func.max(getattr(t, c)).label(c) for c in maxes])
+                .where(where, _unit_scope(t.hospital_id, hospital_ids, unit, by))
+                .group_by(*keys))
+
+    parts = [part(day_t, func.substr(day_t.day, 1, 7), or_(
+        *[and_(day_t.day >= a, day_t.day <= b) for a, b in days]))] if days else []
+    if months is not None:
+        parts.append(part(month_t, month_t.month, and_(month_t.month >= months[0],
+                                                        month_t.month <= months[1])))
+    both = union_all(*parts).subquery("parts") if len(parts) > 1 else parts[0].subquery("p")
+    keys = [both.c[k] for k in by]
+    stmt = (select(*keys, *[func.sum(both.c[c]).label(c) for c in sums],
+                   *[func.max(both.c[c]).label(c) for c in maxes])
             .group_by(*keys).order_by(*keys))
     return list(conn.execute(stmt))
 
 
+def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
+               by: Iterable[str], unit: int | None = None) -> list[Any]:
+    """Sums of the study rollup over ``[first, last]`` grouped by ``by`` columns (``unit``:
+    the scope's own precomputed rows when not split by hospital)."""
+    return _period_sums(conn, StatsStudyDay, StatsStudyMonth, STUDY_SUMS, ("delay_max_s",),
+                        first, last, hospital_ids, unit, tuple(by))
+
+
 def report_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
-                by: Iterable[str]) -> list[Any]:
-    t = StatsReportDay
-    by = tuple(by)
-    keys = [getattr(t, k) for k in by]
-    stmt = (select(*keys, *[func.sum(getattr(t, c)).label(c) for c in (
-        "reports", "on_time", "late", "without_images")])
-        .where(t.day >= first, t.day <= last, _day_scope(t.hospital_id, hospital_ids, by))
-        .group_by(*keys).order_by(*keys))
-    return list(conn.execute(stmt))
+                by: Iterable[str], unit: int | None = None) -> list[Any]:
+    return _period_sums(conn, StatsReportDay, StatsReportMonth, REPORT_SUMS, (), first, last,
+                        hospital_ids, unit, tuple(by))
 
 
 def use_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,

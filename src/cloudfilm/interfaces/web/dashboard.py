@@ -26,8 +26,9 @@ from cloudfilm.services.stats.figures import PERIODS, Table
 PREFIX = "/dashboard"
 SIGNIN = "/workstation/signin"
 ROLES = (Role.ADMIN, Role.HEALTH_BUREAU, Role.HOSPITAL_ADMIN)
-# Where a late study opens (the workstation's study page; the policy decides there).
-STUDY_LINK = "/workstation/studies/{uid}"
+# Where a late study opens: the workstation's diagnostic viewer (doctors; the access
+# policy decides again there, and records the read).
+STUDY_LINK = "/workstation/viewer?study={uid}"
 PAGE_TABLES = ("headline", "coverage", "silent", "timeliness", "trend", "late", "volume",
                "use", "pairs", "recognition", "storage", "alerts")
 USE_METRICS = ("resident_sign_in", "resident_view", "doctor_view", "download",

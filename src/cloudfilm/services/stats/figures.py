@@ -24,15 +24,21 @@ from cloudfilm.services.errors import (
     NotFoundError,
     ResourceUnavailableError,
 )
-from cloudfilm.services.kernel.actor import LOCAL_OPERATOR, Actor, Permission
+from cloudfilm.services.kernel.actor import LOCAL_OPERATOR, Actor, Permission, Role
 from cloudfilm.services.stats.rollup import StatsRollup
 from cloudfilm.services.stats.scope import Scope, scope_of
 
 PERIODS = (7, 30, 90, 365)
 USE_CACHE_S = 60
-_STUDY_SUMS = ("studies", "instances", "bytes", "on_time", "late", "undated", "delay_sum_s",
-               "no_report_24h", "no_report_72h")
-_REPORT_SUMS = ("reports", "on_time", "late", "without_images")
+# Today's live rows (one day of the index, every hospital) and the hospital registry are
+# shared by every figure and reader for this long: a page of twelve tables, or twenty
+# officials at once, read them once, and a figure is never older than the rollup's own
+# period (the registry is read again after every rollup run).
+LIVE_CACHE_S = 60
+MONTH_ALIGNED = 90
+REGISTRY_CACHE_S = 300
+_STUDY_SUMS = repo.STUDY_SUMS
+_REPORT_SUMS = repo.REPORT_SUMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,10 @@ class StatsService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.options = rollup.options
         self._use_cache: dict[str, tuple[datetime, list[Any], list[Any]]] = {}
+        self._live_cache: dict[str, tuple[datetime, dict[str, list[Any]]]] = {}
+        self._late_cache: dict[str, tuple[datetime, list[Any]]] = {}
+        self._registry: tuple[int, datetime, list[Any]] | None = None
+        self._areas: dict[str, int] = {}
 
     # -- entry points -----------------------------------------------------------------
 
@@ -104,8 +114,8 @@ class StatsService:
         allowed by /metrics' own check and is not audited per read)."""
         try:
             with self._db.reading() as conn:
-                hospitals = repo.hospitals(conn)
                 now = self._clock()
+                hospitals = self._hospitals(conn, now)
                 ctx = _Ctx(LOCAL_OPERATOR, Scope("province", "province", None), hospitals,
                            now, self.rollup.clock.today(now), 7)
                 today = self._today(conn, ctx)["studies"]
@@ -119,12 +129,36 @@ class StatsService:
 
     def scope(self, actor: Actor) -> Scope:
         with self._db.reading() as conn:
-            return scope_of(actor, repo.hospitals(conn))
+            return scope_of(actor, self._hospitals(conn, self._clock()))
+
+    def _hospitals(self, conn: Any, now: datetime) -> list[Any]:
+        """The registry with first/last arrivals (cached; read again after a rollup run,
+        which moves the arrivals, or after ``REGISTRY_CACHE_S``)."""
+        cached = self._registry
+        if cached is None or cached[0] != self.rollup.runs or \
+                abs((now - cached[1]).total_seconds()) > REGISTRY_CACHE_S:
+            cached = (self.rollup.runs, now, repo.hospitals(conn))
+            self._registry = cached
+        return cached[2]
+
+    def _unit(self, conn: Any, scope: Scope) -> int | None:
+        """The rollup unit holding the scope's own sums (None: the province's)."""
+        if scope.level == "hospital" and scope.hospital_ids:
+            return scope.hospital_ids[0]
+        if scope.level != "area":
+            return None
+        if scope.label not in self._areas:
+            unit = repo.area_unit(conn, scope.label)
+            if unit is None:
+                return None  # not rolled yet: the sum over its hospitals' rows
+            self._areas[scope.label] = unit
+        return self._areas[scope.label]
 
     # -- context --------------------------------------------------------------------------
 
     def _context(self, conn: Any, actor: Actor, names: Sequence[str], days: int) -> _Ctx:
-        hospitals = repo.hospitals(conn)
+        now = self._clock()
+        hospitals = self._hospitals(conn, now)
         try:
             scope = scope_of(actor, hospitals)
         except NotAuthorizedError:
@@ -135,18 +169,30 @@ class StatsService:
         self._audit.write([AuditEntry(actor, "stats.read", "allowed", "stats",
                                       ",".join(names)[:64], reason=scope.level,
                                       detail={"scope": scope.label, "days": days})])
-        now = self._clock()
         today = self.rollup.clock.today(now)
-        return _Ctx(actor, scope, hospitals, now, today, days)
+        return _Ctx(actor, scope, hospitals, now, today, days, self._unit(conn, scope))
 
-    def _today(self, conn: Any, ctx: _Ctx) -> dict[str, list[Any]]:
-        if ctx.live is None:
+    def _live(self, conn: Any, ctx: _Ctx) -> dict[str, list[Any]]:
+        """Today's rows of every hospital, from the live tables (cached ``LIVE_CACHE_S``)."""
+        key = ctx.today.isoformat()
+        cached = self._live_cache.get(key)
+        if cached is None or abs((ctx.now - cached[0]).total_seconds()) > LIVE_CACHE_S:
             start, end = self.rollup.clock.bounds(ctx.today)
             deadline = self.options.deadline_hours * 3600
-            ctx.live = {
-                "studies": repo.study_day(conn, start, end, ctx.now, deadline,
-                                          ctx.scope.hospital_ids),
-                "reports": repo.report_day(conn, start, end, deadline, ctx.scope.hospital_ids)}
+            cached = (ctx.now, {
+                "studies": repo.study_day(conn, start, end, ctx.now, deadline, None),
+                "reports": repo.report_day(conn, start, end, deadline, None)})
+            self._live_cache = {key: cached}
+        return cached[1]
+
+    def _today(self, conn: Any, ctx: _Ctx) -> dict[str, list[Any]]:
+        """Today's rows of the scope's hospitals."""
+        if ctx.live is None:
+            live = self._live(conn, ctx)
+            ids = ctx.scope.hospital_ids
+            mine = None if ids is None else set(ids)
+            ctx.live = {name: [r for r in rows if mine is None or r["hospital_id"] in mine]
+                        for name, rows in live.items()}
         return ctx.live
 
     def _studies(self, conn: Any, ctx: _Ctx, by: Sequence[str], *, first: str | None = None,
@@ -155,7 +201,8 @@ class StatsService:
         (of day, hospital_id, modality)."""
         scope_ids = ctx.scope.hospital_ids if ids is False else ids
         first = first or ctx.first
-        rows = repo.study_days(conn, first, ctx.yesterday, scope_ids, by)  # type: ignore[arg-type]
+        rows = repo.study_days(conn, first, ctx.yesterday, scope_ids,  # type: ignore[arg-type]
+                               by, unit=ctx.unit if ids is False else None)
         acc: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in rows:
             key = tuple(getattr(r, k) for k in by)
@@ -166,7 +213,7 @@ class StatsService:
             live = self._today(conn, ctx)["studies"] if ids is False else self._province_today(
                 conn, ctx)
             for r in live:
-                values = {**r, "day": ctx.today.isoformat()}
+                values = {**r, "day": ctx.today.isoformat(), "month": ctx.today.isoformat()[:7]}
                 key = tuple(values[k] for k in by)
                 entry = acc.setdefault(key, {**{k: values[k] for k in by},
                                              **{c: 0.0 for c in _STUDY_SUMS},
@@ -177,15 +224,12 @@ class StatsService:
         return [acc[k] for k in sorted(acc, key=lambda k: tuple(str(x) for x in k))]
 
     def _province_today(self, conn: Any, ctx: _Ctx) -> list[Any]:
-        if ctx.province_live is None:
-            start, end = self.rollup.clock.bounds(ctx.today)
-            ctx.province_live = repo.study_day(conn, start, end, ctx.now,
-                                               self.options.deadline_hours * 3600, None)
-        return ctx.province_live
+        return self._live(conn, ctx)["studies"]
 
     def _reports(self, conn: Any, ctx: _Ctx, by: Sequence[str]) -> list[dict[str, Any]]:
         acc: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for r in repo.report_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, by):
+        for r in repo.report_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, by,
+                                  unit=ctx.unit):
             acc[tuple(getattr(r, k) for k in by)] = {
                 **{k: getattr(r, k) for k in by},
                 **{c: int(getattr(r, c) or 0) for c in _REPORT_SUMS}}
@@ -230,7 +274,7 @@ class StatsService:
         period = self._studies(conn, ctx, ())
         total = period[0] if period else {c: 0.0 for c in _STUDY_SUMS}
         today = [r for r in self._today(conn, ctx)["studies"]]
-        all_time = self._studies(conn, ctx, (), first="0000-00-00")
+        all_time = self._studies(conn, ctx, (), first=repo.ALL_TIME)
         ever = all_time[0] if all_time else {c: 0.0 for c in _STUDY_SUMS}
         cross = sum(float(r.count) for r in self._use_rows(conn, ctx)
                     if str(r.metric).startswith("cross_view:"))
@@ -328,8 +372,18 @@ class StatsService:
     def _late(self, conn: Any, ctx: _Ctx) -> Table:
         start, _ = self.rollup.clock.bounds(ctx.today - timedelta(days=min(ctx.days, 7) - 1))
         _, end = self.rollup.clock.bounds(ctx.today)
-        found = repo.late_studies(conn, start, end, self.options.deadline_hours * 3600,
-                                  ctx.scope.hospital_ids, 100)
+        # From the live study table (a week of it, for the worst 100): cached per scope
+        # like today's rows, so a page or an API client reading again pays nothing.
+        key = f"{ctx.scope.level}:{ctx.scope.label}:{start.isoformat()}"
+        cached = self._late_cache.get(key)
+        if cached is None or abs((ctx.now - cached[0]).total_seconds()) > LIVE_CACHE_S:
+            cached = (ctx.now, repo.late_studies(conn, start, end,
+                                                 self.options.deadline_hours * 3600,
+                                                 ctx.scope.hospital_ids, 100))
+            if len(self._late_cache) > 256:
+                self._late_cache.clear()
+            self._late_cache[key] = cached
+        found = cached[1]
         rows = []
         for r in found:
             h = ctx.by_id.get(int(r.hospital_id))
@@ -341,9 +395,11 @@ class StatsService:
 
     @staticmethod
     def may_open(actor: Actor, hospital_id: int) -> bool:
-        """Whether the late list may link the study for ``actor``: its own hospital's
-        clinicians, or who reads any study; the access policy decides again on opening."""
-        if not actor.can(Permission.READ_STUDY):
+        """Whether the late list may link the study for ``actor``: the link opens the
+        workstation's viewer, which is for doctors (a hospital administrator is one), so
+        a doctor of the study's hospital, or one who may read any patient's studies; the
+        access policy decides again on opening."""
+        if not actor.has(Role.DOCTOR) or not actor.can(Permission.READ_STUDY):
             return False
         return actor.can(Permission.READ_ANY_PATIENT) or actor.hospital_id == hospital_id
 
@@ -392,14 +448,14 @@ class StatsService:
 
     def _storage(self, conn: Any, ctx: _Ctx) -> Table:
         months: dict[str, float] = defaultdict(float)
-        for s in self._studies(conn, ctx, ("day",), first="0000-00-00"):
-            months[str(s["day"])[:7]] += s["bytes"]
+        for s in self._studies(conn, ctx, ("month",), first=repo.ALL_TIME):
+            months[str(s["month"])] += s["bytes"]
         recent_first = (ctx.today - timedelta(days=90)).isoformat()
         last90 = sum(s["bytes"] for s in self._studies(conn, ctx, (), first=recent_first))
         total = sum(months.values())
         per_year = last90 / 90 * 365
         recoded = {str(r.metric): float(r.count) for r in repo.use_days(
-            conn, "0000-00-00", ctx.yesterday, ctx.scope.hospital_ids, ())
+            conn, repo.ALL_TIME, ctx.yesterday, ctx.scope.hospital_ids, ())
             if str(r.metric).startswith("recoded_")}
         before, after = recoded.get("recoded_bytes_before", 0), recoded.get(
             "recoded_bytes_after", 0)
@@ -436,9 +492,10 @@ class _Ctx:
     """What the figures of one request share: scope, hospitals, the period, today's rows."""
 
     def __init__(self, actor: Actor, scope: Scope, hospitals: list[Any], now: datetime,
-                 today: date, days: int) -> None:
+                 today: date, days: int, unit: int | None = None) -> None:
         self.actor = actor
         self.scope = scope
+        self.unit = unit
         self.hospitals = hospitals
         self.by_id = {int(h.id): h for h in hospitals}
         ids = None if scope.hospital_ids is None else set(scope.hospital_ids)
@@ -446,10 +503,12 @@ class _Ctx:
         self.now = now
         self.today = today
         self.days = days
-        self.first = (today - timedelta(days=days - 1)).isoformat()
+        first = today - timedelta(days=days - 1)
+        # 90 and 365 days start on the first of the month they fall in (whole months plus
+        # this month so far): a year is then at most 13 month rows and this month's days.
+        self.first = (first.replace(day=1) if days >= MONTH_ALIGNED else first).isoformat()
         self.yesterday = (today - timedelta(days=1)).isoformat()
         self.live: dict[str, list[Any]] | None = None
-        self.province_live: list[Any] | None = None
 
     def connected(self, hospital: Any, days: int) -> bool:
         last = _aware(hospital.last_received_at)

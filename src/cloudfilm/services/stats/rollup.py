@@ -16,6 +16,10 @@ How it stays right and cheap:
   ``study.updated_at`` on D+3; the next run finds day D among the changed days and
   recomputes it, so D's late count includes the study.
 - **Today** is never stored: the dashboard computes it from the live tables (one day).
+- **Units and months.** Beside each hospital's rows a day holds the province's (0) and
+  each area's (city, city/county: ``-stats_area.id``) sums, and every month a run touched
+  is recomputed from its days (``stats_*_month``), so a province's, a bureau's or a
+  hospital's year reads a few dozen rows.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from cloudfilm.services.errors import ResourceUnavailableError
 logger = logging.getLogger(__name__)
 # How long a writing transaction may stay open: rows stamped within it are read again.
 MARGIN_S = 600
+# A run that rewrote more days than this (a first or full run) refreshes the planner's
+# statistics of the rollup tables.
+ANALYZE_AFTER_DAYS = 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,8 @@ class StatsRollup:
         self.options = options
         self.clock = DayClock(options.zone)
         self._notify = notify
+        self.runs = 0
+        """Completed runs (what the dashboard's registry cache is keyed by)."""
 
     def run(self, *, now: datetime | None = None, full: bool = False) -> RollupResult:
         """Recompute every day changed since the watermarks (``full``: every day any
@@ -115,15 +124,22 @@ class StatsRollup:
             settle = {(today - timedelta(days=i)).isoformat()
                       for i in range(1, self.options.settle_days + 1)}
             todo = sorted(d for d in changed | settle if d < today.isoformat())
-            for day in todo:
-                self.roll_day(date.fromisoformat(day), now=now)
             with self._db.writing() as conn:
+                areas = repo.area_units(conn)
+            for day in todo:
+                self.roll_day(date.fromisoformat(day), now=now, areas=areas)
+            with self._db.writing() as conn:
+                # Each month a changed day is in, once, from its days as they now are.
+                repo.roll_months(conn, {d[:7] for d in todo})
                 repo.update_hospital_times(conn, "" if full else marks.get("study", ""))
+                if len(todo) > ANALYZE_AFTER_DAYS:
+                    repo.analyze(conn)
             opened = self._alerts(now)
             with self._db.writing() as conn:
                 repo.set_watermarks(conn, positions, now)
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
+        self.runs += 1
         if opened and self._notify is not None:
             self._notify(opened)
         seconds = time.perf_counter() - started
@@ -142,12 +158,16 @@ class StatsRollup:
         use, pairs = repo.use_day(conn, start, end, now)
         return {"studies": studies, "reports": reports, "use": use, "pairs": pairs}
 
-    def roll_day(self, day: date, *, now: datetime) -> None:
+    def roll_day(self, day: date, *, now: datetime,
+                 areas: dict[int, tuple[int, ...]] | None = None) -> None:
+        """Replace one day's rows (its month is rolled by :meth:`run` afterwards)."""
         with self._db.reading() as conn:
             rows = self.compute_day(conn, day, now=now)
         with self._db.writing() as conn:
+            if areas is None:
+                areas = repo.area_units(conn)
             repo.replace_day(conn, day.isoformat(), rows["studies"], rows["reports"],
-                             rows["use"], rows["pairs"])
+                             rows["use"], rows["pairs"], areas)
 
     def _alerts(self, now: datetime) -> list[NewAlert]:
         """Late beyond the threshold yesterday, or silent for ``silent_days``."""
