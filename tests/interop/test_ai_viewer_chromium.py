@@ -24,8 +24,9 @@ from playwright.sync_api import Browser, Page
 from tests.conftest import TEST_HTTP, TEST_SECURITY
 from tests.factories import to_bytes
 from tests.integration.web.support import latest_code
+from tests.interop.chromium import DESK, browser  # noqa: F401
 from tests.interop.test_dicomweb_client import server_url  # noqa: F401
-from tests.interop.test_viewer_chromium import DESK, at, browser  # noqa: F401
+from tests.interop.test_viewer_chromium import at
 
 from cloudfilm.app import build_services
 from cloudfilm.config import AiSettings, Settings

@@ -7,7 +7,7 @@ granted patients resolved to ids, PostgreSQL answers it with a BitmapOr of index
 that touch only the visible studies (bench/scale_bench.py, docs/capacity.md).
 
 Revision ID: 0028
-Revises: 0024
+Revises: 0025
 Create Date: 2026-12-04 03:15:00.000000
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0028"
-down_revision = "0024"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 

@@ -3,7 +3,7 @@ is a new workitem (``run`` 2, 3, ...) whose results are a new version; earlier v
 are kept and marked superseded
 
 Revision ID: 0029
-Revises: 0024
+Revises: 0028
 Create Date: 2026-12-04 02:10:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0029"
-down_revision = "0024"
+down_revision = "0028"
 branch_labels = None
 depends_on = None
 
