@@ -360,6 +360,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-anchor", action="store_true", help="skip OHIF")
     parser.add_argument("--no-frames", action="store_true", help="skip frame_bench")
+    parser.add_argument("--frames-orthanc", action="store_true",
+                        help="frame_bench against Orthanc too (~2 min more)")
     parser.add_argument("--no-4g", action="store_true", help="skip the emulated 4G runs")
     parser.add_argument("--runs", type=int, default=2, help="loopback runs per viewer")
     parser.add_argument("--renderers", default="auto",
@@ -378,8 +380,8 @@ def main() -> None:
             world = load(server.workdir / "data", slices=SLICES)
             rows = run_browser(server, world, ohif, runs=args.runs, four_g=not args.no_4g,
                                renderers=tuple(args.renderers.split(",")))
-            micro = None if args.no_frames else frame_bench.run(server, world,
-                                                                orthanc=not args.no_anchor)
+            micro = None if args.no_frames else frame_bench.run(
+                server, world, orthanc=args.frames_orthanc)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     print("Viewer, headless Chromium (SwiftShader WebGL), 1440x900, 300-slice 512x512 CT, "
