@@ -496,10 +496,6 @@ function tools(): void {
 
 async function main(): Promise<void> {
   say(L("starting"));
-  // The first series' metadata is asked for while Cornerstone starts (one round trip less).
-  const current0 = config.studies[0];
-  const first0 = current0?.series.find((s) => s.thumb);
-  if (current0 && first0) void seriesOf(current0.uid, first0.uid).catch(() => {});
   const cpu = useCpuRendering();
   document.body.dataset.renderer = cpu ? "cpu" : "gpu";
   await coreInit({ rendering: { useCPURendering: cpu } } as any);
@@ -508,6 +504,11 @@ async function main(): Promise<void> {
     eventTarget.removeEventListener(Enums.Events.IMAGE_LOADED, first);
   });
   loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
+  // The first series' metadata (asked for by boot.ts) is read into Cornerstone's metadata
+  // only once its loader is set up: earlier, its images had no pixel module.
+  const current0 = config.studies[0];
+  const first0 = current0?.series.find((s) => s.thumb);
+  if (current0 && first0) void seriesOf(current0.uid, first0.uid).catch(() => {});
   // Before any viewport is enabled: the tools attach their mouse listeners to elements as
   // they are enabled.
   toolsInit();
