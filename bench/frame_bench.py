@@ -12,6 +12,8 @@ the whole series' wall time. Loopback only; bounded.
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import sys
 import time
@@ -34,8 +36,11 @@ ACCEPT_FRAME = 'multipart/related; type="application/octet-stream"; transfer-syn
 
 
 def _frames(base: str, urls: list[str], *, cookies: dict[str, str] | None = None,
-            concurrency: int = CONCURRENCY) -> dict[str, float]:
-    """Every URL once with ``concurrency`` in flight: p50/p90 (ms) and the wall time (s)."""
+            concurrency: int = CONCURRENCY, server: Any = None) -> dict[str, float]:
+    """Every URL once with ``concurrency`` in flight: p50/p90 (ms), the wall time (s) and,
+    given the ``server``, its CPU time a frame (ms: what other load on the machine moves
+    least)."""
+    cpu0 = server.cpu_seconds() if server is not None else 0.0
     times: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=base, cookies=cookies, limits=limits,
@@ -51,8 +56,12 @@ def _frames(base: str, urls: list[str], *, cookies: dict[str, str] | None = None
             list(pool.map(get, urls))
         wall = time.perf_counter() - t0
     q = statistics.quantiles(times, n=10)
-    return {"p50 (ms)": round(statistics.median(times), 1), "p90 (ms)": round(q[8], 1),
-            "series (s)": round(wall, 2)}
+    out = {"p50 (ms)": round(statistics.median(times), 1), "p90 (ms)": round(q[8], 1),
+           "series (s)": round(wall, 2)}
+    if server is not None:
+        out["server CPU a frame (ms)"] = round(
+            (server.cpu_seconds() - cpu0) * 1000 / len(urls), 1)
+    return out
 
 
 def cloudfilm_urls(world: World) -> list[str]:
@@ -78,19 +87,23 @@ def orthanc_urls(server: Orthanc, incoming: Path, study: str) -> tuple[str, list
     return base, [u for _, u in sorted(urls, reverse=True)]
 
 
-def run(cloudfilm: Cloudfilm, world: World, *, rounds: int = 2) -> dict[str, dict[str, Any]]:
+def run(cloudfilm: Cloudfilm, world: World, *, rounds: int = 2,
+        orthanc: bool = True) -> dict[str, dict[str, Any]]:
     base = cloudfilm.dicomweb.rsplit("/dicomweb", 1)[0]
     rows: dict[str, dict[str, Any]] = {}
     urls = cloudfilm_urls(world)
     cookie = {"cloudfilm_session": world.token}
     for n in range(rounds):
-        rows[f"cloudfilm, doctor with grant, round {n + 1}"] = _frames(base, urls,
-                                                                       cookies=cookie)
+        rows[f"cloudfilm, doctor with grant, round {n + 1}"] = _frames(
+            base, urls, cookies=cookie, server=cloudfilm)
+    if not orthanc:
+        return rows
     try:
-        with Orthanc() as orthanc:
-            obase, ourls = orthanc_urls(orthanc, cloudfilm.workdir / "incoming", world.study)
+        with Orthanc() as server:
+            obase, ourls = orthanc_urls(server, cloudfilm.workdir / "incoming", world.study)
             for n in range(rounds):
-                rows[f"Orthanc 1.10, open API, round {n + 1}"] = _frames(obase, ourls)
+                rows[f"Orthanc 1.10, open API, round {n + 1}"] = _frames(obase, ourls,
+                                                                         server=server)
     except ServerUnavailable as exc:
         rows["Orthanc"] = {"p50 (ms)": f"not run: {exc}"}
     return rows
@@ -105,12 +118,18 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-orthanc", action="store_true", help="cloudfilm only")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}")
     with Cloudfilm() as server:
         world = load(server.workdir / "data")
-        rows = run(server, world)
+        rows = run(server, world, rounds=args.rounds, orthanc=not args.no_orthanc)
     print(f"{CONCURRENCY} frame requests in flight, 300 frames of 512x512 CT, loopback; "
           "server and client share 2 cores")
     print(table(rows))
+    print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

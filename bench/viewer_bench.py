@@ -24,8 +24,10 @@ the page shows more than 10% non-black pixels (polled every 50 ms); series loade
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import http.server
+import os
 import shutil
 import socketserver
 import subprocess
@@ -181,10 +183,14 @@ def _timed_load(page: Page, url: str, frames: list[float], *, whole: bool,
     out: dict[str, Any] = {"first image (s)": round(time.monotonic() - t0, 2)}
     if whole:
         deadline = t0 + limit
-        while len(frames) < SLICES and time.monotonic() < deadline:
+        while not _series_done(page, frames) and time.monotonic() < deadline:
             page.wait_for_timeout(100)
-        out["series loaded (s)"] = (round(frames[SLICES - 1] - t0, 2)
-                                    if len(frames) >= SLICES else f"> {limit:.0f}")
+        own = page.evaluate(_MARK, "cloudfilm:series-loaded")
+        if own is not None:  # cloudfilm: every slice decoded and cached (its own mark)
+            out["series loaded (s)"] = round(own / 1000, 2)
+        else:  # the anchor: the 300th frame response
+            out["series loaded (s)"] = (round(frames[SLICES - 1] - t0, 2)
+                                        if len(frames) >= SLICES else f"> {limit:.0f}")
     else:
         page.wait_for_timeout(10_000)
         done = [t for t in frames if t - t0 <= 10 + out["first image (s)"]]
@@ -192,25 +198,81 @@ def _timed_load(page: Page, url: str, frames: list[float], *, whole: bool,
     return out
 
 
+_MARK = """(name) => { const m = performance.getEntriesByName(name)[0];
+    return m ? m.startTime : null; }"""
+
+# Where the first image's time went (ms from navigation start), from the page's own marks
+# (main.ts) and the resource timing of the requests on its path.
+_BREAKDOWN = """() => {
+    const r = Math.round;
+    const mark = (n) => { const m = performance.getEntriesByName(n)[0];
+                          return m ? r(m.startTime) : null; };
+    const res = performance.getEntriesByType('resource');
+    const nav = performance.getEntriesByType('navigation')[0];
+    const find = (f) => res.find(f);
+    const js = find((e) => /\\/diagnostic-(?!boot)[^/]+\\.js$/.test(e.name));
+    const meta = find((e) => e.name.endsWith('/metadata'));
+    const frame = find((e) => /\\/(frames|pixeldata)/.test(e.name));
+    return {
+        'HTML received': r(nav.responseEnd),
+        'JS received': js ? r(js.responseEnd) : null,
+        'JS evaluated': mark('cloudfilm:script'),
+        'Cornerstone ready': mark('cloudfilm:cornerstone'),
+        'metadata sent/received': meta ? `${r(meta.startTime)}/${r(meta.responseEnd)}` : null,
+        'first frame sent/received': frame ? `${r(frame.startTime)}/${r(frame.responseEnd)}`
+            : null,
+        'first frame decoded': mark('cloudfilm:first-decoded'),
+        'first image rendered': mark('cloudfilm:first-image'),
+        'renderer': document.body.dataset.renderer || null,
+    };
+}"""
+
+
+def _series_done(page: Page, frames: list[float]) -> bool:
+    if len(frames) >= SLICES:
+        return True
+    try:
+        return page.evaluate(_MARK, "cloudfilm:series-loaded") is not None
+    except Exception:  # the anchor's page: no such mark, same answer
+        return False
+
+
 def _scroll_and_window(page: Page) -> dict[str, Any]:
-    rate = page.evaluate("""async (count) => {
+    # Each slice asked for once the previous one is drawn; per slice, the time from the
+    # request to its render event (the render itself: Cornerstone's own frame time).
+    scroll = page.evaluate("""async (count) => {
         const v = window.cloudfilmViewer;
         const el = document.querySelector('.cell .viewport');
         let renders = 0;
         el.addEventListener('CORNERSTONE_IMAGE_RENDERED', () => { renders += 1; });
+        const each = [];
         const t0 = performance.now();
-        for (let n = 1; n <= count; n += 1) {
+        // At most 8 s: a slow renderer is measured on the slices it managed.
+        for (let n = 1; n <= count && performance.now() - t0 < 8000; n += 1) {
+            const t = performance.now();
             await v.scrollTo(0, n);
             const want = renders + 1;
             await new Promise((ok) => { const f = () => renders >= want ? ok() :
                 requestAnimationFrame(f); f(); });
+            each.push(performance.now() - t);
         }
-        return count / ((performance.now() - t0) / 1000);
+        const rate = each.length / ((performance.now() - t0) / 1000);
+        each.sort((a, b) => a - b);
+        return {rate, p50: each[Math.floor(each.length / 2)],
+                p90: each[Math.floor(each.length * 0.9)]};
     }""", SLICES)
     box = page.locator(".cell .viewport").first.bounding_box()
     assert box is not None
-    page.evaluate("""() => { window.__renders = 0; document.querySelector('.cell .viewport')
-        .addEventListener('CORNERSTONE_IMAGE_RENDERED', () => { window.__renders += 1; }); }""")
+    page.evaluate("""() => { window.__renders = 0; window.__renderMs = [];
+        const el = document.querySelector('.cell .viewport');
+        el.addEventListener('CORNERSTONE_IMAGE_RENDERED', () => { window.__renders += 1; });
+        // The main thread's time in each animation frame that rendered (a long task is
+        // what drops frames): measured from the frame's start to the render event.
+        let frameStart = 0;
+        const tick = (t) => { frameStart = t; requestAnimationFrame(tick); };
+        requestAnimationFrame(tick);
+        el.addEventListener('CORNERSTONE_IMAGE_RENDERED',
+            () => window.__renderMs.push(performance.now() - frameStart)); }""")
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
@@ -221,11 +283,18 @@ def _scroll_and_window(page: Page) -> dict[str, Any]:
     elapsed = time.monotonic() - t0
     page.mouse.up()
     renders = page.evaluate("window.__renders")
-    return {"scroll once loaded (slices/s)": round(rate, 1),
-            "W/L drag (renders/s)": round(renders / elapsed, 1)}
+    moves = 60 / elapsed
+    ms = sorted(page.evaluate("window.__renderMs")) or [0.0]
+    return {"scroll once loaded (slices/s)": round(scroll["rate"], 1),
+            "scroll ms/slice p50/p90": f"{scroll['p50']:.0f}/{scroll['p90']:.0f}",
+            "W/L drag (renders/s)": round(renders / elapsed, 1),
+            "W/L mouse moves/s": round(moves, 1),
+            "W/L render ms p50": round(ms[len(ms) // 2], 1)}
 
 
-def run_browser(server: Cloudfilm, world: World, ohif: Path | None) -> dict[str, dict[str, Any]]:
+def run_browser(server: Cloudfilm, world: World, ohif: Path | None, *, runs: int = 2,
+                four_g: bool = True, renderers: tuple[str, ...] = ("auto",)
+                ) -> dict[str, dict[str, Any]]:
     base = server.dicomweb.rsplit("/dicomweb", 1)[0]
     ours = f"{base}/workstation/viewer?study={world.study}&layout=1x1"
     rows: dict[str, dict[str, Any]] = {}
@@ -233,32 +302,39 @@ def run_browser(server: Cloudfilm, world: World, ohif: Path | None) -> dict[str,
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         try:
-            runs: list[tuple[str, str, str, dict[str, Any] | None]] = []
+            plan: list[tuple[str, str, str, dict[str, Any] | None]] = []
             if ohif is not None:
                 proxy, port = serve_ohif(ohif, server.http_port)
                 obase = f"http://127.0.0.1:{port}"
-                runs.append((f"OHIF {OHIF_VERSION} (anchor), loopback", obase,
+                plan.append((f"OHIF {OHIF_VERSION} (anchor), loopback", obase,
                              f"{obase}/viewer?StudyInstanceUIDs={world.study}", None))
-            runs.insert(0, ("cloudfilm viewer, loopback", base, ours, None))
-            for n in range(2):  # the second run has the browser's HTTP cache warm for assets
-                for label, origin, url, net in runs:
+            for renderer in reversed(renderers):  # auto: the viewer's own choice (backend.ts)
+                plan.insert(0, ("cloudfilm viewer" + ("" if renderer == "auto" else
+                                                      f" ({renderer} forced)") + ", loopback",
+                                base, ours + ("" if renderer == "auto" else
+                                              f"&renderer={renderer}"), None))
+            for n in range(runs):  # from the second run on, assets come from the HTTP cache
+                for label, origin, url, net in plan:
                     context, page, frames = _open(browser, origin, world, net)
                     key = f"{label}, run {n + 1}"
                     try:
                         rows[key] = _timed_load(page, url, frames, whole=True, limit=60)
                         if origin == base:
+                            rows[key]["own mark: first image (ms)"] = round(
+                                page.evaluate(_MARK, "cloudfilm:first-image"))
+                            BREAKDOWN[key] = page.evaluate(_BREAKDOWN)
                             rows[key].update(_scroll_and_window(page))
-                            rows[key]["own mark: first image (ms)"] = round(page.evaluate(
-                                "performance.getEntriesByName('cloudfilm:first-image')[0]"
-                                ".startTime"))
                     except Exception as exc:  # a bench reports, it does not stop
                         rows[key] = {"first image (s)": f"failed: {str(exc)[:80]}"}
                     context.close()
-            for label, origin, url, _ in runs:
+                    print(key, rows[key], BREAKDOWN.get(key, ""), flush=True)  # as it goes
+            for label, origin, url, _ in plan if four_g else []:
                 context, page, frames = _open(browser, origin, world, FOUR_G)
                 key = label.replace("loopback", "4G (1.5 MB/s, 60 ms)")
                 try:
                     rows[key] = _timed_load(page, url, frames, whole=False, limit=90)
+                    if origin == base:
+                        BREAKDOWN[key] = page.evaluate(_BREAKDOWN)
                 except Exception as exc:
                     rows[key] = {"first image (s)": f"failed: {str(exc)[:80]}"}
                 context.close()
@@ -267,6 +343,9 @@ def run_browser(server: Cloudfilm, world: World, ohif: Path | None) -> dict[str,
             if proxy is not None:
                 proxy.shutdown()
     return rows
+
+
+BREAKDOWN: dict[str, dict[str, Any]] = {}
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
@@ -278,17 +357,31 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-anchor", action="store_true", help="skip OHIF")
+    parser.add_argument("--no-frames", action="store_true", help="skip frame_bench")
+    parser.add_argument("--frames-orthanc", action="store_true",
+                        help="frame_bench against Orthanc too (~2 min more)")
+    parser.add_argument("--no-4g", action="store_true", help="skip the emulated 4G runs")
+    parser.add_argument("--runs", type=int, default=2, help="loopback runs per viewer")
+    parser.add_argument("--renderers", default="auto",
+                        help="comma-separated: auto (the viewer's choice), cpu, gpu")
+    args = parser.parse_args([a for a in sys.argv[1:] if a != "viewer"])  # web_bench.py viewer
+    print(f"load average at start: {os.getloadavg()}")
     temp = Path(tempfile.mkdtemp(prefix="cloudfilm-ohif-"))
     try:
-        try:
-            ohif: Path | None = fetch_ohif(temp)
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            print(f"OHIF anchor not run: {exc}")
-            ohif = None
+        ohif: Path | None = None
+        if not args.no_anchor:
+            try:
+                ohif = fetch_ohif(temp)
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                print(f"OHIF anchor not run: {exc}")
         with Cloudfilm() as server:
             world = load(server.workdir / "data", slices=SLICES)
-            rows = run_browser(server, world, ohif)
-            micro = frame_bench.run(server, world)
+            rows = run_browser(server, world, ohif, runs=args.runs, four_g=not args.no_4g,
+                               renderers=tuple(args.renderers.split(",")))
+            micro = None if args.no_frames else frame_bench.run(
+                server, world, orthanc=args.frames_orthanc)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     print("Viewer, headless Chromium (SwiftShader WebGL), 1440x900, 300-slice 512x512 CT, "
@@ -296,9 +389,13 @@ def main() -> None:
           "W/L 30/s")
     print(table(rows))
     print()
-    print(f"Frames, {frame_bench.CONCURRENCY} GETs in flight (medians over the series)")
-    print(frame_bench.table(micro))
-
+    print("cloudfilm's first image, where the time went (ms from navigation start)")
+    print(table(BREAKDOWN))
+    if micro is not None:
+        print()
+        print(f"Frames, {frame_bench.CONCURRENCY} GETs in flight (medians over the series)")
+        print(frame_bench.table(micro))
+    print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ export default defineConfig({
         // The workstation's diagnostic viewer (Cornerstone3D); its codec workers and
         // .wasm files are emitted as hashed assets beside it.
         diagnostic: "src/diagnostic/main.ts",
+        // Asks for the first series and slice while the bundle above loads.
+        "diagnostic-boot": "src/diagnostic/boot.ts",
         dashboard: "src/dashboard.js",
         admin: "src/admin.js",
       },

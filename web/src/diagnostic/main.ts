@@ -6,6 +6,7 @@ import {
   Enums,
   RenderingEngine,
   cache,
+  eventTarget,
   init as coreInit,
   utilities as csUtils,
   type Types,
@@ -30,7 +31,8 @@ import {
 } from "@cornerstonejs/tools";
 import { init as loaderInit } from "@cornerstonejs/dicom-image-loader";
 import { aiSeriesShown, aiState, initAi } from "./ai_overlay";
-import { FrameQueue, type Refusal } from "./loader";
+import { useCpuRendering } from "./backend";
+import { FrameQueue, type Refusal, decode } from "./loader";
 import { HttpError, type Series, loadSeries } from "./series";
 import "./viewer.css";
 
@@ -59,6 +61,7 @@ const config = JSON.parse(
   (document.getElementById("viewer-config") as HTMLElement).textContent || "{}",
 ) as Config;
 const L = (key: string): string => config.labels[key] ?? key;
+performance.mark("cloudfilm:script"); // the bundle is parsed and evaluated
 
 type Cell = {
   id: string;
@@ -121,7 +124,10 @@ function seriesOf(study: string, uid: string): Promise<Series> {
   const key = `${study}/${uid}`;
   let found = state.seriesCache.get(key);
   if (!found) {
-    found = loadSeries(config.dicomweb, study, uid);
+    // The first series' metadata was asked for before this bundle loaded (boot.ts).
+    const boot = (window as any).cloudfilmBoot;
+    const early = boot && boot.study === study && boot.series === uid ? boot.docs : undefined;
+    found = loadSeries(config.dicomweb, study, uid, early);
     state.seriesCache.set(key, found);
     found.catch(() => state.seriesCache.delete(key));
   }
@@ -159,6 +165,7 @@ async function show(cellIndex: number, study: string, uid: string, start?: numbe
   cell.element.dataset.loaded = "false";
   cell.queue.start(index);
   try {
+    await decode(imageIds[index]); // the queue's bytes, not a second request by the viewport
     await viewport.setStack(imageIds, index);
   } catch {
     /* a refused first frame is reported by the queue */
@@ -344,13 +351,26 @@ function cine(): void {
   $("cine").setAttribute("aria-pressed", String(cell.cine));
 }
 
-async function scrollBy(delta: number): Promise<void> {
-  const cell = state.cells[state.active];
-  const viewport = cell && stackViewport(cell);
-  if (!viewport || !cell.series) return;
-  const n = cell.series.slices.length;
-  const next = Math.max(0, Math.min(n - 1, viewport.getCurrentImageIdIndex() + delta));
-  await viewport.setImageIdIndex(next);
+// Wheel notches and key repeats that come faster than the screen are summed and applied
+// once an animation frame: one slice change a frame, none dropped.
+let scrollPending = 0;
+let scrollScheduled = false;
+
+function scrollBy(delta: number): void {
+  scrollPending += delta;
+  if (scrollScheduled) return;
+  scrollScheduled = true;
+  requestAnimationFrame(() => {
+    const by = scrollPending;
+    scrollPending = 0;
+    scrollScheduled = false;
+    const cell = state.cells[state.active];
+    const viewport = cell && stackViewport(cell);
+    if (!viewport || !cell.series) return;
+    const n = cell.series.slices.length;
+    const next = Math.max(0, Math.min(n - 1, viewport.getCurrentImageIdIndex() + by));
+    void viewport.setImageIdIndex(next);
+  });
 }
 
 function markThumbs(): void {
@@ -363,9 +383,9 @@ function markThumbs(): void {
 // -- keyboard --------------------------------------------------------------------------------
 
 const KEYS: Record<string, () => void> = {
-  ArrowUp: () => void scrollBy(-1), ArrowDown: () => void scrollBy(1),
-  PageUp: () => void scrollBy(-10), PageDown: () => void scrollBy(10),
-  Home: () => void scrollBy(-1e6), End: () => void scrollBy(1e6),
+  ArrowUp: () => scrollBy(-1), ArrowDown: () => scrollBy(1),
+  PageUp: () => scrollBy(-10), PageDown: () => scrollBy(10),
+  Home: () => scrollBy(-1e6), End: () => scrollBy(1e6),
   w: () => setTool(WindowLevelTool.toolName), p: () => setTool(PanTool.toolName),
   z: () => setTool(ZoomTool.toolName), s: () => setTool(StackScrollTool.toolName),
   l: () => setTool(LengthTool.toolName), a: () => setTool(AngleTool.toolName),
@@ -423,7 +443,7 @@ function wire(): void {
     cell.element.addEventListener("wheel", (e) => {
       e.preventDefault();
       setActive(i);
-      void scrollBy(Math.sign(e.deltaY));
+      scrollBy(Math.sign(e.deltaY));
     }, { passive: false });
     cell.scrollbar.addEventListener("input", () => {
       setActive(i);
@@ -479,12 +499,19 @@ function tools(): void {
 
 async function main(): Promise<void> {
   say(L("starting"));
-  // The first series' metadata is asked for while Cornerstone starts (one round trip less).
+  const cpu = useCpuRendering();
+  document.body.dataset.renderer = cpu ? "cpu" : "gpu";
+  await coreInit({ rendering: { useCPURendering: cpu } } as any);
+  eventTarget.addEventListener(Enums.Events.IMAGE_LOADED, function first() {
+    performance.mark("cloudfilm:first-decoded");
+    eventTarget.removeEventListener(Enums.Events.IMAGE_LOADED, first);
+  });
+  loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
+  // The first series' metadata (asked for by boot.ts) is read into Cornerstone's metadata
+  // only once its loader is set up: earlier, its images had no pixel module.
   const current0 = config.studies[0];
   const first0 = current0?.series.find((s) => s.thumb);
   if (current0 && first0) void seriesOf(current0.uid, first0.uid).catch(() => {});
-  await coreInit();
-  loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
   // Before any viewport is enabled: the tools attach their mouse listeners to elements as
   // they are enabled.
   toolsInit();
@@ -500,6 +527,7 @@ async function main(): Promise<void> {
   tools();
   wire();
   setActive(0);
+  performance.mark("cloudfilm:cornerstone");
   const current = config.studies[0];
   const firstSeries = current?.series.find((s) => s.thumb);
   say("");

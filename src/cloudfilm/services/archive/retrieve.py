@@ -29,6 +29,7 @@ from pydicom.uid import (
 from cloudfilm.infrastructure.db import retrieve_repository as rr
 from cloudfilm.infrastructure.db.session import Database, DatabaseUnavailableError
 from cloudfilm.infrastructure.dicom import json_model, render, transfer_syntax
+from cloudfilm.infrastructure.dicom.frame_index import FrameSpan, native_span
 from cloudfilm.infrastructure.storage.base import BlobStore, BlobStoreError
 from cloudfilm.services.access.actor import Actor, Permission
 from cloudfilm.services.access.audit import AuditService
@@ -49,6 +50,9 @@ _UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
 _CACHE_ENTRIES = 64
 _CACHE_MAX_BYTES = 128 * 1024 * 1024
 _CACHE_MAX_OBJECT = 32 * 1024 * 1024
+# Frame spans of native objects by blob key (frame_index.py): ~100 bytes each, so a few
+# thousand series' worth; a blob key never changes content.
+_SPANS = 200_000
 
 
 class FrameCache(Protocol):
@@ -105,6 +109,7 @@ class RetrieveService:
         self._audit = audit
         self._datasets: OrderedDict[str, tuple[Dataset, int]] = OrderedDict()
         self._cached_bytes = 0
+        self._spans: OrderedDict[str, FrameSpan | None] = OrderedDict()
         self._lock = threading.Lock()
         # A viewer's frames: decided one by one, recorded once a minute a series
         # (frame_audit.py says why and what stays as strict).
@@ -252,12 +257,19 @@ class RetrieveService:
                     f"frame {n} does not exist; instance {obj.sop_instance_uid} has "
                     f"{count} frame(s), numbered from 1"
                 )
-        ds = self._load(obj)
         stored = obj.transfer_syntax_uid
         if transfer_syntax.get(stored) is None:
             raise NotAcceptableError(f"frames of transfer syntax {stored} cannot be extracted")
         compressed = transfer_syntax.is_compressed(stored)
         as_stored = wanted == "*" or wanted == stored or (not compressed and wanted is None)
+        if not compressed and (as_stored or wanted in _UNCOMPRESSED):
+            span = self._span(obj)
+            if span is not None and span.frames == count:
+                # One ranged read a frame: no parse, no copy of the other frames.
+                return [Frame(self._read(obj, *span.range_of(n - 1)),
+                              "application/octet-stream", str(ExplicitVRLittleEndian))
+                        for n in numbers]
+        ds = self._load(obj)
         out: list[Frame] = []
         try:
             for n in numbers:
@@ -277,6 +289,33 @@ class RetrieveService:
         except render.RenderError as exc:
             raise NotAcceptableError(str(exc)) from exc
         return out
+
+    def _span(self, obj: StoredObject) -> FrameSpan | None:
+        """Where a native object's frames lie (found once from its header), or None."""
+        with self._lock:
+            if obj.blob_key in self._spans:
+                self._spans.move_to_end(obj.blob_key)
+                return self._spans[obj.blob_key]
+        try:
+            path = self._blobs.local_path(obj.blob_key)
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        span = native_span(path) if path is not None else None
+        with self._lock:
+            self._spans[obj.blob_key] = span
+            if len(self._spans) > _SPANS:
+                self._spans.popitem(last=False)
+        return span
+
+    def _read(self, obj: StoredObject, offset: int, length: int) -> bytes:
+        try:
+            data = self._blobs.read_range(obj.blob_key, offset, length)
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
+        if len(data) != length:
+            raise ResourceUnavailableError(
+                f"instance {obj.sop_instance_uid}: its blob ended before frame data")
+        return data
 
     def _frame_object(self, study_uid: str, series_uid: str, sop_uid: str, actor: Actor,
                       frames: int) -> StoredObject:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import orjson
@@ -13,6 +14,9 @@ from cloudfilm.services.container import Services
 
 DICOMWEB_PREFIX = "/dicomweb"
 _PLACEHOLDER = BULK_BASE.encode()
+# A series' metadata is ~2 KB an instance of very repetitive JSON: gzip (level 1: ~1 ms a
+# 100 KB) makes it a tenth, which a viewer on a mobile link waits for before any image.
+_GZIP_FROM = 32 * 1024
 
 
 def services(request: Request) -> Services:
@@ -29,5 +33,9 @@ def base_url(request: Request) -> str:
 def dicom_json(request: Request, payload: Any, *, status: int = 200,
                headers: dict[str, str] | None = None) -> Response:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return Response(body.replace(_PLACEHOLDER, base_url(request).encode()), status_code=status,
-                    media_type="application/dicom+json", headers=headers)
+    body = body.replace(_PLACEHOLDER, base_url(request).encode())
+    if len(body) >= _GZIP_FROM and "gzip" in request.headers.get("accept-encoding", "").lower():
+        body = gzip.compress(body, compresslevel=1)
+        headers = {**(headers or {}), "content-encoding": "gzip", "vary": "Accept-Encoding"}
+    return Response(body, status_code=status, media_type="application/dicom+json",
+                    headers=headers)

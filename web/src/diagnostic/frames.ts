@@ -1,0 +1,93 @@
+// Frame bytes fetched by the viewer itself (WADO-RS, several frames of one instance in one
+// request), kept until Cornerstone decodes them: loader.ts hands them to Cornerstone's
+// WADO-RS loader through its compressed-frame registry, so the loader never goes to the
+// network for a frame we already hold. No Cornerstone here (boot.ts uses it).
+export const ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*";
+
+export class HttpError extends Error {
+  constructor(readonly status: number, url: string) {
+    super(`${status} ${url}`);
+  }
+}
+
+export type Part = { data: Uint8Array; transferSyntax: string };
+
+const pending = new Map<string, Promise<Part>>(); // by frame URL
+const ready = new Map<string, Part>(); // arrived, not yet decoded
+
+function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
+  for (let i = hay.indexOf(needle[0], from); i !== -1; i = hay.indexOf(needle[0], i + 1)) {
+    let k = 1;
+    while (k < needle.length && hay[i + k] === needle[k]) k += 1;
+    if (k === needle.length) return i;
+  }
+  return -1;
+}
+
+const ascii = new TextDecoder("latin1");
+
+/** The parts of a multipart/related body, in order (RFC 2046). */
+export function parts(body: ArrayBuffer, contentType: string): Part[] {
+  const bytes = new Uint8Array(body);
+  const found = /boundary="?([^";]+)"?/i.exec(contentType);
+  if (!found) throw new Error(`not multipart: ${contentType}`);
+  const delimiter = new TextEncoder().encode(`--${found[1]}`);
+  const out: Part[] = [];
+  let at = indexOf(bytes, delimiter, 0);
+  while (at !== -1) {
+    const headersEnd = indexOf(bytes, new Uint8Array([13, 10, 13, 10]), at);
+    if (headersEnd === -1) break; // the closing delimiter
+    const headers = ascii.decode(bytes.subarray(at, headersEnd));
+    const start = headersEnd + 4;
+    const next = indexOf(bytes, delimiter, start);
+    if (next === -1) throw new Error("multipart body without its closing delimiter");
+    const syntax = /transfer-syntax=([0-9.]+)/i.exec(headers);
+    // A copy, not a view: the decoder reads 16-bit samples from the start of its buffer.
+    out.push({ data: bytes.slice(start, next - 2), // the CRLF before the delimiter
+               transferSyntax: syntax ? syntax[1] : "1.2.840.10008.1.2.1" });
+    at = next;
+  }
+  return out;
+}
+
+/** Frames ``numbers`` of one instance (``instance``: its URL up to ``/frames``), one
+ * request; each frame's promise is registered so that nobody asks for it twice. */
+export function fetchFrames(instance: string, numbers: number[]): Promise<Part>[] {
+  const url = `${instance}/frames/${numbers.join(",")}`;
+  const all = fetch(url, { headers: { Accept: ACCEPT }, credentials: "same-origin" })
+    .then(async (r) => {
+      if (!r.ok) throw new HttpError(r.status, url);
+      const got = parts(await r.arrayBuffer(), r.headers.get("content-type") ?? "");
+      if (got.length !== numbers.length) throw new HttpError(502, url);
+      return got;
+    });
+  return numbers.map((n, k) => {
+    const one = all.then((got) => got[k]);
+    const key = `${instance}/frames/${n}`;
+    pending.set(key, one);
+    one.then((part) => { if (pending.get(key) === one) ready.set(key, part); },
+             () => pending.delete(key));
+    return one;
+  });
+}
+
+/** The frame at ``url`` if it was asked for (and not yet taken). */
+export function held(url: string): Promise<Part> | undefined {
+  return pending.get(url);
+}
+
+/** The bytes of the frame at ``url`` if they have arrived. */
+export function arrived(url: string): Part | undefined {
+  return ready.get(url);
+}
+
+/** Forget a frame once Cornerstone holds it decoded. */
+export function release(url: string): void {
+  pending.delete(url);
+  ready.delete(url);
+}
+
+export function instanceOf(url: string): [string, number] {
+  const cut = url.lastIndexOf("/frames/");
+  return [url.slice(0, cut), Number(url.slice(cut + 8))];
+}
