@@ -143,7 +143,7 @@ def test_viewer_overlays_the_ai_result_and_the_portal_waits_for_the_doctor(
     assert zipped.status_code == 200
     assert len(zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()) == 41
 
-    desk = browser.new_context(**DESK)
+    desk = browser.new_context(locale="zh-CN", **DESK)
     desk.add_cookies([{"name": "cloudfilm_session", "value": doctor_token, "url": base}])
     page = desk.new_page()
     errors: list[str] = []

@@ -1,6 +1,7 @@
 // AI results beside the images (issue 19): the study's finding sets (current version first,
-// earlier ones reachable), the chosen set's SEG as a Cornerstone labelmap on the stack that
-// shows its source series (toggle, opacity), its SR findings as a list (a click jumps to the
+// earlier ones reachable), the chosen set's SEG over the stack that shows its source series
+// (Cornerstone's labelmap with WebGL; under the CPU renderer a canvas of its own, ai_canvas.ts;
+// toggle, opacity), its SR findings as a list (a click jumps to the
 // slice), and the doctor's confirm / reject. Everything is marked "AI-generated, not a
 // diagnosis" by the panel's markup (_ai_panel.html.j2). Reads go to /workstation/ai/data,
 // where the access policy decides and audits each like any read of the study.
@@ -8,7 +9,9 @@
 // main.ts only calls initAi() once and aiSeriesShown() after a series is put in a viewport.
 import { imageLoader } from "@cornerstonejs/core";
 import { Enums as ToolEnums, segmentation } from "@cornerstonejs/tools";
+import { CanvasOverlay, type Runs } from "./ai_canvas";
 import "./ai_overlay.css";
+import { useCpuRendering } from "./backend";
 
 const BASE = "/workstation/ai/data";
 const COLOUR: [number, number, number, number] = [255, 0, 255, 255]; // magenta: no grey
@@ -79,15 +82,37 @@ async function sourceOf(set: FindingSet): Promise<SeriesLike | null> {
 
 // -- the labelmap ------------------------------------------------------------------------
 
+const fetched = new Map<string, Mask[]>(); // SEG SOP instance UID -> its masks
+const canvas = new CanvasOverlay(); // the overlay when Cornerstone renders on the CPU
+
+async function masksOf(set: FindingSet): Promise<Mask[] | null> {
+  const uid = set.seg_sop_instance_uid;
+  if (!uid) return null;
+  const known = fetched.get(uid);
+  if (known) return known;
+  const response = await fetch(`${BASE}/studies/${ai.host!.study}/seg/${uid}`,
+                               { headers: { Accept: "application/json" } });
+  if (!response.ok) return null;
+  const { masks } = (await response.json()) as { masks: Mask[] };
+  fetched.set(uid, masks);
+  return masks;
+}
+
+function runsBySlice(masks: Mask[], source: SeriesLike): Map<number, Runs> {
+  const bySlice = new Map<number, Runs>();
+  for (const mask of masks) {
+    const index = sliceOf(source, mask.sop_instance_uid);
+    if (index < 0) continue;
+    bySlice.set(index, [...(bySlice.get(index) ?? []), ...mask.runs]);
+  }
+  return bySlice;
+}
+
 async function labelmap(set: FindingSet, source: SeriesLike): Promise<string | null> {
   const id = `ai-${set.workitem_uid}`;
   if (ai.made.has(id)) return id;
-  if (!set.seg_sop_instance_uid) return null;
-  const response = await fetch(
-    `${BASE}/studies/${ai.host!.study}/seg/${set.seg_sop_instance_uid}`,
-    { headers: { Accept: "application/json" } });
-  if (!response.ok) return null;
-  const { masks } = (await response.json()) as { masks: Mask[] };
+  const masks = await masksOf(set);
+  if (!masks) return null;
   const imageIds = source.slices.map((s) => s.imageId);
   const images = imageLoader.createAndCacheDerivedLabelmapImages(imageIds);
   for (const mask of masks) {
@@ -121,10 +146,40 @@ function style(viewportId: string, id: string): void {
     viewportId, { segmentationId: id, type: LABELMAP }, ai.visible);
 }
 
+/** The CPU renderer's overlay: the chosen set's runs painted over the source's viewports. */
+async function attachCanvas(host: AiHost, set: FindingSet, source: SeriesLike): Promise<void> {
+  const started = performance.now();
+  const masks = await masksOf(set);
+  canvas.runs = masks ? runsBySlice(masks, source) : new Map();
+  canvas.visible = ai.visible;
+  canvas.opacity = ai.opacity;
+  const id = `ai-${set.workitem_uid}`;
+  for (const cell of host.cells()) {
+    if (masks && cell.series?.uid === source.uid) {
+      canvas.attach(cell.viewportId);
+      ai.attached.set(cell.viewportId, id);
+    } else {
+      canvas.detach(cell.viewportId);
+      ai.attached.delete(cell.viewportId);
+    }
+  }
+  if (masks) overlaid(started);
+}
+
+function overlaid(started: number): void {
+  ai.renderMs = performance.now() - started;
+  performance.mark("cloudfilm:ai-overlay");
+  document.body.dataset.aiOverlay = "true";
+}
+
 /** Put the chosen set's labelmap on every viewport that shows its source series. */
 async function attach(): Promise<void> {
   const host = ai.host;
   if (!host || !ai.chosen || !ai.source) return;
+  if (useCpuRendering()) {
+    await attachCanvas(host, ai.chosen, ai.source);
+    return;
+  }
   const started = performance.now();
   const id = await labelmap(ai.chosen, ai.source);
   for (const cell of host.cells()) {
@@ -145,14 +200,16 @@ async function attach(): Promise<void> {
       host.render(cell.viewportId);
     }
   }
-  if (id) {
-    ai.renderMs = performance.now() - started;
-    performance.mark("cloudfilm:ai-overlay");
-    document.body.dataset.aiOverlay = "true";
-  }
+  if (id) overlaid(started);
 }
 
 function restyle(): void {
+  if (useCpuRendering()) {
+    canvas.visible = ai.visible;
+    canvas.opacity = ai.opacity;
+    canvas.paintAll();
+    return;
+  }
   for (const [viewportId, id] of ai.attached) {
     style(viewportId, id);
     ai.host?.render(viewportId);
