@@ -33,6 +33,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("services/access/accounts.py", "found.kind"):
         "an account row's kind at password sign-in (residents sign in by phone)",
     ("services/archive/query.py", "cond.kind"): "a query condition's kind (exact, range...)",
+    ("services/storage/service.py", "row.kind"):
+        "a storage job row's kind (tier move or lossless re-encoding)",
 }
 
 
