@@ -67,6 +67,12 @@ SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED = "SCHEDULED", "IN PROGRESS", "COMPL
     "CANCELED"
 STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
 _MAX_ATTEMPTS = 3
+# What the performer of an IN PROGRESS workitem may set through N-SET / Update Workitem
+# (PS3.4 Table CC.2.5-3): its progress (0074,1002) and what it performed (0074,1216).
+# Everything else of our workitems is fixed by the scheduler or by the state changes.
+UPDATABLE = {"00741002": "ProcedureStepProgressInformationSequence",
+             "00741216": "UnifiedProcedureStepPerformedProcedureSequence"}
+_MAX_UPDATES = 64 * 1024
 _ANY_TTL = 30.0
 
 
@@ -96,6 +102,8 @@ class WorkitemView:
     reason: str
     created_at: datetime
     updated_at: datetime
+    updates: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Attributes the engine set through Update Workitem (DICOM JSON by tag)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +180,8 @@ def _wview(row: AiWorkitem, algo: AiAlgorithm) -> WorkitemView:
                         algorithm=f"{algo.name} {algo.version}",
                         study_instance_uid=row.study_instance_uid, state=row.state,
                         reason=row.reason, created_at=row.created_at,
-                        updated_at=row.updated_at)
+                        updated_at=row.updated_at,
+                        updates=json.loads(row.updates) if row.updates else {})
 
 
 def _matches(algo: AiAlgorithm, modalities: set[str], body_parts: set[str]) -> bool:
@@ -383,6 +392,30 @@ class AiWork:
         if not transaction_uid or transaction_uid != row.transaction_uid:
             raise WorkitemStateError("the Transaction UID is not the one of the claim")
         return row, algo
+
+    def update(self, actor: Actor, uid: str, transaction_uid: str,
+               attributes: dict[str, Any]) -> WorkitemView:
+        """Update Workitem (PS3.4 CC.2.6, PS3.18 11.6) by the engine holding it IN PROGRESS:
+        the given attributes of :data:`UPDATABLE` replace the ones set before."""
+        if not transaction_uid:
+            raise InvalidInputError("the Transaction UID is missing")
+        refused = sorted(set(attributes) - set(UPDATABLE))
+        if refused:
+            raise InvalidInputError("these attributes may not be updated: "
+                                    + ", ".join(refused) + "; updatable are "
+                                    + ", ".join(f"{t} ({n})" for t, n in UPDATABLE.items()))
+        if not all(isinstance(v, dict) and v.get("vr") == "SQ" for v in attributes.values()):
+            raise InvalidInputError("the updatable attributes are sequences (vr SQ)")
+        with self._audited(actor, uid), self._db.write() as s:
+            row, algo = self._in_progress(s, actor, uid, transaction_uid)
+            merged = (json.loads(row.updates) if row.updates else {}) | attributes
+            text = json.dumps(merged, separators=(",", ":"))
+            if len(text) > _MAX_UPDATES:
+                raise InvalidInputError(f"the updates exceed {_MAX_UPDATES} bytes")
+            row.updates, row.updated_at = text, datetime.now(UTC)
+            self._audit.record(s, actor=actor, action="ai.workitem.update",
+                               outcome="success", resource_type="ups", resource_uid=uid)
+            return _wview(row, algo)
 
     def complete(self, actor: Actor, uid: str, transaction_uid: str) -> WorkitemView:
         with self._audited(actor, uid), self._db.write() as s:
