@@ -16,10 +16,14 @@ import sys
 import httpx
 import pydicom
 from pydicom.uid import generate_uid
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 from cloudfilm.infrastructure.ai.nodules import detect
 
 UPS = "application/dicom+json"
+GLOBAL = "1.2.840.10008.5.1.4.34.5"
+AE = "ENGINE"
 PROGRESS = {"00741002": {"vr": "SQ", "Value": [{
     "00741004": {"vr": "DS", "Value": [50]},
     "00741006": {"vr": "ST", "Value": ["reading the study"]}}]}}
@@ -56,7 +60,34 @@ def main() -> None:
                     "00741000": {"vr": "CS", "Value": [value]},
                     "00081195": {"vr": "UI", "Value": [transaction]}}])).status_code
 
+        as_other = {"Authorization": f"Bearer {other}"}
+        summary["subscribe_as_other"] = client.post(
+            f"/dicomweb/workitems/{uid}/subscribers/{AE}", headers=as_other).status_code
+        # The other engine subscribes globally under the same AE title: it must still hear
+        # nothing of a workitem that is not its algorithm's.
+        summary["other_global"] = client.post(
+            f"/dicomweb/workitems/{GLOBAL}/subscribers/{AE}", headers=as_other).status_code
+        summary["subscribe"] = client.post(
+            f"/dicomweb/workitems/{uid}/subscribers/{AE}").status_code
+        ws_base = base.replace("http://", "ws://") + f"/dicomweb/subscribers/{AE}"
+        try:
+            connect(ws_base, open_timeout=10).close()
+            summary["channel_anonymous"] = "open"
+        except InvalidStatus as exc:
+            summary["channel_anonymous"] = exc.response.status_code
+        mine = connect(ws_base, additional_headers=auth, open_timeout=10)
+        theirs = connect(ws_base, additional_headers=as_other, open_timeout=10)
+
+        def event(ws: ClientConnection, timeout: float = 10) -> str:
+            try:
+                report = json.loads(ws.recv(timeout=timeout))[0]
+            except TimeoutError:
+                return "none"
+            assert report["00001000"]["Value"] == [uid], report
+            return str(report["00741000"]["Value"][0])
+
         summary["claim"] = state("IN PROGRESS", tx)
+        summary["event_claim"] = event(mine)
         summary["claim_again"] = state("IN PROGRESS", tx)
 
         def update(body: dict[str, object], transaction: str | None,
@@ -94,6 +125,12 @@ def main() -> None:
         summary["diameters"] = sorted(round(f.diameter_mm) for f in findings)
         summary["complete_wrong_tx"] = state("COMPLETED", str(generate_uid()))
         summary["complete"] = state("COMPLETED", tx)
+        summary["event_complete"] = event(mine)
+        summary["event_other"] = event(theirs, timeout=0.5)
+        mine.close()
+        theirs.close()
+        summary["unsubscribe"] = client.delete(
+            f"/dicomweb/workitems/{uid}/subscribers/{AE}").status_code
         summary["after_complete"] = client.get(study_url + "/metadata").status_code
         summary["update_completed"] = update(PROGRESS, tx)
         final = client.get(f"/dicomweb/workitems/{uid}").json()[0]

@@ -1351,6 +1351,22 @@ class AiWorkitem(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AiUpsSubscription(Base):
+    """A UPS subscription (PS3.4 CC.2.3, PS3.18 11.10) of an algorithm's AE title to one of
+    its workitems, or to all of them (``workitem_uid`` ""); ``suspended`` stops the global
+    one from following new workitems."""
+
+    __tablename__ = "ai_ups_subscription"
+    __table_args__ = (UniqueConstraint("algorithm_id", "ae_title", "workitem_uid"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    algorithm_id: Mapped[int] = mapped_column(ForeignKey("ai_algorithm.id"))
+    ae_title: Mapped[str] = mapped_column(String(16))
+    workitem_uid: Mapped[str] = mapped_column(String(64), default="")
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AiResult(Base):
     """A DICOM object an algorithm's workitem produced (an SR, a SEG), stored as a new
     series of the study; doctors confirm or reject it (the portal shows only confirmed

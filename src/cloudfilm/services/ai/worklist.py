@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -207,6 +207,16 @@ class AiWork:
         self._settle = timedelta(seconds=settle_seconds)
         self._any: tuple[bool, float] = (False, 0.0)
         self._lock = threading.Lock()
+        # Called with each workitem after a change commits (UPS event reports, in process).
+        self.listeners: list[Callable[[WorkitemView], None]] = []
+
+    def _emit(self, view: WorkitemView) -> WorkitemView:
+        for listener in self.listeners:
+            try:
+                listener(view)
+            except Exception:  # a subscriber's failure never undoes the change
+                logger.exception("cloudfilm.ai.ups_event_failed")
+        return view
 
     # -- the ingest outbox ---------------------------------------------------------------
 
@@ -294,7 +304,8 @@ class AiWork:
             self._audit.record(s, actor=actor, action="ai.workitem.create",
                                outcome="success", resource_type="ups", resource_uid=row.uid,
                                detail={"study": study_uid, "algorithm": algorithm_id})
-            return _wview(row, algo)
+            view = _wview(row, algo)
+        return self._emit(view)
 
     # -- the worklist (UPS-RS) -----------------------------------------------------------
 
@@ -380,6 +391,7 @@ class AiWork:
                                    resident_id=profile[1] if profile else None,
                                    reason="no-longer-allowed" if gone else "")
                 view = _wview(row, algo)
+        self._emit(view)
         if view.state == CANCELED:
             raise NotAuthorizedError("the study may no longer be read by this algorithm")
         return view
@@ -423,7 +435,8 @@ class AiWork:
             row.state, row.updated_at = COMPLETED, datetime.now(UTC)
             self._audit.record(s, actor=actor, action="ai.workitem.complete",
                                outcome="success", resource_type="ups", resource_uid=uid)
-            return _wview(row, algo)
+            view = _wview(row, algo)
+        return self._emit(view)
 
     def cancel(self, actor: Actor, uid: str, *, transaction_uid: str = "",
                reason: str = "") -> WorkitemView:
@@ -450,7 +463,8 @@ class AiWork:
             self._audit.record(s, actor=actor, action="ai.workitem.cancel",
                                outcome="success", resource_type="ups", resource_uid=uid,
                                detail={"reason": reason[:200]})
-            return _wview(row, algo)
+            view = _wview(row, algo)
+        return self._emit(view)
 
     # -- results -------------------------------------------------------------------------
 

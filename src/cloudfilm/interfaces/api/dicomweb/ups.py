@@ -189,3 +189,9 @@ async def update(request: Request, uid: str, actor: CurrentActor) -> Response:
         response.headers["Warning"] = f'299 cloudfilm "{exc.message[:200]}"'
         return response
     return Response(status_code=200)
+
+
+# Subscriptions and the event channel (PS3.18 11.10-11.11) live in their own module.
+from cloudfilm.interfaces.api.dicomweb import ups_events  # noqa: E402
+
+router.include_router(ups_events.router)
