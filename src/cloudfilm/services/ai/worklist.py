@@ -244,12 +244,22 @@ class AiWork:
     def schedule_due(self, *, limit: int = 500, now: datetime | None = None) -> int:
         """Make the workitems of the studies that are due; returns how many were made."""
         now = now or datetime.now(UTC)
-        made = 0
+        made: list[str] = []
         with self._db.write() as s:
             due = repo.take_due(s, now, limit)
             for study_uid in due:
-                made += len(self._schedule(s, study_uid, now))
-        return made
+                made += self._schedule(s, study_uid, now)
+        if made and self.listeners:  # new workitems, for the global subscribers
+            with self._db.read() as s:
+                views = []
+                for uid in made:
+                    row = repo.workitem(s, uid)
+                    algo = repo.algorithm_by_pk(s, row.algorithm_id) if row else None
+                    if row is not None and algo is not None:
+                        views.append(_wview(row, algo))
+            for view in views:
+                self._emit(view)
+        return len(made)
 
     def _schedule(self, s: Session, study_uid: str, now: datetime,
                   only: AiAlgorithm | None = None, *, rerun: bool = False) -> list[str]:
