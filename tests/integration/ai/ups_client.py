@@ -105,6 +105,7 @@ def main() -> None:
         summary["update_wrong_tx"] = update(PROGRESS, str(generate_uid()))
         summary["update_state"] = update({"00741000": {"vr": "CS", "Value": ["COMPLETED"]}},
                                          tx)
+        summary["update_odd_tag"] = update({"\u00fc\"\n": {"vr": "SQ", "Value": []}}, tx)
         summary["update_as_other"] = update(PROGRESS, tx, as_other=True)
         summary["update"] = update(PROGRESS, tx)
         now = client.get(f"/dicomweb/workitems/{uid}").json()[0]

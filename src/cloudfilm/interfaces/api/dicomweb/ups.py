@@ -186,7 +186,10 @@ async def update(request: Request, uid: str, actor: CurrentActor) -> Response:
         # (wrong UID, not IN PROGRESS), each with a Warning saying why.
         status = 409 if isinstance(exc, WorkitemStateError) else 400
         response = problem(status, exc.code, exc.message)
-        response.headers["Warning"] = f'299 cloudfilm "{exc.message[:200]}"'
+        # The message may quote the client's tags: printable ASCII only, no quotes.
+        text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?"
+                       for c in exc.message[:200])
+        response.headers["Warning"] = f'299 cloudfilm "{text}"'
         return response
     return Response(status_code=200)
 
