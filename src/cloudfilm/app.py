@@ -45,6 +45,7 @@ from cloudfilm.services.access.workstation import WorkstationService
 from cloudfilm.services.ai.registry import AlgorithmRegistry
 from cloudfilm.services.ai.results import AiResults
 from cloudfilm.services.ai.service import AiService
+from cloudfilm.services.ai.subscriptions import UpsEvents
 from cloudfilm.services.ai.worklist import AiWork
 from cloudfilm.services.archive.ingest import IngestService
 from cloudfilm.services.archive.maintenance import MaintenanceService
@@ -208,10 +209,9 @@ def build_services(settings: Settings) -> Services:
         DiskFrameCache(data_dir / "cache" / "rendered") if settings.web.frame_cache else None))
     timeline = TimelineService(db, policy, audit)
     registry = AlgorithmRegistry(db, audit, plugins=settings.ai.plugins, protector=protector)
-    ai = AiService(registry, AiWork(db, audit, policy, registry, retrieve, ingest,
-                                    spool / "ai", blobs=blobs, protector=protector,
-                                    settle_seconds=settings.ai.settle_seconds),
-                   AiResults(db, policy, retrieve))
+    work = AiWork(db, audit, policy, registry, retrieve, ingest, spool / "ai", blobs=blobs,
+                  protector=protector, settle_seconds=settings.ai.settle_seconds)
+    ai = AiService(registry, work, AiResults(db, policy, retrieve), UpsEvents(db, work))
     outbox.append(ai.work.enqueue_in)
     return Services(
         ingest=ingest,

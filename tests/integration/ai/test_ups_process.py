@@ -59,17 +59,29 @@ def test_engine_in_another_process(live: tuple[Services, str], tmp_path: Path) -
     assert services.ai is not None
     with TestClient(create_app(services)) as client:
         _, auth = _external(client, "engine")
+        _, other = _external(client, "other engine")
     services.ai.work.forget_cache()
     study = _ingest(services, tmp_path, _chest(NIDS[0], NODULES))
     services.ai.work.schedule_due()
     token = auth["Authorization"].removeprefix("Bearer ")
-    done = subprocess.run([sys.executable, str(CLIENT), base, token], capture_output=True,
+    other_token = other["Authorization"].removeprefix("Bearer ")
+    done = subprocess.run([sys.executable, str(CLIENT), base, token, other_token],
+                          capture_output=True,
                           text=True, timeout=180, cwd=Path(__file__).parents[3])
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary == {"before_claim": 403, "claim": 200, "claim_again": 409, "read": 40,
-                       "findings": 201, "diameters": [8, 12], "complete_wrong_tx": 409,
-                       "complete": 200, "after_complete": 403, "state": "COMPLETED"}
+    assert summary == {"before_claim": 403, "subscribe_as_other": 403, "other_global": 201,
+                       "subscribe": 201, "channel_anonymous": 403,
+                       "claim": 200, "event_claim": "IN PROGRESS", "claim_again": 409,
+                       "update_no_tx": "400 warned", "update_wrong_tx": "409 warned",
+                       "update_state": "400 warned", "update_odd_tag": "400 warned",
+                       "update_as_other": "403",
+                       "update": "200", "progress": 50,
+                       "read": 40, "findings": 201, "diameters": [8, 12],
+                       "complete_wrong_tx": 409, "complete": 200,
+                       "event_complete": "COMPLETED", "event_other": "none",
+                       "unsubscribe": 200, "after_complete": 403,
+                       "update_completed": "409 warned", "state": "COMPLETED"}
     from cloudfilm.services.access.actor import LOCAL_OPERATOR
 
     results = services.ai.work.results(LOCAL_OPERATOR, study)

@@ -1345,8 +1345,26 @@ class AiWorkitem(Base):
     queued: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str] = mapped_column(Text, default="")
+    # Attributes set by the engine through UPS-RS Update Workitem (DICOM JSON, "" if none).
+    updates: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AiUpsSubscription(Base):
+    """A UPS subscription (PS3.4 CC.2.3, PS3.18 11.10) of an algorithm's AE title to one of
+    its workitems, or to all of them (``workitem_uid`` ""); ``suspended`` stops the global
+    one from following new workitems."""
+
+    __tablename__ = "ai_ups_subscription"
+    __table_args__ = (UniqueConstraint("algorithm_id", "ae_title", "workitem_uid"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    algorithm_id: Mapped[int] = mapped_column(ForeignKey("ai_algorithm.id"))
+    ae_title: Mapped[str] = mapped_column(String(16))
+    workitem_uid: Mapped[str] = mapped_column(String(64), default="")
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class AiResult(Base):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cloudfilm.services.ai.registry import AlgorithmRegistry
 from cloudfilm.services.ai.results import AiResults
+from cloudfilm.services.ai.subscriptions import UpsEvents
 from cloudfilm.services.ai.worklist import AiWork
 
 
@@ -15,3 +16,5 @@ class AiService:
     work: AiWork
     results: AiResults
     """Finding sets by version for the viewer, confirmed ones for the portal."""
+    events: UpsEvents
+    """UPS subscriptions and the event reports to this process's WebSockets."""

@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,6 +67,12 @@ SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED = "SCHEDULED", "IN PROGRESS", "COMPL
     "CANCELED"
 STATES = (SCHEDULED, IN_PROGRESS, COMPLETED, CANCELED)
 _MAX_ATTEMPTS = 3
+# What the performer of an IN PROGRESS workitem may set through N-SET / Update Workitem
+# (PS3.4 Table CC.2.5-3): its progress (0074,1002) and what it performed (0074,1216).
+# Everything else of our workitems is fixed by the scheduler or by the state changes.
+UPDATABLE = {"00741002": "ProcedureStepProgressInformationSequence",
+             "00741216": "UnifiedProcedureStepPerformedProcedureSequence"}
+_MAX_UPDATES = 64 * 1024
 _ANY_TTL = 30.0
 
 
@@ -96,6 +102,8 @@ class WorkitemView:
     reason: str
     created_at: datetime
     updated_at: datetime
+    updates: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Attributes the engine set through Update Workitem (DICOM JSON by tag)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +180,8 @@ def _wview(row: AiWorkitem, algo: AiAlgorithm) -> WorkitemView:
                         algorithm=f"{algo.name} {algo.version}",
                         study_instance_uid=row.study_instance_uid, state=row.state,
                         reason=row.reason, created_at=row.created_at,
-                        updated_at=row.updated_at)
+                        updated_at=row.updated_at,
+                        updates=json.loads(row.updates) if row.updates else {})
 
 
 def _matches(algo: AiAlgorithm, modalities: set[str], body_parts: set[str]) -> bool:
@@ -198,6 +207,16 @@ class AiWork:
         self._settle = timedelta(seconds=settle_seconds)
         self._any: tuple[bool, float] = (False, 0.0)
         self._lock = threading.Lock()
+        # Called with each workitem after a change commits (UPS event reports, in process).
+        self.listeners: list[Callable[[WorkitemView], None]] = []
+
+    def _emit(self, view: WorkitemView) -> WorkitemView:
+        for listener in self.listeners:
+            try:
+                listener(view)
+            except Exception:  # a subscriber's failure never undoes the change
+                logger.exception("cloudfilm.ai.ups_event_failed")
+        return view
 
     # -- the ingest outbox ---------------------------------------------------------------
 
@@ -225,12 +244,22 @@ class AiWork:
     def schedule_due(self, *, limit: int = 500, now: datetime | None = None) -> int:
         """Make the workitems of the studies that are due; returns how many were made."""
         now = now or datetime.now(UTC)
-        made = 0
+        made: list[str] = []
         with self._db.write() as s:
             due = repo.take_due(s, now, limit)
             for study_uid in due:
-                made += len(self._schedule(s, study_uid, now))
-        return made
+                made += self._schedule(s, study_uid, now)
+        if made and self.listeners:  # new workitems, for the global subscribers
+            with self._db.read() as s:
+                views = []
+                for uid in made:
+                    row = repo.workitem(s, uid)
+                    algo = repo.algorithm_by_pk(s, row.algorithm_id) if row else None
+                    if row is not None and algo is not None:
+                        views.append(_wview(row, algo))
+            for view in views:
+                self._emit(view)
+        return len(made)
 
     def _schedule(self, s: Session, study_uid: str, now: datetime,
                   only: AiAlgorithm | None = None, *, rerun: bool = False) -> list[str]:
@@ -285,7 +314,8 @@ class AiWork:
             self._audit.record(s, actor=actor, action="ai.workitem.create",
                                outcome="success", resource_type="ups", resource_uid=row.uid,
                                detail={"study": study_uid, "algorithm": algorithm_id})
-            return _wview(row, algo)
+            view = _wview(row, algo)
+        return self._emit(view)
 
     # -- the worklist (UPS-RS) -----------------------------------------------------------
 
@@ -371,6 +401,7 @@ class AiWork:
                                    resident_id=profile[1] if profile else None,
                                    reason="no-longer-allowed" if gone else "")
                 view = _wview(row, algo)
+        self._emit(view)
         if view.state == CANCELED:
             raise NotAuthorizedError("the study may no longer be read by this algorithm")
         return view
@@ -384,13 +415,38 @@ class AiWork:
             raise WorkitemStateError("the Transaction UID is not the one of the claim")
         return row, algo
 
+    def update(self, actor: Actor, uid: str, transaction_uid: str,
+               attributes: dict[str, Any]) -> WorkitemView:
+        """Update Workitem (PS3.4 CC.2.6, PS3.18 11.6) by the engine holding it IN PROGRESS:
+        the given attributes of :data:`UPDATABLE` replace the ones set before."""
+        if not transaction_uid:
+            raise InvalidInputError("the Transaction UID is missing")
+        refused = sorted(set(attributes) - set(UPDATABLE))
+        if refused:
+            raise InvalidInputError("these attributes may not be updated: "
+                                    + ", ".join(refused) + "; updatable are "
+                                    + ", ".join(f"{t} ({n})" for t, n in UPDATABLE.items()))
+        if not all(isinstance(v, dict) and v.get("vr") == "SQ" for v in attributes.values()):
+            raise InvalidInputError("the updatable attributes are sequences (vr SQ)")
+        with self._audited(actor, uid), self._db.write() as s:
+            row, algo = self._in_progress(s, actor, uid, transaction_uid)
+            merged = (json.loads(row.updates) if row.updates else {}) | attributes
+            text = json.dumps(merged, separators=(",", ":"))
+            if len(text) > _MAX_UPDATES:
+                raise InvalidInputError(f"the updates exceed {_MAX_UPDATES} bytes")
+            row.updates, row.updated_at = text, datetime.now(UTC)
+            self._audit.record(s, actor=actor, action="ai.workitem.update",
+                               outcome="success", resource_type="ups", resource_uid=uid)
+            return _wview(row, algo)
+
     def complete(self, actor: Actor, uid: str, transaction_uid: str) -> WorkitemView:
         with self._audited(actor, uid), self._db.write() as s:
             row, algo = self._in_progress(s, actor, uid, transaction_uid)
             row.state, row.updated_at = COMPLETED, datetime.now(UTC)
             self._audit.record(s, actor=actor, action="ai.workitem.complete",
                                outcome="success", resource_type="ups", resource_uid=uid)
-            return _wview(row, algo)
+            view = _wview(row, algo)
+        return self._emit(view)
 
     def cancel(self, actor: Actor, uid: str, *, transaction_uid: str = "",
                reason: str = "") -> WorkitemView:
@@ -417,7 +473,8 @@ class AiWork:
             self._audit.record(s, actor=actor, action="ai.workitem.cancel",
                                outcome="success", resource_type="ups", resource_uid=uid,
                                detail={"reason": reason[:200]})
-            return _wview(row, algo)
+            view = _wview(row, algo)
+        return self._emit(view)
 
     # -- results -------------------------------------------------------------------------
 

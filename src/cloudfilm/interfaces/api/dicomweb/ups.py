@@ -7,6 +7,8 @@
   algorithm, ``StudyInstanceUID`` the study);
 - ``PUT  /workitems/{uid}/state`` change state: ``ProcedureStepState`` IN PROGRESS with a
   new ``TransactionUID`` (0008,1195) claims it; COMPLETED or CANCELED with that UID ends it;
+- ``POST /workitems/{uid}?transaction={TransactionUID}`` update (PS3.18 11.6) by the engine
+  holding it IN PROGRESS: its progress (0074,1002) and performed procedure (0074,1216);
 - ``POST /workitems/{uid}/cancelrequest`` request cancellation.
 
 Workitems carry no patient name or ID (the engine needs none): the input is the study's
@@ -24,9 +26,10 @@ from fastapi.responses import Response
 
 from cloudfilm.interfaces.api.auth import CurrentActor
 from cloudfilm.interfaces.api.dicomweb.common import base_url, dicom_json, services
-from cloudfilm.interfaces.api.errors import HttpProblem
+from cloudfilm.interfaces.api.errors import HttpProblem, problem
 from cloudfilm.services.ai.service import AiService
 from cloudfilm.services.ai.worklist import WorkitemView
+from cloudfilm.services.errors import InvalidInputError, WorkitemStateError
 
 router = APIRouter()
 
@@ -67,7 +70,7 @@ def workitem_json(request: Request, w: WorkitemView) -> dict[str, Any]:
         "00404018": _v("SQ", {"00080100": _v("SH", "AI-ANALYSIS"),
                               "00080102": _v("SH", "99CLOUDFILM"),
                               "00080104": _v("LO", "AI-assisted analysis")}),
-    }
+    } | w.updates
 
 
 def _first(item: dict[str, Any], tag: str) -> str:
@@ -158,3 +161,40 @@ async def cancel_request(request: Request, uid: str, actor: CurrentActor) -> Res
         reason = _first(await _body(request), "00741238")  # Reason For Cancellation
     await run_in_threadpool(lambda: _ai(request).work.cancel(actor, uid, reason=reason))
     return Response(status_code=202)
+
+
+def _transaction(request: Request) -> str:
+    """The Transaction UID of Update Workitem: the ``transaction`` query parameter
+    (PS3.18 11.6.1), a bare ``?{uid}``, or (older editions) (0008,1195) in the payload."""
+    q = request.query_params
+    found = q.get("transaction") or next((k for k, v in q.multi_items() if not v), "")
+    return found[:64]
+
+
+@router.post("/workitems/{uid}", summary="UPS-RS update workitem (its performer)")
+async def update(request: Request, uid: str, actor: CurrentActor) -> Response:
+    from fastapi.concurrency import run_in_threadpool
+
+    item = await _body(request)
+    transaction = _transaction(request) or _first(item, _TRANSACTION)
+    item.pop(_TRANSACTION, None)
+    work = _ai(request).work
+    try:
+        await run_in_threadpool(work.update, actor, uid, transaction, item)
+    except (InvalidInputError, WorkitemStateError) as exc:
+        # PS3.18 11.6.3.2: 400 (missing UID, attributes that may not be updated) or 409
+        # (wrong UID, not IN PROGRESS), each with a Warning saying why.
+        status = 409 if isinstance(exc, WorkitemStateError) else 400
+        response = problem(status, exc.code, exc.message)
+        # The message may quote the client's tags: printable ASCII only, no quotes.
+        text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?"
+                       for c in exc.message[:200])
+        response.headers["Warning"] = f'299 cloudfilm "{text}"'
+        return response
+    return Response(status_code=200)
+
+
+# Subscriptions and the event channel (PS3.18 11.10-11.11) live in their own module.
+from cloudfilm.interfaces.api.dicomweb import ups_events  # noqa: E402
+
+router.include_router(ups_events.router)
