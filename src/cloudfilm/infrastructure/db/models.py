@@ -1004,7 +1004,31 @@ class WorkstationLaunch(Base):
 # replaced as a whole by the rollup (services/stats/rollup.py), so a rerun changes nothing.
 
 
-class StatsStudyDay(Base):
+class _StudyMeasures:
+    """The study figures a day row and a month row both hold (the month's are its days' sums)."""
+
+    studies: Mapped[int] = mapped_column(Integer)
+    instances: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    on_time: Mapped[int] = mapped_column(Integer)
+    late: Mapped[int] = mapped_column(Integer)
+    undated: Mapped[int] = mapped_column(Integer)
+    delay_sum_s: Mapped[float] = mapped_column(Float)
+    delay_max_s: Mapped[float] = mapped_column(Float)
+    no_report_24h: Mapped[int] = mapped_column(Integer)
+    no_report_72h: Mapped[int] = mapped_column(Integer)
+
+
+class _ReportMeasures:
+    """The report figures a day row and a month row both hold."""
+
+    reports: Mapped[int] = mapped_column(Integer)
+    on_time: Mapped[int] = mapped_column(Integer)
+    late: Mapped[int] = mapped_column(Integer)
+    without_images: Mapped[int] = mapped_column(Integer)
+
+
+class StatsStudyDay(_StudyMeasures, Base):
     """Studies per exam day (the arrival day when the sender gave no exam time), hospital
     and modality: volume and the 12-hour rule.
 
@@ -1019,19 +1043,9 @@ class StatsStudyDay(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     modality: Mapped[str] = mapped_column(String(16), primary_key=True)
-    studies: Mapped[int] = mapped_column(Integer)
-    instances: Mapped[int] = mapped_column(BigInteger)
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    on_time: Mapped[int] = mapped_column(Integer)
-    late: Mapped[int] = mapped_column(Integer)
-    undated: Mapped[int] = mapped_column(Integer)
-    delay_sum_s: Mapped[float] = mapped_column(Float)
-    delay_max_s: Mapped[float] = mapped_column(Float)
-    no_report_24h: Mapped[int] = mapped_column(Integer)
-    no_report_72h: Mapped[int] = mapped_column(Integer)
 
 
-class StatsReportDay(Base):
+class StatsReportDay(_ReportMeasures, Base):
     """Reports per exam day and hospital: within 12 hours, late, still without images."""
 
     __tablename__ = "stats_report_day"
@@ -1039,13 +1053,9 @@ class StatsReportDay(Base):
 
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    reports: Mapped[int] = mapped_column(Integer)
-    on_time: Mapped[int] = mapped_column(Integer)
-    late: Mapped[int] = mapped_column(Integer)
-    without_images: Mapped[int] = mapped_column(Integer)
 
 
-class StatsStudyMonth(Base):
+class StatsStudyMonth(_StudyMeasures, Base):
     """``stats_study_day`` summed per local month (YYYY-MM) and unit: a year's figure reads
     at most 13 month rows plus the days of the months it cuts (same job, same watermark:
     a month is recomputed from its days whenever one of them is)."""
@@ -1056,19 +1066,9 @@ class StatsStudyMonth(Base):
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     modality: Mapped[str] = mapped_column(String(16), primary_key=True)
-    studies: Mapped[int] = mapped_column(Integer)
-    instances: Mapped[int] = mapped_column(BigInteger)
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    on_time: Mapped[int] = mapped_column(Integer)
-    late: Mapped[int] = mapped_column(Integer)
-    undated: Mapped[int] = mapped_column(Integer)
-    delay_sum_s: Mapped[float] = mapped_column(Float)
-    delay_max_s: Mapped[float] = mapped_column(Float)
-    no_report_24h: Mapped[int] = mapped_column(Integer)
-    no_report_72h: Mapped[int] = mapped_column(Integer)
 
 
-class StatsReportMonth(Base):
+class StatsReportMonth(_ReportMeasures, Base):
     """``stats_report_day`` summed per local month and unit."""
 
     __tablename__ = "stats_report_month"
@@ -1076,10 +1076,6 @@ class StatsReportMonth(Base):
 
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    reports: Mapped[int] = mapped_column(Integer)
-    on_time: Mapped[int] = mapped_column(Integer)
-    late: Mapped[int] = mapped_column(Integer)
-    without_images: Mapped[int] = mapped_column(Integer)
 
 
 class StatsArea(Base):
