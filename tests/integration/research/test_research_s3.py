@@ -10,9 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import create_engine, func, select
 from tests.integration.research.test_research import (
     ADMIN,
@@ -23,6 +21,7 @@ from tests.integration.research.test_research import (
     settings,  # noqa: F401
 )
 from tests.integration.research.test_research import NIDS as _NIDS
+from tests.moto_s3 import moto_s3
 
 from cloudfilm.infrastructure.db.models import AuditEvent
 from cloudfilm.infrastructure.storage.factory import open_blob_store
@@ -31,19 +30,11 @@ from cloudfilm.services.container import Services
 
 @pytest.fixture
 def bucket(tmp_path: Path) -> Iterator[tuple[str, Any, str]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                         aws_access_key_id="testing", aws_secret_access_key="testing")
-    name = f"research-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server
-    admin.create_bucket(Bucket=name)
-    try:
+    with moto_s3() as (endpoint, admin):
+        name = f"research-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server
+        admin.create_bucket(Bucket=name)
         yield (f"s3://{name}/lung?endpoint_url={endpoint}&region=us-east-1"
                "&access_key=testing&secret_key=testing"), admin, name
-    finally:
-        server.stop()
 
 
 def _audited(db_url: str) -> int:

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from click.testing import CliRunner
-from moto.server import ThreadedMotoServer
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 from tests.conftest import settings_to_env
 from tests.factories import make_ct, to_bytes
+from tests.moto_s3 import moto_s3
 
 from cloudfilm.app import build_services
 from cloudfilm.cli.main import cli
@@ -122,16 +121,8 @@ def test_rate_limit_paces_the_scrubber(settings: Settings, tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[str, Any]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                         aws_access_key_id="testing", aws_secret_access_key="testing")
-    try:
-        yield endpoint, admin
-    finally:
-        server.stop()
+    with moto_s3() as started:
+        yield started
 
 
 def _bucket_url(s3: tuple[str, Any]) -> str:

@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 from tests.factories import make_ct, to_bytes
+from tests.moto_s3 import moto_s3
 
 from cloudfilm.app import build_services
 from cloudfilm.config import Settings, StorageSettings
@@ -211,16 +210,8 @@ def test_a_hold_placed_during_a_move_keeps_the_object_hot(settings: Settings,
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[str, Any]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                         aws_access_key_id="testing", aws_secret_access_key="testing")
-    try:
-        yield endpoint, admin
-    finally:
-        server.stop()
+    with moto_s3() as started:
+        yield started
 
 
 def test_cold_tier_in_an_s3_bucket(settings: Settings, tmp_path: Path,
