@@ -154,3 +154,10 @@ def test_rendering_parameters_are_options_or_400(window: str | None, viewport: s
 @pytest.mark.parametrize("text", ["1", "1,2,3", " 2 , 3 "])
 def test_frame_list_accepts_the_usual_forms(text: str) -> None:
     assert _frame_numbers(text)
+
+
+@pytest.mark.parametrize("level", ["STUDY", "Series", "patient", ""])
+def test_an_unknown_search_level_is_a_programming_error_not_an_instance_search(
+        level: str) -> None:
+    with pytest.raises(ValueError, match="unknown search level"):
+        parse_search(level, [("PatientID", "1")])  # type: ignore[arg-type]

@@ -198,7 +198,11 @@ def _allowed_keys(level: Level, *, nested: bool) -> frozenset[str]:
         return qr.STUDY_KEYS
     if level == "series":
         return qr.SERIES_KEYS | qr.STUDY_KEYS
-    return qr.INSTANCE_KEYS | qr.SERIES_KEYS | qr.STUDY_KEYS
+    if level == "instance":
+        return qr.INSTANCE_KEYS | qr.SERIES_KEYS | qr.STUDY_KEYS
+    # A caller's bug (say "STUDY" from a C-FIND identifier), not a client's: never widen it
+    # silently into an instance search.
+    raise ValueError(f"unknown search level {level!r}; expected study, series or instance")
 
 
 def _keyword(key: str, what: str) -> str:
