@@ -184,7 +184,7 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
                     log_level="warning", access_log=False, timeout_graceful_shutdown=30,
                     **options, **uvicorn_options(settings))
     finally:
-        services.retrieve.flush_frame_audit()  # a viewer's last minute of frame counts
+        # The app's lifespan wrote each process's open frame-audit windows at shutdown.
         if dimse is not None:
             dimse.stop(grace=30)
         if jobs is not None:

@@ -111,3 +111,20 @@ def test_windows_end_and_report_their_counts() -> None:
     [entry] = windows.expired()
     assert (entry.resource_uid, entry.resident_id, entry.detail["objects"]) == ("1.2.3", 7, 3)
     assert windows.expired(everything=True) == []
+
+
+def test_each_http_process_writes_its_frame_counts_when_it_stops(
+        services: Services, db_url: str, tmp_path: Path) -> None:
+    """`serve --workers N`: every worker holds its own windows; the app's lifespan (run in
+    each process) writes them at shutdown, not only the supervising parent."""
+    from fastapi.testclient import TestClient
+
+    from cloudfilm.interfaces.api.http import create_app
+
+    doctor, _, study, series, sops = _world(services, tmp_path)
+    with TestClient(create_app(services)):
+        for sop in sops:
+            services.retrieve.frames(study, series, sop, [1], "*", actor=doctor)
+        assert len(_frames_rows(db_url)) == 1  # the opening record only, so far
+    rows = _frames_rows(db_url)
+    assert len(rows) == 2 and rows[1].resource_type == "series"

@@ -19,7 +19,8 @@ import ipaddress
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -253,7 +254,15 @@ async def _refuse(send: Any, status: int, code: str, message: str) -> None:
 
 
 def create_app(services: Services, web: WebOptions | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Each process (the single server or every `--workers N` worker) writes the frame
+        # counts of its own open viewing windows when it stops.
+        await run_in_threadpool(services.retrieve.flush_frame_audit)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="cloudfilm",
         summary="Regional medical-imaging cloud",
         description="Operations and REST API. DICOMweb (PS3.18) lives under /dicomweb.",
