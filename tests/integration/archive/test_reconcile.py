@@ -167,7 +167,7 @@ def test_assign_by_national_id_files_under_the_linked_local_record(rig: Rig) -> 
     # now the resident's: the policy admits it through the existing link
     from cloudfilm.services.archive.query import parse_search
 
-    found = rig.services.query.search(parse_search("STUDY", {}), actor=me)
+    found = rig.services.query.search(parse_search("study", []), actor=me)
     assert study in {m["0020000D"]["Value"][0] for m in found.matches}
 
 
