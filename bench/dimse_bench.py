@@ -177,10 +177,11 @@ def get_time(port: int, aec: str, study_uid: str) -> dict[str, float]:
 
 
 def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: int
-               , processes: int = 1) -> dict[str, Any]:
+               , processes: int = 1, store_only: bool = False) -> dict[str, Any]:
     from pydicom import dcmread
 
     results: dict[str, list[float]] = {}
+    loads: list[float] = []
     dest_port = free_port()
     for rep in range(repeats):
         dicom_port = free_port()
@@ -212,6 +213,16 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
             r1 = store_rate(srv, dicom_port, aec, one, 1)
             log(f"{kind} #{rep + 1}: C-STORE {len(four)} over 4 associations")
             r4 = store_rate(srv, dicom_port, aec, four, 4)
+            log(f"{kind} #{rep + 1}: {r1['rate']:.1f}/s ({r1['cpu_ms']:.1f} ms CPU) x1, "
+                f"{r4['rate']:.1f}/s ({r4['cpu_ms']:.1f} ms CPU) x4; load "
+                f"{os.getloadavg()[0]:.1f}")
+            loads.append(os.getloadavg()[0])
+            if store_only:
+                results.setdefault("store1", []).append(r1["rate"])
+                results.setdefault("store1_cpu", []).append(r1["cpu_ms"])
+                results.setdefault("store4", []).append(r4["rate"])
+                results.setdefault("store4_cpu", []).append(r4["cpu_ms"])
+                continue
             storescu(dicom_port, aec, move)
             pids = [str(dcmread(s[0], stop_before_pixels=True).PatientID) for s in series]
             log(f"{kind} #{rep + 1}: C-FIND x200")
@@ -238,7 +249,8 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                            ("move_s", m.get("seconds")), ("get_s", g.get("seconds"))):
             if value is not None:
                 results.setdefault(key, []).append(value)
-    return {k: statistics.median(v) for k, v in results.items()}
+    return {**{k: statistics.median(v) for k, v in results.items()},
+            "load1": statistics.median(loads)}
 
 
 ROWS = [
@@ -250,6 +262,7 @@ ROWS = [
     ("find_p95", "C-FIND study level p95 (ms)", False),
     ("move_s", f"C-MOVE {MOVE_SERIES}-instance series (s)", False),
     ("get_s", f"C-GET {MOVE_SERIES}-instance series (s)", False),
+    ("load1", "  1-minute load average during the stores", False),
 ]
 
 
@@ -280,12 +293,16 @@ def main() -> None:
     parser.add_argument("--processes", default="1",
                         help="comma-separated DIMSE listener process counts for cloudfilm")
     parser.add_argument("--skip-orthanc", action="store_true")
+    parser.add_argument("--store-only", action="store_true",
+                        help="measure C-STORE only (no C-FIND, C-MOVE, C-GET)")
     args = parser.parse_args()
     series, move = prepare(args.instances)
     n = sum(len(s) for s in series)
-    cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p)
+    cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p,
+                        store_only=args.store_only)
           for p in (int(x) for x in args.processes.split(","))}
-    orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move, args.repeats)
+    orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move, args.repeats,
+                                                      store_only=args.store_only)
     text = table(cf, orthanc, n, args.repeats)
     print(text)
     out = BENCH_DIR / "out"

@@ -12,7 +12,9 @@ handling and change only how the threads wait and read:
   :meth:`send_pdu` writes to, so it wakes exactly when there is something to do (and at
   least every :data:`TIMER_TICK` seconds for the ARTIM timer);
 * :class:`BlockingDIMSE` lets the association thread wait on its message queue instead of
-  sleeping and looking again;
+  sleeping and looking again, and encodes the two messages of every C-STORE (the response's
+  command set, the received data set's File Meta group) with ``struct`` (messages.py)
+  instead of building pydicom datasets;
 * :class:`BulkSocket` reads a PDU with ``recv_into`` into one buffer and sends with
   ``sendall``;
 * :class:`TunedRequestHandler` puts them into each accepted association (``make_server``'s
@@ -37,7 +39,10 @@ from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from cloudfilm.interfaces.dimse.messages import SpoolingMessage, store_response_command
 
 # Longest a DUL thread sleeps without traffic: the ARTIM timer's resolution.
 TIMER_TICK = 0.05
@@ -154,6 +159,29 @@ class BlockingDIMSE(DIMSEServiceProvider):
             return self.msg_queue.get(block=True, timeout=MESSAGE_WAIT)
         except queue.Empty:
             return None, None
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self.message is None:
+            self.message = SpoolingMessage.new()
+        super().receive_primitive(primitive)
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """A C-STORE response goes out as one P-DATA built by ``store_response_command``;
+        anything else, or a response someone listens to (EVT_DIMSE_SENT hands them
+        pynetdicom's message object), the way pynetdicom sends it."""
+        command = store_response_command(primitive)
+        limit = self.maximum_pdu_size
+        if (
+            command is None
+            or (limit and len(command) + 6 > limit)
+            or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        # Message control header 0x03: command set, last fragment (PS3.8 E.2).
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        self.dul.send_pdu(pdata)
 
 
 class BulkSocket(AssociationSocket):
