@@ -34,6 +34,7 @@ from cloudfilm.interfaces.dimse import sending
 from cloudfilm.interfaces.dimse import status as st
 from cloudfilm.interfaces.dimse.identifiers import (
     FindQuery,
+    encoded_identifier,
     Model,
     group_by_patient,
     parse_find,
@@ -299,11 +300,16 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
         yield _failure(status, _explain(exc)), None
         return
     sent = 0
+    implicit_vr = bool(event.context.transfer_syntax.is_implicit_VR)
     for match in matches:
         if event.is_cancelled:
             yield st.CANCEL, None
             return
-        yield st.PENDING, response_identifier(match, query, gateway.ae_title)
+        identifier = encoded_identifier(match, query, gateway.ae_title,
+                                        implicit_vr=implicit_vr)
+        if identifier is None:
+            identifier = response_identifier(match, query, gateway.ae_title)
+        yield st.PENDING, identifier
         sent += 1
     logger.info("cloudfilm.dimse.c_find", extra={
         "qr_level": query.level, "matches": sent, "calling_ae": event.assoc.requestor.ae_title,
@@ -490,6 +496,7 @@ def handle_move(event: Event, gateway: Gateway) -> Iterator[Any]:
 
     def remember(store_event: Event) -> None:
         set_nodelay(store_event)
+        sending.guard_suboperations(store_event.assoc)
         sending.enable(store_event.assoc)
         holder["assoc"] = store_event.assoc
 

@@ -161,7 +161,7 @@ class RetrieveService:
         """
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
-            with self._db.reading() as session:
+            with self._db.deciding() as session:
                 rows, _ = self._enforce(session, actor, action, resource,
                                         lambda: rr.instances(session, study_uid, series_uid,
                                                              sop_uid))
