@@ -34,8 +34,8 @@ from cloudfilm.interfaces.dimse import sending
 from cloudfilm.interfaces.dimse import status as st
 from cloudfilm.interfaces.dimse.identifiers import (
     FindQuery,
-    encoded_identifier,
     Model,
+    encoded_identifier,
     group_by_patient,
     parse_find,
     query_level,
