@@ -37,3 +37,21 @@ def test_only_the_sender_receives_the_response(guarded: bool) -> None:
     assert taken == (None, None)
     assoc.dimse_timeout = 1
     assert assoc.dimse.get_msg(block=True) == (1, response)  # the sender's call
+
+
+def test_a_sub_association_reactor_leaves_the_sender_free_and_ends_with_its_dul() -> None:
+    import threading
+
+    from cloudfilm.interfaces.dimse.sending import FileSendingAssociation, enable
+
+    assoc = Association(AE(), "requestor")
+    guard_suboperations(assoc)
+    assert enable(assoc) and isinstance(assoc, FileSendingAssociation)
+    reactor = threading.Thread(target=assoc._run_reactor)
+    reactor.start()
+    try:
+        # send_c_store waits for _is_paused before every sub-operation: no wait here
+        assert assoc._is_paused
+    finally:
+        reactor.join(timeout=5)
+    assert not reactor.is_alive()  # its DUL never ran: the reactor noticed and ended
