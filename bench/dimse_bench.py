@@ -129,6 +129,14 @@ def find_latency(port: int, aec: str, patient_ids: list[str], n: int = 200) -> d
             "p95": statistics.quantiles(times, n=20)[18]}
 
 
+def _failure(exc: Exception) -> str:
+    """The exception, with the tail of a failed tool's output (movescu says why)."""
+    if isinstance(exc, subprocess.CalledProcessError):
+        out = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        return f"{exc!r}: " + " | ".join(out[-4:])
+    return repr(exc)
+
+
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -226,27 +234,35 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
             storescu(dicom_port, aec, move)
             pids = [str(dcmread(s[0], stop_before_pixels=True).PatientID) for s in series]
             log(f"{kind} #{rep + 1}: C-FIND x200")
+            cpu0 = srv.cpu_seconds()
             try:
                 f = find_latency(dicom_port, aec, pids)
+                f["cpu_ms"] = (srv.cpu_seconds() - cpu0) * 1000 / 200
             except Exception as exc:  # reported as missing, the rest still runs
                 log(f"{kind}: C-FIND failed: {exc!r}")
                 f = {}
             log(f"{kind} #{rep + 1}: C-MOVE {MOVE_SERIES}")
             study = str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID)
             m, g = {}, {}
+            cpu0 = srv.cpu_seconds()
             try:
                 m = move_time(dicom_port, aec, study, dest_port)
+                m["cpu_s"] = srv.cpu_seconds() - cpu0
             except Exception as exc:  # reported as missing, the rest still runs
-                log(f"{kind}: C-MOVE failed: {exc!r}")
+                log(f"{kind}: C-MOVE failed: {_failure(exc)}\n{srv.log_tail(30)}")
             log(f"{kind} #{rep + 1}: C-GET {MOVE_SERIES}")
+            cpu0 = srv.cpu_seconds()
             try:
                 g = get_time(dicom_port, aec, study)
+                g["cpu_s"] = srv.cpu_seconds() - cpu0
             except Exception as exc:
-                log(f"{kind}: C-GET failed: {exc!r}")
+                log(f"{kind}: C-GET failed: {_failure(exc)}\n{srv.log_tail(30)}")
         for key, value in (("store1", r1["rate"]), ("store1_cpu", r1["cpu_ms"]),
                            ("store4", r4["rate"]), ("store4_cpu", r4["cpu_ms"]),
                            ("find_p50", f.get("p50")), ("find_p95", f.get("p95")),
-                           ("move_s", m.get("seconds")), ("get_s", g.get("seconds"))):
+                           ("find_cpu", f.get("cpu_ms")), ("move_s", m.get("seconds")),
+                           ("move_cpu", m.get("cpu_s")), ("get_s", g.get("seconds")),
+                           ("get_cpu", g.get("cpu_s"))):
             if value is not None:
                 results.setdefault(key, []).append(value)
     return {**{k: statistics.median(v) for k, v in results.items()},
@@ -260,8 +276,11 @@ ROWS = [
     ("store4_cpu", "  server CPU per instance (ms)", False),
     ("find_p50", "C-FIND study level p50 (ms)", False),
     ("find_p95", "C-FIND study level p95 (ms)", False),
+    ("find_cpu", "  server CPU per C-FIND (ms)", False),
     ("move_s", f"C-MOVE {MOVE_SERIES}-instance series (s)", False),
+    ("move_cpu", "  server CPU per C-MOVE (s)", False),
     ("get_s", f"C-GET {MOVE_SERIES}-instance series (s)", False),
+    ("get_cpu", "  server CPU per C-GET (s)", False),
     ("load1", "  1-minute load average during the stores", False),
 ]
 
@@ -280,7 +299,7 @@ def table(cfs: dict[int, dict[str, float]], orthanc: dict[str, float], n: int,
         b = orthanc.get(key)
         values = [cf.get(key) for cf in cfs.values()]
         ratios = [(a / b if higher_better else b / a) if a and b else None for a in values]
-        cells = [f"{v:.1f}" if v else "-" for v in [*values, b]]
+        cells = [(f"{v:.2f}" if v < 10 else f"{v:.1f}") if v else "-" for v in [*values, b]]
         lines.append(f"| {label} | " + " | ".join(cells) + " | "
                      + " | ".join(f"{r:.2f}x" if r else "" for r in ratios) + " |")
     return "\n".join(lines)

@@ -128,6 +128,9 @@ def configure_dicom_libraries() -> None:
     # C-STORE data sets are written to a temp file as P-DATA arrives, not assembled in
     # memory, so a 2 GB multiframe object costs one PDU of RAM per association.
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    # send_c_store(path) sends the file's bytes as stored, not decoded and re-encoded
+    # (C-MOVE/C-GET sub-operations, interfaces/dimse/sending.py).
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     # pynetdicom's standard handlers log every message and identifier (patient names);
     # our handlers log events without personal data (STYLE.md 6).
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"

@@ -113,6 +113,23 @@ class Database:
             raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
 
     @contextmanager
+    def deciding(self) -> Iterator[Connection]:
+        """A Core connection for a read that ends with its audit record (QIDO, C-FIND,
+        C-MOVE/C-GET lookups): ``AuditService.write(conn=...)`` appends the record in this
+        transaction and commits it, so the decision, what it read and its record are one
+        transaction with one commit. On SQLite that needs a write transaction from the start
+        (``BEGIN IMMEDIATE``; a read one cannot safely become a write one); on PostgreSQL it
+        is an ordinary transaction. Rolled back at the end if nothing committed it.
+        """
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(cloudfilm_write=self.dialect == "sqlite",
+                                       cloudfilm_decide=True)
+                yield conn
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+
+    @contextmanager
     def writing(self) -> Iterator[Connection]:
         """A read-write Core connection in a transaction, committed when the block ends
         without error (``BEGIN IMMEDIATE`` on SQLite).

@@ -30,10 +30,12 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
 from cloudfilm.interfaces.dimse import metrics as dimse_metrics
+from cloudfilm.interfaces.dimse import sending
 from cloudfilm.interfaces.dimse import status as st
 from cloudfilm.interfaces.dimse.identifiers import (
     FindQuery,
     Model,
+    encoded_identifier,
     group_by_patient,
     parse_find,
     query_level,
@@ -298,11 +300,16 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
         yield _failure(status, _explain(exc)), None
         return
     sent = 0
+    implicit_vr = bool(event.context.transfer_syntax.is_implicit_VR)
     for match in matches:
         if event.is_cancelled:
             yield st.CANCEL, None
             return
-        yield st.PENDING, response_identifier(match, query, gateway.ae_title)
+        identifier = encoded_identifier(match, query, gateway.ae_title,
+                                        implicit_vr=implicit_vr)
+        if identifier is None:
+            identifier = response_identifier(match, query, gateway.ae_title)
+        yield st.PENDING, identifier
         sent += 1
     logger.info("cloudfilm.dimse.c_find", extra={
         "qr_level": query.level, "matches": sent, "calling_ae": event.assoc.requestor.ae_title,
@@ -408,8 +415,10 @@ def store_contexts(objects: list[StoredObject]) -> list[PresentationContext]:
 def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any) -> Dataset:
     """The stored object as a Dataset in a syntax the receiving association accepted.
 
-    Read from the stored bytes without touching the elements: pydicom writes unaccessed
-    (raw) elements back byte for byte, so a peer receives what the sender sent.
+    In the stored syntax and on a file-sending association: a :class:`StoredFile`, sent
+    from the stored file untouched. Otherwise read from the stored (or transcoded) bytes
+    without touching the elements: pydicom writes unaccessed (raw) elements back byte for
+    byte, so a peer receives what the sender sent.
     """
     target = obj.transfer_syntax_uid
     if assoc is not None and not _has_context(assoc, obj.sop_class_uid, target):
@@ -421,6 +430,10 @@ def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any) -> Dataset:
                     break  # cannot decode it: send as stored and let the sub-operation fail
                 target = candidate
                 break
+    if target == obj.transfer_syntax_uid and sending.can_send_files(assoc):
+        path = gateway.services.retrieve.stored_path(obj)
+        if path is not None:  # sent byte for byte from the file (sending.py)
+            return sending.StoredFile(path, obj.sop_class_uid, obj.sop_instance_uid)
     data = b"".join(gateway.services.retrieve.object_chunks(obj, target))
     return dcmread(io.BytesIO(data))
 
@@ -483,6 +496,8 @@ def handle_move(event: Event, gateway: Gateway) -> Iterator[Any]:
 
     def remember(store_event: Event) -> None:
         set_nodelay(store_event)
+        sending.guard_suboperations(store_event.assoc)
+        sending.enable(store_event.assoc)
         holder["assoc"] = store_event.assoc
 
     try:
@@ -540,6 +555,7 @@ def handle_get(event: Event, gateway: Gateway) -> Iterator[Any]:
         yield _failure(status, _explain(exc)), None
         return
     yield len(objects)
+    sending.enable(event.assoc)
     yield from _suboperations(event, gateway, objects, {"assoc": event.assoc})
     logger.info("cloudfilm.dimse.c_get", extra={
         "objects": len(objects), "calling_ae": event.assoc.requestor.ae_title})

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
 from cloudfilm.services.archive.query import Level, parse_search
 from cloudfilm.services.errors import InvalidQueryError
@@ -186,6 +187,71 @@ def response_identifier(match: dict[str, Any], query: FindQuery, ae_title: str) 
     ds.QueryRetrieveLevel = query.level
     ds.RetrieveAETitle = ae_title
     return ds
+
+
+# VRs whose DICOM JSON values encode as text joined with "\\" (PS3.18 F.2.3, PS3.5 6.2);
+# anything else (sequences, binary, DS, AT) takes the Dataset route.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI",
+                       "UR", "UT", "PN", "IS"})
+_UTF8 = "ISO_IR 192"
+
+
+def encoded_identifier(match: dict[str, Any], query: FindQuery, ae_title: str, *,
+                       implicit_vr: bool) -> Dataset | None:
+    """:func:`response_identifier` with every value already encoded (UTF-8, padded), as
+    raw elements that pydicom writes out byte for byte: a third of the CPU of building
+    and encoding the Dataset (measured). None when a value is not plain text (the caller
+    then uses :func:`response_identifier`; both give the same bytes, tested).
+    """
+    values: dict[int, tuple[str, bytes]] = {}
+    for tag, vr in query.requested:
+        key = f"{tag:08X}"
+        item = match.get(key)
+        if item is None or key == _RETRIEVE_URL or "BulkDataURI" in item:
+            if len(vr) != 2:
+                return None
+            values[tag] = (vr, b"")
+            continue
+        vr = item.get("vr", vr)
+        encoded = _text_value(vr, item.get("Value"))
+        if encoded is None:
+            return None
+        values[tag] = (vr, encoded)
+    values[0x00080005] = ("CS", _padded("CS", _UTF8.encode()))
+    values[0x00080052] = ("CS", _padded("CS", query.level.encode()))
+    values[0x00080054] = ("AE", _padded("AE", ae_title.encode()))
+    ds = Dataset()
+    for tag, (vr, value) in values.items():
+        ds[tag] = RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit_vr, True)
+    ds.set_original_encoding(implicit_vr, True, ds._character_set)
+    return ds
+
+
+def _text_value(vr: str, value: Any) -> bytes | None:
+    if vr not in _TEXT_VRS:
+        return None
+    if not value:
+        return b""
+    parts = []
+    for v in value:
+        if vr == "PN":
+            if not isinstance(v, dict) or set(v) - {"Alphabetic"}:
+                return None  # ideographic/phonetic groups: pydicom joins them
+            v = v.get("Alphabetic", "")
+        elif vr == "IS":
+            if not isinstance(v, int) or isinstance(v, bool):
+                return None
+            v = str(v)
+        elif not isinstance(v, str):
+            return None
+        parts.append(v)
+    return _padded(vr, "\\".join(parts).encode("utf-8"))
+
+
+def _padded(vr: str, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == "UI" else b" "
+    return value
 
 
 def uid_list(identifier: Dataset, keyword: str, *, required: bool) -> list[str]:

@@ -152,6 +152,11 @@ def row_hash(values: dict[str, Any]) -> str:
     return hashlib.sha256(values["prev_hash"].encode() + canonical(values)).hexdigest()
 
 
+def _deciding(conn: Any) -> bool:
+    options = getattr(conn, "get_execution_options", None)
+    return bool(options is not None and options().get("cloudfilm_decide"))
+
+
 class AuditService:
     """Append to, read and verify the audit trail.
 
@@ -223,13 +228,14 @@ class AuditService:
     def write(self, entries: Iterable[AuditEntry], *, conn: Any = None) -> None:
         """Append records and commit them before this returns.
 
-        Read paths call this after deciding and before answering, passing the read-only
-        connection the decision was made on. On PostgreSQL the records join that
-        transaction, which is then committed: the decision and its record in one
-        transaction, and three round trips fewer than a second connection. SQLite cannot
-        safely turn a read transaction into a write one (``SQLITE_BUSY_SNAPSHOT`` when
-        another writer committed since it began), so there the records get their own short
-        ``BEGIN IMMEDIATE`` transaction.
+        Read paths call this after deciding and before answering, passing the connection
+        the decision was made on. The records join that transaction, which is then
+        committed: the decision and its record in one transaction, with one commit, on
+        PostgreSQL always and on SQLite for a ``Database.deciding()`` connection (a write
+        transaction from its start). SQLite cannot safely turn a read transaction into a
+        write one (``SQLITE_BUSY_SNAPSHOT`` when another writer committed since it began),
+        so records of a decision made on a ``reading()`` connection get their own short
+        ``BEGIN IMMEDIATE`` transaction there.
 
         Raises
         ------
@@ -238,7 +244,7 @@ class AuditService:
         """
         batch = list(entries)
         try:
-            if conn is not None and self._db.dialect == "postgresql":
+            if conn is not None and (self._db.dialect == "postgresql" or _deciding(conn)):
                 self.record_many(conn, batch)
                 conn.commit()
             else:

@@ -148,7 +148,7 @@ class QueryService:
             The index or the audit trail cannot be written or read.
         """
         try:
-            with self._db.reading() as session:
+            with self._db.deciding() as session:
                 visible = self._policy.filter(session, actor)
                 fetch = request.limit + 1
                 if request.level == "study":

@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydicom import dcmread
@@ -160,7 +161,7 @@ class RetrieveService:
         """
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
-            with self._db.reading() as session:
+            with self._db.deciding() as session:
                 rows, _ = self._enforce(session, actor, action, resource,
                                         lambda: rr.instances(session, study_uid, series_uid,
                                                              sop_uid))
@@ -190,6 +191,13 @@ class RetrieveService:
             return
         ds = self._load(obj)
         yield render.transcode(ds, target)
+
+    def stored_path(self, obj: StoredObject) -> Path | None:
+        """The object's stored Part 10 file on a local filesystem, or None (object store)."""
+        try:
+            return self._blobs.local_path(obj.blob_key)
+        except BlobStoreError as exc:
+            raise ResourceUnavailableError(str(exc)) from exc
 
     def served_syntax(self, obj: StoredObject, wanted: str | None) -> str:
         """The syntax :meth:`object_chunks` sends for ``wanted``."""
