@@ -265,3 +265,42 @@ def test_healthz_and_metrics(client: Any) -> None:
     assert health.status_code == 200 and health.json()["database"] == "ok"
     client.get("/dicomweb/studies")
     assert "cloudfilm_http_requests_total" in client.get("/metrics").text
+
+
+def test_concurrent_single_instance_stows_share_one_index_transaction(client: Any) -> None:
+    """One-object STOW-RS requests arriving together go through the group commit: fewer
+    ``ingest_files`` calls (index transactions) than requests, each answered with its own
+    object only after the batch holding it returned."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    group = client.app.state.services.ingest._group
+    real = group._ingest_files
+    batches: list[int] = []
+    gate = threading.Event()
+
+    def held(items: list[Any], *, sender: Any) -> list[Any]:
+        gate.wait(5)  # the first batch waits until the other requests queued behind it
+        batches.append(len(items))
+        return real(items, sender=sender)
+
+    group._ingest_files = held
+    try:
+        objects = [make_ct(study_uid=generate_uid(), instance_number=1) for _ in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(stow, client, [to_bytes(ds)]) for ds in objects]
+            deadline = threading.Event()
+            for _ in range(50):  # until every request waits in the group commit
+                if len(group._waiting) >= 5:
+                    break
+                deadline.wait(0.1)
+            gate.set()
+            answers = [f.result(timeout=30) for f in futures]
+    finally:
+        group._ingest_files = real
+    for ds, answer in zip(objects, answers, strict=True):
+        assert answer.status_code == 200
+        assert value(answer.json()["00081199"]["Value"][0], "00081155") == ds.SOPInstanceUID
+    assert sum(batches) == 6
+    assert len(batches) < 6, f"nothing was batched: {batches}"
+    assert len(client.get("/dicomweb/instances").json()) == 6

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, select
 from sqlalchemy.orm import aliased
 
-from cloudfilm.infrastructure.db.models import Instance, Patient, Series, Study
+from cloudfilm.infrastructure.db.models import Instance, Patient, PatientLink, Series, Study
 
 Kind = Literal["exact", "wildcard", "list", "range", "words", "contains"]
 
@@ -104,10 +104,22 @@ def search_studies(
     visible: ColumnElement[bool] | None = None,
 ) -> list[Any]:
     """Matching studies, newest first; ``visible`` is the access policy's restriction on
-    ``study`` (applied in the statement so that LIMIT/OFFSET count visible rows only)."""
+    ``study`` (applied in the statement so that LIMIT/OFFSET count visible rows only).
+
+    Each row also carries ``modalities`` (the study's series modalities joined by ``\\``,
+    None without any; :func:`split_modalities`) and ``resident_id`` (the resident its record
+    is linked to, for the audit): one round trip instead of three."""
+    modalities = (
+        select(func.aggregate_strings(Series.modality, "\\"))
+        .where(Series.study_fk == Study.id, Series.modality != "")
+        .scalar_subquery()
+    )
     stmt: Select[Any] = (
-        select(*Study.__table__.c, Patient.patient_id)
+        select(*Study.__table__.c, Patient.patient_id, modalities.label("modalities"),
+               PatientLink.resident_id)
         .join(Patient, Patient.id == Study.patient_fk)
+        .outerjoin(PatientLink, and_(PatientLink.patient_fk == Study.patient_fk,
+                                     PatientLink.state == "linked"))
         .where(*(_where(c) for c in conditions))
         .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
         .limit(limit)
@@ -119,6 +131,11 @@ def search_studies(
     if visible is not None:
         stmt = stmt.where(visible)
     return list(conn.execute(stmt).all())
+
+
+def split_modalities(joined: str | None) -> list[str]:
+    """The distinct modalities of :func:`search_studies`' ``modalities`` column, sorted."""
+    return sorted(set(joined.split("\\"))) if joined else []
 
 
 def modalities_by_study(conn: Connection, study_ids: Sequence[int]) -> dict[int, list[str]]:

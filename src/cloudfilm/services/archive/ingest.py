@@ -282,11 +282,15 @@ class IngestService:
         together are indexed in one transaction with one commit (group_commit.py). Same
         arguments, result and exceptions; it returns only once this object is durable and
         indexed."""
-        item = IngestItem(path, move, expected_study_uid)
-        result = self._group.ingest(item, sender)
+        result = self.ingest_grouped(IngestItem(path, move, expected_study_uid), sender=sender)
         if isinstance(result, CloudfilmError):
             raise result
-        return result  # type: ignore[no-any-return]
+        return result
+
+    def ingest_grouped(self, item: IngestItem, *, sender: Sender) -> IngestResult:
+        """One item through the group commit: the result ``ingest_files([item])`` would
+        give (a StoredInstance or a CloudfilmError), durable and indexed when it returns."""
+        return self._group.ingest(item, sender)  # type: ignore[no-any-return]
 
     def ingest_files(self, items: list[IngestItem], *, sender: Sender) -> list[IngestResult]:
         """Store and index several files; one result (or error) per file, in order.

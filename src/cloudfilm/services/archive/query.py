@@ -154,10 +154,11 @@ class QueryService:
                 if request.level == "study":
                     rows = qr.search_studies(session, request.conditions, limit=fetch,
                                              offset=request.offset, visible=visible)
-                    ids = [row.id for row in rows[: request.limit]]
-                    modalities = qr.modalities_by_study(session, ids)
-                    matches = [_study_json(r, modalities.get(r.id, []))
+                    # Modalities and owners come with the rows (one statement).
+                    matches = [_study_json(r, qr.split_modalities(r.modalities))
                                for r in rows[: request.limit]]
+                    linked: dict[str, int | None] = {
+                        r.study_instance_uid: r.resident_id for r in rows[: request.limit]}
                 elif request.level == "series":
                     rows = qr.search_series(session, request.conditions, limit=fetch,
                                             offset=request.offset, visible=visible)
@@ -173,7 +174,9 @@ class QueryService:
                 # Whoever asked (own hospital included), every resident whose data is in
                 # the answer finds the search in "who looked at my data": one record per
                 # resident, all in one INSERT.
-                owners = self._audit.study_owners(session, studies)
+                if request.level != "study":
+                    linked = self._audit.study_owners(session, studies)
+                owners = {uid: linked.get(uid) for uid in studies}
                 self._audit.write(conn=session, entries=per_resident(
                     actor, "search", request.level, _searched_uid(request), owners,
                     key="studies", reason=actor.kind,

@@ -25,7 +25,8 @@ def services(request: Request) -> Services:
 
 def base_url(request: Request) -> str:
     """The DICOMweb root as the client sees it (honours X-Forwarded-Proto/Host)."""
-    proto = request.headers.get("x-forwarded-proto") or request.url.scheme
+    # The scope's scheme, not request.url (which parses and rebuilds the whole URL).
+    proto = request.headers.get("x-forwarded-proto") or request.scope.get("scheme", "http")
     host = request.headers.get("x-forwarded-host") or request.headers.get("host") or "localhost"
     return f"{proto}://{host}{request.scope.get('root_path', '')}{DICOMWEB_PREFIX}"
 

@@ -375,9 +375,14 @@ def _ingest_all(svc: Any, parts: list[tuple[Path, str]], digests: list[str], sen
         items.append(IngestItem(path, move=True, expected_study_uid=study,
                                 sha256=digests[index]))
         positions.append(index)
-    # One call for the whole request: the index commits once for all its objects.
-    for index, outcome in zip(positions, svc.ingest.ingest_files(items, sender=sender),
-                              strict=True):
+    # One call for the whole request: the index commits once for all its objects. A
+    # one-object request joins the group commit: concurrent single-instance uploads (a
+    # gateway per modality, several hospitals) then share one index transaction.
+    if len(items) == 1:
+        outcomes = [svc.ingest.ingest_grouped(items[0], sender=sender)]
+    else:
+        outcomes = svc.ingest.ingest_files(items, sender=sender)
+    for index, outcome in zip(positions, outcomes, strict=True):
         if isinstance(outcome, CloudfilmError):
             sop_class, sop_uid = _uids_if_readable(parts[index][0])
             results[index] = (sop_class, sop_uid, store_failure_status(outcome), outcome.message)
