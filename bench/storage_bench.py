@@ -14,6 +14,11 @@ Part 3 (throughput) ingests --slices synthetic CT slices into a fresh archive wi
 compression on (in-process ingest, one thread: the ingest rate), then starts
 ``cloudfilm jobs worker --workers N`` (real huey worker processes) and times until every job
 is done: re-encoding objects/s against ingest objects/s, for each N of --workers.
+Part 4 (keepup, bench/keepup.py) is the keep-up comparison through the real doors: ingest
+alone (STOW-RS batches to ``cloudfilm serve --workers 2`` and C-STORE, PostgreSQL index),
+re-encoding alone (``cloudfilm jobs worker --workers 2`` on that backlog), then both at once,
+at full speed and paced at the rate both fit in 2 cores; CPU per object and load averages.
+Run it alone under the bench lock: ``--skip ratio --skip wado --skip throughput``.
 Output: a Markdown table on stdout and bench/out/storage_bench.json. Medians of --runs.
 """
 
@@ -195,7 +200,8 @@ def job_steps(raws: list[bytes], syntax: str) -> dict[str, float]:
             data = ll._splice(raw, ds, frames, syntax)
             t4 = time.process_time()
             again = pydicom.dcmread(io.BytesIO(data))
-            decoded = ll._decoded_pixel_bytes(again, g)
+            frame = next(iter(ll.generate_frames(again.PixelData, number_of_frames=1)))
+            decoded = ll._decode_frame(syntax, frame, g)
             t5 = time.process_time()
             assert np.array_equal(np.frombuffer(decoded, np.uint8),
                                   np.frombuffer(original, np.uint8))
@@ -314,7 +320,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, action="append",
                         help="Worker processes for part 3 (repeatable; default 1 and 2)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["ratio", "wado", "throughput"])
+                        choices=["ratio", "wado", "throughput", "keepup"])
+    parser.add_argument("--keepup-objects", type=int, default=1000,
+                        help="Slices for part 4 (half by STOW, half by C-STORE)")
+    parser.add_argument("--stow-batch", type=int, default=50)
+    parser.add_argument("--stow-clients", type=int, default=2)
     args = parser.parse_args()
     syntaxes = args.syntax or ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201"]
     tables: dict[str, Any] = {}
@@ -328,6 +338,13 @@ def main() -> None:
         for syntax in syntaxes:
             tput[syntax] = throughput(args.slices, args.workers or [1, 2], syntax)
             print(f"\n- throughput {syntax}: {tput[syntax]}")
+    keep: dict[str, Any] = {}
+    if "keepup" not in args.skip:
+        from keepup import keep_up, print_keep_up
+
+        keep = keep_up(args.keepup_objects, stow_batch=args.stow_batch,
+                       stow_clients=args.stow_clients)
+        print_keep_up(keep)
     wado = wado_comparison(args.slices, args.runs) if "wado" not in args.skip else {}
     print()
     for key, value in wado.items():
@@ -335,7 +352,8 @@ def main() -> None:
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "storage_bench.json").write_text(json.dumps(
-        {"compression": tables, "throughput": tput, "wado": wado}, indent=2, default=str))
+        {"compression": tables, "throughput": tput, "keepup": keep, "wado": wado}, indent=2,
+        default=str))
 
 
 if __name__ == "__main__":

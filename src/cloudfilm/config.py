@@ -316,7 +316,10 @@ class JobSettings(BaseModel):
 
     redis_url: str = ""
     # Worker processes started by `cloudfilm serve` (0: none; run `cloudfilm jobs worker`).
-    workers: int = Field(1, ge=0, le=64)
+    # 2 on the 2-core reference machine: niced, they take only the CPU that ingest and
+    # reads leave, and with one a quiet night's backlog drains on one core only
+    # (docs/capacity.md, "Keeping up"). More cores: one per core.
+    workers: int = Field(2, ge=0, le=64)
     max_attempts: int = Field(3, ge=1, le=100)
     retry_delay_seconds: int = Field(60, ge=0)
     # A queued job without news for this long had its worker die: it is queued again.

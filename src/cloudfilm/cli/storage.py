@@ -77,7 +77,7 @@ def jobs_run(data: Path | None, limit: int) -> None:
 @jobs.command("worker")
 @data_option
 @click.option("--workers", type=int, default=None,
-              help="Worker processes [env CLOUDFILM_JOBS__WORKERS; default 1]")
+              help="Worker processes [env CLOUDFILM_JOBS__WORKERS; default 2]")
 @click.option("--die-with-parent", is_flag=True, hidden=True)
 def jobs_worker(data: Path | None, workers: int | None, die_with_parent: bool) -> None:
     """Run the job workers until interrupted (huey consumer and the outbox relay)."""

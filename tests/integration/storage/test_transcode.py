@@ -318,3 +318,36 @@ def test_the_original_blob_outlives_the_switch_by_the_grace_period(
     assert storage.run_pending() == {"done": 1}
     assert not services.retrieve._blobs.exists(_key(original))
     services.health._db.dispose()
+
+
+def test_a_failed_blob_write_leaves_its_object_as_it_was_and_the_batch_goes_on(
+        csvc: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new blobs of a batch are written by threads; one write failing keeps that
+    object's original indexed and served (its job is retried), the others switch."""
+    storage = csvc.storage
+    assert storage is not None
+    originals = {}
+    for i in range(3):
+        path = tmp_path / f"b{i}.dcm"
+        data = to_bytes(make_ct(instance_number=i + 1, size=64))
+        path.write_bytes(data)
+        originals[csvc.ingest.ingest_file(path, sender=SENDER).sop_instance_uid] = data
+    failing = sorted(originals)[1]
+    real_put = storage._put
+    failing_key: list[str] = []
+
+    def put(key: str, data: bytes) -> None:
+        if not failing_key and dcmread(io.BytesIO(data)).SOPInstanceUID == failing:
+            failing_key.append(key)
+            raise OSError("disk full")
+        real_put(key, data)
+
+    monkeypatch.setattr(storage, "_put", put)
+    assert storage.run_pending() == {"done": 2, "failed": 1}
+    assert failing_key and not csvc.retrieve._blobs.exists(failing_key[0])
+    for uid, original in originals.items():
+        row = _row(csvc, uid)
+        assert (row.transfer_syntax_uid == JPEGLSLossless) == (uid != failing)
+        assert pixels_equal(_served(csvc, uid, str(ExplicitVRLittleEndian)), original)
+    assert _job_state(csvc, failing)[0] == "queued"  # handed over again by the relay
+    assert _served(csvc, failing, None) == originals[failing]

@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,8 @@ SCRUB_BYTES = Counter("cloudfilm_storage_scrub_bytes_total", "Bytes re-read by t
 TRANSCODE = "transcode"
 _FINAL = frozenset({"done", "left", "dead"})
 _CHUNK = 1 << 20
+# Threads writing (and fsyncing) a batch's new blobs and deleting the old ones.
+_WRITERS = 4
 
 
 class JobQueue(Protocol):
@@ -297,25 +300,40 @@ class StorageService:
         out: dict[str, str | Exception] = {}
         switches: list[tuple[Any, str, str, int, str]] = []
         delete: list[str] = []
-        for uid in dict.fromkeys(uids):
-            row = rows.get(uid)
-            if row is None:
-                out[uid] = self._left("gone")
-            elif row.original_transfer_syntax_uid:
-                delete.extend(blob_key(sha) for sha in originals.get(uid, []))
-                out[uid] = "already"
-            elif row.study_fk in held:  # the file as received is evidence: keep its bytes
-                out[uid] = self._left("legal-hold")
-            else:
-                try:
-                    outcome = self._encode_one(row)
-                except Exception as exc:
-                    out[uid] = exc
-                    continue
-                if isinstance(outcome, str):
-                    out[uid] = outcome
+        # The new blobs are written (and fsynced) by a few threads while the next object is
+        # encoded: the waits for the disk overlap the codec, and concurrent fsyncs share
+        # the filesystem journal's commits (a group commit). All are durable before the
+        # index switch below.
+        writes: list[tuple[Any, tuple[str, str, int, str], Future[None]]] = []
+        with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="blob-put") as pool:
+            for uid in dict.fromkeys(uids):
+                row = rows.get(uid)
+                if row is None:
+                    out[uid] = self._left("gone")
+                elif row.original_transfer_syntax_uid:
+                    delete.extend(blob_key(sha) for sha in originals.get(uid, []))
+                    out[uid] = "already"
+                elif row.study_fk in held:  # the file as received is evidence: keep it
+                    out[uid] = self._left("legal-hold")
                 else:
-                    switches.append((row, *outcome))
+                    try:
+                        outcome = self._encode_one(row)
+                    except Exception as exc:
+                        out[uid] = exc
+                        continue
+                    if isinstance(outcome, str):
+                        out[uid] = outcome
+                    else:
+                        key, sha, data, syntax = outcome
+                        writes.append((row, (key, sha, len(data), syntax),
+                                       pool.submit(self._put, key, data)))
+            for row, new, written in writes:
+                try:
+                    written.result()
+                except Exception as exc:
+                    out[row.sop_instance_uid] = exc
+                else:
+                    switches.append((row, *new))
         if switches:
             now = datetime.now(UTC)
             with self._db.write() as session:
@@ -347,8 +365,8 @@ class StorageService:
         self._delete_unused(delete)
         return out, finished
 
-    def _encode_one(self, row: Any) -> str | tuple[str, str, int, str]:
-        """"left:<reason>", or the new blob written durably: (key, sha256, size, syntax)."""
+    def _encode_one(self, row: Any) -> str | tuple[str, str, bytes, str]:
+        """"left:<reason>", or the new blob to write: (key, sha256, bytes, syntax)."""
         target = self.policy.target_for(row.modality or "", row.hospital_code)
         if target is None:
             return self._left("policy")
@@ -366,9 +384,7 @@ class StorageService:
         if len(new.data) >= len(raw):
             return self._left("no-gain")
         sha = hashlib.sha256(new.data).hexdigest()
-        key = blob_key(sha)
-        self._put(key, new.data)
-        return key, sha, len(new.data), new.transfer_syntax_uid
+        return blob_key(sha), sha, new.data, new.transfer_syntax_uid
 
     def _left(self, reason: str) -> str:
         TRANSCODED.labels(f"left:{reason}").inc()
@@ -399,9 +415,9 @@ class StorageService:
             return
         with self._db.read() as session:
             used = repo.blobs_in_use(session, keys)
-        for key in dict.fromkeys(keys):
-            if key not in used:
-                self._blobs.delete(key)
+        unused = [key for key in dict.fromkeys(keys) if key not in used]
+        with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="blob-del") as pool:
+            list(pool.map(self._blobs.delete, unused))  # re-raises a failed deletion
 
     # -- integrity -------------------------------------------------------------------------
 
