@@ -157,6 +157,13 @@ def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
     return out
 
 
+def work_mem(conn: Connection, size: str) -> None:
+    """Let this transaction's sorts and hashes use ``size`` (PostgreSQL; a backfill's pass
+    groups millions of studies)."""
+    if dialect_of(conn) == "postgresql":
+        conn.execute(text(f"SET LOCAL work_mem = '{size}'"))
+
+
 def report_day(conn: Connection, start: datetime, end: datetime, deadline_s: int,
                hospital_ids: Sequence[int] | None = None, *,
                by_day: tuple[str, int] | None = None) -> list[dict[str, Any]]:
