@@ -21,8 +21,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_stats_study_month_modality_month", "stats_study_month",
-                    ["modality", "month"])
+    op.create_index(
+        "ix_stats_study_month_modality_month", "stats_study_month", ["modality", "month"]
+    )
 
 
 def downgrade() -> None:
