@@ -163,6 +163,16 @@ def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Servi
     assert "2026-11-05" not in rollup.run(now=NOW).days
 
 
+def test_id_watermarks_are_read_as_ids(services: Services) -> None:
+    """The audit trail's and re-encoding's positions are ids: a run after one that read
+    audit records must not parse them as times (it did, and failed)."""
+    db = services.health._db
+    with db.reading() as conn:
+        for source in ("audit", "recoded"):
+            days, position = repo.changed_days(conn, source, "6", "Asia/Shanghai", 480, NOW)
+            assert days == set() and position == "6"
+
+
 def test_full_rerun_equals_incremental(services: Services) -> None:
     db = services.health._db
     assert services.stats is not None

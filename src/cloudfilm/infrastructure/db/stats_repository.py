@@ -348,7 +348,8 @@ def changed_days(conn: Connection, source: str, since: str, zone: str,
             top = min(as_utc(top), as_utc(ceiling))
         return found, _position(top, since)
 
-    after = _time(since)
+    # A time position (the id sources' positions are numbers: read only as such).
+    after = _time(since) if source in ("study", "report", "grant", "recognition") else None
     if source == "study":
         return days(func.coalesce(Study.exam_at, Study.received_at),
                     Study.updated_at > after, func.max(Study.updated_at))
