@@ -16,8 +16,11 @@ Phases (``--phase``, default all of them in this order):
   city bureau's area and a hospital administrator, over 30, 90 and 365 days: p50/p95 of
   ``--reps`` service calls (scope, audit record, rollup reads, today's live rows);
 - ``explain``: ``EXPLAIN (ANALYZE, BUFFERS)`` of every statement of the slowest figures;
-- ``nightly``: one more day of ``--day-studies`` studies (+ series, reports) and
-  ``--day-audit`` audit reads, rolled incrementally, extrapolated linearly to 30 M records;
+- ``day``: one more day of ``--day-studies`` studies (+ series, reports) and
+  ``--day-audit`` audit reads (a fill: run it outside the lock, niced);
+- ``nightly``: that day (added now if ``day`` did not run) rolled incrementally (the
+  nightly job: the changed days and the settling ones), extrapolated linearly to 30 M
+  records;
 - ``page``: ``/dashboard`` in headless Chromium on loopback: navigation start to every
   chart drawn (``document.body.dataset.charts``), per scope and period.
 
@@ -54,12 +57,14 @@ from cloudfilm.config import HttpSettings, SecuritySettings, Settings  # noqa: E
 PG = os.environ.get("CLOUDFILM_TEST_PG_URL",
                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DB = os.environ.get("DASH_BENCH_DB", "cloudfilm_dash_bench")
-OUT = ROOT / "bench" / "out" / "dashboard_bench.json"
+# Another database name gives another results file (runs at two scales side by side).
+OUT_NAME = "dashboard_bench.json" if DB == "cloudfilm_dash_bench" else f"{DB}.json"
+OUT = ROOT / "bench" / "out" / OUT_NAME
 CITIES = ("杭州", "宁波", "温州", "嘉兴", "湖州", "绍兴", "金华", "衢州", "舟山", "台州", "丽水")
 MODALITIES = ("CT", "MR", "DX", "US", "MG", "CR")
 LOADED = ("study", "series", "report")
 CHUNK = 1_000_000
-PHASES = ("load", "rollup", "figures", "explain", "nightly", "page")
+PHASES = ("load", "rollup", "figures", "explain", "day", "nightly", "page")
 WHO = {"province": ("bench-admin", "admin", None, ""),
        "area": ("bench-bureau", "bureau", None, "杭州"),
        "hospital": ("bench-hadmin", "hospital_admin", "H00001", "")}
@@ -386,10 +391,25 @@ def run(url: str, args: argparse.Namespace, phases: list[str]) -> None:
         figures(stats, actors, args.reps)
     if "explain" in phases:
         explain(stats, actors, args.explain)
-    if "nightly" in phases:
-        print(f"\nnightly: one day of {args.day_studies:,} studies + series + reports and "
+    if "day" in phases:
+        print(f"\nadding one day of {args.day_studies:,} studies + series + reports and "
               f"{args.day_audit:,} audit reads ...", flush=True)
+        started = time.perf_counter()
         records = add_day(url, args.day_studies, args.day_audit, now)
+        with create_engine(url).begin() as conn:
+            _set_meta(conn, "day_records", str(records))
+        print(f"  {records:,} records in {time.perf_counter() - started:.0f} s", flush=True)
+    if "nightly" in phases:
+        with create_engine(url).begin() as conn:
+            added = _meta(conn).get("day_records")
+            conn.execute(text("DELETE FROM dash_bench_meta WHERE key = 'day_records'"))
+        if added:
+            records = int(added)
+            print(f"\nnightly: the day added before ({records:,} records) ...", flush=True)
+        else:
+            print(f"\nnightly: one day of {args.day_studies:,} studies + series + reports "
+                  f"and {args.day_audit:,} audit reads ...", flush=True)
+            records = add_day(url, args.day_studies, args.day_audit, now)
         result = stats.rollup.run()
         per_million = result.seconds / records * 1e6
         print(f"  incremental rollup of {len(result.days)} day(s), {records:,} records: "

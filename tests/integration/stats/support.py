@@ -83,6 +83,14 @@ def clear(db: Database) -> None:
             conn.execute(delete(table))
 
 
+def clear_rollup(db: Database) -> None:
+    """Empty the rollup tables, keeping the live rows."""
+    with db.writing() as conn:
+        for table in (StatsStudyDay, StatsReportDay, StatsStudyMonth, StatsReportMonth,
+                      StatsUseDay, StatsPairDay):
+            conn.execute(delete(table))
+
+
 def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     with db.reading() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from tests.integration.stats import support
 
+from cloudfilm.infrastructure.db import stats_repository as repo
 from cloudfilm.infrastructure.db.models import StatsArea
 from cloudfilm.infrastructure.db.stats_repository import split_period
 from cloudfilm.services.container import Services
+from cloudfilm.services.stats import rollup as rollup_module
 
 NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -102,6 +104,40 @@ def test_rollup_equals_a_direct_count(services: Services,
     assert counted("stats_study_month", 7) == months
 
 
+@settings(max_examples=4, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(studies=st.lists(_study, max_size=25), longest=st.integers(1, 4))
+def test_backfill_in_ranges_equals_the_day_by_day_rollup(
+        services: Services, monkeypatch: pytest.MonkeyPatch, longest: int,
+        studies: list[tuple[int, int, int, str, int | None, bool, int]]) -> None:
+    """The backfill reads runs of days in one grouped pass each (two at once on
+    PostgreSQL); what it stores is what rolling every day on its own stores."""
+    db = services.health._db
+    assert services.stats is not None
+    rollup = services.stats.rollup
+    support.clear(db)
+    ids = [support.hospital(db, f"H{i}", city=c, county=k) for i, (c, k) in enumerate(PLACES)]
+    for h, exam_min, delay_min, modality, report_min, undated, n in studies:
+        exam = EPOCH + timedelta(minutes=exam_min)
+        support.study(db, ids[h], exam_at=None if undated else exam,
+                      received_at=exam + timedelta(minutes=delay_min), modality=modality,
+                      instances=n, size=n * 1000,
+                      report_at=exam + timedelta(minutes=report_min)
+                      if report_min is not None else None)
+    monkeypatch.setattr(rollup_module, "RANGE_DAYS", longest)
+    rolled = rollup.run(now=NOW, full=True)
+    backfill = support.snapshot(db)
+    support.clear_rollup(db)  # the live rows stay
+    with db.writing() as conn:
+        areas = repo.area_units(conn)
+    for day in rolled.days:
+        rollup.roll_day(date.fromisoformat(day), now=NOW, areas=areas)
+    with db.writing() as conn:
+        repo.roll_months(conn, {d[:7] for d in rolled.days})
+    assert support.snapshot(db) == backfill
+    assert any(r[1] > 0 for r in backfill["stats_study_day"]) == bool(studies)
+
+
 def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Services) -> None:
     db = services.health._db
     assert services.stats is not None
@@ -125,6 +161,16 @@ def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Servi
     assert [(r[3], r[6], r[7]) for r in rows] == [(2, 1, 1)]  # studies, on time, late
     # The watermark did not move backwards: a fourth run re-rolls only the settling days.
     assert "2026-11-05" not in rollup.run(now=NOW).days
+
+
+def test_id_watermarks_are_read_as_ids(services: Services) -> None:
+    """The audit trail's and re-encoding's positions are ids: a run after one that read
+    audit records must not parse them as times (it did, and failed)."""
+    db = services.health._db
+    with db.reading() as conn:
+        for source in ("audit", "recoded"):
+            days, position = repo.changed_days(conn, source, "6", "Asia/Shanghai", 480, NOW)
+            assert days == set() and position == "6"
 
 
 def test_full_rerun_equals_incremental(services: Services) -> None:

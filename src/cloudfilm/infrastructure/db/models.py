@@ -1061,7 +1061,8 @@ class StatsStudyMonth(_StudyMeasures, Base):
     a month is recomputed from its days whenever one of them is)."""
 
     __tablename__ = "stats_study_month"
-    __table_args__ = (Index(None, "hospital_id", "month"),)
+    # As the day table: a unit's months; every hospital's totals of a year (a ranking).
+    __table_args__ = (Index(None, "hospital_id", "month"), Index(None, "modality", "month"))
 
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
     hospital_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

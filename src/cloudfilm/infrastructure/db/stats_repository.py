@@ -93,10 +93,13 @@ def local_day(conn: Connection, column: Any, zone: str, offset_minutes: int) -> 
 
 
 def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
-              deadline_s: int, hospital_ids: Sequence[int] | None = None
-              ) -> list[dict[str, Any]]:
+              deadline_s: int, hospital_ids: Sequence[int] | None = None, *,
+              by_day: tuple[str, int] | None = None) -> list[dict[str, Any]]:
     """Rows of ``stats_study_day`` for the studies of one day: exam time in ``[start,
-    end)``, or arrival in it when the sender gave no exam time."""
+    end)``, or arrival in it when the sender gave no exam time.
+
+    ``by_day`` (zone, offset minutes): ``[start, end)`` spans several local days and each
+    row also names its ``day`` (the backfill: one pass over a month, not one per day)."""
     s = Study
     base = func.coalesce(s.exam_at, s.received_at)
     # Two indexed ranges (exam time; arrival of the undated), not a scan of coalesce().
@@ -124,7 +127,11 @@ def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
                                   report_delay > limit), 1), else_=0))
 
     modality = func.coalesce(mod.c.m, "")
-    stmt = (select(s.hospital_id, modality.label("modality"), func.count().label("studies"),
+    # One expression object in the select and the group by: one bound parameter for both.
+    keys: list[Any] = [s.hospital_id, modality]
+    if by_day is not None:
+        keys.append(local_day(conn, base, *by_day))
+    stmt = (select(*keys, func.count().label("studies"),
                    func.sum(s.num_instances), func.sum(s.size_bytes),
                    func.sum(case((and_(dated, delay <= deadline_s), 1), else_=0)),
                    func.sum(case((and_(dated, delay > deadline_s), 1), else_=0)),
@@ -134,19 +141,33 @@ def study_day(conn: Connection, start: datetime, end: datetime, now: datetime,
                    without_report(24), without_report(72))
             .select_from(s).outerjoin(mod, mod.c.study_fk == s.id)
             .outerjoin(rep, rep.c.study_fk == s.id)
-            .where(in_day).group_by(s.hospital_id, modality))
+            .where(in_day).group_by(*keys))
     out = []
+    n = len(keys)
     for r in conn.execute(stmt):
-        out.append({"hospital_id": int(r[0]), "modality": str(r[1])[:16],
-                    "studies": int(r[2]), "instances": int(r[3] or 0), "bytes": int(r[4] or 0),
-                    "on_time": int(r[5] or 0), "late": int(r[6] or 0), "undated": int(r[7] or 0),
-                    "delay_sum_s": float(r[8] or 0.0), "delay_max_s": float(r[9] or 0.0),
-                    "no_report_24h": int(r[10] or 0), "no_report_72h": int(r[11] or 0)})
+        row = {"hospital_id": int(r[0]), "modality": str(r[1])[:16],
+               "studies": int(r[n]), "instances": int(r[n + 1] or 0),
+               "bytes": int(r[n + 2] or 0), "on_time": int(r[n + 3] or 0),
+               "late": int(r[n + 4] or 0), "undated": int(r[n + 5] or 0),
+               "delay_sum_s": float(r[n + 6] or 0.0), "delay_max_s": float(r[n + 7] or 0.0),
+               "no_report_24h": int(r[n + 8] or 0), "no_report_72h": int(r[n + 9] or 0)}
+        if by_day is not None:
+            row["day"] = str(r[2])
+        out.append(row)
     return out
 
 
+def work_mem(conn: Connection, size: str) -> None:
+    """Let this transaction's sorts and hashes use ``size`` (PostgreSQL; a backfill's pass
+    groups millions of studies)."""
+    if dialect_of(conn) == "postgresql":
+        conn.execute(text(f"SET LOCAL work_mem = '{size}'"))
+
+
 def report_day(conn: Connection, start: datetime, end: datetime, deadline_s: int,
-               hospital_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+               hospital_ids: Sequence[int] | None = None, *,
+               by_day: tuple[str, int] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``stats_report_day`` (``by_day``: as :func:`study_day`)."""
     r = Report
     # listed_at is the exam time, else the arrival time (indexed).
     where = and_(r.listed_at >= as_utc(start), r.listed_at < as_utc(end))
@@ -154,14 +175,23 @@ def report_day(conn: Connection, start: datetime, end: datetime, deadline_s: int
         where = and_(where, r.hospital_id.in_(list(hospital_ids)))
     delay = seconds_between(conn, r.received_at, r.exam_at)
     dated = r.exam_at.is_not(None)
-    stmt = (select(r.hospital_id, func.count(),
+    keys: list[Any] = [r.hospital_id]
+    if by_day is not None:
+        keys.append(local_day(conn, r.listed_at, *by_day))
+    stmt = (select(func.count(),
                    func.sum(case((and_(dated, delay <= deadline_s), 1), else_=0)),
                    func.sum(case((and_(dated, delay > deadline_s), 1), else_=0)),
-                   func.sum(case((r.link_state == "held", 1), else_=0)))
-            .where(where).group_by(r.hospital_id))
-    return [{"hospital_id": int(h), "reports": int(n), "on_time": int(a or 0),
-             "late": int(b or 0), "without_images": int(c or 0)}
-            for h, n, a, b, c in conn.execute(stmt)]
+                   func.sum(case((r.link_state == "held", 1), else_=0)), *keys)
+            .where(where).group_by(*keys))
+    out = []
+    for n, a, b, c, h, *day in conn.execute(stmt):
+        row: dict[str, Any] = {"hospital_id": int(h), "reports": int(n),
+                               "on_time": int(a or 0), "late": int(b or 0),
+                               "without_images": int(c or 0)}
+        if day:
+            row["day"] = str(day[0])
+        out.append(row)
+    return out
 
 
 def _views(conn: Connection, start: datetime, end: datetime) -> list[Any]:
@@ -318,7 +348,8 @@ def changed_days(conn: Connection, source: str, since: str, zone: str,
             top = min(as_utc(top), as_utc(ceiling))
         return found, _position(top, since)
 
-    after = _time(since)
+    # A time position (the id sources' positions are numbers: read only as such).
+    after = _time(since) if source in ("study", "report", "grant", "recognition") else None
     if source == "study":
         return days(func.coalesce(Study.exam_at, Study.received_at),
                     Study.updated_at > after, func.max(Study.updated_at))

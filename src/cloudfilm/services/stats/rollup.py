@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -42,6 +43,13 @@ MARGIN_S = 600
 # A run that rewrote more days than this (a first or full run) refreshes the planner's
 # statistics of the rollup tables.
 ANALYZE_AFTER_DAYS = 31
+# Consecutive days read from the live tables in one grouped pass. Measured at 10 M studies
+# over 400 days (PostgreSQL, studies' exam days scattered over the heap): three days in
+# one pass 12 s, all 400 days in one pass 395 s (the month-by-month passes each join the
+# whole series and report tables, so a year in one pass is the cheapest backfill).
+RANGE_DAYS = 366
+# What one backfill pass may hash (PostgreSQL): each study's first series and report.
+BACKFILL_WORK_MEM = "256MB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,8 @@ class RollupOptions:
     silent_days: int = 3
     late_alert_share: float = 0.2
     late_alert_min_studies: int = 5
+    workers: int = 2
+    """Ranges of days rolled at once (PostgreSQL) when a run has several (a backfill)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +136,7 @@ class StatsRollup:
             todo = sorted(d for d in changed | settle if d < today.isoformat())
             with self._db.writing() as conn:
                 areas = repo.area_units(conn)
-            for day in todo:
-                self.roll_day(date.fromisoformat(day), now=now, areas=areas)
+            self._roll_days(todo, now=now, areas=areas)
             with self._db.writing() as conn:
                 # Each month a changed day is in, once, from its days as they now are.
                 repo.roll_months(conn, {d[:7] for d in todo})
@@ -157,6 +166,52 @@ class StatsRollup:
         reports = repo.report_day(conn, start, end, deadline, hospital_ids)
         use, pairs = repo.use_day(conn, start, end, now)
         return {"studies": studies, "reports": reports, "use": use, "pairs": pairs}
+
+    def _roll_days(self, todo: list[str], *, now: datetime,
+                   areas: dict[int, tuple[int, ...]]) -> None:
+        """Replace the days of ``todo``: each run of consecutive days read from the live
+        tables in one pass per ``RANGE_DAYS`` (a backfill of a year is one grouped read of
+        studies and one of reports, not four hundred each), on ``workers`` connections at
+        once (PostgreSQL)."""
+        ranges = _ranges([date.fromisoformat(d) for d in todo], RANGE_DAYS)
+        workers = self.options.workers if self._db.dialect == "postgresql" else 1
+        if workers > 1 and len(ranges) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                for done in [pool.submit(self.roll_range, a, b, now=now, areas=areas)
+                             for a, b in ranges]:
+                    done.result()
+        else:
+            for first, last in ranges:
+                self.roll_range(first, last, now=now, areas=areas)
+
+    def roll_range(self, first: date, last: date, *, now: datetime,
+                   areas: dict[int, tuple[int, ...]]) -> None:
+        """Replace the days ``first``..``last``: the studies and reports of every day from
+        one grouped read each, then each day written as :meth:`roll_day` writes it (the
+        property test holds the two equal)."""
+        start, end = self.clock.bounds(first)[0], self.clock.bounds(last)[1]
+        deadline = self.options.deadline_hours * 3600
+        zone = (self.clock.name, self.clock.offset_minutes)
+        with self._db.reading() as conn:
+            if last > first:
+                repo.work_mem(conn, BACKFILL_WORK_MEM)
+            studies = repo.study_day(conn, start, end, now, deadline, by_day=zone)
+            reports = repo.report_day(conn, start, end, deadline, by_day=zone)
+        by_day: dict[str, dict[str, list[Any]]] = {}
+        for name, rows in (("studies", studies), ("reports", reports)):
+            for row in rows:
+                day = row.pop("day")
+                by_day.setdefault(day, {"studies": [], "reports": []})[name].append(row)
+        day = first
+        while day <= last:
+            with self._db.reading() as conn:
+                start, end = self.clock.bounds(day)
+                use, pairs = repo.use_day(conn, start, end, now)
+            found = by_day.get(day.isoformat(), {"studies": [], "reports": []})
+            with self._db.writing() as conn:
+                repo.replace_day(conn, day.isoformat(), found["studies"], found["reports"],
+                                 use, pairs, areas)
+            day += timedelta(days=1)
 
     def roll_day(self, day: date, *, now: datetime,
                  areas: dict[int, tuple[int, ...]] | None = None) -> None:
@@ -202,3 +257,15 @@ class StatsRollup:
         alert_id = repo.add_alert(conn, hospital, kind, day, value, now)
         if alert_id is not None:
             opened.append(NewAlert(alert_id, hospital, kind, day, value))
+
+
+def _ranges(days: list[date], longest: int) -> list[tuple[date, date]]:
+    """Sorted ``days`` as runs of consecutive days of at most ``longest`` days each."""
+    out: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if out and day == out[-1][1] + timedelta(days=1) and \
+                (day - out[-1][0]).days < longest:
+            out[-1] = (out[-1][0], day)
+        else:
+            out.append((day, day))
+    return out
