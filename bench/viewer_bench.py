@@ -5,8 +5,11 @@ a prior at another, and a doctor of a third hospital with the patient's grant. H
 Chromium (WebGL through SwiftShader), 1440x900, the doctor's session cookie:
 
 - cloudfilm's viewer (``/workstation/viewer``): navigation to the first image drawn, to the
-  whole series loaded, scrolling once loaded (slices drawn a second, one after another),
-  window/level drag (renders a second while the mouse drags);
+  whole series loaded; once loaded, scrolling by the test API's ``scrollTo`` (each slice
+  asked for once the previous one is drawn) and by real wheel notches (60 a second through
+  DevTools' input path, which queues and coalesces them as it does a mouse's: slices drawn
+  a second), and a window/level drag (120 mouse moves a second, not awaited one by one:
+  renders a second whose window differs from the previous render's);
 - the anchor: OHIF's built app from the npm registry's ``@ohif/app`` (``npm pack`` into a temp
   folder at bench time, never committed), served by a small Python static server that also
   passes ``/dicomweb`` to cloudfilm (same origin, the doctor's cookie: the same policy and
@@ -25,8 +28,10 @@ the page shows more than 10% non-black pixels (polled every 50 ms); series loade
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import http.server
+import itertools
 import os
 import shutil
 import socketserver
@@ -237,9 +242,60 @@ def _series_done(page: Page, frames: list[float]) -> bool:
         return False
 
 
-def _scroll_and_window(page: Page) -> dict[str, Any]:
-    # Each slice asked for once the previous one is drawn; per slice, the time from the
-    # request to its render event (the render itself: Cornerstone's own frame time).
+# What the viewport drew, each IMAGE_RENDERED: (ms, slice index, VOI lower, VOI upper), and the
+# time from the animation frame's start to the render event (the main thread's work in a frame
+# that drew: a long one is what drops frames). Installed once a page is loaded.
+_RENDER_LOG = """() => {
+    const v = window.cloudfilmViewer;
+    const el = document.querySelector('.cell .viewport');
+    const probe = () => { const c = v.state().cells[0]; const voi = c.voi || {};
+                          return [c.index, voi.lower, voi.upper]; };
+    window.__drawn = []; window.__frameMs = []; window.__moves = 0; window.__wheels = 0;
+    let frameStart = 0;
+    const tick = (t) => { frameStart = t; requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    el.addEventListener('CORNERSTONE_IMAGE_RENDERED', () => {
+        const now = performance.now();
+        window.__drawn.push([now, ...probe()]);
+        window.__frameMs.push(now - frameStart); });
+    document.addEventListener('mousemove', () => { window.__moves += 1; }, {passive: true});
+    document.addEventListener('wheel', () => { window.__wheels += 1; }, {passive: true});
+}"""
+_RESET = """() => { window.__drawn = []; window.__frameMs = []; window.__moves = 0;
+                     window.__wheels = 0; return performance.now(); }"""
+
+
+def _send_paced(page: Page, events: list[tuple[float, str, dict[str, Any]]]) -> None:
+    """Send CDP input events at their times (s from now) without waiting for each one's
+    acknowledgement, as a mouse does: the browser queues and coalesces them as it does real
+    input (moves and wheel notches folded into the next frame) instead of one at a time.
+    Playwright's sync API awaits every call, hence its async layer (the session's own loop)."""
+    cdp = page.context.new_cdp_session(page)
+    impl, loop = cdp._impl_obj, cdp._loop
+
+    async def pace() -> None:
+        t0 = loop.time()
+        sent = []
+        for at, method, params in events:
+            delay = t0 + at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent.append(loop.create_task(impl.send(method, params, None)))
+        # every event handled by the page (its acknowledgement), or 30 s on a starved machine
+        await asyncio.wait(sent, timeout=30)
+
+    cdp._sync(pace())
+    cdp.detach()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values) or [0.0]
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _scroll_programmatic(page: Page) -> dict[str, Any]:
+    # Each slice asked for (the test API's scrollTo) once the previous one is drawn; per
+    # slice, the time from the request to its render event.
     scroll = page.evaluate("""async (count) => {
         const v = window.cloudfilmViewer;
         const el = document.querySelector('.cell .viewport');
@@ -261,35 +317,83 @@ def _scroll_and_window(page: Page) -> dict[str, Any]:
         return {rate, p50: each[Math.floor(each.length / 2)],
                 p90: each[Math.floor(each.length * 0.9)]};
     }""", SLICES)
-    box = page.locator(".cell .viewport").first.bounding_box()
-    assert box is not None
-    page.evaluate("""() => { window.__renders = 0; window.__renderMs = [];
-        const el = document.querySelector('.cell .viewport');
-        el.addEventListener('CORNERSTONE_IMAGE_RENDERED', () => { window.__renders += 1; });
-        // The main thread's time in each animation frame that rendered (a long task is
-        // what drops frames): measured from the frame's start to the render event.
-        let frameStart = 0;
-        const tick = (t) => { frameStart = t; requestAnimationFrame(tick); };
-        requestAnimationFrame(tick);
-        el.addEventListener('CORNERSTONE_IMAGE_RENDERED',
-            () => window.__renderMs.push(performance.now() - frameStart)); }""")
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    return {"scroll by scrollTo (slices/s)": round(scroll["rate"], 1),
+            "scrollTo ms/slice p50/p90": f"{scroll['p50']:.0f}/{scroll['p90']:.0f}"}
+
+
+WHEEL_HZ, WHEEL_S = 60, 3.0  # notches a second (a wheel spun briskly), for how long
+DRAG_HZ, DRAG_S = 120, 3.0  # mouse moves a second (a 125 Hz mouse), for how long
+
+
+def _scroll_wheel(page: Page, x: float, y: float) -> dict[str, Any]:
+    # Real wheel notches over the viewport (through the browser's input path), from slice 1
+    # down; counted: slices drawn (renders whose slice differs from the previous render).
+    page.evaluate("() => window.cloudfilmViewer.scrollTo(0, 1)")
+    page.wait_for_timeout(300)
+    t0 = page.evaluate(_RESET)
+    count = int(WHEEL_HZ * WHEEL_S)
+    _send_paced(page, [(k / WHEEL_HZ, "Input.dispatchMouseEvent",
+                        {"type": "mouseWheel", "x": x, "y": y, "deltaX": 0, "deltaY": 100})
+                       for k in range(count)])
+    page.wait_for_timeout(300)  # the last notches drawn
+    drawn = page.evaluate("window.__drawn")
+    wheels = page.evaluate("window.__wheels")
+    slices, last, times = 0, 1, []
+    for t, index, *_ in drawn:
+        if index != last:
+            slices += 1
+            times.append(t)
+        last = index
+    span = max(WHEEL_S, ((times[-1] - t0) / 1000) if times else 0)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    return {"scroll by wheel (slices drawn/s)": round(slices / span, 1),
+            "wheel ms between slices p50/p90": f"{_pct(gaps, 0.5):.0f}/{_pct(gaps, 0.9):.0f}",
+            "wheel notches sent/received a s": f"{count / WHEEL_S:.0f}/{wheels / span:.0f}",
+            "wheel end slice": drawn[-1][1] if drawn else None}
+
+
+def _window_drag(page: Page, x: float, y: float) -> dict[str, Any]:
+    # A left-button drag (the W/L tool) moving DRAG_HZ times a second; counted: renders whose
+    # VOI differs from the previous render (images drawn with a new window/level).
     page.mouse.move(x, y)
     page.mouse.down()
-    t0 = time.monotonic()
-    for k in range(60):
-        page.mouse.move(x + (k % 30) * 4, y + (k % 20) * 3)
-        page.wait_for_timeout(16)
-    elapsed = time.monotonic() - t0
+    page.wait_for_timeout(200)
+    t0 = page.evaluate(_RESET)
+    count = int(DRAG_HZ * DRAG_S)
+
+    def at(k: int) -> tuple[float, float]:  # back and forth, always somewhere new
+        return x + 150 - abs(k % 300 - 150), y + 60 - abs(k % 120 - 60) / 2
+
+    _send_paced(page, [(k / DRAG_HZ, "Input.dispatchMouseEvent",
+                        {"type": "mouseMoved", "x": at(k)[0], "y": at(k)[1],
+                         "button": "left", "buttons": 1}) for k in range(1, count + 1)])
+    page.wait_for_timeout(200)
+    drawn = page.evaluate("window.__drawn")
+    frame_ms = page.evaluate("window.__frameMs")
+    moves = page.evaluate("window.__moves")
     page.mouse.up()
-    renders = page.evaluate("window.__renders")
-    moves = 60 / elapsed
-    ms = sorted(page.evaluate("window.__renderMs")) or [0.0]
-    return {"scroll once loaded (slices/s)": round(scroll["rate"], 1),
-            "scroll ms/slice p50/p90": f"{scroll['p50']:.0f}/{scroll['p90']:.0f}",
-            "W/L drag (renders/s)": round(renders / elapsed, 1),
-            "W/L mouse moves/s": round(moves, 1),
-            "W/L render ms p50": round(ms[len(ms) // 2], 1)}
+    new, last, times = 0, None, []
+    for t, _index, lower, upper in drawn:
+        if (lower, upper) != last:
+            new += 1
+            times.append(t)
+        last = (lower, upper)
+    span = max(DRAG_S, ((times[-1] - t0) / 1000) if times else 0)
+    return {"W/L drag (new-VOI renders/s)": round(new / span, 1),
+            "W/L moves sent/received a s": f"{count / DRAG_S:.0f}/{moves / span:.0f}",
+            "W/L frame ms to render p50/p90": f"{_pct(frame_ms, 0.5):.1f}/"
+                                              f"{_pct(frame_ms, 0.9):.1f}"}
+
+
+def _scroll_and_window(page: Page) -> dict[str, Any]:
+    box = page.locator(".cell .viewport").first.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    out = _scroll_programmatic(page)
+    page.evaluate(_RENDER_LOG)
+    out.update(_scroll_wheel(page, x, y))
+    out.update(_window_drag(page, x - 150, y - 60))
+    return out
 
 
 def run_browser(server: Cloudfilm, world: World, ohif: Path | None, *, runs: int = 2,

@@ -31,7 +31,7 @@ import {
 } from "@cornerstonejs/tools";
 import { init as loaderInit } from "@cornerstonejs/dicom-image-loader";
 import { aiSeriesShown, aiState, initAi } from "./ai_overlay";
-import { useCpuRendering } from "./backend";
+import { useCpuRendering, useSoftwareCanvases } from "./backend";
 import { FrameQueue, type Refusal, decode } from "./loader";
 import { HttpError, type Series, loadSeries } from "./series";
 import "./viewer.css";
@@ -51,7 +51,24 @@ const PRESETS: Record<string, [number, number] | null> = {
   brain: [80, 40],
   abdomen: [400, 50],
 };
-const LEFT_TOOLS = [WindowLevelTool, PanTool, ZoomTool, PlanarRotateTool, StackScrollTool,
+// The W/L tool scales the drag by the image's dynamic range, which it finds by scanning all
+// 262k pixels on every mouse move (a few ms a move, more than the CPU renderer's draw). The
+// range of one image does not change: scanned once per image and viewport.
+class WindowLevel extends WindowLevelTool {
+  static toolName = WindowLevelTool.toolName;
+  private ranges = new Map<string, [string, number]>(); // viewport id -> (imageId, range)
+
+  _getImageDynamicRangeFromViewport(viewport: any): number {
+    const imageId = viewport.getCurrentImageId?.() as string | undefined;
+    const known = this.ranges.get(viewport.id);
+    if (imageId && known && known[0] === imageId) return known[1];
+    const range = super._getImageDynamicRangeFromViewport(viewport);
+    if (imageId) this.ranges.set(viewport.id, [imageId, range]);
+    return range;
+  }
+}
+
+const LEFT_TOOLS = [WindowLevel, PanTool, ZoomTool, PlanarRotateTool, StackScrollTool,
   LengthTool, AngleTool, RectangleROITool, EllipticalROITool, ProbeTool];
 const ENGINE = "cloudfilm";
 const GROUP = "cloudfilm-tools";
@@ -178,6 +195,10 @@ async function show(cellIndex: number, study: string, uid: string, start?: numbe
 
 // -- overlays ----------------------------------------------------------------------------
 
+function put(el: HTMLElement, text: string): void {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 function overlay(cell: Cell): void {
   const viewport = stackViewport(cell);
   const series = cell.series;
@@ -185,29 +206,30 @@ function overlay(cell: Cell): void {
   const index = viewport.getCurrentImageIdIndex();
   const slice = series.slices[index];
   const o = cell.overlay;
-  o.tl.textContent = [series.patient, series.patientId, series.sexAge].filter(Boolean)
-    .join("\n");
-  o.tr.textContent = [series.institution, series.studyDate, series.studyDescription]
-    .filter(Boolean).join("\n");
+  put(o.tl, [series.patient, series.patientId, series.sexAge].filter(Boolean)
+    .join("\n"));
+  put(o.tr, [series.institution, series.studyDate, series.studyDescription]
+    .filter(Boolean).join("\n"));
   const props = viewport.getProperties();
   const voi = props.voiRange;
   const wl = voi ? csUtils.windowLevel.toWindowLevel(voi.lower, voi.upper) : null;
-  o.bl.textContent = [
+  put(o.bl, [
     `${series.modality} ${series.description}`.trim(),
     `${L("image")} ${index + 1}/${series.slices.length}`,
     slice?.position != null ? `${L("position")} ${slice.position.toFixed(1)} mm` : "",
     slice?.thickness != null ? `${L("thickness")} ${slice.thickness} mm` : "",
-  ].filter(Boolean).join("\n");
+  ].filter(Boolean).join("\n"));
   const zoom = (viewport as any).getZoom?.() as number | undefined;
-  o.br.textContent = [
+  put(o.br, [
     wl ? `W ${Math.round(wl.windowWidth)} L ${Math.round(wl.windowCenter)}` : "",
     zoom ? `${L("zoom")} ${zoom.toFixed(2)}×` : "",
     props.invert ? L("inverted") : "",
     cell.queue && cell.queue.loaded < cell.queue.total
       ? `${L("loading")} ${cell.queue.loaded}/${cell.queue.total}` : "",
-  ].filter(Boolean).join("\n");
-  cell.scrollbar.value = String(index + 1);
-  cell.element.dataset.index = String(index + 1);
+  ].filter(Boolean).join("\n"));
+  const shown = String(index + 1);
+  if (cell.scrollbar.value !== shown) cell.scrollbar.value = shown;
+  if (cell.element.dataset.index !== shown) cell.element.dataset.index = shown;
 }
 
 // -- synchronised scroll (prior comparison) ------------------------------------------------
@@ -440,10 +462,14 @@ function wire(): void {
     cell.element.addEventListener(Enums.Events.CAMERA_MODIFIED, () => overlay(cell));
     cell.element.addEventListener("pointerdown", () => setActive(i));
     // The wheel scrolls a slice a notch (the tools' wheel binding ignored synthetic wheels).
+    // When the page is busy Chromium folds queued wheel events into one whose delta is their
+    // sum: count its notches (100 px, 3 lines) instead of its sign, or a fast spin loses
+    // slices; a finer delta (a touchpad) still moves one.
     cell.element.addEventListener("wheel", (e) => {
       e.preventDefault();
       setActive(i);
-      scrollBy(Math.sign(e.deltaY));
+      const px = e.deltaY * (e.deltaMode === 1 ? 100 / 3 : e.deltaMode === 2 ? 800 : 1);
+      scrollBy(Math.sign(px) * Math.max(1, Math.round(Math.abs(px) / 100)));
     }, { passive: false });
     cell.scrollbar.addEventListener("input", () => {
       setActive(i);
@@ -501,6 +527,7 @@ async function main(): Promise<void> {
   say(L("starting"));
   const cpu = useCpuRendering();
   document.body.dataset.renderer = cpu ? "cpu" : "gpu";
+  if (cpu) useSoftwareCanvases();
   await coreInit({ rendering: { useCPURendering: cpu } } as any);
   eventTarget.addEventListener(Enums.Events.IMAGE_LOADED, function first() {
     performance.mark("cloudfilm:first-decoded");
