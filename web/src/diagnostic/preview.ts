@@ -3,7 +3,8 @@
 // the same defaults Cornerstone's stack viewport opens with, fitted the same way (whole
 // image, centred, square pixels unless the spacing says otherwise). It sits over the first
 // viewport, takes no input, and goes as soon as Cornerstone has drawn that viewport
-// (its render event). Compressed frames wait for Cornerstone's codecs. No Cornerstone here.
+// (its render event) or the viewer is refused. Compressed frames wait for Cornerstone's
+// codecs. No Cornerstone here.
 import type { Part } from "./frames";
 import { type Json, first } from "./order";
 
@@ -94,11 +95,18 @@ export function drawPreview(viewport: HTMLElement, doc: Json, part: Part): boole
   g.drawImage(source, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
   canvas.setAttribute("aria-hidden", "true");
   viewport.insertAdjacentElement("afterend", canvas);
+  // Gone at Cornerstone's first render of the viewport, or when the viewer is refused
+  // (main.ts marks the body: a grant that ended takes the images off the screen).
+  const refused = new MutationObserver(() => {
+    if (document.body.dataset.refused) done();
+  });
   const done = (): void => {
     canvas.remove();
     viewport.removeEventListener(RENDERED, done);
+    refused.disconnect();
   };
   viewport.addEventListener(RENDERED, done);
+  refused.observe(document.body, { attributes: true, attributeFilter: ["data-refused"] });
   performance.mark("cloudfilm:first-preview");
   document.body.dataset.preview = "true";
   return true;
