@@ -226,8 +226,10 @@ _BREAKDOWN = """() => {
         'metadata sent/received': meta ? `${r(meta.startTime)}/${r(meta.responseEnd)}` : null,
         'first frame sent/received': frame ? `${r(frame.startTime)}/${r(frame.responseEnd)}`
             : null,
+        'first slice drawn before Cornerstone': mark('cloudfilm:first-preview'),
         'first frame decoded': mark('cloudfilm:first-decoded'),
         'first image rendered': mark('cloudfilm:first-image'),
+        'series loaded': mark('cloudfilm:series-loaded'),
         'renderer': document.body.dataset.renderer || null,
     };
 }"""

@@ -195,6 +195,10 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
 
     page.goto(f"{base}/workstation/viewer?study={world.study}&prior={world.prior}")
     page.wait_for_function("() => document.body.dataset.rendered === 'true'", timeout=20000)
+    # The first slice (uncompressed) was drawn before Cornerstone loaded (boot.ts), and
+    # that drawing made way for Cornerstone's viewport once it had rendered.
+    assert page.evaluate("() => document.body.dataset.preview") == "true"
+    assert page.locator("canvas.boot-preview").count() == 0
     try:
         page.wait_for_function("() => window.cloudfilmViewer.state().cells.slice(0, 2)"
                                ".every(c => c.count && c.loaded === c.count)", timeout=20000)

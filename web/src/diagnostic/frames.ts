@@ -87,6 +87,45 @@ export function release(url: string): void {
   ready.delete(url);
 }
 
+/** Bytes of the frames that have arrived and wait for a decoder. */
+function waiting(): number {
+  let n = 0;
+  for (const part of ready.values()) n += part.data.byteLength;
+  return n;
+}
+
+let prefetching = true;
+
+/** Frames asked for ahead of the viewer's queue (boot.ts, while Cornerstone loads): ``urls``
+ * in the order given, ``inFlight`` requests at a time, until ``budget`` bytes wait for a
+ * decoder or the viewer's own queue starts (``stopPrefetch``). The frames stay registered
+ * as asked for, so the queue takes them instead of asking again; a refusal or failure
+ * stops the prefetch and is met again (and reported) by the queue. */
+export function prefetch(urls: string[], inFlight: number, budget: number): void {
+  let next = 0;
+  let running = 0;
+  const pump = (): void => {
+    while (prefetching && running < inFlight && next < urls.length && waiting() < budget) {
+      const url = urls[next++];
+      if (pending.has(url)) continue;
+      const [instance, frame] = instanceOf(url);
+      running += 1;
+      fetchFrames(instance, [frame])[0].then(() => {
+        running -= 1;
+        pump();
+      }, () => {
+        prefetching = false;
+      });
+    }
+  };
+  pump();
+}
+
+/** The viewer's queue has started: it asks for what is left. */
+export function stopPrefetch(): void {
+  prefetching = false;
+}
+
 export function instanceOf(url: string): [string, number] {
   const cut = url.lastIndexOf("/frames/");
   return [url.slice(0, cut), Number(url.slice(cut + 8))];

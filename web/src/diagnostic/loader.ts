@@ -6,7 +6,9 @@
 // ended) stops every queue and tells the page why; other failures are retried, then left
 // for the viewport.
 import { Enums, imageLoader, metaData } from "@cornerstonejs/core";
-import { HttpError, arrived, fetchFrames, held, instanceOf, release } from "./frames";
+import {
+  HttpError, arrived, fetchFrames, held, instanceOf, release, stopPrefetch,
+} from "./frames";
 
 export type Refusal = { status: number; imageId: string };
 
@@ -62,6 +64,7 @@ export class FrameQueue {
 
   /** Load around ``index``: nearest first, alternating after and before. */
   start(index: number): void {
+    stopPrefetch(); // boot.ts's frames ahead of Cornerstone: this queue asks from here on
     this.centre = index;
     const n = this.imageIds.length;
     const order: number[] = [];

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -24,6 +25,7 @@ PREFIX = "/static/dist/"
 class Entry:
     script: str
     styles: tuple[str, ...]
+    imports: tuple[str, ...] = ()  # the chunks it imports statically, transitively
 
 
 class Assets:
@@ -41,7 +43,8 @@ class Assets:
         for chunk in data.values():
             if chunk.get("isEntry"):
                 self.entries[chunk["name"]] = Entry(
-                    PREFIX + chunk["file"], tuple(PREFIX + c for c in chunk.get("css", ())))
+                    PREFIX + chunk["file"], tuple(PREFIX + c for c in chunk.get("css", ())),
+                    tuple(PREFIX + data[k]["file"] for k in _imports(data, chunk)))
 
     @property
     def built(self) -> bool:
@@ -54,3 +57,22 @@ class Assets:
     def styles(self, name: str) -> tuple[str, ...]:
         entry = self.entries.get(name)
         return entry.styles if entry else ()
+
+    def imports(self, name: str) -> tuple[str, ...]:
+        """The chunks an entry's script imports (for ``<link rel="modulepreload">``: the
+        browser asks for them with the page instead of after reading the script)."""
+        entry = self.entries.get(name)
+        return entry.imports if entry else ()
+
+
+def _imports(data: dict[str, dict[str, object]], chunk: dict[str, object]) -> list[str]:
+    """Manifest keys of the chunks ``chunk`` imports statically, depth first, each once."""
+    seen: list[str] = []
+    stack = list(cast(list[str], chunk.get("imports", [])))
+    while stack:
+        key = stack.pop(0)
+        if key in seen or key not in data:
+            continue
+        seen.append(key)
+        stack.extend(cast(list[str], data[key].get("imports", [])))
+    return seen

@@ -255,19 +255,25 @@ def status_of(exc: CloudfilmError) -> int:
 
 
 class CachedStatic(StaticFiles):
-    """The Vite build: hashed names, so a year's cache and ``immutable``; the build's gzip
-    copy (``web/compress.mjs``) to a browser that accepts it (the viewer's bundle is
-    megabytes: seconds on a mobile link)."""
+    """The Vite build: hashed names, so a year's cache and ``immutable``; the build's brotli
+    or gzip copy (``web/compress.mjs``) to a browser that accepts it (the viewer's bundle is
+    megabytes: seconds on a mobile link; brotli is a fifth smaller than gzip, browsers ask
+    for it over HTTPS)."""
 
     _CACHE = "public, max-age=31536000, immutable"
+    _CODINGS = (("br", ".br"), ("gzip", ".gz"))  # preferred first
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        if "gzip" in Headers(scope=scope).get("accept-encoding", "").lower():
-            full, stat = await run_in_threadpool(self.lookup_path, path + ".gz")
+        accepted = {c.split(";")[0].strip() for c in
+                    Headers(scope=scope).get("accept-encoding", "").lower().split(",")}
+        for coding, suffix in self._CODINGS:
+            if coding not in accepted:
+                continue
+            full, stat = await run_in_threadpool(self.lookup_path, path + suffix)
             if stat is not None and S_ISREG(stat.st_mode):
                 response = FileResponse(full, stat_result=stat,
                                         media_type=mimetypes.guess_type(path)[0])
-                response.headers["content-encoding"] = "gzip"
+                response.headers["content-encoding"] = coding
                 response.headers["vary"] = "Accept-Encoding"
                 response.headers["cache-control"] = self._CACHE
                 return response
