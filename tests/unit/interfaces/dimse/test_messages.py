@@ -79,7 +79,11 @@ def test_a_request_is_not_a_response() -> None:
     assert store_response_command(rq) is None
 
 
-@pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45", str(generate_uid())])
+# A fixed 64-character UID, not generate_uid(): xdist workers must collect the same ids.
+_LONGEST_UID = "1.2.826.0.1.3680043.8.498." + "1" * 38
+
+
+@pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45", _LONGEST_UID])
 def test_file_meta_prefix_matches_pynetdicom(instance: str) -> None:
     out = io.BytesIO()
     out.write(b"\x00" * 128 + b"DICM")
