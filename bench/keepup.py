@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,20 @@ def _peers_add(srv: _Server) -> None:
                     "BENCH"], check=True, capture_output=True, env=srv.env)
 
 
+def _ingest_alone(srv: _Server, objects: int, send: Callable[[], float]) -> dict[str, Any]:
+    """Rate and CPU (server tree and PostgreSQL) of one door's ``send``, which returns its
+    wall time."""
+    load0 = loadavg()
+    with PgCpuMeter(PG_DB) as pg:
+        cpu0 = srv.cpu_seconds()
+        wall = send()
+        cpu = srv.cpu_seconds() - cpu0
+    return {"objects_per_second": objects / wall,
+            "server_cpu_ms_per_object": cpu * 1000 / objects,
+            "pg_cpu_ms_per_object": pg.seconds * 1000 / objects,
+            "load": f"{load0} -> {loadavg()}"}
+
+
 def keep_up(n: int, *, stow_batch: int = 50, stow_clients: int = 2,
             paced_seconds: float = 30.0) -> dict[str, Any]:
     files = slices(n)
@@ -223,26 +238,11 @@ def keep_up(n: int, *, stow_batch: int = 50, stow_clients: int = 2,
     try:
         with srv:
             _peers_add(srv)
-            load0 = loadavg()
-            with PgCpuMeter(PG_DB) as pg:
-                cpu0 = srv.cpu_seconds()
-                wall = stow(srv.dicomweb, bodies, stow_clients)
-                cpu = srv.cpu_seconds() - cpu0
-            out["stow"] = {"objects_per_second": half / wall,
-                           "server_cpu_ms_per_object": cpu * 1000 / half,
-                           "pg_cpu_ms_per_object": pg.seconds * 1000 / half,
-                           "load": f"{load0} -> {loadavg()}"}
+            out["stow"] = _ingest_alone(
+                srv, half, lambda: stow(srv.dicomweb, bodies, stow_clients))
             log(f"STOW alone: {out['stow']}")
-            load0 = loadavg()
-            with PgCpuMeter(PG_DB) as pg:
-                cpu0 = srv.cpu_seconds()
-                wall = store(srv.dicom_port, files[half:])
-                cpu = srv.cpu_seconds() - cpu0
-            m = n - half
-            out["c_store"] = {"objects_per_second": m / wall,
-                              "server_cpu_ms_per_object": cpu * 1000 / m,
-                              "pg_cpu_ms_per_object": pg.seconds * 1000 / m,
-                              "load": f"{load0} -> {loadavg()}"}
+            out["c_store"] = _ingest_alone(
+                srv, n - half, lambda: store(srv.dicom_port, files[half:]))
             log(f"C-STORE alone: {out['c_store']}")
             pending = _job_counts()
             for _ in range(120):  # C-STORE's last objects may still be committing

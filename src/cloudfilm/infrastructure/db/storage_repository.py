@@ -68,16 +68,21 @@ def retry(session: Session, ids: Sequence[int] | None, *, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def _instance_rows() -> Any:
+    """An instance with what storage jobs decide on: its blob, syntax, modality, hospital."""
+    return (select(Instance.id, Instance.sop_instance_uid, Instance.hospital_id,
+                   Instance.blob_key, Instance.sha256, Instance.size_bytes,
+                   Instance.transfer_syntax_uid, Instance.original_transfer_syntax_uid,
+                   Instance.received_at, Instance.metadata_json, Instance.study_fk,
+                   Instance.storage_tier, Series.modality,
+                   Hospital.code.label("hospital_code"))
+            .join(Series, Series.id == Instance.series_fk)
+            .join(Hospital, Hospital.id == Instance.hospital_id))
+
+
 def instance(session: Session, sop_uid: str) -> Any:
     return session.execute(
-        select(Instance.id, Instance.sop_instance_uid, Instance.hospital_id,
-               Instance.blob_key, Instance.sha256, Instance.size_bytes,
-               Instance.transfer_syntax_uid, Instance.original_transfer_syntax_uid,
-               Instance.received_at, Instance.metadata_json, Instance.study_fk,
-               Instance.storage_tier, Series.modality, Hospital.code.label("hospital_code"))
-        .join(Series, Series.id == Instance.series_fk)
-        .join(Hospital, Hospital.id == Instance.hospital_id)
-        .where(Instance.sop_instance_uid == sop_uid)).first()
+        _instance_rows().where(Instance.sop_instance_uid == sop_uid)).first()
 
 
 _INSTANCES = cast(Table, Instance.__table__)
@@ -179,15 +184,7 @@ def jobs_by_id(session: Session, ids: Sequence[int]) -> dict[int, Any]:
 
 def instances_by_uid(session: Session, uids: Sequence[str]) -> dict[str, Any]:
     """What :func:`instance` returns, for several SOP Instance UIDs at once."""
-    rows = session.execute(
-        select(Instance.id, Instance.sop_instance_uid, Instance.hospital_id,
-               Instance.blob_key, Instance.sha256, Instance.size_bytes,
-               Instance.transfer_syntax_uid, Instance.original_transfer_syntax_uid,
-               Instance.received_at, Instance.metadata_json, Instance.study_fk,
-               Instance.storage_tier, Series.modality, Hospital.code.label("hospital_code"))
-        .join(Series, Series.id == Instance.series_fk)
-        .join(Hospital, Hospital.id == Instance.hospital_id)
-        .where(Instance.sop_instance_uid.in_(uids))).all()
+    rows = session.execute(_instance_rows().where(Instance.sop_instance_uid.in_(uids))).all()
     return {row.sop_instance_uid: row for row in rows}
 
 
