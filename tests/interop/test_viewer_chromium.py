@@ -257,8 +257,12 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
     a, b = at(page, 0, *DOT_A), at(page, 0, *DOT_B)
     page.mouse.move(*a)
     page.mouse.down()
-    # Past the double-click window (400 ms): the press is a press, where it happened.
+    # Past the double-click window (400 ms) Cornerstone takes the press as a press, where it
+    # happened, and starts the annotation there; wait for that rather than for the clock (a
+    # busy page ran the timer late and took the first move's point as the start: 90 mm).
     page.wait_for_timeout(500)
+    page.wait_for_function("() => window.cloudfilmViewer.measurements().some("
+                           "m => m.tool === 'Length')", timeout=5000)
     for k in range(1, 11):  # a hand's drag, not a jump
         page.mouse.move(a[0] + (b[0] - a[0]) * k / 10, a[1] + (b[1] - a[1]) * k / 10)
         page.wait_for_timeout(30)
