@@ -569,11 +569,17 @@ def _unit_scope(column: Any, hospital_ids: Sequence[int] | None, unit: int | Non
     return and_(column > PROVINCE, _scoped(column, hospital_ids))
 
 
-def split_period(first: str, last: str) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+def split_period(first: str, last: str, *, latest: bool = False
+                 ) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
     """``[first, last]`` (days) as the whole months inside it and the day ranges of the
-    months it cuts: a year is at most 11-13 month rows and two partial months of days."""
+    months it cuts: a year is at most 11-13 month rows and two partial months of days.
+
+    ``latest``: ``last`` is the latest day the rollup holds (yesterday: today is never
+    stored), so the month row of ``last``'s month is the sum of its days through ``last``
+    and that month is read as one row, not day by day (what keeps a period's read the
+    same size on the 30th of a month as on the 2nd)."""
     hi = date.fromisoformat(last)
-    if (hi + timedelta(days=1)).day == 1:
+    if latest or (hi + timedelta(days=1)).day == 1:
         end_month, tail = hi.strftime("%Y-%m"), None
     else:
         end_month = (hi.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
@@ -596,13 +602,14 @@ def split_period(first: str, last: str) -> tuple[list[tuple[str, str]], tuple[st
 def _period_sums(conn: Connection, day_t: Any, month_t: Any, sums: Sequence[str],
                  maxes: Sequence[str], first: str, last: str,
                  hospital_ids: Sequence[int] | None, unit: int | None,
-                 by: Sequence[str]) -> list[Any]:
+                 by: Sequence[str], latest: bool) -> list[Any]:
     """Sums over ``[first, last]`` grouped by ``by`` (of day, month, hospital_id,
-    modality): month rows for the whole months, day rows for the rest."""
+    modality): month rows for the whole months (``latest``: and ``last``'s month, see
+    :func:`split_period`), day rows for the rest."""
     if "day" in by:
         days, months = [(first, last)], None
     else:
-        days, months = split_period(first, last)
+        days, months = split_period(first, last, latest=latest)
 
     def part(t: Any, period: Any, where: Any) -> Any:
         keys = [period.label("month") if k == "month" else getattr(t, k) for k in by]
@@ -628,17 +635,20 @@ def _period_sums(conn: Connection, day_t: Any, month_t: Any, sums: Sequence[str]
 
 
 def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
-               by: Iterable[str], unit: int | None = None) -> list[Any]:
+               by: Iterable[str], unit: int | None = None, *, latest: bool = False
+               ) -> list[Any]:
     """Sums of the study rollup over ``[first, last]`` grouped by ``by`` columns (``unit``:
-    the scope's own precomputed rows when not split by hospital)."""
+    the scope's own precomputed rows when not split by hospital; ``latest``: ``last`` is
+    yesterday, see :func:`split_period`)."""
     return _period_sums(conn, StatsStudyDay, StatsStudyMonth, STUDY_SUMS, ("delay_max_s",),
-                        first, last, hospital_ids, unit, tuple(by))
+                        first, last, hospital_ids, unit, tuple(by), latest)
 
 
 def report_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
-                by: Iterable[str], unit: int | None = None) -> list[Any]:
+                by: Iterable[str], unit: int | None = None, *, latest: bool = False
+                ) -> list[Any]:
     return _period_sums(conn, StatsReportDay, StatsReportMonth, REPORT_SUMS, (), first, last,
-                        hospital_ids, unit, tuple(by))
+                        hospital_ids, unit, tuple(by), latest)
 
 
 def use_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,

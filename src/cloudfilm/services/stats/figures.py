@@ -201,8 +201,9 @@ class StatsService:
         (of day, hospital_id, modality)."""
         scope_ids = ctx.scope.hospital_ids if ids is False else ids
         first = first or ctx.first
+        # Yesterday is the latest day rolled: its month's row is read whole.
         rows = repo.study_days(conn, first, ctx.yesterday, scope_ids,  # type: ignore[arg-type]
-                               by, unit=ctx.unit if ids is False else None)
+                               by, unit=ctx.unit if ids is False else None, latest=True)
         acc: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in rows:
             key = tuple(getattr(r, k) for k in by)
@@ -229,7 +230,7 @@ class StatsService:
     def _reports(self, conn: Any, ctx: _Ctx, by: Sequence[str]) -> list[dict[str, Any]]:
         acc: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in repo.report_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, by,
-                                  unit=ctx.unit):
+                                  unit=ctx.unit, latest=True):
             acc[tuple(getattr(r, k) for k in by)] = {
                 **{k: getattr(r, k) for k in by},
                 **{c: int(getattr(r, c) or 0) for c in _REPORT_SUMS}}
@@ -505,7 +506,8 @@ class _Ctx:
         self.days = days
         first = today - timedelta(days=days - 1)
         # 90 and 365 days start on the first of the month they fall in (whole months plus
-        # this month so far): a year is then at most 13 month rows and this month's days.
+        # this month so far): a year is then at most 13 month rows (this month's row holds
+        # its days through yesterday) and today's live rows, whatever the day of the month.
         self.first = (first.replace(day=1) if days >= MONTH_ALIGNED else first).isoformat()
         self.yesterday = (today - timedelta(days=1)).isoformat()
         self.live: dict[str, list[Any]] | None = None
