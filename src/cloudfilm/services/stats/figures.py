@@ -204,12 +204,11 @@ class StatsService:
         # Yesterday is the latest day rolled: its month's row is read whole.
         rows = repo.study_days(conn, first, ctx.yesterday, scope_ids,  # type: ignore[arg-type]
                                by, unit=ctx.unit if ids is False else None, latest=True)
-        acc: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for r in rows:
-            key = tuple(getattr(r, k) for k in by)
-            acc[key] = {**{k: getattr(r, k) for k in by},
-                        **{c: float(getattr(r, c) or 0) for c in _STUDY_SUMS},
-                        "delay_max_s": float(r.delay_max_s or 0)}
+        # Rows are the ``by`` keys, then the sums and the maximum, as floats.
+        names = (*by, *_STUDY_SUMS, "delay_max_s")
+        width = len(by)
+        acc: dict[tuple[Any, ...], dict[str, Any]] = {
+            tuple(r[:width]): dict(zip(names, r, strict=True)) for r in rows}
         if ids is False or ids is None:
             live = self._today(conn, ctx)["studies"] if ids is False else self._province_today(
                 conn, ctx)
@@ -229,11 +228,12 @@ class StatsService:
 
     def _reports(self, conn: Any, ctx: _Ctx, by: Sequence[str]) -> list[dict[str, Any]]:
         acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+        width = len(by)
         for r in repo.report_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, by,
                                   unit=ctx.unit, latest=True):
-            acc[tuple(getattr(r, k) for k in by)] = {
-                **{k: getattr(r, k) for k in by},
-                **{c: int(getattr(r, c) or 0) for c in _REPORT_SUMS}}
+            acc[tuple(r[:width])] = {**dict(zip(by, r, strict=False)),
+                                     **dict(zip(_REPORT_SUMS, map(int, r[width:]),
+                                                strict=True))}
         for r in self._today(conn, ctx)["reports"]:
             values = {**r, "day": ctx.today.isoformat()}
             key = tuple(values[k] for k in by)
