@@ -644,13 +644,13 @@ def _period_sums(conn: Connection, day_t: Any, month_t: Any, sums: Sequence[str]
                                                         month_t.month <= months[1]),
                           final=final))
     if final:
-        return conn.execute(parts[0]).all()
+        return list(conn.execute(parts[0]).all())
     both = union_all(*parts).subquery("parts")
     keys = [both.c[k] for k in by]
     stmt = (select(*keys, *[total(func.sum, both.c[c], c) for c in sums],
                    *[total(func.max, both.c[c], c) for c in maxes])
             .group_by(*keys).order_by(*keys))
-    return conn.execute(stmt).all()
+    return list(conn.execute(stmt).all())
 
 
 def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
