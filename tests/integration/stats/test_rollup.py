@@ -138,6 +138,46 @@ def test_backfill_in_ranges_equals_the_day_by_day_rollup(
     assert any(r[1] > 0 for r in backfill["stats_study_day"]) == bool(studies)
 
 
+@settings(max_examples=4, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(studies=st.lists(_study, min_size=1, max_size=25))
+def test_yesterdays_month_read_whole_equals_its_days(
+        services: Services, studies: list[tuple[int, int, int, str, int | None, bool, int]]
+) -> None:
+    """The figures read the month of yesterday (the latest day rolled) as its month row;
+    every period, grouping and scope sums what reading that month's days sums."""
+    db = services.health._db
+    assert services.stats is not None
+    support.clear(db)
+    ids = [support.hospital(db, f"H{i}", city=c, county=k) for i, (c, k) in enumerate(PLACES)]
+    for h, exam_min, delay_min, modality, report_min, undated, n in studies:
+        exam = EPOCH + timedelta(minutes=exam_min)
+        # Also studies in the days of yesterday's month (November) the figures cut.
+        exam += timedelta(days=10 * (n % 2))
+        support.study(db, ids[h], exam_at=None if undated else exam,
+                      received_at=exam + timedelta(minutes=delay_min), modality=modality,
+                      instances=n, size=n * 1000,
+                      report_at=exam + timedelta(minutes=report_min)
+                      if report_min is not None else None)
+    services.stats.rollup.run(now=NOW)
+    yesterday = (NOW.astimezone(ZONE).date() - timedelta(days=1)).isoformat()
+    with db.reading() as conn:
+        area = repo.area_unit(conn, "杭州")
+        for first in ("2026-10-01", "2026-10-29", "2026-11-01", "2026-11-12", repo.ALL_TIME):
+            for by in ((), ("hospital_id",), ("hospital_id", "modality"), ("modality",),
+                       ("month",)):
+                for scope, unit in ((None, None), (ids[:2], area), (ids[2:], ids[2])):
+                    for read in (repo.study_days, repo.report_days):
+                        if read is repo.report_days and "modality" in by:
+                            continue  # reports are not split by modality
+                        whole = read(conn, first, yesterday, scope, by, unit, latest=True)
+                        days = read(conn, first, yesterday, scope, by, unit)
+                        assert [tuple(r) for r in whole] == [tuple(r) for r in days], (
+                            first, by, scope, read.__name__)
+        total = repo.study_days(conn, repo.ALL_TIME, yesterday, None, (), latest=True)
+    assert int(total[0].studies) == len(studies)
+
+
 def test_rerun_changes_nothing_and_late_uploads_correct_the_past(services: Services) -> None:
     db = services.health._db
     assert services.stats is not None
@@ -209,3 +249,10 @@ def test_a_period_reads_whole_months_and_the_days_it_cuts() -> None:
     assert split_period("2026-11-01", "2026-11-30") == ([], ("2026-11", "2026-11"))
     assert split_period("2026-11-04", "2026-12-03") == ([("2026-11-04", "2026-12-03")], None)
     assert split_period("0000-00-00", "2026-02-28") == ([], ("0000-00", "2026-02"))
+    # Through yesterday (the latest day rolled), yesterday's month is one row.
+    assert split_period("2025-12-01", "2026-12-03", latest=True) == ([], ("2025-12", "2026-12"))
+    assert split_period("2026-11-04", "2026-12-03", latest=True) == (
+        [("2026-11-04", "2026-11-30")], ("2026-12", "2026-12"))
+    # A period starting inside yesterday's month cannot use its row (it holds earlier days).
+    assert split_period("2026-12-02", "2026-12-03", latest=True) == (
+        [("2026-12-02", "2026-12-03")], None)

@@ -569,11 +569,17 @@ def _unit_scope(column: Any, hospital_ids: Sequence[int] | None, unit: int | Non
     return and_(column > PROVINCE, _scoped(column, hospital_ids))
 
 
-def split_period(first: str, last: str) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+def split_period(first: str, last: str, *, latest: bool = False
+                 ) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
     """``[first, last]`` (days) as the whole months inside it and the day ranges of the
-    months it cuts: a year is at most 11-13 month rows and two partial months of days."""
+    months it cuts: a year is at most 11-13 month rows and two partial months of days.
+
+    ``latest``: ``last`` is the latest day the rollup holds (yesterday: today is never
+    stored), so the month row of ``last``'s month is the sum of its days through ``last``
+    and that month is read as one row, not day by day (what keeps a period's read the
+    same size on the 30th of a month as on the 2nd)."""
     hi = date.fromisoformat(last)
-    if (hi + timedelta(days=1)).day == 1:
+    if latest or (hi + timedelta(days=1)).day == 1:
         end_month, tail = hi.strftime("%Y-%m"), None
     else:
         end_month = (hi.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
@@ -596,49 +602,72 @@ def split_period(first: str, last: str) -> tuple[list[tuple[str, str]], tuple[st
 def _period_sums(conn: Connection, day_t: Any, month_t: Any, sums: Sequence[str],
                  maxes: Sequence[str], first: str, last: str,
                  hospital_ids: Sequence[int] | None, unit: int | None,
-                 by: Sequence[str]) -> list[Any]:
+                 by: Sequence[str], latest: bool) -> list[Any]:
     """Sums over ``[first, last]`` grouped by ``by`` (of day, month, hospital_id,
-    modality): month rows for the whole months, day rows for the rest."""
+    modality): month rows for the whole months (``latest``: and ``last``'s month, see
+    :func:`split_period`), day rows for the rest."""
     if "day" in by:
         days, months = [(first, last)], None
     else:
-        days, months = split_period(first, last)
+        days, months = split_period(first, last, latest=latest)
 
-    def part(t: Any, period: Any, where: Any) -> Any:
+    # Doubles, not PostgreSQL's numeric sums of bigints: the driver hands over floats as
+    # they are, where a Decimal per value made converting a province's 2,000 rows cost
+    # more than reading them (the figures take floats either way); 0, not NULL, for the
+    # one row of an ungrouped sum over no rows.
+    def total(agg: Any, column: Any, name: str) -> Any:
+        return sql_cast(func.coalesce(agg(column), 0), Float).label(name)
+
+    def part(t: Any, period: Any, where: Any, *, final: bool) -> Any:
         keys = [period.label("month") if k == "month" else getattr(t, k) for k in by]
         if hasattr(t, "modality"):  # the modalities, or their total (never both)
             where = and_(where, t.modality != ALL_MODALITIES if "modality" in by
                          else t.modality == ALL_MODALITIES)
-        return (select(*keys, *[func.sum(getattr(t, c)).label(c) for c in sums],
-                       *[func.max(getattr(t, c)).label(c) for c in maxes])
+
+        def agg(f: Any, c: str) -> Any:
+            return total(f, getattr(t, c), c) if final else f(getattr(t, c)).label(c)
+
+        stmt = (select(*keys, *[agg(func.sum, c) for c in sums],
+                       *[agg(func.max, c) for c in maxes])
                 .where(where, _unit_scope(t.hospital_id, hospital_ids, unit, by))
                 .group_by(*keys))
+        return stmt.order_by(*keys) if final else stmt
 
+    # One table's rows (a period by day, or of whole months only) are the answer as
+    # grouped: no second aggregation over the first (half a year-by-day read's time).
+    final = not (days and months is not None)
     parts = [part(day_t, func.substr(day_t.day, 1, 7), or_(
-        *[and_(day_t.day >= a, day_t.day <= b) for a, b in days]))] if days else []
+        *[and_(day_t.day >= a, day_t.day <= b) for a, b in days]), final=final)
+             ] if days else []
     if months is not None:
         parts.append(part(month_t, month_t.month, and_(month_t.month >= months[0],
-                                                        month_t.month <= months[1])))
-    both = union_all(*parts).subquery("parts") if len(parts) > 1 else parts[0].subquery("p")
+                                                        month_t.month <= months[1]),
+                          final=final))
+    if final:
+        return list(conn.execute(parts[0]).all())
+    both = union_all(*parts).subquery("parts")
     keys = [both.c[k] for k in by]
-    stmt = (select(*keys, *[func.sum(both.c[c]).label(c) for c in sums],
-                   *[func.max(both.c[c]).label(c) for c in maxes])
+    stmt = (select(*keys, *[total(func.sum, both.c[c], c) for c in sums],
+                   *[total(func.max, both.c[c], c) for c in maxes])
             .group_by(*keys).order_by(*keys))
-    return list(conn.execute(stmt))
+    return list(conn.execute(stmt).all())
 
 
 def study_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
-               by: Iterable[str], unit: int | None = None) -> list[Any]:
+               by: Iterable[str], unit: int | None = None, *, latest: bool = False
+               ) -> list[Any]:
     """Sums of the study rollup over ``[first, last]`` grouped by ``by`` columns (``unit``:
-    the scope's own precomputed rows when not split by hospital)."""
+    the scope's own precomputed rows when not split by hospital; ``latest``: ``last`` is
+    yesterday, see :func:`split_period`)."""
     return _period_sums(conn, StatsStudyDay, StatsStudyMonth, STUDY_SUMS, ("delay_max_s",),
-                        first, last, hospital_ids, unit, tuple(by))
+                        first, last, hospital_ids, unit, tuple(by), latest)
 
 
 def report_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,
-                by: Iterable[str], unit: int | None = None) -> list[Any]:
+                by: Iterable[str], unit: int | None = None, *, latest: bool = False
+                ) -> list[Any]:
     return _period_sums(conn, StatsReportDay, StatsReportMonth, REPORT_SUMS, (), first, last,
-                        hospital_ids, unit, tuple(by))
+                        hospital_ids, unit, tuple(by), latest)
 
 
 def use_days(conn: Connection, first: str, last: str, hospital_ids: Sequence[int] | None,

@@ -201,14 +201,14 @@ class StatsService:
         (of day, hospital_id, modality)."""
         scope_ids = ctx.scope.hospital_ids if ids is False else ids
         first = first or ctx.first
+        # Yesterday is the latest day rolled: its month's row is read whole.
         rows = repo.study_days(conn, first, ctx.yesterday, scope_ids,  # type: ignore[arg-type]
-                               by, unit=ctx.unit if ids is False else None)
-        acc: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for r in rows:
-            key = tuple(getattr(r, k) for k in by)
-            acc[key] = {**{k: getattr(r, k) for k in by},
-                        **{c: float(getattr(r, c) or 0) for c in _STUDY_SUMS},
-                        "delay_max_s": float(r.delay_max_s or 0)}
+                               by, unit=ctx.unit if ids is False else None, latest=True)
+        # Rows are the ``by`` keys, then the sums and the maximum, as floats.
+        names = (*by, *_STUDY_SUMS, "delay_max_s")
+        width = len(by)
+        acc: dict[tuple[Any, ...], dict[str, Any]] = {
+            tuple(r[:width]): dict(zip(names, r, strict=True)) for r in rows}
         if ids is False or ids is None:
             live = self._today(conn, ctx)["studies"] if ids is False else self._province_today(
                 conn, ctx)
@@ -228,11 +228,12 @@ class StatsService:
 
     def _reports(self, conn: Any, ctx: _Ctx, by: Sequence[str]) -> list[dict[str, Any]]:
         acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+        width = len(by)
         for r in repo.report_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, by,
-                                  unit=ctx.unit):
-            acc[tuple(getattr(r, k) for k in by)] = {
-                **{k: getattr(r, k) for k in by},
-                **{c: int(getattr(r, c) or 0) for c in _REPORT_SUMS}}
+                                  unit=ctx.unit, latest=True):
+            acc[tuple(r[:width])] = {**dict(zip(by, r, strict=False)),
+                                     **dict(zip(_REPORT_SUMS, map(int, r[width:]),
+                                                strict=True))}
         for r in self._today(conn, ctx)["reports"]:
             values = {**r, "day": ctx.today.isoformat()}
             key = tuple(values[k] for k in by)
@@ -505,7 +506,8 @@ class _Ctx:
         self.days = days
         first = today - timedelta(days=days - 1)
         # 90 and 365 days start on the first of the month they fall in (whole months plus
-        # this month so far): a year is then at most 13 month rows and this month's days.
+        # this month so far): a year is then at most 13 month rows (this month's row holds
+        # its days through yesterday) and today's live rows, whatever the day of the month.
         self.first = (first.replace(day=1) if days >= MONTH_ALIGNED else first).isoformat()
         self.yesterday = (today - timedelta(days=1)).isoformat()
         self.live: dict[str, list[Any]] | None = None
