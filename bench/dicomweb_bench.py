@@ -533,15 +533,18 @@ def main() -> None:
                         help="comma-separated subset of ingest,load_small,qido_patient,"
                              "series_queries,wado,frames (default: all); the queries need "
                              "the ingest before them")
+    parser.add_argument("--pg-prefix", default="bench",
+                        help="PostgreSQL databases PREFIX_orthanc and PREFIX_cloudfilm "
+                             "(helpers sharing a server use their own names)")
     parser.add_argument("--workers", type=int, default=1,
                         help="cloudfilm serve --workers N (HTTP worker processes)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     indexes = ["sqlite", "postgresql"] if args.index == "both" else [args.index]
     factories: dict[str, Callable[[str], AbstractContextManager[ManagedServer]]] = {
-        "orthanc": lambda ix: Orthanc(index=ix),
+        "orthanc": lambda ix: Orthanc(index=ix, pg_database=f"{args.pg_prefix}_orthanc"),
         "cloudfilm": lambda ix: Cloudfilm(
-            index=ix, extra_args=("--workers", str(args.workers)) if args.workers > 1 else ()),
+            index=ix, pg_database=f"{args.pg_prefix}_cloudfilm", extra_args=("--workers", str(args.workers)) if args.workers > 1 else ()),
     }
     names = [n for n in SERVERS if n in args.servers.split(",")]
     phases = [p for p in args.phases.split(",") if p]

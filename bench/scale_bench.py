@@ -263,7 +263,7 @@ def doctor_queries(services: object, shape: dict[str, float], rounds: int
 
 # --- ingest rate: this index against an empty one ------------------------------------------
 
-EMPTY_DB = "scale_empty"
+EMPTY_DB = f"{DB}_empty"
 
 
 def ingest_rate(url: str, objects: int, batch: int) -> dict[str, float]:
@@ -415,9 +415,22 @@ def c_find(shape: dict[str, float], rounds: int) -> dict[str, object]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def use_database(name: str) -> None:
+    """Point the bench at ``name`` (and ``name_empty``): helpers share one server."""
+    global DB, URL, EMPTY_DB
+    if not name.replace("_", "").isalnum():
+        raise SystemExit(f"not a plain database name: {name!r}")
+    DB, EMPTY_DB = name, f"{name}_empty"
+    URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=1_000_000)
+    parser.add_argument("--database", default=DB,
+                        help="PostgreSQL database to fill or reuse (the empty index for the "
+                             "ingest comparison is DATABASE_empty); default $SCALE_BENCH_DB "
+                             "or scale_bench")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--reuse", action="store_true", help="keep the filled database")
     parser.add_argument("--fill-only", action="store_true", help="fill, measure nothing")
@@ -428,6 +441,7 @@ def main() -> None:
                         help="per round and index: half in STOW-sized batches of 50, "
                              "half one by one")
     args = parser.parse_args()
+    use_database(args.database)
     OUT.mkdir(exist_ok=True)
     shape_file = OUT / f"{DB}_shape.json"
     if args.reuse and shape_file.exists():
