@@ -544,7 +544,8 @@ def main() -> None:
     factories: dict[str, Callable[[str], AbstractContextManager[ManagedServer]]] = {
         "orthanc": lambda ix: Orthanc(index=ix, pg_database=f"{args.pg_prefix}_orthanc"),
         "cloudfilm": lambda ix: Cloudfilm(
-            index=ix, pg_database=f"{args.pg_prefix}_cloudfilm", extra_args=("--workers", str(args.workers)) if args.workers > 1 else ()),
+            index=ix, pg_database=f"{args.pg_prefix}_cloudfilm",
+            extra_args=("--workers", str(args.workers)) if args.workers > 1 else ()),
     }
     names = [n for n in SERVERS if n in args.servers.split(",")]
     phases = [p for p in args.phases.split(",") if p]
