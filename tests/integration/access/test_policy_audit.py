@@ -207,3 +207,12 @@ def test_several_record_appends_send_one_statement_text(services: Services) -> N
                                  "ORDER BY seq")).all()
     assert [tuple(r) for r in rows[2:7]] == [
         (f"1.2.5.{i}", i if i % 2 else None) for i in range(5)]
+    # Values the records share (here every resident is None) go once; still one row each.
+    services.audit.write([AuditEntry(LOCAL_OPERATOR, "search", "allowed", "study", "1.2.9",
+                                     detail={"n": 0}) for _ in range(3)])
+    report = services.audit.verify()
+    assert report.ok and report.rows == 13
+    with engine.connect() as conn:
+        tail = conn.execute(text("SELECT resource_uid, resident_id FROM audit_event "
+                                 "WHERE seq > 10 ORDER BY seq")).all()
+    assert [tuple(r) for r in tail] == [("1.2.9", None)] * 3

@@ -263,10 +263,15 @@ def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
         # A multi-row VALUES (below) is new SQL for every row count, which psycopg parses
         # afresh each time (~50 records of a QIDO date range: ~1/3 of the request's CPU
         # at 10 M, measured), and costs a second round trip for the head.
-        columns = tuple(batch[0])
-        params = {f"a_{c}": [row[c] for row in batch] for c in columns}
+        first = batch[0]
+        columns = tuple(first)
+        # Values shared by every record (who asked, what, when) go once, not as arrays:
+        # psycopg escapes array elements one by one in Python.
+        shared = frozenset(c for c in columns if all(row[c] == first[c] for row in batch))
+        params = {f"a_{c}": first[c] if c in shared else [row[c] for row in batch]
+                  for c in columns}
         params.update(head_seq=seq, head_hash=last_hash)
-        conn.execute(_append_many_pg(columns), params)
+        conn.execute(_append_many_pg(columns, shared), params)
         return
     move = update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=seq, hash=last_hash)
     # Several records (an answer with several residents' data): SQLAlchemy's
@@ -299,23 +304,27 @@ def _append_one(columns: tuple[str, ...]) -> Update:
     return stmt
 
 
-_APPEND_MANY_PG: dict[tuple[str, ...], Update] = {}
+_APPEND_MANY_PG: dict[tuple[tuple[str, ...], frozenset[str]], Update] = {}
 
 
-def _append_many_pg(columns: tuple[str, ...]) -> Update:
+def _append_many_pg(columns: tuple[str, ...], shared: frozenset[str]) -> Update:
     """``WITH appended AS (INSERT ... SELECT FROM unnest(arrays)) UPDATE head``: one array
-    parameter per column (``a_<column>``), so the SQL text is the same for any number of
-    records (compiled once by SQLAlchemy, parsed once by psycopg, prepared by the server)."""
-    stmt = _APPEND_MANY_PG.get(columns)
+    parameter per column (``a_<column>``), a plain value for the ``shared`` columns, so the
+    SQL text is the same for any number of records (compiled once by SQLAlchemy, parsed
+    once by psycopg, prepared by the server). Needs a column that differs (``seq`` does)."""
+    key = (columns, shared)
+    stmt = _APPEND_MANY_PG.get(key)
     if stmt is None:
-        arrays = [bindparam(f"a_{c}", type_=ARRAY(_AUDIT.c[c].type)) for c in columns]
-        rows = func.unnest(*arrays).table_valued(*columns).render_derived(name="appending")
-        appended = insert(_AUDIT).from_select(
-            list(columns), select(*(rows.c[c] for c in columns))).cte("appended")
+        varying = [c for c in columns if c not in shared]
+        arrays = [bindparam(f"a_{c}", type_=ARRAY(_AUDIT.c[c].type)) for c in varying]
+        rows = func.unnest(*arrays).table_valued(*varying).render_derived(name="appending")
+        picked = [rows.c[c] if c not in shared
+                  else bindparam(f"a_{c}", type_=_AUDIT.c[c].type) for c in columns]
+        appended = insert(_AUDIT).from_select(list(columns), select(*picked)).cte("appended")
         stmt = (update(_HEAD).where(_HEAD.c.id == _HEAD_ID)
                 .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
                 .add_cte(appended))
-        _APPEND_MANY_PG[columns] = stmt
+        _APPEND_MANY_PG[key] = stmt
     return stmt
 
 
