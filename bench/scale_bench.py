@@ -99,16 +99,21 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 2), "n": len(ordered)}
 
 
-def measure(shape: dict[str, float], rounds: int, *, doctor_only: bool = False
-            ) -> dict[str, object]:
-    import random
-
+def bench_env() -> None:
+    """The settings a PostgreSQL deployment needs (its own secrets), for every part."""
     os.environ.update({"CLOUDFILM_DATABASE_URL": URL, "CLOUDFILM_AUTO_MIGRATE": "false",
                        "CLOUDFILM_SECURITY__LOCAL_MODE": "open",
                        "CLOUDFILM_SECURITY__ALLOW_OPEN_LOCAL_MODE": "true",
                        "CLOUDFILM_SECURITY__NATIONAL_ID_KEY": "A" * 43 + "=",
                        "CLOUDFILM_SECURITY__NATIONAL_ID_HMAC_KEY": "B" * 43 + "=",
                        "CLOUDFILM_SECURITY__ADMIN_TOKEN": "C" * 43 + "="})
+
+
+def measure(shape: dict[str, float], rounds: int, *, doctor_only: bool = False
+            ) -> dict[str, object]:
+    import random
+
+    bench_env()
     from fastapi.testclient import TestClient
 
     from cloudfilm.app import (
@@ -464,6 +469,7 @@ def main() -> None:
     elif "doctor" in args.parts:
         results["queries"] = measure(shape, args.rounds, doctor_only=True)
     if "ingest" in args.parts:
+        bench_env()
         results["ingest"] = ingest_comparison(args.ingest_rounds, args.ingest_objects, 50)
     results["load_after"] = os.getloadavg()
     (OUT / f"scale_bench-{'-'.join(args.parts)}.json").write_text(json.dumps(results, indent=2))
