@@ -47,8 +47,9 @@ def fill(instances: int) -> dict[str, float]:
         def step(name: str, sql: str) -> None:
             started = time.perf_counter()
             conn.execute(sql)
-            times[name] = round(time.perf_counter() - started, 1)
-            print(f"{name}: {times[name]} s", file=sys.stderr, flush=True)
+            # "<step>_s": the counts below reuse the names patients/series/instances.
+            times[f"{name}_s"] = round(time.perf_counter() - started, 1)
+            print(f"{name}: {times[f'{name}_s']} s", file=sys.stderr, flush=True)
 
         step("hospital", "INSERT INTO hospital (code, name, created_at) SELECT 'H' || g, "
              "'Hospital ' || g, now() FROM generate_series(1, 2000) g")
