@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import threading
 import time
 import uuid
@@ -359,19 +360,25 @@ def test_local_put_fsyncs_the_new_folders(
     local_store: LocalBlobStore, write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[Path] = []
+    blob_there_when_leaf_synced: list[bool] = []
     real = local_module._fsync_path
-
-    def spy(path: Path) -> None:
-        synced.append(Path(path))
-        real(path)
-
-    monkeypatch.setattr(local_module, "_fsync_path", spy)
     root = local_store.root
     first, second, _ = KEY.split("/")
 
+    def spy(path: Path) -> None:
+        synced.append(Path(path))
+        if Path(path) == root / first / second:
+            blob_there_when_leaf_synced.append((root / KEY).exists())
+        real(path)
+
+    monkeypatch.setattr(local_module, "_fsync_path", spy)
+
     local_store.put_file(KEY, write(DATA))
-    # Each created folder's entry lives in its parent, so the root and both levels are synced.
-    assert synced == [root / first / second, root / first, root]
+    # Each created folder's entry lives in its parent, so the root and both levels are
+    # synced (the parents beside the blob's own fsync, in any order), all before put_file
+    # returns; the leaf after the blob's rename, since it must record the blob's entry.
+    assert sorted(synced) == sorted([root / first / second, root / first, root])
+    assert blob_there_when_leaf_synced == [True]
 
     synced.clear()
     sibling = KEY[:-5] + "0.dcm"  # same folders, already made durable
@@ -384,7 +391,65 @@ def test_local_put_fsyncs_the_new_folders(
     restarted = LocalBlobStore(root)
     restarted.put_file(KEY, write(DATA))
     restarted.put_file(sibling, write(DATA))
-    assert synced == [root / first / second, root / first, root, root / first / second]
+    assert sorted(synced[:3]) == sorted([root / first / second, root / first, root])
+    assert synced[3:] == [root / first / second]
+
+
+def test_local_put_syncs_new_folders_while_the_blob_is_synced(
+    local_store: LocalBlobStore, write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new folders' fsyncs overlap the blob's data fsync (one wait, not three in a
+    row): the data fsync sees the root's fsync under way before it finishes."""
+    real_fsync = os.fsync
+    real_sync_path = local_module._fsync_path
+    root_started = threading.Event()
+    overlapped: list[bool] = []
+
+    def sync_path(path: Path) -> None:
+        if Path(path) == local_store.root:
+            root_started.set()
+        real_sync_path(path)
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the blob's data, not a folder
+            overlapped.append(root_started.wait(timeout=10))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local_module, "_fsync_path", sync_path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    local_store.put_file(KEY, write(DATA))
+    assert overlapped == [True]
+
+
+def test_local_put_fails_when_a_new_folder_cannot_be_synced(
+    local_store: LocalBlobStore, write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parent's fsync runs on another thread; its failure is still put_file's failure,
+    and the folder is not taken for durable (the next put syncs it again)."""
+    real = local_module._fsync_path
+    root = local_store.root
+    first = KEY.split("/")[0]
+    failing = [True]
+
+    def parent_fails(path: Path) -> None:
+        if Path(path) == root and failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(local_module, "_fsync_path", parent_fails)
+    with pytest.raises(BlobStoreError, match="Input/output error"):
+        local_store.put_file(KEY, write(DATA))
+
+    synced: list[Path] = []
+    failing[0] = False
+
+    def spy(path: Path) -> None:
+        synced.append(Path(path))
+        real(path)
+
+    monkeypatch.setattr(local_module, "_fsync_path", spy)
+    local_store.put_file(KEY, write(DATA))
+    assert root in synced and root / first in synced
 
 
 @pytest.mark.parametrize("move", [False, True])
