@@ -28,6 +28,8 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 
+from cloudfilm.interfaces.dimse.transport import EncodingDIMSE
+
 # How often a paused C-MOVE sub-association's reactor looks for release, abort, timeout.
 _WATCH_SECONDS = 0.005
 
@@ -116,7 +118,7 @@ def can_send_files(assoc: Any) -> bool:
         pynetdicom_config.STORE_SEND_CHUNKED_DATASET)
 
 
-class SubOperationDIMSE(DIMSEServiceProvider):
+class SubOperationDIMSE(EncodingDIMSE):
     """The DIMSE provider of a C-MOVE sub-association: only ``send_c_store`` (called from
     the C-MOVE's thread) takes messages off its queue, never the association's reactor.
 
@@ -129,7 +131,8 @@ class SubOperationDIMSE(DIMSEServiceProvider):
     DIMSE timeout (60 s), aborts the sub-association, and every remaining sub-operation
     fails. On a loaded machine 4 of 10 C-MOVEs of 300 objects failed so (the C-MOVE bench
     failure with ``dimse.processes 2``). The destination of a C-MOVE sends no requests, so
-    the reactor has nothing to take.
+    the reactor has nothing to take. Its C-STORE requests are encoded by
+    :class:`~cloudfilm.interfaces.dimse.transport.EncodingDIMSE`.
     """
 
     def get_msg(self, block: bool = False) -> Any:
