@@ -248,3 +248,38 @@ def _pdata(context_id: int, more: int, last: int, data: bytes,
             (context_id, bytes((header,)) + view[start:start + step]))
         out.append(pdata)
     return out
+
+
+def decode_store_response(data: bytes) -> C_STORE | None:
+    """A C-STORE-RSP primitive from its complete encoded command set, or None for anything
+    else (another message, a data set, an Error Comment or Offending Element, a malformed
+    set): those pynetdicom decodes. Receiving a C-STORE response through pydicom was a
+    fifth of a C-MOVE's server CPU once sending was cheap (py-spy)."""
+    values: dict[int, bytes] = {}
+    offset, end = 0, len(data)
+    while offset < end:
+        if offset + 8 > end:
+            return None
+        group, element, length = struct.unpack_from("<HHI", data, offset)
+        offset += 8
+        if group != 0 or offset + length > end or element not in _STORE_RSP_ELEMENTS:
+            return None
+        values[element] = data[offset:offset + length]
+        offset += length
+    try:
+        if (struct.unpack("<H", values[0x0100])[0] != _C_STORE_RSP
+                or struct.unpack("<H", values[0x0800])[0] != _NO_DATA_SET):
+            return None
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = struct.unpack("<H", values[0x0120])[0]
+        rsp.Status = struct.unpack("<H", values[0x0900])[0]
+        for element, attribute in ((0x0002, "AffectedSOPClassUID"),
+                                   (0x1000, "AffectedSOPInstanceUID")):
+            if element in values:
+                setattr(rsp, attribute, values[element].rstrip(b"\x00 ").decode("ascii"))
+    except (KeyError, struct.error, UnicodeError, ValueError):
+        return None
+    return rsp
+
+
+_STORE_RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})

@@ -38,11 +38,17 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from cloudfilm.interfaces.dimse.messages import SpoolingMessage, command_set, message_pdatas
+from cloudfilm.interfaces.dimse.messages import (
+    SpoolingMessage,
+    command_set,
+    decode_store_response,
+    message_pdatas,
+)
 
 # Longest a DUL thread sleeps without traffic: the ARTIM timer's resolution.
 TIMER_TICK = 0.05
@@ -150,7 +156,8 @@ class EncodingDIMSE(DIMSEServiceProvider):
     of a C-MOVE's server CPU went into pynetdicom's encoding of the C-STORE-RQ and the
     Pending C-MOVE-RSP of each sub-operation (py-spy, 300-object series). The P-DATA
     fragments are pynetdicom's. Any other message, or any message someone listens to
-    (EVT_DIMSE_SENT hands them pynetdicom's message object), goes pynetdicom's way."""
+    (EVT_DIMSE_SENT hands them pynetdicom's message object), goes pynetdicom's way. A
+    received C-STORE response is decoded with ``struct`` too (:meth:`receive_primitive`)."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         command = command_set(primitive)
@@ -159,6 +166,26 @@ class EncodingDIMSE(DIMSEServiceProvider):
             return
         for pdata in message_pdatas(primitive, command, context_id, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
+
+    def receive_primitive(self, primitive: Any) -> None:
+        """A C-STORE response that arrives whole in one P-DATA (as every peer sends it) is
+        decoded by ``decode_store_response``; anything else by pynetdicom, into
+        :meth:`new_message`."""
+        pdvs = primitive.presentation_data_value_list
+        if self.message is None and len(pdvs) == 1 and pdvs[0][1][:1] == b"\x03" and (
+                not self.assoc.get_handlers(evt.EVT_DIMSE_RECV)):
+            context_id, data = pdvs[0]
+            rsp = decode_store_response(bytes(data[1:]))
+            if rsp is not None:
+                rsp._context_id = context_id
+                self.msg_queue.put((context_id, rsp))
+                return
+        if self.message is None:
+            self.message = self.new_message()
+        super().receive_primitive(primitive)
+
+    def new_message(self) -> DIMSEMessage:
+        return DIMSEMessage()
 
 
 class BlockingDIMSE(EncodingDIMSE):
@@ -178,10 +205,8 @@ class BlockingDIMSE(EncodingDIMSE):
         except queue.Empty:
             return None, None
 
-    def receive_primitive(self, primitive: Any) -> None:
-        if self.message is None:
-            self.message = SpoolingMessage.new()
-        super().receive_primitive(primitive)
+    def new_message(self) -> DIMSEMessage:
+        return SpoolingMessage.new()
 
 
 class BulkSocket(AssociationSocket):

@@ -19,6 +19,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from cloudfilm.interfaces.dimse.messages import (
     SpoolingMessage,
     command_set,
+    decode_store_response,
     file_meta_prefix,
     message_pdatas,
     store_response_command,
@@ -271,3 +272,37 @@ def test_a_response_with_an_identifier_sends_it() -> None:
     assert command is not None
     assert _pdv_list(message_pdatas(rsp, command, 5, 100)) == _pdv_list(
         list(message.encode_msg(5, 100)))
+
+
+def _pynetdicom_decoded(command: bytes) -> Any:
+    message = DIMSEMessage()
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((1, b"\x03" + command))
+    assert message.decode_msg(pdata)
+    return message.message_to_primitive()
+
+
+@pytest.mark.parametrize(
+    "rsp",
+    [_response(), _response(status=0xB000, message_id=65535, sop_instance="1.2.3.45"),
+     _response(sop_instance=_LONGEST_UID, status=0xA700)],
+)
+def test_decode_store_response_as_pynetdicom(rsp: C_STORE) -> None:
+    command = store_response_command(rsp)
+    assert command is not None
+    ours, theirs = decode_store_response(command), _pynetdicom_decoded(command)
+    assert isinstance(ours, C_STORE)
+    for keyword in ("MessageIDBeingRespondedTo", "Status", "AffectedSOPClassUID",
+                    "AffectedSOPInstanceUID", "ErrorComment", "OffendingElement"):
+        assert getattr(ours, keyword) == getattr(theirs, keyword), keyword
+    assert ours.is_valid_response
+
+
+def test_decode_store_response_leaves_the_rest_to_pynetdicom() -> None:
+    with_comment = store_response_command(_response(status=0xC000, ErrorComment="odd"))
+    find = command_set(_retrieve_response(C_FIND, status=0))
+    plain = store_response_command(_response())
+    assert with_comment is not None and find is not None and plain is not None
+    assert decode_store_response(with_comment) is None
+    assert decode_store_response(find) is None
+    assert decode_store_response(plain[:-3]) is None  # truncated
