@@ -16,6 +16,7 @@ pynetdicom writes (tests/unit/interfaces/dimse/test_messages.py compares them):
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from tempfile import NamedTemporaryFile
@@ -208,6 +209,15 @@ def _start_spool(message: Any, context_id: int, assoc: Any) -> None:
     handle.write(file_meta_prefix(cs.AffectedSOPClassUID, cs.AffectedSOPInstanceUID, syntax))
 
 
+def file_data_set_size(primitive: Any) -> int:
+    """Bytes of the data set a request sends from a file (0 when it sends none)."""
+    path = getattr(primitive, "_dataset_path", None)
+    if primitive.MessageIDBeingRespondedTo is not None or not path:
+        return 0
+    file_path, offset = path if isinstance(path, tuple) else (path, 0)
+    return max(0, os.stat(file_path).st_size - int(offset))
+
+
 def _data_set_bytes(primitive: Any) -> bytes | None:
     path = getattr(primitive, "_dataset_path", None)
     if primitive.MessageIDBeingRespondedTo is None and path:
@@ -283,3 +293,27 @@ def decode_store_response(data: bytes) -> C_STORE | None:
 
 
 _STORE_RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})
+
+
+class EncodedPData(P_DATA):
+    """The P-DATA-TF PDUs of a whole message, already encoded (:func:`encoded_pdata_tf`),
+    for a DUL that writes them in one call (transport.EventDrivenDUL); its PDV list is
+    empty, so no other DUL may be given one."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.encoded = encoded
+
+
+def encoded_pdata_tf(pdatas: list[P_DATA]) -> bytes:
+    """P-DATA-TF PDUs (PS3.8 9.3.5), one per primitive, byte for byte pynetdicom's
+    ``P_DATA_TF(primitive).encode()``: each PDV item is its length, the context ID and the
+    message control header with the fragment."""
+    out = bytearray()
+    for pdata in pdatas:
+        items = pdata.presentation_data_value_list
+        out += struct.pack(">BBI", 0x04, 0, sum(6 + len(data) - 1 for _, data in items))
+        for context_id, data in items:
+            out += struct.pack(">IB", 1 + len(data), context_id)
+            out += data
+    return bytes(out)

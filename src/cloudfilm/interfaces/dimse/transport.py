@@ -44,12 +44,18 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from cloudfilm.interfaces.dimse.messages import (
+    EncodedPData,
     SpoolingMessage,
     command_set,
     decode_store_response,
+    encoded_pdata_tf,
+    file_data_set_size,
     message_pdatas,
 )
 
+# A data set sent from a file larger than this goes pynetdicom's way, which reads it
+# fragment by fragment; smaller ones are read whole and sent in one write.
+STREAM_ABOVE = 16 * 1024 * 1024
 # Longest a DUL thread sleeps without traffic: the ARTIM timer's resolution.
 TIMER_TICK = 0.05
 # Longest the association thread waits for a DIMSE message before it looks at release,
@@ -81,6 +87,23 @@ class EventDrivenDUL(DULServiceProvider):
     def stop_dul(self) -> bool:
         self._wake()
         return bool(super().stop_dul())
+
+    def _process_recv_primitive(self) -> bool:
+        """An :class:`EncodedPData` (a whole message's P-DATA-TF PDUs, from EncodingDIMSE)
+        goes out in one write, in queue order, while the association is established
+        (Sta6, where pynetdicom's DT-1 would send each P-DATA-TF the same way): a 525 KB
+        object is 33 PDUs at the 16 KB a dcmtk peer takes, each otherwise one trip through
+        the state machine and pynetdicom's PDU classes."""
+        try:
+            primitive = self.to_provider_queue.queue[0]
+        except IndexError:
+            return False
+        if (isinstance(primitive, EncodedPData) and self.socket is not None
+                and self.state_machine.current_state == "Sta6"):
+            self.to_provider_queue.get(False)
+            self.socket.send(primitive.encoded)
+            return True
+        return bool(super()._process_recv_primitive())
 
     def _wait_for_work(self) -> None:
         if self.to_provider_queue.qsize():
@@ -161,11 +184,17 @@ class EncodingDIMSE(DIMSEServiceProvider):
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         command = command_set(primitive)
-        if command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
+        if (command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+                or file_data_set_size(primitive) > STREAM_ABOVE):
             super().send_msg(primitive, context_id)
             return
-        for pdata in message_pdatas(primitive, command, context_id, self.maximum_pdu_size):
-            self.dul.send_pdu(pdata)
+        pdatas = message_pdatas(primitive, command, context_id, self.maximum_pdu_size)
+        dul = self.dul
+        if isinstance(dul, EventDrivenDUL) and not self.assoc.get_handlers(evt.EVT_PDU_SENT):
+            dul.send_pdu(EncodedPData(encoded_pdata_tf(pdatas)))
+            return
+        for pdata in pdatas:
+            dul.send_pdu(pdata)
 
     def receive_primitive(self, primitive: Any) -> None:
         """A C-STORE response that arrives whole in one P-DATA (as every peer sends it) is

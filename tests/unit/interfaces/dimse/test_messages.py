@@ -20,6 +20,8 @@ from cloudfilm.interfaces.dimse.messages import (
     SpoolingMessage,
     command_set,
     decode_store_response,
+    encoded_pdata_tf,
+    file_data_set_size,
     file_meta_prefix,
     message_pdatas,
     store_response_command,
@@ -306,3 +308,23 @@ def test_decode_store_response_leaves_the_rest_to_pynetdicom() -> None:
     assert decode_store_response(with_comment) is None
     assert decode_store_response(find) is None
     assert decode_store_response(plain[:-3]) is None  # truncated
+
+
+def test_encoded_pdata_tf_is_pynetdicoms_pdus() -> None:
+    from pynetdicom.pdu import P_DATA_TF
+
+    rq = _store_request(DataSet=io.BytesIO(bytes(range(256)) * 70))
+    command = command_set(rq)
+    assert command is not None
+    pdatas = message_pdatas(rq, command, 7, 4096)
+    assert len(pdatas) == 6
+    assert encoded_pdata_tf(pdatas) == b"".join(P_DATA_TF(p).encode() for p in pdatas)
+
+
+def test_a_file_data_set_size_is_what_follows_the_file_meta(tmp_path: Path) -> None:
+    path = tmp_path / "object.dcm"
+    path.write_bytes(b"m" * 160 + b"d" * 1000)
+    rq = _store_request()
+    assert file_data_set_size(rq) == 0
+    rq._dataset_path = (path, 160)
+    assert file_data_set_size(rq) == 1000
