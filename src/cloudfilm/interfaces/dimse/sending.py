@@ -27,8 +27,9 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
 
-from cloudfilm.interfaces.dimse.transport import EncodingDIMSE
+from cloudfilm.interfaces.dimse.transport import EncodingDIMSE, WholeMessageDUL
 
 # How often a paused C-MOVE sub-association's reactor looks for release, abort, timeout.
 _WATCH_SECONDS = 0.005
@@ -143,6 +144,17 @@ class SubOperationDIMSE(EncodingDIMSE):
 
 def guard_suboperations(assoc: Any) -> None:
     """Give a C-MOVE sub-association (we request it; EVT_CONN_OPEN, before any DIMSE
-    message) the :class:`SubOperationDIMSE` provider."""
-    if assoc.is_requestor and type(assoc.dimse) is DIMSEServiceProvider:
+    message) the :class:`SubOperationDIMSE` provider, and make its DUL a
+    :class:`~cloudfilm.interfaces.dimse.transport.WholeMessageDUL`, which writes each
+    C-STORE's PDUs in one call.
+
+    pynetdicom creates and starts that DUL itself (``AE.associate``, no factory), so its
+    class is changed on the instance: the subclass adds no state and only overrides
+    ``_process_recv_primitive``, which the running reactor looks up on every pass.
+    """
+    if not assoc.is_requestor:
+        return
+    if type(assoc.dimse) is DIMSEServiceProvider:
         assoc.dimse = SubOperationDIMSE(assoc)
+    if type(assoc.dul) is DULServiceProvider:
+        assoc.dul.__class__ = WholeMessageDUL

@@ -63,7 +63,28 @@ TIMER_TICK = 0.05
 MESSAGE_WAIT = 0.01
 
 
-class EventDrivenDUL(DULServiceProvider):
+class WholeMessageDUL(DULServiceProvider):
+    """pynetdicom's DUL that also writes an :class:`EncodedPData` in one call."""
+
+    def _process_recv_primitive(self) -> bool:
+        """An :class:`EncodedPData` (a whole message's P-DATA-TF PDUs, from EncodingDIMSE)
+        goes out in one write, in queue order, while the association is established
+        (Sta6, where pynetdicom's DT-1 would send each P-DATA-TF the same way): a 525 KB
+        object is 33 PDUs at the 16 KB a dcmtk peer takes, each otherwise one trip through
+        the state machine and pynetdicom's PDU classes."""
+        try:
+            primitive = self.to_provider_queue.queue[0]
+        except IndexError:
+            return False
+        if (isinstance(primitive, EncodedPData) and self.socket is not None
+                and self.state_machine.current_state == "Sta6"):
+            self.to_provider_queue.get(False)
+            self.socket.send(primitive.encoded)
+            return True
+        return bool(super()._process_recv_primitive())
+
+
+class EventDrivenDUL(WholeMessageDUL):
     """A DUL reactor that sleeps until its socket or its send queue has work."""
 
     def __init__(self, assoc: Any) -> None:
@@ -87,23 +108,6 @@ class EventDrivenDUL(DULServiceProvider):
     def stop_dul(self) -> bool:
         self._wake()
         return bool(super().stop_dul())
-
-    def _process_recv_primitive(self) -> bool:
-        """An :class:`EncodedPData` (a whole message's P-DATA-TF PDUs, from EncodingDIMSE)
-        goes out in one write, in queue order, while the association is established
-        (Sta6, where pynetdicom's DT-1 would send each P-DATA-TF the same way): a 525 KB
-        object is 33 PDUs at the 16 KB a dcmtk peer takes, each otherwise one trip through
-        the state machine and pynetdicom's PDU classes."""
-        try:
-            primitive = self.to_provider_queue.queue[0]
-        except IndexError:
-            return False
-        if (isinstance(primitive, EncodedPData) and self.socket is not None
-                and self.state_machine.current_state == "Sta6"):
-            self.to_provider_queue.get(False)
-            self.socket.send(primitive.encoded)
-            return True
-        return bool(super()._process_recv_primitive())
 
     def _wait_for_work(self) -> None:
         if self.to_provider_queue.qsize():
@@ -190,7 +194,7 @@ class EncodingDIMSE(DIMSEServiceProvider):
             return
         pdatas = message_pdatas(primitive, command, context_id, self.maximum_pdu_size)
         dul = self.dul
-        if isinstance(dul, EventDrivenDUL) and not self.assoc.get_handlers(evt.EVT_PDU_SENT):
+        if isinstance(dul, WholeMessageDUL) and not self.assoc.get_handlers(evt.EVT_PDU_SENT):
             dul.send_pdu(EncodedPData(encoded_pdata_tf(pdatas)))
             return
         for pdata in pdatas:
