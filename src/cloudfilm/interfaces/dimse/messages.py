@@ -317,3 +317,29 @@ def encoded_pdata_tf(pdatas: list[P_DATA]) -> bytes:
             out += struct.pack(">IB", 1 + len(data), context_id)
             out += data
     return bytes(out)
+
+
+def encoded_message(primitive: Any, command: bytes, context_id: int, max_pdu: int) -> bytes:
+    """The P-DATA-TF PDUs of :func:`message_pdatas`, encoded (``encoded_pdata_tf`` of
+    them) without building the primitives: one PDU per fragment, one PDV each."""
+    fragment = max_pdu - 6 if max_pdu else 0
+    out = bytearray()
+    _append_pdus(out, context_id, 0x01, 0x03, command, fragment)
+    data = _data_set_bytes(primitive) if has_data_set(primitive) else None
+    if data:
+        _append_pdus(out, context_id, 0x00, 0x02, data, fragment)
+    return bytes(out)
+
+
+def _append_pdus(out: bytearray, context_id: int, more: int, last: int, data: bytes,
+                 fragment: int) -> None:
+    step = fragment or len(data) or 1
+    view = memoryview(data)
+    total = len(data)
+    for start in range(0, max(total, 1), step):
+        chunk = view[start:start + step]
+        header = last if start + step >= total else more
+        # PDU type 4, reserved, PDU length; PDV item length, context ID, control header.
+        out += struct.pack(">BBIIBB", 0x04, 0, 6 + len(chunk), 2 + len(chunk), context_id,
+                           header)
+        out += chunk

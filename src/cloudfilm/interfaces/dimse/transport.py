@@ -48,7 +48,7 @@ from cloudfilm.interfaces.dimse.messages import (
     SpoolingMessage,
     command_set,
     decode_store_response,
-    encoded_pdata_tf,
+    encoded_message,
     file_data_set_size,
     message_pdatas,
 )
@@ -192,12 +192,11 @@ class EncodingDIMSE(DIMSEServiceProvider):
                 or file_data_set_size(primitive) > STREAM_ABOVE):
             super().send_msg(primitive, context_id)
             return
-        pdatas = message_pdatas(primitive, command, context_id, self.maximum_pdu_size)
-        dul = self.dul
+        dul, limit = self.dul, self.maximum_pdu_size
         if isinstance(dul, WholeMessageDUL) and not self.assoc.get_handlers(evt.EVT_PDU_SENT):
-            dul.send_pdu(EncodedPData(encoded_pdata_tf(pdatas)))
+            dul.send_pdu(EncodedPData(encoded_message(primitive, command, context_id, limit)))
             return
-        for pdata in pdatas:
+        for pdata in message_pdatas(primitive, command, context_id, limit):
             dul.send_pdu(pdata)
 
     def receive_primitive(self, primitive: Any) -> None:

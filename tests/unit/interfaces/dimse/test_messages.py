@@ -20,6 +20,7 @@ from cloudfilm.interfaces.dimse.messages import (
     SpoolingMessage,
     command_set,
     decode_store_response,
+    encoded_message,
     encoded_pdata_tf,
     file_data_set_size,
     file_meta_prefix,
@@ -328,3 +329,13 @@ def test_a_file_data_set_size_is_what_follows_the_file_meta(tmp_path: Path) -> N
     assert file_data_set_size(rq) == 0
     rq._dataset_path = (path, 160)
     assert file_data_set_size(rq) == 1000
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16, 4096])
+@pytest.mark.parametrize("size", [0, 1, 5000, 17920])
+def test_encoded_message_is_the_pdus_of_message_pdatas(max_pdu: int, size: int) -> None:
+    rq = _store_request(DataSet=io.BytesIO(bytes(range(256)) * (size // 256) + b"y" * (size % 256)))
+    command = command_set(rq)
+    assert command is not None
+    assert encoded_message(rq, command, 9, max_pdu) == encoded_pdata_tf(
+        message_pdatas(rq, command, 9, max_pdu))
