@@ -436,7 +436,8 @@ def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any) -> Dataset:
     if target == obj.transfer_syntax_uid and sending.can_send_files(assoc):
         path = gateway.services.retrieve.stored_path(obj)
         if path is not None:  # sent byte for byte from the file (sending.py)
-            return sending.StoredFile(path, obj.sop_class_uid, obj.sop_instance_uid)
+            return sending.StoredFile(path, obj.sop_class_uid, obj.sop_instance_uid,
+                                      obj.transfer_syntax_uid)
     data = b"".join(gateway.services.retrieve.object_chunks(obj, target))
     return dcmread(io.BytesIO(data))
 
