@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom import status as pn_status
 from pynetdicom.sop_class import (
@@ -35,6 +35,7 @@ from tests.integration.dimse.support import (
 )
 
 from cloudfilm.interfaces.dimse import status as st
+from cloudfilm.interfaces.dimse import transport
 from cloudfilm.interfaces.dimse.server import DimseServer
 from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.container import Services
@@ -436,6 +437,53 @@ def test_get_series_and_image_level(dimse: DimseServer) -> None:
     assert final.NumberOfCompletedSuboperations == 1
     assert sorted(dataset_sha256(b) for b in got) == sorted(
         dataset_sha256(to_bytes(d)) for d in [*datasets, datasets[1]])
+
+
+@pytest.mark.parametrize("stream_above", [0, transport.STREAM_ABOVE])
+def test_get_sends_the_stored_bytes_in_the_peers_pdu_size(
+        dimse: DimseServer, services: Services, monkeypatch: pytest.MonkeyPatch,
+        stream_above: int) -> None:
+    """Sent from the stored file in one write (or, above STREAM_ABOVE, pynetdicom's
+    fragment-by-fragment way), in PDUs no larger than the peer takes: the data set arrives
+    as stored, byte for byte."""
+    monkeypatch.setattr(transport, "STREAM_ABOVE", stream_above)
+    datasets = _series(2)
+    _store(dimse, *datasets)
+    got: list[bytes] = []
+
+    def keep(event: Any) -> int:
+        got.append(_received_bytes(event))
+        return 0
+
+    ae = _scu(StudyRootQueryRetrieveInformationModelGet)
+    ae.maximum_pdu_size = 4096  # a 512x512 CT is then over a hundred P-DATA-TF PDUs
+    # The syntax these objects are stored in (the storing SCU offered it, we prefer it).
+    ae.add_requested_context(CTImageStorage, [DeflatedExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", dimse.port, ae_title=SCP_AE,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, keep)])
+    ident = _query("SERIES", SeriesInstanceUID=datasets[0].SeriesInstanceUID)
+    final = list(assoc.send_c_get(ident, StudyRootQueryRetrieveInformationModelGet))[-1][0]
+    assoc.release()
+    assert final.Status == 0 and final.NumberOfCompletedSuboperations == 2
+    stored = {}
+    for ds in datasets:
+        [obj] = [o for o in services.retrieve.locate(
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, actor=LOCAL_OPERATOR)
+            if o.sop_instance_uid == ds.SOPInstanceUID]
+        path = services.retrieve.stored_path(obj)
+        assert path is not None
+        stored[str(ds.SOPInstanceUID)] = _data_set_part(path.read_bytes())
+    assert {str(dcmread(io.BytesIO(b)).SOPInstanceUID): _data_set_part(b) for b in got} \
+        == stored
+    assert all(dcmread(io.BytesIO(b)).file_meta.TransferSyntaxUID
+               == DeflatedExplicitVRLittleEndian for b in got)
+
+
+def _data_set_part(part10: bytes) -> bytes:
+    """The bytes after a Part 10 file's File Meta group."""
+    meta_length = int.from_bytes(part10[140:144], "little")
+    return part10[144 + meta_length:]
 
 
 def test_get_can_be_cancelled(dimse: DimseServer) -> None:

@@ -16,6 +16,7 @@ pynetdicom writes (tests/unit/interfaces/dimse/test_messages.py compares them):
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from tempfile import NamedTemporaryFile
@@ -23,11 +24,13 @@ from typing import Any
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, _config
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode
+from pynetdicom.pdu_primitives import P_DATA
 
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
+_DATA_SET = 0x0001
 
 
 def _even(value: bytes, pad: bytes) -> bytes:
@@ -42,34 +45,92 @@ def _uid(value: Any) -> bytes:
     return _even(str(value).encode("ascii"), b"\x00")
 
 
+# The command set elements each message we encode may carry, in tag order (PS3.7 9.3 and
+# pynetdicom's _COMMAND_SET_KEYWORDS): (element, primitive attribute, kind). "cmd" is
+# CommandField, "type" CommandDataSetType; OffendingElement (AT) is left to pynetdicom.
+_UI, _US, _AE, _LO = "UI", "US", "AE", "LO"
+_REQUEST_FIELDS: dict[type, tuple[int, tuple[tuple[int, str, str], ...]]] = {
+    C_STORE: (0x0001, (
+        (0x0002, "AffectedSOPClassUID", _UI), (0x0100, "", "cmd"), (0x0110, "MessageID", _US),
+        (0x0700, "Priority", _US), (0x0800, "", "type"),
+        (0x1000, "AffectedSOPInstanceUID", _UI),
+        (0x1030, "MoveOriginatorApplicationEntityTitle", _AE),
+        (0x1031, "MoveOriginatorMessageID", _US))),
+}
+_RESPONSE_HEAD = ((0x0002, "AffectedSOPClassUID", _UI), (0x0100, "", "cmd"),
+                  (0x0120, "MessageIDBeingRespondedTo", _US), (0x0800, "", "type"),
+                  (0x0900, "Status", _US), (0x0902, "ErrorComment", _LO))
+_SUBOPERATIONS = ((0x1020, "NumberOfRemainingSuboperations", _US),
+                  (0x1021, "NumberOfCompletedSuboperations", _US),
+                  (0x1022, "NumberOfFailedSuboperations", _US),
+                  (0x1023, "NumberOfWarningSuboperations", _US))
+_RESPONSE_FIELDS: dict[type, tuple[int, tuple[tuple[int, str, str], ...]]] = {
+    C_STORE: (_C_STORE_RSP, (*_RESPONSE_HEAD, (0x1000, "AffectedSOPInstanceUID", _UI))),
+    C_FIND: (0x8020, _RESPONSE_HEAD),
+    C_GET: (0x8010, (*_RESPONSE_HEAD, *_SUBOPERATIONS)),
+    C_MOVE: (0x8021, (*_RESPONSE_HEAD, *_SUBOPERATIONS)),
+}
+# The primitive attribute that holds each message's data set (pynetdicom's _DATASET_KEYWORDS).
+_DATA_SET_ATTRIBUTE = {C_STORE: "DataSet", C_FIND: "Identifier", C_GET: "Identifier",
+                       C_MOVE: "Identifier"}
+
+
+def has_data_set(primitive: Any) -> bool:
+    """Whether pynetdicom would send a data set with this message (CommandDataSetType)."""
+    if primitive.MessageIDBeingRespondedTo is None and getattr(primitive, "_dataset_path",
+                                                               None):
+        return True
+    attribute = _DATA_SET_ATTRIBUTE.get(type(primitive))
+    # pynetdicom tests the BytesIO's truth, which only None fails.
+    return bool(attribute and getattr(primitive, attribute, None))
+
+
+def command_set(primitive: Any) -> bytes | None:
+    """The encoded command set (Implicit VR Little Endian, PS3.7 6.3.1) of a C-STORE
+    request or a C-STORE, C-FIND, C-GET or C-MOVE response primitive, byte for byte what
+    pynetdicom encodes; None for any other message, or one holding something this encoder
+    leaves to pynetdicom (an Offending Element, a non-ASCII Error Comment, an empty UID)."""
+    is_response = primitive.MessageIDBeingRespondedTo is not None
+    layout = (_RESPONSE_FIELDS if is_response else _REQUEST_FIELDS).get(type(primitive))
+    if layout is None:
+        return None
+    if is_response and (primitive.Status is None
+                        or getattr(primitive, "OffendingElement", None) is not None):
+        return None
+    field, elements = layout
+    parts: list[bytes] = []
+    try:
+        for element, attribute, kind in elements:
+            if kind == "cmd":
+                parts.append(_implicit(0, element, struct.pack("<H", field)))
+                continue
+            if kind == "type":
+                value: Any = _DATA_SET if has_data_set(primitive) else _NO_DATA_SET
+                parts.append(_implicit(0, element, struct.pack("<H", value)))
+                continue
+            value = getattr(primitive, attribute, None)
+            if value is None:
+                continue
+            if kind == _US:
+                encoded = struct.pack("<H", value)
+            else:
+                text = str(value).encode("ascii")
+                if not text:
+                    return None
+                encoded = _even(text, b"\x00" if kind == _UI else b" ")
+            parts.append(_implicit(0, element, encoded))
+    except (UnicodeError, struct.error, TypeError):
+        return None
+    body = b"".join(parts)
+    return _implicit(0, 0x0000, struct.pack("<I", len(body))) + body
+
+
 def store_response_command(primitive: Any) -> bytes | None:
     """The encoded command set of a C-STORE response primitive, or None when it holds
     something this encoder leaves to pynetdicom."""
     if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
         return None
-    if primitive.Status is None or getattr(primitive, "OffendingElement", None) is not None:
-        return None
-    comment = getattr(primitive, "ErrorComment", None)
-    try:
-        encoded_comment = None if comment is None else str(comment).encode("ascii")
-        sop_class = primitive.AffectedSOPClassUID
-        sop_instance = primitive.AffectedSOPInstanceUID
-        body = b"".join(
-            (
-                _implicit(0, 0x0002, _uid(sop_class)) if sop_class else b"",
-                _implicit(0, 0x0100, struct.pack("<H", _C_STORE_RSP)),
-                _implicit(0, 0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-                _implicit(0, 0x0800, struct.pack("<H", _NO_DATA_SET)),
-                _implicit(0, 0x0900, struct.pack("<H", primitive.Status)),
-                b""
-                if encoded_comment is None
-                else _implicit(0, 0x0902, _even(encoded_comment, b" ")),
-                _implicit(0, 0x1000, _uid(sop_instance)) if sop_instance else b"",
-            )
-        )
-    except (UnicodeError, struct.error):
-        return None
-    return _implicit(0, 0x0000, struct.pack("<I", len(body))) + body
+    return command_set(primitive)
 
 
 def _explicit(element: int, vr: bytes, value: bytes) -> bytes:
@@ -146,3 +207,139 @@ def _start_spool(message: Any, context_id: int, assoc: Any) -> None:
     cs = message.command_set
     syntax = assoc._accepted_cx[context_id].transfer_syntax[0]
     handle.write(file_meta_prefix(cs.AffectedSOPClassUID, cs.AffectedSOPInstanceUID, syntax))
+
+
+def file_data_set_size(primitive: Any) -> int:
+    """Bytes of the data set a request sends from a file (0 when it sends none)."""
+    path = getattr(primitive, "_dataset_path", None)
+    if primitive.MessageIDBeingRespondedTo is not None or not path:
+        return 0
+    file_path, offset = path if isinstance(path, tuple) else (path, 0)
+    return max(0, os.stat(file_path).st_size - int(offset))
+
+
+def _data_set_bytes(primitive: Any) -> bytes | None:
+    path = getattr(primitive, "_dataset_path", None)
+    if primitive.MessageIDBeingRespondedTo is None and path:
+        # send_c_store(path) with STORE_SEND_CHUNKED_DATASET: the file's bytes after its
+        # File Meta group, as pynetdicom's encode_msg reads them.
+        file_path, offset = path if isinstance(path, tuple) else (path, 0)
+        with open(file_path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read()
+    attribute = _DATA_SET_ATTRIBUTE.get(type(primitive))
+    value = getattr(primitive, attribute, None) if attribute else None
+    return None if value is None else bytes(value.getvalue())
+
+
+def message_pdatas(primitive: Any, command: bytes, context_id: int,
+                   max_pdu: int) -> list[P_DATA]:
+    """The P-DATA primitives of one message (``command`` from :func:`command_set`): the
+    command set, then the data set in fragments of at most ``max_pdu`` - 6 bytes, as
+    pynetdicom's ``DIMSEMessage.encode_msg`` splits them (PS3.8 E.2: bit 0 command, bit 1
+    last fragment)."""
+    fragment = max_pdu - 6 if max_pdu else 0
+    out = _pdata(context_id, 0x01, 0x03, command, fragment)
+    data = _data_set_bytes(primitive) if has_data_set(primitive) else None
+    if data:  # pynetdicom sends no data set fragment for an empty one either
+        out += _pdata(context_id, 0x00, 0x02, data, fragment)
+    return out
+
+
+def _pdata(context_id: int, more: int, last: int, data: bytes,
+           fragment: int) -> list[P_DATA]:
+    step = fragment or len(data) or 1
+    view = memoryview(data)
+    out = []
+    for start in range(0, max(len(data), 1), step):
+        pdata = P_DATA()
+        header = last if start + step >= len(data) else more
+        pdata.presentation_data_value_list.append(
+            (context_id, bytes((header,)) + view[start:start + step]))
+        out.append(pdata)
+    return out
+
+
+def decode_store_response(data: bytes) -> C_STORE | None:
+    """A C-STORE-RSP primitive from its complete encoded command set, or None for anything
+    else (another message, a data set, an Error Comment or Offending Element, a malformed
+    set): those pynetdicom decodes. Receiving a C-STORE response through pydicom was a
+    fifth of a C-MOVE's server CPU once sending was cheap (py-spy)."""
+    values: dict[int, bytes] = {}
+    offset, end = 0, len(data)
+    while offset < end:
+        if offset + 8 > end:
+            return None
+        group, element, length = struct.unpack_from("<HHI", data, offset)
+        offset += 8
+        if group != 0 or offset + length > end or element not in _STORE_RSP_ELEMENTS:
+            return None
+        values[element] = data[offset:offset + length]
+        offset += length
+    try:
+        if (struct.unpack("<H", values[0x0100])[0] != _C_STORE_RSP
+                or struct.unpack("<H", values[0x0800])[0] != _NO_DATA_SET):
+            return None
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = struct.unpack("<H", values[0x0120])[0]
+        rsp.Status = struct.unpack("<H", values[0x0900])[0]
+        for element, attribute in ((0x0002, "AffectedSOPClassUID"),
+                                   (0x1000, "AffectedSOPInstanceUID")):
+            if element in values:
+                setattr(rsp, attribute, values[element].rstrip(b"\x00 ").decode("ascii"))
+    except (KeyError, struct.error, UnicodeError, ValueError):
+        return None
+    return rsp
+
+
+_STORE_RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})
+
+
+class EncodedPData(P_DATA):
+    """The P-DATA-TF PDUs of a whole message, already encoded (:func:`encoded_pdata_tf`),
+    for a DUL that writes them in one call (transport.EventDrivenDUL); its PDV list is
+    empty, so no other DUL may be given one."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.encoded = encoded
+
+
+def encoded_pdata_tf(pdatas: list[P_DATA]) -> bytes:
+    """P-DATA-TF PDUs (PS3.8 9.3.5), one per primitive, byte for byte pynetdicom's
+    ``P_DATA_TF(primitive).encode()``: each PDV item is its length, the context ID and the
+    message control header with the fragment."""
+    out = bytearray()
+    for pdata in pdatas:
+        items = pdata.presentation_data_value_list
+        out += struct.pack(">BBI", 0x04, 0, sum(6 + len(data) - 1 for _, data in items))
+        for context_id, data in items:
+            out += struct.pack(">IB", 1 + len(data), context_id)
+            out += data
+    return bytes(out)
+
+
+def encoded_message(primitive: Any, command: bytes, context_id: int, max_pdu: int) -> bytes:
+    """The P-DATA-TF PDUs of :func:`message_pdatas`, encoded (``encoded_pdata_tf`` of
+    them) without building the primitives: one PDU per fragment, one PDV each."""
+    fragment = max_pdu - 6 if max_pdu else 0
+    out = bytearray()
+    _append_pdus(out, context_id, 0x01, 0x03, command, fragment)
+    data = _data_set_bytes(primitive) if has_data_set(primitive) else None
+    if data:
+        _append_pdus(out, context_id, 0x00, 0x02, data, fragment)
+    return bytes(out)
+
+
+def _append_pdus(out: bytearray, context_id: int, more: int, last: int, data: bytes,
+                 fragment: int) -> None:
+    step = fragment or len(data) or 1
+    view = memoryview(data)
+    total = len(data)
+    for start in range(0, max(total, 1), step):
+        chunk = view[start:start + step]
+        header = last if start + step >= total else more
+        # PDU type 4, reserved, PDU length; PDV item length, context ID, control header.
+        out += struct.pack(">BBIIBB", 0x04, 0, 6 + len(chunk), 2 + len(chunk), context_id,
+                           header)
+        out += chunk
