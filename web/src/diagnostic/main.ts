@@ -32,6 +32,7 @@ import {
 import { init as loaderInit } from "@cornerstonejs/dicom-image-loader";
 import { aiSeriesShown, aiState, initAi } from "./ai_overlay";
 import { useCpuRendering, useSoftwareCanvases } from "./backend";
+import { decodeUncompressedInThread } from "./inthread";
 import { FrameQueue, type Refusal, decode } from "./loader";
 import { HttpError, type Series, loadSeries } from "./series";
 import "./viewer.css";
@@ -534,6 +535,7 @@ async function main(): Promise<void> {
     eventTarget.removeEventListener(Enums.Events.IMAGE_LOADED, first);
   });
   loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
+  if (new URLSearchParams(location.search).get("decode") !== "workers") decodeUncompressedInThread();
   // The first series' metadata (asked for by boot.ts) is read into Cornerstone's metadata
   // only once its loader is set up: earlier, its images had no pixel module.
   const current0 = config.studies[0];
