@@ -413,5 +413,15 @@ def test_first_slice_preview_matches_cornerstone(
     assert (ours[lit] > 200).sum() == pytest.approx((theirs[lit] > 200).sum(), rel=0.05)
     assert diff.mean() < 1.0, diff.mean()
     assert (diff > 16).mean() < 0.005, (diff > 16).mean()
+    # The slice's samples were decoded on the page's thread (inthread.ts, not a worker)
+    # into the modality values pydicom gives, every one.
+    assert page.evaluate("window.cloudfilmViewer.decodedHere()")["own"] >= 1
+    got = page.evaluate("window.cloudfilmViewer.pixels(0)")
+    assert got["type"] == "Int16Array" and got["scaled"]
+    import base64
+    values = np.frombuffer(base64.b64decode(got["data"]), dtype=np.int16).reshape(SIZE, SIZE)
+    expected = phantom(world.study, world.series[0], 1, SLICES // 2, nid=world.nid,
+                       frame="1.2.3").pixel_array.astype(np.int32) - 1024
+    assert np.array_equal(values.astype(np.int32), expected)
     assert not errors
     context.close()
