@@ -2,7 +2,7 @@
 
 A ``cloudfilm serve`` is given a 300-slice 512x512 CT (``bench/synth.py``) at one hospital,
 a prior at another, and a doctor of a third hospital with the patient's grant. Headless
-Chromium (WebGL through SwiftShader), 1440x900, the doctor's session cookie:
+Chromium, 1440x900, the doctor's session cookie:
 
 - cloudfilm's viewer (``/workstation/viewer``): navigation to the first image drawn, to the
   whole series loaded; once loaded, scrolling by the test API's ``scrollTo`` (each slice
@@ -19,8 +19,12 @@ Chromium (WebGL through SwiftShader), 1440x900, the doctor's session cookie:
   cloudfilm against Orthanc.
 
 First image is timed the same way for both viewers: from navigation start until a canvas of
-the page shows more than 10% non-black pixels (polled every 50 ms); series loaded: the
-300th frame response. The machine is shared (2 cores); quote medians of a quiet machine.
+the page shows more than 10% non-black pixels (polled every 50 ms), for cloudfilm the
+earlier of that and the animation frame that painted its first-slice canvas (``_on_screen``);
+series loaded: cloudfilm's own mark (every slice decoded), the anchor's 300th frame response.
+Chromium runs with its own GPU choice (``--gl swiftshader``: the emulated GPU forced for
+compositing too, as the viewer tests do). The machine is shared (2 cores); quote medians
+of a quiet machine.
 
     .venv/bin/python bench/viewer_bench.py          # ~5 min (or web_bench.py viewer)
 """
