@@ -363,3 +363,65 @@ def test_viewer_reads_compares_measures_and_stops_when_the_grant_ends(
     assert message.is_visible() and "到期" in message.inner_text(), message.inner_text()
     shot(page, "08-grant-expired")
     context.close()
+
+
+# The grey values of a canvas (its red channel), base64, as soon as it is in the page: the
+# first-slice preview is taken off the page at Cornerstone's first render.
+_GREY = """(c) => { const g = c.getContext('2d');
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const out = new Uint8Array(d.length / 4);
+    for (let i = 0; i < out.length; i += 1) out[i] = d[i * 4];
+    let s = ''; for (let i = 0; i < out.length; i += 0x8000)
+        s += String.fromCharCode(...out.subarray(i, i + 0x8000));
+    return {w: c.width, h: c.height, b64: btoa(s)}; }"""
+_KEEP_PREVIEW = f"""new MutationObserver((records) => {{
+    for (const r of records) for (const n of r.addedNodes)
+        if (n.classList && n.classList.contains('boot-preview') && !window.__preview)
+            window.__preview = ({_GREY})(n);
+}}).observe(document, {{subtree: true, childList: true}});"""
+
+
+def _grey(found: dict[str, Any]) -> np.ndarray:
+    import base64
+    data = np.frombuffer(base64.b64decode(found["b64"]), dtype=np.uint8)
+    return data.reshape(found["h"], found["w"]).astype(np.int16)
+
+
+def test_first_slice_preview_matches_cornerstone(
+        world: World, webgl_browser: Browser, server_url: str,  # noqa: F811
+        db_url: str) -> None:
+    """What boot.ts draws before Cornerstone has loaded (the bench counts it as the first
+    image) is the picture Cornerstone then draws of the same slice: same size, same place,
+    the same grey values but for the edges' resampling."""
+    base = base_of(server_url)
+    context, page, errors = open_page(webgl_browser, base, token=world.token, **DESK)
+    page.add_init_script(_KEEP_PREVIEW)
+    page.goto(f"{base}/workstation/viewer?study={world.study}&layout=1x1")
+    page.wait_for_function("() => document.body.dataset.rendered === 'true'", timeout=20000)
+    page.wait_for_timeout(300)
+    preview = page.evaluate("() => window.__preview || null")
+    assert preview is not None, errors  # the slice was drawn before Cornerstone
+    drawn = page.evaluate(f"() => ({_GREY})(document.querySelector('.cell .viewport canvas'))")
+    index = state(page)["cells"][0]["index"]
+    assert index == SLICES // 2 + 1  # the slice boot.ts drew (the middle one)
+    ours, theirs = _grey(preview), _grey(drawn)
+    assert ours.shape == theirs.shape
+    diff = np.abs(ours - theirs)
+    lit = theirs > 8
+    assert lit.mean() > 0.10  # a picture, not a black canvas
+    # The bone marker of this slice, bright on both (not two blank canvases that agree).
+    assert (ours[lit] > 200).sum() == pytest.approx((theirs[lit] > 200).sum(), rel=0.05)
+    assert diff.mean() < 1.0, diff.mean()
+    assert (diff > 16).mean() < 0.005, (diff > 16).mean()
+    # The slice's samples were decoded on the page's thread (inthread.ts, not a worker)
+    # into the modality values pydicom gives, every one.
+    assert page.evaluate("window.cloudfilmViewer.decodedHere()")["own"] >= 1
+    got = page.evaluate("window.cloudfilmViewer.pixels(0)")
+    assert got["type"] == "Int16Array" and got["scaled"]
+    import base64
+    values = np.frombuffer(base64.b64decode(got["data"]), dtype=np.int16).reshape(SIZE, SIZE)
+    expected = phantom(world.study, world.series[0], 1, SLICES // 2, nid=world.nid,
+                       frame="1.2.3").pixel_array.astype(np.int32) - 1024
+    assert np.array_equal(values.astype(np.int32), expected)
+    assert not errors
+    context.close()

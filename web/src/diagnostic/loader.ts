@@ -2,7 +2,7 @@
 // (several frames of a multi-frame object in one request), with retries: the first image
 // comes before the series is complete, and scrolling moves the centre. The bytes go to
 // Cornerstone's WADO-RS loader through its compressed-frame registry (frames.ts), which
-// decodes them in its workers. A 401/403 (the grant expired or was revoked, the session
+// decodes them in its workers (uncompressed frames on this thread: inthread.ts). A 401/403 (the grant expired or was revoked, the session
 // ended) stops every queue and tells the page why; other failures are retried, then left
 // for the viewport.
 import { Enums, imageLoader, metaData } from "@cornerstonejs/core";

@@ -32,6 +32,7 @@ import {
 import { init as loaderInit } from "@cornerstonejs/dicom-image-loader";
 import { aiSeriesShown, aiState, initAi } from "./ai_overlay";
 import { useCpuRendering, useSoftwareCanvases } from "./backend";
+import { decodeUncompressedInThread, decodedHere } from "./inthread";
 import { FrameQueue, type Refusal, decode } from "./loader";
 import { HttpError, type Series, loadSeries } from "./series";
 import "./viewer.css";
@@ -534,6 +535,9 @@ async function main(): Promise<void> {
     eventTarget.removeEventListener(Enums.Events.IMAGE_LOADED, first);
   });
   loaderInit({ maxWebWorkers: Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4)) });
+  // ?decode=workers|cornerstone: Cornerstone's own ways, for comparisons (inthread.ts)
+  const decodeMode = new URLSearchParams(location.search).get("decode");
+  if (decodeMode !== "workers") decodeUncompressedInThread(decodeMode !== "cornerstone");
   // The first series' metadata (asked for by boot.ts) is read into Cornerstone's metadata
   // only once its loader is set up: earlier, its images had no pixel module.
   const current0 = config.studies[0];
@@ -625,6 +629,8 @@ async function main(): Promise<void> {
              scaled: Boolean((image as any).preScale?.scaled), data: btoa(binary) };
   },
   ai: aiState,
+  /** Uncompressed frames decoded on the page's thread (inthread.ts), by which pass. */
+  decodedHere: () => ({ ...decodedHere }),
   measurements: () =>
     (annotation.state.getAllAnnotations() as any[]).map((a) => ({
       tool: a.metadata?.toolName,

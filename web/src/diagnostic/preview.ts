@@ -5,10 +5,9 @@
 // viewport, takes no input, and goes as soon as Cornerstone has drawn that viewport
 // (its render event) or the viewer is refused. Compressed frames wait for Cornerstone's
 // codecs. No Cornerstone here.
-import type { Part } from "./frames";
+import { type Part, UNCOMPRESSED } from "./frames";
 import { type Json, first } from "./order";
 
-const UNCOMPRESSED = new Set(["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]);
 const RENDERED = "CORNERSTONE_IMAGE_RENDERED";
 
 function num(doc: Json, tag: string, fallback: number): number {
@@ -26,12 +25,14 @@ function samples(doc: Json, part: Part): ArrayLike<number> | null {
   const bits = num(doc, "00280100", 0);
   const signed = num(doc, "00280103", 0) === 1;
   const n = rows * cols;
-  const { buffer, byteOffset, byteLength } = part.data;
-  if (!n || byteLength < n * (bits / 8)) return null;
-  if (bits === 16 && byteOffset % 2 === 0) {
+  if (!n || part.data.byteLength < n * (bits / 8)) return null;
+  // 16-bit samples need an even offset: a frame read in place may start at an odd one.
+  const data = bits === 16 && part.data.byteOffset % 2 ? part.data.slice() : part.data;
+  const { buffer, byteOffset } = data;
+  if (bits === 16) {
     return signed ? new Int16Array(buffer, byteOffset, n) : new Uint16Array(buffer, byteOffset, n);
   }
-  if (bits === 8) return signed ? new Int8Array(buffer, byteOffset, n) : part.data;
+  if (bits === 8) return signed ? new Int8Array(buffer, byteOffset, n) : data;
   return null;
 }
 
@@ -108,6 +109,9 @@ export function drawPreview(viewport: HTMLElement, doc: Json, part: Part): boole
   viewport.addEventListener(RENDERED, done);
   refused.observe(document.body, { attributes: true, attributeFilter: ["data-refused"] });
   performance.mark("cloudfilm:first-preview");
+  // The frame that paints it starts with this callback (the bundle runs after it): the time
+  // the slice is on screen, which the page itself cannot poll while the bundle runs.
+  requestAnimationFrame(() => performance.mark("cloudfilm:first-preview-frame"));
   document.body.dataset.preview = "true";
   return true;
 }
