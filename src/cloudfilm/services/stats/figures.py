@@ -269,6 +269,9 @@ class StatsService:
         if not self._use_lock.acquire(blocking=cached is None):
             return cached[1], cached[2]  # type: ignore[index]
         try:
+            done = self._use_cache.get(key)  # by the refresh this reader waited for
+            if done is not None and (ctx.now - done[0]).total_seconds() <= USE_CACHE_S:
+                return done[1], done[2]
             if self._tally[0] != key:
                 self._tally = (key, repo.AuditTally())
             start, end = self.rollup.clock.bounds(ctx.today)
