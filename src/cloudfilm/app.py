@@ -591,8 +591,27 @@ def http_app_from_environment() -> FastAPI:
     settings = load_settings()
     configure_logging(json=settings.log_json)
     app = build_http_app(settings)
+    warm_dashboard(app.state.services)
     freeze_startup_objects()
     return app
+
+
+def warm_dashboard(services: Any) -> None:
+    """Read today's audit trail for the dashboard in the background now (once per serving
+    process), not in the first reader's request."""
+    import threading
+
+    stats = getattr(services, "stats", None)
+    if stats is None:
+        return
+
+    def warm() -> None:
+        try:
+            stats.warm()
+        except Exception:  # the first reader then reads it; never fail the start
+            logging.getLogger(__name__).exception("cloudfilm.stats.warm_failed")
+
+    threading.Thread(target=warm, name="stats-warm", daemon=True).start()
 
 
 def die_with_parent() -> None:

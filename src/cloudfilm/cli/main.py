@@ -178,6 +178,10 @@ def serve(data: Path | None, host: str | None, port: int | None, ae_title: str |
         options = {"factory": True, "workers": settings.http.workers}
     jobs = _start_job_workers(settings)
     rollups = _start_rollups(services, settings)
+    if settings.http.workers <= 1:
+        from cloudfilm.app import warm_dashboard
+
+        warm_dashboard(services)  # (each worker process warms its own)
     try:
         # uvicorn handles SIGINT/SIGTERM and returns after its graceful shutdown.
         uvicorn.run(app, host=settings.http.host, port=settings.http.port,

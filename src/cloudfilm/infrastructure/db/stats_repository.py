@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -194,11 +195,11 @@ def report_day(conn: Connection, start: datetime, end: datetime, deadline_s: int
     return out
 
 
-def _views(conn: Connection, start: datetime, end: datetime) -> list[Any]:
-    """Distinct (reader, study) of one day's allowed image reads, with the study's
-    hospital and resident and the reason the policy gave (own-hospital, grant, ...)."""
+def _views(conn: Connection, start: datetime, end: datetime, span: Any) -> list[Any]:
+    """Allowed image reads of one day within ``span`` (a condition on ``seq``), with the
+    study, its hospital and resident and the reason the policy gave (own-hospital, ...)."""
     a = AuditEvent
-    base = and_(a.at >= as_utc(start), a.at < as_utc(end), a.outcome == "allowed",
+    base = and_(a.at >= as_utc(start), a.at < as_utc(end), span, a.outcome == "allowed",
                 a.resource_uid != "", a.action.not_in(_NOT_VIEWS))
     cols = (a.actor_kind, a.actor_subject, a.actor_hospital_id, a.reason, a.resident_id,
             a.action)
@@ -216,26 +217,47 @@ def _views(conn: Connection, start: datetime, end: datetime) -> list[Any]:
     return list(conn.execute(union_all(by_study, by_series, by_instance)))
 
 
-def use_day(conn: Connection, start: datetime, end: datetime, now: datetime
-            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of ``stats_use_day`` and ``stats_pair_day`` for one day: sign-ins, views,
-    downloads (audit trail), grants (consent tables), mutual recognition (its checks),
-    re-encoding (instance versions)."""
-    counts: Counter[tuple[int, str]] = Counter()
+@dataclass
+class AuditTally:
+    """One day's counts from the audit trail, read up to ``seq``: sign-ins and distinct
+    (reader, study) views, with the cross-hospital ones kept for their grant's mode.
+
+    Kept between refreshes (today's live figures), it lets a refresh read only the records
+    appended since: the trail is append-only, and appenders hold the chain head's lock
+    until they commit, so records become visible in ``seq`` order (none appears later
+    below a ``seq`` already read)."""
+
+    seq: int = 0
+    counts: Counter[tuple[int, str]] = field(default_factory=Counter)
+    seen: set[tuple[str, int, str]] = field(default_factory=set)
+    cross: list[tuple[str, int, int, int | None]] = field(default_factory=list)
+    # (doctor, resident) -> grant mode, valid while the day's grants are ``grants``.
+    modes: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    grants: frozenset[int] = frozenset()
+
+
+def tally_audit(conn: Connection, tally: AuditTally, start: datetime, end: datetime) -> None:
+    """Add to ``tally`` the day's records appended after ``tally.seq``."""
     a = AuditEvent
-    signins = (select(a.actor_kind, func.count())
-               .where(a.at >= as_utc(start), a.at < as_utc(end), a.action == "sign_in",
-                      a.outcome == "success").group_by(a.actor_kind))
-    for kind, n in conn.execute(signins):
+    top = int(conn.execute(select(func.max(a.seq))).scalar() or 0)
+    if top <= tally.seq:
+        return
+    span = and_(a.seq > tally.seq, a.seq <= top)
+    signins = list(conn.execute(
+        select(a.actor_kind, func.count())
+        .where(a.at >= as_utc(start), a.at < as_utc(end), span, a.action == "sign_in",
+               a.outcome == "success").group_by(a.actor_kind)))
+    views = _views(conn, start, end, span)
+    # Read both before changing the tally: a failed read leaves it as it was.
+    counts = tally.counts
+    for kind, n in signins:
         counts[(0, "resident_sign_in" if kind == "resident" else "staff_sign_in")] += int(n)
-    seen: set[tuple[str, int, str]] = set()
-    cross: list[tuple[str, int, int, int | None]] = []
-    for row in _views(conn, start, end):
+    for row in views:
         what = "download" if row.action == "download" else "view"
         key = (row.actor_subject, int(row.study_id), what)
-        if key in seen:
+        if key in tally.seen:
             continue
-        seen.add(key)
+        tally.seen.add(key)
         owner = int(row.owner)
         if what == "download":
             counts[(owner, "download")] += 1
@@ -245,16 +267,39 @@ def use_day(conn: Connection, start: datetime, end: datetime, now: datetime
             viewer = int(row.actor_hospital_id or 0)
             counts[(viewer, "doctor_view")] += 1
             if row.reason == "grant" and viewer != owner:
-                cross.append((row.actor_subject, viewer, owner, row.resident_id))
+                tally.cross.append((row.actor_subject, viewer, owner, row.resident_id))
+    tally.seq = top
+
+
+def use_day(conn: Connection, start: datetime, end: datetime, now: datetime,
+            tally: AuditTally | None = None
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of ``stats_use_day`` and ``stats_pair_day`` for one day: sign-ins, views,
+    downloads (audit trail), grants (consent tables), mutual recognition (its checks),
+    re-encoding (instance versions).
+
+    ``tally``: the day's audit counts read so far (today's live figures), brought up to
+    date here; without it the whole day is read (the rollup)."""
+    tally = tally if tally is not None else AuditTally()
+    tally_audit(conn, tally, start, end)
+    counts: Counter[tuple[int, str]] = Counter(tally.counts)
+    g = AccessGrant
+    grants = list(conn.execute(
+        select(g.id, g.hospital_id, g.mode, g.status, g.expires_at, g.review_status)
+        .where(g.requested_at >= as_utc(start), g.requested_at < as_utc(end))))
+    # A grant requested today may change a cross view's mode (its doctor's latest grant).
+    day_grants = frozenset(int(r[0]) for r in grants)
+    if day_grants != tally.grants:
+        tally.modes, tally.grants = {}, day_grants
     pairs: Counter[tuple[int, int, str]] = Counter()
-    for subject, viewer, owner, resident in cross:
-        pairs[(viewer, owner, _grant_mode(conn, subject, resident, end))] += 1
+    for subject, viewer, owner, resident in tally.cross:
+        mode = tally.modes.get((subject, resident))
+        if mode is None:
+            mode = tally.modes[(subject, resident)] = _grant_mode(conn, subject, resident, end)
+        pairs[(viewer, owner, mode)] += 1
     for (viewer, _owner, mode), n in pairs.items():
         counts[(viewer, f"cross_view:{mode}")] += n
-    g = AccessGrant
-    grants = (select(g.hospital_id, g.mode, g.status, g.expires_at, g.review_status)
-              .where(g.requested_at >= as_utc(start), g.requested_at < as_utc(end)))
-    for hospital, mode, status, expires, review in conn.execute(grants):
+    for _id, hospital, mode, status, expires, review in grants:
         if status == "active" and expires is not None and as_utc(expires) <= as_utc(now):
             status = "expired"
         h = int(hospital)

@@ -9,6 +9,7 @@ late-study list carries study UIDs and accession numbers only.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class StatsService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.options = rollup.options
         self._use_cache: dict[str, tuple[datetime, list[Any], list[Any]]] = {}
+        self._use_lock = threading.Lock()
+        self._tally: tuple[str, repo.AuditTally] = ("", repo.AuditTally())
         self._live_cache: dict[str, tuple[datetime, dict[str, list[Any]]]] = {}
         self._late_cache: dict[str, tuple[datetime, list[Any]]] = {}
         self._registry: tuple[int, datetime, list[Any]] | None = None
@@ -244,8 +247,7 @@ class StatsService:
         return list(acc.values())
 
     def _use_rows(self, conn: Any, ctx: _Ctx) -> list[Any]:
-        """Use counters over the period: the rollup plus today's (live, cached a minute:
-        a day of the audit trail is the largest live read the dashboard makes)."""
+        """Use counters over the period: the rollup plus today's (live, cached a minute)."""
         acc: dict[str, float] = defaultdict(float)
         for r in repo.use_days(conn, ctx.first, ctx.yesterday, ctx.scope.hospital_ids, ()):
             acc[str(r.metric)] += float(r.count)
@@ -257,13 +259,36 @@ class StatsService:
         return [_Row(metric=m, count=c) for m, c in sorted(acc.items())]
 
     def _today_use(self, conn: Any, ctx: _Ctx) -> tuple[list[Any], list[Any]]:
+        """Today's use rows (cached ``USE_CACHE_S``). A refresh reads only the audit
+        records appended since the last one (the day's tally is kept; a new day starts
+        a new one); while one runs, other readers take the previous figures."""
         key = ctx.today.isoformat()
         cached = self._use_cache.get(key)
-        if cached is None or (ctx.now - cached[0]).total_seconds() > USE_CACHE_S:
+        if cached is not None and (ctx.now - cached[0]).total_seconds() <= USE_CACHE_S:
+            return cached[1], cached[2]
+        if not self._use_lock.acquire(blocking=cached is None):
+            return cached[1], cached[2]  # type: ignore[index]
+        try:
+            done = self._use_cache.get(key)  # by the refresh this reader waited for
+            if done is not None and (ctx.now - done[0]).total_seconds() <= USE_CACHE_S:
+                return done[1], done[2]
+            if self._tally[0] != key:
+                self._tally = (key, repo.AuditTally())
             start, end = self.rollup.clock.bounds(ctx.today)
-            cached = (ctx.now, *repo.use_day(conn, start, end, ctx.now))
+            cached = (ctx.now, *repo.use_day(conn, start, end, ctx.now, self._tally[1]))
             self._use_cache = {key: cached}
+        finally:
+            self._use_lock.release()
         return cached[1], cached[2]
+
+    def warm(self) -> None:
+        """Read today's audit trail once (the first tally of a process reads the whole
+        day: seconds at half a million records), so that no reader waits for it."""
+        with self._db.reading() as conn:
+            now = self._clock()
+            ctx = _Ctx(LOCAL_OPERATOR, Scope("province", "province", None), [], now,
+                       self.rollup.clock.today(now), 7)
+            self._today_use(conn, ctx)
 
     # -- figures ---------------------------------------------------------------------------
 
