@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy import insert
 from tests.integration.stats import support
 
-from cloudfilm.infrastructure.db import access_repository as audit_repo
 from cloudfilm.infrastructure.db.models import AccessGrant, Account, Resident
-from cloudfilm.services.access.audit import AuditEntry, _values, row_hash
+from cloudfilm.services.access.audit import AuditEntry
 from cloudfilm.services.container import Services
 from cloudfilm.services.kernel.actor import Actor
 from cloudfilm.services.stats.figures import USE_CACHE_S, StatsService
@@ -23,14 +22,7 @@ ADMIN = Actor(kind="admin", subject="admin:today")
 def _append(services: Services, at: datetime, entries: list[AuditEntry]) -> None:
     """Audit records stamped ``at`` (the service stamps the real time)."""
     with services.health._db.writing() as conn:
-        seq, prev = audit_repo.lock_chain_head(conn)
-        rows = []
-        for entry in entries:
-            seq += 1
-            values = _values(entry, seq=seq, at=at, prev_hash=prev)
-            values["hash"] = prev = row_hash(values)
-            rows.append(values)
-        audit_repo.append_audit(conn, rows, seq=seq, last_hash=prev)
+        services.audit.record_many(conn, entries, at=at)
 
 
 def _grant(services: Services, doctor: Actor, resident: int, mode: str, at: datetime) -> None:

@@ -205,12 +205,14 @@ class AuditService:
                                            resource_uid, resident_id, reason,
                                            detail or {})])
 
-    def record_many(self, conn: Any, entries: Sequence[AuditEntry]) -> None:
-        """Append several records in one statement (one head lock, one INSERT)."""
+    def record_many(self, conn: Any, entries: Sequence[AuditEntry], *,
+                    at: datetime | None = None) -> None:
+        """Append several records in one statement (one head lock, one INSERT), stamped
+        now (``at``: a given time, for tests that replay a day)."""
         if not entries:
             return
         seq, prev = repo.lock_chain_head(conn)
-        now = datetime.now(UTC)
+        now = at or datetime.now(UTC)
         rows: list[dict[str, Any]] = []
         for entry in entries:
             seq += 1
