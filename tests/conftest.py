@@ -102,7 +102,7 @@ def pg_database(worker_id: str) -> Iterator[str]:
 
 
 # Tables whose append-only row triggers refuse DELETE (TRUNCATE is no row event).
-_APPEND_ONLY = frozenset({"audit_event", "recognition_change"})
+_APPEND_ONLY = frozenset({"audit_event", "audit_event_resident", "recognition_change"})
 
 
 def _truncate(conn: Connection, tables: list[str]) -> None:

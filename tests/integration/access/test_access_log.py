@@ -1,11 +1,12 @@
 """Issue 11 finding 5: the access log is complete. Every answer that carries a resident's
-data records that resident (one record per resident for multi-patient answers, whoever
-asks, own hospital included), with every UID and in one INSERT; the resident's "who looked
-at my data" shows it. Attack-matrix style, both databases."""
+data records that resident (one record per answer naming every resident, whoever asks,
+own hospital included), with every UID; the resident's "who looked at my data" shows it.
+Attack-matrix style, both databases."""
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.integration.reports.support import fhir_report
 from cloudfilm.interfaces.api.http import create_app
 from cloudfilm.services.archive.query import parse_search
 from cloudfilm.services.identity import national_id
+from cloudfilm.services.kernel.actor import LOCAL_OPERATOR
 
 
 @pytest.fixture
@@ -37,13 +39,23 @@ def http(province: Province) -> Iterator[TestClient]:
 
 
 def _searches(rows: list[Any]) -> dict[int | None, list[str]]:
-    """resident -> listed UIDs of the last answer's search records."""
-    out: dict[int | None, list[str]] = {}
-    for row in rows:
-        if row.action != "search":
-            break
-        detail = orjson.loads(row.detail)
-        out[row.resident_id] = detail.get("studies", detail.get("reports"))
+    """resident -> listed UIDs of the last answer's search record (None: the UIDs linked to
+    nobody). One record per answer: exactly one search record on top."""
+    assert rows and rows[0].action == "search", rows[:1]
+    row = rows[0]
+    detail = orjson.loads(row.detail)
+    uids = detail.get("studies", detail.get("reports"))
+    if not isinstance(detail["residents"], list):  # one resident (or none): theirs
+        assert detail["residents"] == (row.resident_id is not None)
+        return {row.resident_id: uids}
+    assert row.resident_id is None
+    out: dict[int | None, list[str]] = {
+        int(r): listed for r, listed in detail["by_resident"].items()}
+    assert sorted(out) == detail["residents"]
+    named = {u for listed in out.values() for u in listed}
+    assert named <= set(uids)
+    if set(uids) - named:
+        out[None] = sorted(set(uids) - named)
     return out
 
 
@@ -129,11 +141,12 @@ def _statements(engine_calls: list[str]) -> Any:
     return before
 
 
-def test_many_residents_and_uids_one_insert_nothing_cut(province: Province,
+def test_many_residents_and_uids_one_record_nothing_cut(province: Province,
                                                         tmp_path: Path) -> None:
-    """25 more residents and 25 more studies of R2 at HB: the search of HB's studies records
-    27 residents, R2's record lists all 26 of its studies, unlinked records share one
-    record without a resident, it is one INSERT, and the chain still verifies."""
+    """25 more residents and 25 more studies of R2 at HB: the search of HB's studies is one
+    record naming 27 residents, all 26 of R2's studies under R2, the unlinked one too; one
+    INSERT into the trail; each resident's access log shows it once; the chain (and the
+    residents' index rows) still verifies."""
     p = province
     nids: set[str] = set()
     while len(nids) < 25:
@@ -150,6 +163,7 @@ def test_many_residents_and_uids_one_insert_nothing_cut(province: Province,
     conflict, _, _ = _ingest(p.services, tmp_path, "HB", odd, "Qian^Duoduo")
     calls: list[str] = []
     listener = _statements(calls)
+    before = len(audit_rows(p.db_url, 10_000))
     event.listen(Engine, "before_cursor_execute", listener)
     try:
         result = p.services.query.search(parse_search("study", [("limit", "100")]),
@@ -157,13 +171,18 @@ def test_many_residents_and_uids_one_insert_nothing_cut(province: Province,
     finally:
         event.remove(Engine, "before_cursor_execute", listener)
     assert len(result.matches) == 53
+    assert len(audit_rows(p.db_url, 10_000)) == before + 1  # one record for the answer
     got = _searches(audit_rows(p.db_url, 40))
-    assert len([r for r in got if r is not None]) == 27
+    residents = [r for r in got if r is not None]
+    assert len(residents) == 27
     assert got[p.r2] == sorted([p.sb2, *extra_r2])
     assert got[None] == [conflict]
-    inserts = [c for c in calls if c.lstrip().upper().startswith("INSERT INTO AUDIT_EVENT")
-               or "INSERT INTO audit_event" in c]
+    inserts = [c for c in calls if re.search(r"INSERT INTO audit_event\b(?!_)", c)]
     assert len(inserts) == 1, inserts
+    for rid in residents:  # every resident named finds it, in the newest few records
+        rows = p.services.audit.events(LOCAL_OPERATOR, resident_id=rid, limit=3)
+        assert [e["action"] for e in rows if e["action"] == "search"
+                and e["actor_subject"] == "HB"][:1] == ["search"], rid
     assert p.services.audit.verify().ok
 
 

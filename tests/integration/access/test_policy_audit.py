@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
@@ -14,7 +15,7 @@ from tests.conftest import settings_to_env
 from tests.integration.access.conftest import Province
 
 from cloudfilm.services.access.actor import LOCAL_OPERATOR, Actor
-from cloudfilm.services.access.audit import AuditEntry
+from cloudfilm.services.access.audit import AuditEntry, per_resident
 from cloudfilm.services.archive.query import parse_search
 from cloudfilm.services.container import Services
 from cloudfilm.services.errors import ResourceUnavailableError
@@ -216,3 +217,79 @@ def test_several_record_appends_send_one_statement_text(services: Services) -> N
         tail = conn.execute(text("SELECT resource_uid, resident_id FROM audit_event "
                                  "WHERE seq > 10 ORDER BY seq")).all()
     assert [tuple(r) for r in tail] == [("1.2.9", None)] * 3
+
+
+def test_one_record_names_several_residents_each_finds_it(services: Services, db_url: str
+                                                          ) -> None:
+    """An answer with three residents' data (and one unlinked study) is one chained record;
+    each resident's access log finds it through ``audit_event_resident``, which the
+    database keeps append-only and ``audit verify`` checks against the hashed list."""
+    doctor = Actor(kind="doctor", subject="account:9", hospital_id=1, display="Dr X")
+    _fill(services, 2)  # records of residents 0 and 1 of their own (resident_id)
+    owners: dict[str, int | None] = {"1.2.1": 11, "1.2.2": 12, "1.2.3": 11, "1.2.4": 13,
+                                     "1.2.5": None}
+    services.audit.write(per_resident(doctor, "search", "study", "", owners, key="studies",
+                                      reason="doctor", detail={"matches": 5}))
+    _fill(services, 1)
+    with create_engine(db_url).connect() as conn:
+        rows = conn.execute(text("SELECT seq, resident_id, detail FROM audit_event "
+                                 "WHERE action = 'search'")).all()
+        named = conn.execute(text("SELECT resident_id, seq FROM audit_event_resident "
+                                  "ORDER BY resident_id")).all()
+    [(seq, resident, detail)] = rows
+    assert seq == 3 and resident is None
+    listed = orjson.loads(detail)
+    assert listed["residents"] == [11, 12, 13] and listed["studies"] == sorted(owners)
+    assert listed["by_resident"] == {"11": ["1.2.1", "1.2.3"], "12": ["1.2.2"],
+                                     "13": ["1.2.4"]}
+    assert [tuple(r) for r in named] == [(11, 3), (12, 3), (13, 3)]
+    for rid in (11, 12, 13):
+        log = services.audit.access_log(Actor(kind="resident", subject=f"account:r{rid}",
+                                              resident_ids=frozenset({rid})))
+        assert [(e.action, e.who) for e in log] == [("search", "Dr X")], rid
+    # An own-resident record and a named one, paged newest first through both indexes.
+    both = services.audit.access_log(Actor(kind="resident", subject="account:r1",
+                                           resident_ids=frozenset({1, 12})), limit=1)
+    assert [e.action for e in both] == ["search"]
+    assert services.audit.verify().ok
+    with pytest.raises(DBAPIError):
+        _exec(db_url, "DELETE FROM audit_event_resident WHERE resident_id = 12")
+    _exec(db_url, "INSERT INTO audit_event_resident (resident_id, seq) VALUES (14, 3)")
+    report = services.audit.verify()
+    assert not report.ok and report.broken_seq == 3
+    assert "audit_event_resident" in report.problem
+
+
+def test_a_dead_pooled_connection_is_replaced(services: Services, db_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pre-ping per checkout: a pooled connection the server dropped is pinged when it
+    was idle for a while, and a busy one that fails is retried once by the search."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server connection to lose")
+    from cloudfilm.infrastructure.db import session as session_module
+
+    def kill_others() -> None:
+        _exec(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+    search = parse_search("study", [])
+    services.query.search(search, actor=LOCAL_OPERATOR)  # a pooled connection now
+    kill_others()
+    # Not idle long enough for a ping: the statement fails, the search runs once more.
+    services.query.search(search, actor=LOCAL_OPERATOR)
+    # Idle past the threshold (0 s here): pinged at checkout, replaced, nothing fails.
+    monkeypatch.setattr(session_module, "PING_AFTER_IDLE_S", 0.0)
+    db = session_module.Database(db_url)
+    try:
+        calls: list[str] = []
+        with db.reading() as conn:
+            conn.execute(text("SELECT 1"))
+        kill_others()
+        from sqlalchemy import event
+
+        event.listen(db.engine, "handle_error", lambda ctx: calls.append("error"))
+        with db.reading() as conn:
+            assert conn.execute(text("SELECT 2")).scalar() == 2
+        assert calls == []
+    finally:
+        db.dispose()

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Table,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    union,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -31,6 +33,7 @@ from sqlalchemy.orm import Session
 from cloudfilm.infrastructure.db.models import (
     AuditChainHead,
     AuditEvent,
+    AuditEventResident,
     Hospital,
     PatientLink,
     Report,
@@ -44,6 +47,7 @@ GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
 _AUDIT = cast(Table, AuditEvent.__table__)
 _HEAD = cast(Table, AuditChainHead.__table__)
+_NAMED = cast(Table, AuditEventResident.__table__)
 
 Executor = Connection | Session
 
@@ -246,8 +250,12 @@ def lock_chain_head(conn: Executor) -> tuple[int, str]:
 
 
 def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
-                 last_hash: str) -> None:
-    """Insert chained rows (``seq``/``prev_hash``/``hash`` already set) and move the head."""
+                 last_hash: str, named: Sequence[tuple[int, int]] = ()) -> None:
+    """Insert chained rows (``seq``/``prev_hash``/``hash`` already set) and move the head.
+
+    ``named``: ``(seq, resident_id)`` of the residents a record names besides its
+    ``resident_id`` (one record for an answer with several residents' data), indexed in
+    ``audit_event_resident`` for their access logs."""
     batch = list(rows)
     if dialect_of(conn) == "postgresql" and len(batch) == 1:
         # One statement (a data-modifying CTE): one round trip instead of two. Built once
@@ -256,7 +264,14 @@ def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
         [row] = batch
         params = {f"a_{k}": v for k, v in row.items()}
         params.update(head_seq=seq, head_hash=last_hash)
+        if named and all(s == row["seq"] for s, _ in named):
+            # The residents' index rows in the same statement: still one round trip.
+            params.update(n_seq=row["seq"], n_ids=[r for _, r in named])
+            conn.execute(_append_one(tuple(row), named=True), params)
+            return
         conn.execute(_append_one(tuple(row)), params)
+        if named:
+            _insert_named(conn, named)
         return
     if dialect_of(conn) == "postgresql" and batch:
         # Several records in one statement of fixed text: one array per column, unnested.
@@ -272,35 +287,50 @@ def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
                   for c in columns}
         params.update(head_seq=seq, head_hash=last_hash)
         conn.execute(_append_many_pg(columns, shared), params)
+        if named:
+            _insert_named(conn, named)
         return
     move = update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=seq, hash=last_hash)
-    # Several records (an answer with several residents' data): SQLAlchemy's
-    # "insertmanyvalues" sends them as one multi-row INSERT ... VALUES per batch (1,000 rows
-    # on PostgreSQL, up to 32,766 parameters on SQLite). RETURNING is what turns it on;
-    # ``.values([...])`` would compile a new statement per row count (76 ms for 100 rows
-    # measured here, against 13 ms).
+    # Several records: SQLAlchemy's "insertmanyvalues" sends them as one multi-row
+    # INSERT ... VALUES per batch (1,000 rows on PostgreSQL, up to 32,766 parameters on
+    # SQLite). RETURNING is what turns it on; ``.values([...])`` would compile a new
+    # statement per row count (76 ms for 100 rows measured here, against 13 ms).
     conn.execute(insert(_AUDIT).returning(_AUDIT.c.id), batch)
+    if named:
+        _insert_named(conn, named)
     conn.execute(move)
+
+
+def _insert_named(conn: Executor, named: Sequence[tuple[int, int]]) -> None:
+    conn.execute(insert(_NAMED).returning(_NAMED.c.seq),
+                 [{"seq": s, "resident_id": r} for s, r in named])
 
 
 _READ_HEAD = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == _HEAD_ID)
 _LOCK_HEAD_PG = _READ_HEAD.with_for_update()
-_APPEND_ONE: dict[tuple[str, ...], Update] = {}
+_APPEND_ONE: dict[tuple[tuple[str, ...], bool], Update] = {}
 
 
-def _append_one(columns: tuple[str, ...]) -> Update:
+def _append_one(columns: tuple[str, ...], *, named: bool = False) -> Update:
     """``WITH appended AS (INSERT one audit row) UPDATE head``, bound parameters only
     (``a_<column>``, ``head_seq``, ``head_hash``): one statement object per column set, so
     SQLAlchemy compiles it once. The names are prefixed because the head table's own
-    columns (seq, hash) are reserved for its SET clause."""
-    stmt = _APPEND_ONE.get(columns)
+    columns (seq, hash) are reserved for its SET clause. ``named``: also insert the
+    record's residents (``n_seq``, the array ``n_ids``) into ``audit_event_resident``."""
+    stmt = _APPEND_ONE.get((columns, named))
     if stmt is None:
         appended = insert(_AUDIT).values(
             {c: bindparam(f"a_{c}", type_=_AUDIT.c[c].type) for c in columns}).cte("appended")
         stmt = (update(_HEAD).where(_HEAD.c.id == _HEAD_ID)
                 .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
                 .add_cte(appended))
-        _APPEND_ONE[columns] = stmt
+        if named:
+            ids = func.unnest(bindparam("n_ids", type_=ARRAY(BigInteger)))
+            residents = insert(_NAMED).from_select(
+                ["seq", "resident_id"],
+                select(bindparam("n_seq", type_=BigInteger), ids)).cte("named")
+            stmt = stmt.add_cte(residents)
+        _APPEND_ONE[(columns, named)] = stmt
     return stmt
 
 
@@ -360,28 +390,55 @@ def audit_events(
     limit: int = 100,
     before_seq: int | None = None,
 ) -> list[Any]:
-    """Audit rows, newest first, filtered; ``before_seq`` pages backwards."""
-    stmt = select(_AUDIT)
-    if resident_ids is not None:
-        stmt = stmt.where(_AUDIT.c.resident_id.in_(list(resident_ids)))
+    """Audit rows, newest first, filtered; ``before_seq`` pages backwards.
+
+    ``resident_ids``: records naming any of them, in ``resident_id`` or, for a record that
+    names several residents, in ``audit_event_resident``. Each of the two is its own index
+    scan (newest first, ``limit`` rows at most, every filter applied), and the newest
+    ``limit`` of both are returned: a plain ``OR`` of the two would be one backwards scan
+    of the whole trail for a resident with few records."""
+    conds = []
     if exclude_subject is not None:
-        stmt = stmt.where(_AUDIT.c.actor_subject != exclude_subject)
+        conds.append(_AUDIT.c.actor_subject != exclude_subject)
     if actor_subject:
-        stmt = stmt.where(_AUDIT.c.actor_subject == actor_subject)
+        conds.append(_AUDIT.c.actor_subject == actor_subject)
     if action:
-        stmt = stmt.where(_AUDIT.c.action == action)
+        conds.append(_AUDIT.c.action == action)
     if outcome:
-        stmt = stmt.where(_AUDIT.c.outcome == outcome)
+        conds.append(_AUDIT.c.outcome == outcome)
     if resource_uid:
-        stmt = stmt.where(_AUDIT.c.resource_uid == resource_uid)
+        conds.append(_AUDIT.c.resource_uid == resource_uid)
     # UTC: SQLite keeps timestamps without an offset, so bounds must be UTC too.
     if since is not None:
-        stmt = stmt.where(_AUDIT.c.at >= as_utc(since))
+        conds.append(_AUDIT.c.at >= as_utc(since))
     if until is not None:
-        stmt = stmt.where(_AUDIT.c.at < as_utc(until))
+        conds.append(_AUDIT.c.at < as_utc(until))
     if before_seq is not None:
-        stmt = stmt.where(_AUDIT.c.seq < before_seq)
-    return list(conn.execute(stmt.order_by(_AUDIT.c.seq.desc()).limit(limit)).all())
+        conds.append(_AUDIT.c.seq < before_seq)
+    newest = _AUDIT.c.seq.desc()
+    if resident_ids is None:
+        stmt = select(_AUDIT).where(*conds)
+        return list(conn.execute(stmt.order_by(newest).limit(limit)).all())
+    wanted = list(resident_ids)
+    own = (select(_AUDIT.c.seq).where(_AUDIT.c.resident_id.in_(wanted), *conds)
+           .order_by(newest).limit(limit).subquery())
+    named = (select(_NAMED.c.seq).join(_AUDIT, _AUDIT.c.seq == _NAMED.c.seq)
+             .where(_NAMED.c.resident_id.in_(wanted), *conds)
+             .order_by(_NAMED.c.seq.desc()).limit(limit).subquery())
+    seqs = union(select(own.c.seq), select(named.c.seq))
+    stmt = select(_AUDIT).where(_AUDIT.c.seq.in_(seqs))
+    return list(conn.execute(stmt.order_by(newest).limit(limit)).all())
+
+
+def named_residents(conn: Executor, after_seq: int, upto_seq: int) -> dict[int, set[int]]:
+    """seq -> the residents indexed for it in ``audit_event_resident``, for records with
+    ``after_seq < seq <= upto_seq`` (``audit verify`` compares them with the records)."""
+    found: dict[int, set[int]] = {}
+    rows = conn.execute(select(_NAMED.c.seq, _NAMED.c.resident_id)
+                        .where(_NAMED.c.seq > after_seq, _NAMED.c.seq <= upto_seq))
+    for seq, resident in rows:
+        found.setdefault(int(seq), set()).add(int(resident))
+    return found
 
 
 

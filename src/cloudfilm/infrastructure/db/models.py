@@ -593,6 +593,20 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditEventResident(Base):
+    """The residents one audit record names besides its ``resident_id``: an answer that
+    carries several residents' data is one record (its ``detail`` lists them, hashed with
+    the chain), and one row here per resident, so that each finds it in "who looked at my
+    data". Append-only like ``audit_event``; ``audit verify`` checks these rows against the
+    hashed list (revision 0033)."""
+
+    __tablename__ = "audit_event_resident"
+    __table_args__ = (Index(None, "seq"),)
+
+    resident_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
 class AuditChainHead(Base):
     """The audit chain's last ``seq`` and ``hash``: one row (id 1), locked by each appender
     so that concurrent writers extend one chain, and compared by ``audit verify`` so that a

@@ -10,6 +10,7 @@ busy timeout instead of failing when a reader upgrades to a writer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -35,7 +36,20 @@ def as_utc(at: datetime) -> datetime:
 
 
 class DatabaseUnavailableError(Exception):
-    """The database cannot be reached or is out of resources."""
+    """The database cannot be reached or is out of resources.
+
+    ``disconnected``: the connection turned out to be dead (a restarted server, a dropped
+    idle connection); the pool has been renewed, so a caller whose work had not committed
+    may retry it once on a fresh connection."""
+
+    def __init__(self, message: str, *, disconnected: bool = False) -> None:
+        super().__init__(message)
+        self.disconnected = disconnected
+
+
+def _unavailable(exc: OperationalError) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(f"database unavailable: {exc.orig}",
+                                    disconnected=bool(exc.connection_invalidated))
 
 
 def normalise_url(url: str) -> str:
@@ -56,8 +70,45 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
         return engine
     if "poolclass" not in kwargs:
-        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping on every checkout: it was one of a search's five round trips. A
+        # connection idle for longer than PING_AFTER_IDLE_S is pinged when checked out
+        # (what a pre-ping is for: a server restarted or a connection dropped while idle),
+        # and none is kept longer than RECYCLE_S (idle-connection timeouts of firewalls and
+        # proxies). A busy connection that died anyway (the server restarted under load)
+        # fails its statement; SQLAlchemy then renews the whole pool, and the read paths
+        # retry once (``DatabaseUnavailableError.disconnected``).
+        kwargs.update(pool_size=10, max_overflow=20, pool_recycle=RECYCLE_S)
+        engine = create_engine(url, **kwargs)
+        _ping_when_idle(engine, PING_AFTER_IDLE_S)
+        return engine
     return create_engine(url, **kwargs)
+
+
+PING_AFTER_IDLE_S = 10.0
+"""A pooled PostgreSQL connection idle for longer is pinged before it is handed out."""
+RECYCLE_S = 1800
+"""Pooled PostgreSQL connections are replaced after this long (seconds)."""
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["cloudfilm_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # ``info`` belongs to the DBAPI connection: a fresh connection has no stamp.
+        since = record.info.pop("cloudfilm_idle_since", None)
+        if getattr(dbapi_conn, "closed", False) or getattr(dbapi_conn, "broken", False):
+            raise DisconnectionError("connection closed while in the pool")
+        if since is None or time.monotonic() - since <= idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (or a new one).
+            raise DisconnectionError(f"idle connection is dead: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -110,7 +161,7 @@ class Database:
             with self.engine.connect() as conn:
                 yield conn
         except OperationalError as exc:
-            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+            raise _unavailable(exc) from exc
 
     @contextmanager
     def deciding(self) -> Iterator[Connection]:
@@ -127,7 +178,7 @@ class Database:
                                        cloudfilm_decide=True)
                 yield conn
         except OperationalError as exc:
-            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+            raise _unavailable(exc) from exc
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -143,7 +194,7 @@ class Database:
                 with conn.begin():
                     yield conn
         except OperationalError as exc:
-            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+            raise _unavailable(exc) from exc
 
     @contextmanager
     def _session(self, *, write: bool) -> Iterator[Session]:
@@ -157,7 +208,7 @@ class Database:
                 session.rollback()
         except OperationalError as exc:
             session.rollback()
-            raise DatabaseUnavailableError(f"database unavailable: {exc.orig}") from exc
+            raise _unavailable(exc) from exc
         except BaseException:
             session.rollback()
             raise

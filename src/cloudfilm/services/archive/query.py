@@ -127,7 +127,7 @@ class QueryService:
     policy
         Builds the SQL restriction for the actor (``AccessPolicy.filter``).
     audit
-        Records each search (one row) before the matches are returned.
+        Records each search (one record) before the matches are returned.
     """
 
     def __init__(self, db: Database, policy: AccessPolicy, audit: AuditService) -> None:
@@ -147,43 +147,52 @@ class QueryService:
         ResourceUnavailableError
             The index or the audit trail cannot be written or read.
         """
-        try:
-            with self._db.deciding() as session:
-                visible = self._policy.filter(session, actor)
-                fetch = request.limit + 1
-                if request.level == "study":
-                    rows = qr.search_studies(session, request.conditions, limit=fetch,
-                                             offset=request.offset, visible=visible)
-                    # Modalities and owners come with the rows (one statement).
-                    matches = [_study_json(r, qr.split_modalities(r.modalities))
-                               for r in rows[: request.limit]]
-                    linked: dict[str, int | None] = {
-                        r.study_instance_uid: r.resident_id for r in rows[: request.limit]}
-                elif request.level == "series":
-                    rows = qr.search_series(session, request.conditions, limit=fetch,
-                                            offset=request.offset, visible=visible)
-                    matches = [_series_json(r, r.study_instance_uid)
-                               for r in rows[: request.limit]]
-                else:
-                    extra = request.include_all or bool(request.include_fields - _INSTANCE_COLS)
-                    rows = qr.search_instances(session, request.conditions, limit=fetch,
-                                               offset=request.offset, with_metadata=extra,
-                                               visible=visible)
-                    matches = [_instance_json(r, request) for r in rows[: request.limit]]
-                studies = sorted({m["0020000D"]["Value"][0] for m in matches})
-                # Whoever asked (own hospital included), every resident whose data is in
-                # the answer finds the search in "who looked at my data": one record per
-                # resident, all in one INSERT.
-                if request.level != "study":
-                    linked = self._audit.study_owners(session, studies)
-                owners = {uid: linked.get(uid) for uid in studies}
-                self._audit.write(conn=session, entries=per_resident(
-                    actor, "search", request.level, _searched_uid(request), owners,
-                    key="studies", reason=actor.kind,
-                    detail={"matches": len(matches), "offset": request.offset,
-                            "keys": sorted({c.keyword for c in request.conditions})}))
-        except DatabaseUnavailableError as exc:
-            raise ResourceUnavailableError(str(exc)) from exc
+        for attempt in (1, 2):
+            try:
+                return self._search(request, actor=actor)
+            except DatabaseUnavailableError as exc:
+                # A dead pooled connection (the server restarted): nothing was committed
+                # (the audit write reports its own failures), so run it once more.
+                if exc.disconnected and attempt == 1:
+                    continue
+                raise ResourceUnavailableError(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    def _search(self, request: SearchRequest, *, actor: Actor) -> SearchResult:
+        with self._db.deciding() as session:
+            visible = self._policy.filter(session, actor)
+            fetch = request.limit + 1
+            if request.level == "study":
+                rows = qr.search_studies(session, request.conditions, limit=fetch,
+                                         offset=request.offset, visible=visible)
+                # Modalities and owners come with the rows (one statement).
+                matches = [_study_json(r, qr.split_modalities(r.modalities))
+                           for r in rows[: request.limit]]
+                linked: dict[str, int | None] = {
+                    r.study_instance_uid: r.resident_id for r in rows[: request.limit]}
+            elif request.level == "series":
+                rows = qr.search_series(session, request.conditions, limit=fetch,
+                                        offset=request.offset, visible=visible)
+                matches = [_series_json(r, r.study_instance_uid)
+                           for r in rows[: request.limit]]
+            else:
+                extra = request.include_all or bool(request.include_fields - _INSTANCE_COLS)
+                rows = qr.search_instances(session, request.conditions, limit=fetch,
+                                           offset=request.offset, with_metadata=extra,
+                                           visible=visible)
+                matches = [_instance_json(r, request) for r in rows[: request.limit]]
+            studies = sorted({m["0020000D"]["Value"][0] for m in matches})
+            # Whoever asked (own hospital included), every resident whose data is in
+            # the answer finds the search in "who looked at my data": one record that
+            # names them all (``per_resident``).
+            if request.level != "study":
+                linked = self._audit.study_owners(session, studies)
+            owners = {uid: linked.get(uid) for uid in studies}
+            self._audit.write(conn=session, entries=per_resident(
+                actor, "search", request.level, _searched_uid(request), owners,
+                key="studies", reason=actor.kind,
+                detail={"matches": len(matches), "offset": request.offset,
+                        "keys": sorted({c.keyword for c in request.conditions})}))
         return SearchResult(matches=matches, truncated=len(rows) > request.limit)
 
 

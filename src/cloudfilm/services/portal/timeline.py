@@ -132,8 +132,8 @@ class TimelineService:
                     if sop is not None:
                         thumbs[s.study_fk] = (s.series_instance_uid, sop)
                 years, hospitals, modalities = repo.facets(conn, visible)
-                # One record per family member shown, every UID listed (issue 11, finding
-                # 5): each sees this page in their own "who looked".
+                # One record naming every family member shown, every UID listed (issue
+                # 11, finding 5): each sees this page in their own "who looked".
                 self._audit.write(conn=conn, entries=per_resident(
                     actor, "search", "study", "",
                     {r.study_instance_uid: r.resident_id for r in shown}, key="studies",

@@ -399,7 +399,7 @@ class ReportService:
                     conn, [r.patient_fk for r in rows if r.patient_fk is not None])
                 owners = {r.public_id: (residents.get(r.patient_fk)
                                         if r.patient_fk is not None else None) for r in rows}
-                # One record per resident whose reports are in the answer (one INSERT).
+                # One record naming every resident whose reports are in the answer.
                 self._audit.write(conn=conn, entries=per_resident(
                     actor, "search", "report", "", owners, key="reports", reason=actor.kind,
                     detail={"matches": len(rows), "offset": offset, "query": bool(query)}))
