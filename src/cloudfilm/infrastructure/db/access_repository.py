@@ -20,11 +20,14 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     or_,
     select,
     union,
     update,
 )
+from sqlalchemy import Text as SqlText
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -304,6 +307,68 @@ def append_audit(conn: Executor, rows: Sequence[dict[str, Any]], *, seq: int,
 def _insert_named(conn: Executor, named: Sequence[tuple[int, int]]) -> None:
     conn.execute(insert(_NAMED).returning(_NAMED.c.seq),
                  [{"seq": s, "resident_id": r} for s, r in named])
+
+
+def append_chained_pg(conn: Executor, row: Mapping[str, Any], *, before_prev: str,
+                      before_seq: str, named: Sequence[int] = ()) -> tuple[int, str] | None:
+    """PostgreSQL: lock the chain head, append one record after it and move the head, in
+    one statement (one round trip where :func:`lock_chain_head` + :func:`append_audit` take
+    two, and the head is locked only from this statement to the commit).
+
+    The server computes what needs the head: ``seq`` (head + 1), ``prev_hash`` (the head's
+    hash) and ``hash = SHA-256(prev_hash || before_prev || prev_hash || before_seq || seq ||
+    '}')``, where ``before_prev`` and ``before_seq`` are the record's canonical JSON
+    (``services.access.audit.canonical``) cut at the values of ``prev_hash`` and ``seq``:
+    the same bytes as the Python hash, which ``audit verify`` recomputes. ``row``: the
+    other columns. ``named``: the residents the record names (``audit_event_resident``).
+
+    Returns the new head ``(seq, hash)``, or None when there is no head row (a fresh or
+    truncated table: use :func:`lock_chain_head`, which creates it)."""
+    columns = tuple(row)
+    params = {f"a_{k}": v for k, v in row.items()}
+    params.update(before_prev=before_prev, before_seq=before_seq)
+    if named:
+        params["n_ids"] = list(named)
+    found = conn.execute(_append_chained(columns, named=bool(named)), params).first()
+    return (int(found[0]), str(found[1])) if found is not None else None
+
+
+_APPEND_CHAINED: dict[tuple[tuple[str, ...], bool], Update] = {}
+
+
+def _append_chained(columns: tuple[str, ...], *, named: bool) -> Update:
+    stmt = _APPEND_CHAINED.get((columns, named))
+    if stmt is not None:
+        return stmt
+    head = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
+    head_cte = head.cte("head")
+    seq = head_cte.c.seq + 1
+    canonical = (head_cte.c.hash + bindparam("before_prev", type_=SqlText)
+                 + head_cte.c.hash + bindparam("before_seq", type_=SqlText)
+                 + sql_cast(seq, SqlText) + literal("}", SqlText))
+    digest = func.encode(func.sha256(func.convert_to(canonical, literal("UTF8"))),
+                         literal("hex"))
+    values = [bindparam(f"a_{c}", type_=_AUDIT.c[c].type) for c in columns]
+    appended = (insert(_AUDIT)
+                .from_select([*columns, "seq", "prev_hash", "hash"],
+                             select(*values, seq, head_cte.c.hash, digest),
+                             include_defaults=False)
+                .returning(_AUDIT.c.seq, _AUDIT.c.hash).cte("appended"))
+    # Scalar subqueries, not UPDATE ... FROM appended: no join to lint, and with no head
+    # row there is nothing to update (RETURNING gives no row).
+    stmt = (update(_HEAD)
+            .where(_HEAD.c.id == _HEAD_ID)
+            .values(seq=select(appended.c.seq).scalar_subquery(),
+                    hash=select(appended.c.hash).scalar_subquery())
+            .returning(_HEAD.c.seq, _HEAD.c.hash)
+            .add_cte(head_cte))
+    stmt = stmt.add_cte(appended)
+    if named:
+        ids = func.unnest(bindparam("n_ids", type_=ARRAY(BigInteger)))
+        stmt = stmt.add_cte(insert(_NAMED).from_select(
+            ["seq", "resident_id"], select(appended.c.seq, ids)).cte("named"))
+    _APPEND_CHAINED[(columns, named)] = stmt
+    return stmt
 
 
 _READ_HEAD = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == _HEAD_ID)
