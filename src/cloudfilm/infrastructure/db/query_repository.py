@@ -7,6 +7,7 @@ character so that ``%`` and ``_`` in values are literal.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -109,28 +110,35 @@ def search_studies(
     Each row also carries ``modalities`` (the study's series modalities joined by ``\\``,
     None without any; :func:`split_modalities`) and ``resident_id`` (the resident its record
     is linked to, for the audit): one round trip instead of three."""
-    modalities = (
-        select(func.aggregate_strings(Series.modality, "\\"))
-        .where(Series.study_fk == Study.id, Series.modality != "")
-        .scalar_subquery()
-    )
-    stmt: Select[Any] = (
-        select(*Study.__table__.c, Patient.patient_id, modalities.label("modalities"),
-               PatientLink.resident_id)
-        .join(Patient, Patient.id == Study.patient_fk)
-        .outerjoin(PatientLink, and_(PatientLink.patient_fk == Study.patient_fk,
-                                     PatientLink.state == "linked"))
-        .where(*(_where(c) for c in conditions))
-        .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
+    stmt = _study_search_base().where(*(_where(c) for c in conditions)).limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
     needs_series = [c for c in conditions if c.keyword in SERIES_KEYS]
     if needs_series:
         stmt = stmt.where(exists().where(Series.study_fk == Study.id, *map(_where, needs_series)))
     if visible is not None:
         stmt = stmt.where(visible)
     return list(conn.execute(stmt).all())
+
+
+@functools.cache
+def _study_search_base() -> Select[Any]:
+    """The study search without its conditions and page, built once (columns, joins, the
+    modalities subquery and the order: constructing them was a sixth of a date-range
+    QIDO's CPU); each search adds its WHERE and LIMIT to a copy."""
+    modalities = (
+        select(func.aggregate_strings(Series.modality, "\\"))
+        .where(Series.study_fk == Study.id, Series.modality != "")
+        .scalar_subquery()
+    )
+    return (
+        select(*Study.__table__.c, Patient.patient_id, modalities.label("modalities"),
+               PatientLink.resident_id)
+        .join(Patient, Patient.id == Study.patient_fk)
+        .outerjoin(PatientLink, and_(PatientLink.patient_fk == Study.patient_fk,
+                                     PatientLink.state == "linked"))
+        .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
+    )
 
 
 def split_modalities(joined: str | None) -> list[str]:
