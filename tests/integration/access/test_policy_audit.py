@@ -282,6 +282,11 @@ def test_one_record_names_several_residents_each_finds_it(services: Services, db
     both = services.audit.access_log(Actor(kind="resident", subject="account:r1",
                                            resident_ids=frozenset({1, 12})), limit=1)
     assert [e.action for e in both] == ["search"]
+    # The FHIR export names each of them as a Patient entity of the one AuditEvent.
+    bundle = services.audit.fhir_bundle(LOCAL_OPERATOR, action="search")
+    [event] = [e["resource"] for e in bundle["entry"]]
+    assert [x["what"]["reference"] for x in event["entity"] if "reference" in x["what"]] == [
+        "Patient/11", "Patient/12", "Patient/13"]
     assert services.audit.verify().ok
     with pytest.raises(DBAPIError):
         _exec(db_url, "DELETE FROM audit_event_resident WHERE resident_id = 12")

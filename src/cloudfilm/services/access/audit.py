@@ -535,9 +535,14 @@ def fhir_audit_event(event: dict[str, Any]) -> dict[str, Any]:
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
                      "code": "2", "display": "System Object"},
             "name": event["resource_type"]})
-    if event["resident_id"] is not None:
+    # The record's resident, or each of the residents one record names (an answer with
+    # several residents' data: ``per_resident``).
+    named = event["detail"].get("residents") if isinstance(event["detail"], dict) else None
+    people = ([event["resident_id"]] if event["resident_id"] is not None
+              else named if isinstance(named, list) else [])
+    for person in people:
         entities.append({
-            "what": {"reference": f"Patient/{event['resident_id']}"},
+            "what": {"reference": f"Patient/{person}"},
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
                      "code": "1", "display": "Person"}})
     return {
