@@ -35,6 +35,7 @@ import queue
 import select
 import socket
 import ssl
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 from pynetdicom import _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.presentation import PresentationContext
@@ -62,6 +64,9 @@ from cloudfilm.interfaces.dimse.messages import (
 # A data set sent from a file larger than this goes pynetdicom's way, which reads it
 # fragment by fragment; smaller ones are read whole and sent in one write.
 STREAM_ABOVE = 16 * 1024 * 1024
+# At most one Pending C-MOVE/C-GET response per request this often (EncodingDIMSE).
+PENDING_INTERVAL = 0.1
+_PENDING = 0xFF00
 # Longest a DUL thread sleeps without traffic: the ARTIM timer's resolution.
 TIMER_TICK = 0.05
 # Longest the association thread waits for a DIMSE message before it looks at release,
@@ -121,8 +126,16 @@ class _WakingDUL(WholeMessageDUL):
         self._wake()
 
     def stop_dul(self) -> bool:
+        """pynetdicom's ``stop_dul`` (stop once in Sta1), but the reactor is woken after
+        it is told to stop, and joined rather than polled: pynetdicom's loop sleeps
+        ``_run_loop_delay`` between looks, which for an adopted DUL is zero (a busy wait)."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
         self._wake()
-        return bool(super().stop_dul())
+        if threading.current_thread() is not self and self.is_alive():
+            self.join()
+        return True
 
     def _wait_for_work(self) -> None:
         if self.to_provider_queue.qsize() or self.event_queue.qsize() or self._kill_thread:
@@ -258,6 +271,34 @@ class EncodingDIMSE(DIMSEServiceProvider):
 
     _read_ahead: tuple[tuple[str, int, int, int], bytearray] | None = None
 
+    def __init__(self, assoc: Any) -> None:
+        super().__init__(assoc)
+        # Per C-MOVE/C-GET request (Message ID): when its last Pending response left.
+        self._pending_sent: dict[int, float] = {}
+
+    def _skip_pending(self, primitive: Any) -> bool:
+        """Whether to leave out this Pending C-MOVE/C-GET response.
+
+        They are optional (PS3.4 C.4.2.3.1 and C.4.3.3.1: the SCP "may optionally
+        generate" them); pynetdicom's SCP sends one after every sub-operation, a message
+        each way per object that both sides encode, send and decode. The first is sent,
+        then at most one every :data:`PENDING_INTERVAL` s per request: a client still sees
+        progress several times a second, and the final response carries every count
+        (PS3.4 C.4.2.1.6: those of the Pending responses are informative).
+        """
+        request = getattr(primitive, "MessageIDBeingRespondedTo", None)
+        if not isinstance(primitive, C_MOVE | C_GET) or request is None:
+            return False
+        if primitive.Status != _PENDING:
+            self._pending_sent.pop(request, None)
+            return False
+        now = time.monotonic()
+        last = self._pending_sent.get(request)
+        if last is not None and now - last < PENDING_INTERVAL:
+            return True
+        self._pending_sent[request] = now
+        return False
+
     def read_ahead(self, path: Path, offset: int, context_id: int) -> None:
         """Read the data set of the next C-STORE request, from ``path`` at ``offset``,
         into its P-DATA-TF PDUs now (the C-MOVE/C-GET thread calls this while it waits for
@@ -273,14 +314,20 @@ class EncodingDIMSE(DIMSEServiceProvider):
         self._read_ahead = (key, file_data_set_pdus(path, offset, context_id, limit))
 
     def _take_read_ahead(self, primitive: Any, context_id: int) -> bytearray | None:
-        held, self._read_ahead = self._read_ahead, None
+        """The read-ahead PDUs if ``primitive`` sends exactly that file's data set; other
+        messages (a C-GET's Pending responses between the sub-operations) leave it held."""
         path = getattr(primitive, "_dataset_path", None)
+        if primitive.MessageIDBeingRespondedTo is not None or not path:
+            return None
+        held, self._read_ahead = self._read_ahead, None
         if held is None or not isinstance(path, tuple):
             return None
         key = (str(path[0]), int(path[1]), context_id, self.maximum_pdu_size)
         return held[1] if held[0] == key else None
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        if self._skip_pending(primitive):
+            return
         command = command_set(primitive)
         if (command is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
                 or file_data_set_size(primitive) > STREAM_ABOVE):
