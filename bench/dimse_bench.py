@@ -13,7 +13,8 @@ port (``CLOUDFILM_DIMSE__PROCESSES``); each becomes a column.
 
 Both servers use their embedded SQLite index and fsync each object. Run
 ``.venv/bin/python bench/dimse_bench.py [--instances 2000] [--repeats 3]``; the Markdown
-table goes to stdout and ``bench/out/dimse-*.md``.
+table goes to stdout and ``bench/out/dimse-*.md``. ``--retrieve-only N`` stores only the
+series to move and runs N C-MOVE/C-GET rounds per server start (a short bench-lock hold).
 """
 
 from __future__ import annotations
