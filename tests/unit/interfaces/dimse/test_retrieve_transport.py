@@ -212,3 +212,45 @@ def test_an_adopted_dul_wakes_for_a_queued_pdu() -> None:
     assert woke.wait(timeout=5)
     waiter.join(timeout=5)
     assert time.monotonic() - started < 5
+
+
+def test_a_whole_message_is_written_by_the_sender_unless_pdata_was_queued() -> None:
+    """Established and with nothing queued, the sending thread writes the message itself
+    (one sendmsg of its parts); once a P-DATA went through the queue (pynetdicom's own
+    encoding), every later message is queued too, so that none overtakes it."""
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from cloudfilm.interfaces.dimse.transport import EventDrivenDUL
+
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        assoc = Association(AE(), "acceptor")
+        dul = EventDrivenDUL(assoc)  # not started: whatever is queued stays queued
+        dul.socket = BulkSocket(assoc, client_socket=ours)
+        dul.state_machine.current_state = "Sta6"
+        dul.send_pdu(EncodedPData([b"head", bytearray(b"-data")]))
+        assert dul.to_provider_queue.qsize() == 0
+        peer.settimeout(5)
+        assert peer.recv(64) == b"head-data"
+        dul.send_pdu(P_DATA())
+        dul.to_provider_queue.get(False)  # as if the DUL thread had taken it: queue empty
+        dul.send_pdu(EncodedPData([b"later"]))
+        assert dul.to_provider_queue.qsize() == 1
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(64)
+        dul.kill_dul()
+
+
+def test_nothing_is_written_directly_before_the_association_is_established() -> None:
+    from cloudfilm.interfaces.dimse.transport import EventDrivenDUL
+
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        assoc = Association(AE(), "acceptor")
+        dul = EventDrivenDUL(assoc)
+        dul.socket = BulkSocket(assoc, client_socket=ours)
+        assert dul.state_machine.current_state == "Sta1"
+        dul.send_pdu(EncodedPData([b"early"]))
+        assert dul.to_provider_queue.qsize() == 1
+        dul.kill_dul()
