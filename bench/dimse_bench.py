@@ -13,7 +13,8 @@ port (``CLOUDFILM_DIMSE__PROCESSES``); each becomes a column.
 
 Both servers use their embedded SQLite index and fsync each object. Run
 ``.venv/bin/python bench/dimse_bench.py [--instances 2000] [--repeats 3]``; the Markdown
-table goes to stdout and ``bench/out/dimse-*.md``.
+table goes to stdout and ``bench/out/dimse-*.md``. ``--retrieve-only N`` stores only the
+series to move and runs N C-MOVE/C-GET rounds per server start (a short bench-lock hold).
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ def get_time(port: int, aec: str, study_uid: str) -> dict[str, float]:
 
 
 def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: int
-               , processes: int = 1, store_only: bool = False) -> dict[str, Any]:
+               , processes: int = 1, store_only: bool = False,
+               retrieve_only: int = 0) -> dict[str, Any]:
     from pydicom import dcmread
 
     results: dict[str, list[float]] = {}
@@ -214,6 +216,11 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                     httpx.put(f"http://127.0.0.1:{srv.http_port}/modalities/{name}",
                               json={"AET": ae, "Host": "127.0.0.1", "Port": p}
                               ).raise_for_status()
+            if retrieve_only:
+                retrieve_rounds(srv, dicom_port, aec, move, dest_port, retrieve_only, results,
+                                f"{kind} #{rep + 1}")
+                loads.append(os.getloadavg()[0])
+                continue
             half = len(series) // 2 or 1
             one = [p for s in series[:half] for p in s]
             four = [p for s in series[half:] for p in s] or one
@@ -269,6 +276,30 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
             "load1": statistics.median(loads)}
 
 
+def retrieve_rounds(srv: Any, port: int, aec: str, move: list[Path], dest_port: int,
+                    rounds: int, results: dict[str, list[float]], label: str) -> None:
+    """Store the series to move, then C-MOVE and C-GET it ``rounds`` times each, alternating
+    (``--retrieve-only``: no C-STORE rounds or C-FIND, for a shorter bench-lock hold)."""
+    from pydicom import dcmread
+
+    storescu(port, aec, move)
+    study = str(dcmread(move[0], stop_before_pixels=True).StudyInstanceUID)
+    for i in range(rounds):
+        for key, run in (("move", lambda: move_time(port, aec, study, dest_port)),
+                         ("get", lambda: get_time(port, aec, study))):
+            cpu0 = srv.cpu_seconds()
+            try:
+                wall = run()["seconds"]
+            except Exception as exc:  # reported as missing, the rest still runs
+                log(f"{label}: C-{key.upper()} failed: {_failure(exc)}\n{srv.log_tail(30)}")
+                continue
+            cpu = srv.cpu_seconds() - cpu0
+            results.setdefault(f"{key}_s", []).append(wall)
+            results.setdefault(f"{key}_cpu", []).append(cpu)
+            log(f"{label} C-{key.upper()} {i + 1}: {wall:.3f} s, server CPU {cpu:.3f} s, "
+                f"load {os.getloadavg()[0]:.1f}")
+
+
 ROWS = [
     ("store1", "C-STORE, 1 association (inst/s)", True),
     ("store1_cpu", "  server CPU per instance (ms)", False),
@@ -314,14 +345,18 @@ def main() -> None:
     parser.add_argument("--skip-orthanc", action="store_true")
     parser.add_argument("--store-only", action="store_true",
                         help="measure C-STORE only (no C-FIND, C-MOVE, C-GET)")
+    parser.add_argument("--retrieve-only", type=int, default=0, metavar="ROUNDS",
+                        help="store only the series to move, then C-MOVE and C-GET it "
+                             "ROUNDS times per server start (no C-STORE rounds, no C-FIND)")
     args = parser.parse_args()
     series, move = prepare(args.instances)
     n = sum(len(s) for s in series)
     cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p,
-                        store_only=args.store_only)
+                        store_only=args.store_only, retrieve_only=args.retrieve_only)
           for p in (int(x) for x in args.processes.split(","))}
     orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move, args.repeats,
-                                                      store_only=args.store_only)
+                                                      store_only=args.store_only,
+                                                      retrieve_only=args.retrieve_only)
     text = table(cf, orthanc, n, args.repeats)
     print(text)
     out = BENCH_DIR / "out"

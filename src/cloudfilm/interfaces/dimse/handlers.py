@@ -415,7 +415,8 @@ def store_contexts(objects: list[StoredObject]) -> list[PresentationContext]:
     return [build_context(sop, list(ts)) for sop, ts in list(wanted)[:_MAX_CONTEXTS]]
 
 
-def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any) -> Dataset:
+def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any,
+                 accepted: frozenset[tuple[str, str]] | None = None) -> Dataset:
     """The stored object as a Dataset in a syntax the receiving association accepted.
 
     In the stored syntax and on a file-sending association: a :class:`StoredFile`, sent
@@ -424,9 +425,11 @@ def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any) -> Dataset:
     byte, so a peer receives what the sender sent.
     """
     target = obj.transfer_syntax_uid
-    if assoc is not None and not _has_context(assoc, obj.sop_class_uid, target):
+    if assoc is not None and accepted is None:
+        accepted = sending_contexts(assoc)
+    if accepted is not None and (obj.sop_class_uid, target) not in accepted:
         for candidate in _UNCOMPRESSED:
-            if _has_context(assoc, obj.sop_class_uid, candidate):
+            if (obj.sop_class_uid, candidate) in accepted:
                 try:
                     gateway.services.retrieve.check_transfer_syntax([obj], candidate)
                 except CloudfilmError:
@@ -442,29 +445,46 @@ def _dataset_for(gateway: Gateway, obj: StoredObject, assoc: Any) -> Dataset:
     return dcmread(io.BytesIO(data))
 
 
-def _has_context(assoc: Any, sop_class: str, syntax: str) -> bool:
-    for cx in assoc.accepted_contexts:
-        if (cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == syntax
-                and cx.as_scu):
-            return True
-    return False
+def sending_contexts(assoc: Any) -> frozenset[tuple[str, str]]:
+    """(SOP class, transfer syntax) of each context ``assoc`` accepted for us to send on
+    (``accepted_contexts`` sorts them all on every call: compute this once per retrieve)."""
+    return frozenset((str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                     for cx in assoc.accepted_contexts if cx.as_scu)
 
 
 def _suboperations(event: Event, gateway: Gateway, objects: list[StoredObject],
                    holder: dict[str, Any]) -> Iterator[tuple[int | Dataset, Any]]:
-    for completed, obj in enumerate(objects):
+    """``(Pending, data set)`` per object, one ahead: each :class:`~sending.StoredFile`
+    can make the next object's data set (``following``), which the sending association
+    asks for while the peer stores the current one. Each object's data set is still made
+    once, by the same :func:`_dataset_for`, and yielded in order."""
+    made: dict[int, Dataset] = {}
+
+    def make(index: int) -> Dataset:
+        if index not in made:
+            obj, assoc = objects[index], holder.get("assoc")
+            if assoc is not None and "contexts" not in holder:
+                holder["contexts"] = sending_contexts(assoc)
+            try:
+                made[index] = _dataset_for(gateway, obj, assoc, holder.get("contexts"))
+            except CloudfilmError as exc:
+                logger.warning("cloudfilm.dimse.suboperation_failed", extra={
+                    "sop_instance_uid": obj.sop_instance_uid, "reason": exc.message})
+                failed = Dataset()  # an empty data set counts as a failed sub-operation
+                failed.SOPInstanceUID = obj.sop_instance_uid
+                made[index] = failed
+        return made[index]
+
+    for completed in range(len(objects)):
         if event.is_cancelled:
             logger.info("cloudfilm.dimse.retrieve_cancelled",
                         extra={"completed": completed, "remaining": len(objects) - completed})
             yield st.CANCEL, None
             return
-        try:
-            ds = _dataset_for(gateway, obj, holder.get("assoc"))
-        except CloudfilmError as exc:
-            logger.warning("cloudfilm.dimse.suboperation_failed",
-                           extra={"sop_instance_uid": obj.sop_instance_uid, "reason": exc.message})
-            ds = Dataset()  # an empty data set counts as a failed sub-operation
-            ds.SOPInstanceUID = obj.sop_instance_uid
+        ds = make(completed)
+        made.pop(completed, None)
+        if isinstance(ds, sending.StoredFile) and completed + 1 < len(objects):
+            ds.following = lambda index=completed + 1: make(index)
         yield st.PENDING, ds
 
 

@@ -296,13 +296,13 @@ _STORE_RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900,
 
 
 class EncodedPData(P_DATA):
-    """The P-DATA-TF PDUs of a whole message, already encoded (:func:`encoded_pdata_tf`),
-    for a DUL that writes them in one call (transport.EventDrivenDUL); its PDV list is
-    empty, so no other DUL may be given one."""
+    """The P-DATA-TF PDUs of a whole message, already encoded (:func:`encoded_message_parts`),
+    for a DUL that writes them in order without copying them together
+    (transport.WholeMessageDUL); its PDV list is empty, so no other DUL may be given one."""
 
-    def __init__(self, encoded: bytes) -> None:
+    def __init__(self, parts: list[bytes | bytearray]) -> None:
         super().__init__()
-        self.encoded = encoded
+        self.parts = parts
 
 
 def encoded_pdata_tf(pdatas: list[P_DATA]) -> bytes:
@@ -322,13 +322,91 @@ def encoded_pdata_tf(pdatas: list[P_DATA]) -> bytes:
 def encoded_message(primitive: Any, command: bytes, context_id: int, max_pdu: int) -> bytes:
     """The P-DATA-TF PDUs of :func:`message_pdatas`, encoded (``encoded_pdata_tf`` of
     them) without building the primitives: one PDU per fragment, one PDV each."""
+    return b"".join(encoded_message_parts(primitive, command, context_id, max_pdu))
+
+
+def encoded_message_parts(primitive: Any, command: bytes, context_id: int, max_pdu: int,
+                          data_pdus: bytearray | None = None) -> list[bytes | bytearray]:
+    """:func:`encoded_message` as the command set's PDUs and the data set's PDUs, not
+    joined (a join copies the whole object once more). A data set sent from a file is
+    read straight into its PDUs (:func:`file_data_set_pdus`), or taken from ``data_pdus``
+    when those were read ahead for exactly this file, context and PDU size."""
     fragment = max_pdu - 6 if max_pdu else 0
-    out = bytearray()
-    _append_pdus(out, context_id, 0x01, 0x03, command, fragment)
-    data = _data_set_bytes(primitive) if has_data_set(primitive) else None
-    if data:
-        _append_pdus(out, context_id, 0x00, 0x02, data, fragment)
-    return bytes(out)
+    head = bytearray()
+    _append_pdus(head, context_id, 0x01, 0x03, command, fragment)
+    parts: list[bytes | bytearray] = [head]
+    if not has_data_set(primitive):
+        return parts
+    path = getattr(primitive, "_dataset_path", None)
+    if primitive.MessageIDBeingRespondedTo is None and path:
+        file_path, offset = path if isinstance(path, tuple) else (path, 0)
+        data = data_pdus if data_pdus is not None else file_data_set_pdus(
+            file_path, int(offset), context_id, max_pdu)
+        if data:
+            parts.append(data)
+        return parts
+    raw = _data_set_bytes(primitive)
+    if raw:  # pynetdicom sends no data set fragment for an empty one either
+        tail = bytearray()
+        _append_pdus(tail, context_id, 0x00, 0x02, raw, fragment)
+        parts.append(tail)
+    return parts
+
+
+_PDU_HEAD = struct.Struct(">BBIIBB")  # PDU type 4, reserved, length; PDV length, context, control
+_IOV_MAX = 1024
+
+
+def file_data_set_pdus(path: Path | str, offset: int, context_id: int,
+                       max_pdu: int) -> bytearray:
+    """The P-DATA-TF PDUs that carry the bytes of ``path`` from ``offset`` on as a data
+    set (last fragment flagged), the same bytes :func:`encoded_message` makes of them.
+
+    The buffer is laid out first (PDU headers in place) and the file is read with
+    ``preadv`` straight into the fragments' slots: one copy of the object, where reading
+    it and then packing it into PDUs made two, and a third to join them.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size - offset
+        if size <= 0:
+            return bytearray()
+        fragment = max_pdu - 6 if max_pdu else size
+        count = -(-size // fragment)
+        buffer = bytearray(size + _PDU_HEAD.size * count)
+        view = memoryview(buffer)
+        slots = []
+        position = 0
+        for index in range(count):
+            chunk = min(fragment, size - index * fragment)
+            control = 0x02 if index == count - 1 else 0x00
+            _PDU_HEAD.pack_into(buffer, position, 0x04, 0, 6 + chunk, 2 + chunk, context_id,
+                                control)
+            position += _PDU_HEAD.size
+            slots.append(view[position:position + chunk])
+            position += chunk
+        _read_into(fd, slots, offset)
+        return buffer
+    finally:
+        os.close(fd)
+
+
+def _read_into(fd: int, slots: list[memoryview], offset: int) -> None:
+    """Fill ``slots`` with the file's bytes from ``offset`` on (``preadv``, at most IOV_MAX
+    slots a call, short reads resumed)."""
+    while slots:
+        batch = slots[:_IOV_MAX]
+        got = os.preadv(fd, batch, offset)
+        if got <= 0:
+            raise OSError(f"file shorter than its size while reading it at {offset}")
+        offset += got
+        done = 0
+        while done < len(slots) and got >= len(slots[done]):
+            got -= len(slots[done])
+            done += 1
+        slots = slots[done:]
+        if got:
+            slots[0] = slots[0][got:]
 
 
 def _append_pdus(out: bytearray, context_id: int, more: int, last: int, data: bytes,
@@ -339,7 +417,5 @@ def _append_pdus(out: bytearray, context_id: int, more: int, last: int, data: by
     for start in range(0, max(total, 1), step):
         chunk = view[start:start + step]
         header = last if start + step >= total else more
-        # PDU type 4, reserved, PDU length; PDV item length, context ID, control header.
-        out += struct.pack(">BBIIBB", 0x04, 0, 6 + len(chunk), 2 + len(chunk), context_id,
-                           header)
+        out += _PDU_HEAD.pack(0x04, 0, 6 + len(chunk), 2 + len(chunk), context_id, header)
         out += chunk

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,8 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dul import DULServiceProvider
 
-from cloudfilm.interfaces.dimse.transport import EncodingDIMSE, WholeMessageDUL
+from cloudfilm.interfaces.dimse.transport import EncodingDIMSE, adopt_requestor_dul
 
 # How often a paused C-MOVE sub-association's reactor looks for release, abort, timeout.
 _WATCH_SECONDS = 0.005
@@ -52,6 +52,10 @@ class StoredFile(Dataset):
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
         self.transfer_syntax_uid = transfer_syntax_uid
+        # The next sub-operation's data set, made on demand (the handler's look-ahead):
+        # sending reads its file while the peer answers this one (``_read_ahead``).
+        self.following: Callable[[], Dataset | None] | None = None
+        self.offset: int | None = None  # data_set_offset, once read
 
 
 def data_set_offset(path: Path) -> int | None:
@@ -110,7 +114,9 @@ class FileSendingAssociation(Association):
                      originator_aet: str | None = None,
                      originator_id: int | None = None) -> Dataset:
         if isinstance(dataset, StoredFile):
-            offset = data_set_offset(dataset.stored_path) if self.is_established else None
+            offset = None
+            if self.is_established:
+                offset = dataset.offset or data_set_offset(dataset.stored_path)
             if offset is not None:
                 return self._send_stored(dataset, offset, msg_id, priority, originator_aet,
                                          originator_id)
@@ -130,8 +136,7 @@ class FileSendingAssociation(Association):
         req.Priority = priority
         req.MoveOriginatorApplicationEntityTitle = originator_aet
         req.MoveOriginatorMessageID = originator_id
-        context = self._get_valid_context(stored.sop_class_uid, stored.transfer_syntax_uid,
-                                          "scu", allow_conversion=False)
+        context = self._store_context(stored)
         req.AffectedSOPClassUID = stored.sop_class_uid
         req.AffectedSOPInstanceUID = stored.sop_instance_uid
         req._dataset_path = (stored.stored_path, offset)
@@ -140,12 +145,43 @@ class FileSendingAssociation(Association):
         while not self._is_paused:
             time.sleep(0.0001)
         self.dimse.send_msg(req, int(context.context_id or 0))
+        self._read_ahead(stored)
         _, rsp = self.dimse.get_msg(block=True)
         self._reactor_checkpoint.set()
         if rsp is None:  # the DIMSE timeout expired: pynetdicom aborts
             self._handle_no_response()
             return Dataset()
         return self._check_received_status(rsp)
+
+    def _store_context(self, stored: StoredFile) -> Any:
+        """pynetdicom's ``_get_valid_context`` for sending ``stored`` as it is, remembered
+        per (SOP class, syntax): the accepted contexts do not change once established, and
+        each look-up sorted all of them (120 for a dcmtk C-GET)."""
+        key = (stored.sop_class_uid, stored.transfer_syntax_uid)
+        known: dict[tuple[str, str], Any] = self.__dict__.setdefault("_store_contexts", {})
+        if key not in known:
+            known[key] = self._get_valid_context(*key, "scu", allow_conversion=False)
+        return known[key]
+
+    def _read_ahead(self, sent: StoredFile) -> None:
+        """While the peer stores ``sent``: make the next sub-operation's data set and, if it
+        goes from its file too, read that file into its PDUs (``EncodingDIMSE.read_ahead``),
+        so that it leaves as soon as the response is in. Anything that fails here is left to
+        that sub-operation's own send, which meets it again and reports it."""
+        dimse = self.dimse
+        if sent.following is None or not isinstance(dimse, EncodingDIMSE):
+            return
+        try:
+            following = sent.following()
+            if not isinstance(following, StoredFile):
+                return
+            following.offset = data_set_offset(following.stored_path)
+            if following.offset is not None:
+                context = self._store_context(following)
+                dimse.read_ahead(following.stored_path, following.offset,
+                                 int(context.context_id or 0))
+        except (OSError, ValueError):
+            return
 
 
 def enable(assoc: Any) -> bool:
@@ -195,17 +231,16 @@ class SubOperationDIMSE(EncodingDIMSE):
 
 def guard_suboperations(assoc: Any) -> None:
     """Give a C-MOVE sub-association (we request it; EVT_CONN_OPEN, before any DIMSE
-    message) the :class:`SubOperationDIMSE` provider, and make its DUL a
-    :class:`~cloudfilm.interfaces.dimse.transport.WholeMessageDUL`, which writes each
-    C-STORE's PDUs in one call.
+    message) the :class:`SubOperationDIMSE` provider, and make its DUL an
+    :class:`~cloudfilm.interfaces.dimse.transport.AdoptedEventDrivenDUL`, which writes each
+    C-STORE's PDUs in one call and waits on its socket instead of polling it.
 
     pynetdicom creates and starts that DUL itself (``AE.associate``, no factory), so its
-    class is changed on the instance: the subclass adds no state and only overrides
-    ``_process_recv_primitive``, which the running reactor looks up on every pass.
+    class is changed on the instance (``transport.adopt_requestor_dul``), in its own
+    thread: the running reactor looks the overridden methods up on every pass.
     """
     if not assoc.is_requestor:
         return
     if type(assoc.dimse) is DIMSEServiceProvider:
         assoc.dimse = SubOperationDIMSE(assoc)
-    if type(assoc.dul) is DULServiceProvider:
-        assoc.dul.__class__ = WholeMessageDUL
+    adopt_requestor_dul(assoc.dul)
