@@ -155,6 +155,18 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
+def _wait_for_listeners(srv: Any, processes: int, timeout: float = 120.0) -> None:
+    """Until every DIMSE listener process logged that it listens: a sibling still starting
+    (imports, services: seconds of CPU) would otherwise run during the first rounds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = srv.log_path.read_text(errors="replace")
+        if text.count("cloudfilm.dimse.listening") >= processes:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{processes} DIMSE listeners did not start:\n{srv.log_tail(30)}")
+
+
 def move_time(port: int, aec: str, study_uid: str, dest_port: int) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="dimse-dest-", dir=WORK_DIR))
     dest = subprocess.Popen(["storescp", "-aet", DEST_AE, "-od", str(out), "+xa", "+B",
@@ -218,11 +230,12 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
         pg = database if index == "postgresql" else None
         with srv:
             if kind == "cloudfilm":
+                _wait_for_listeners(srv, processes)
                 data = srv.workdir / "data"
                 for ae, p in ((SCU_AE, 104), (DEST_AE, dest_port)):
                     subprocess.run([str(EXE), "peers", "add", "--data", str(data), ae,
                                     "127.0.0.1", str(p), "--hospital", "BENCH"],
-                                   check=True, capture_output=True, env=ENV)
+                                   check=True, capture_output=True, env=srv.env)
             else:
                 # Orthanc answers C-FIND/C-MOVE only for known modalities.
                 for name, ae, p in (("dest", DEST_AE, dest_port), ("scu", SCU_AE, 104)):
