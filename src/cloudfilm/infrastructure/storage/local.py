@@ -109,8 +109,10 @@ class LocalBlobStore:
         # Folders whose entry in their parent this object has fsynced. At most 65,792 with
         # blob_key's two 256-way levels; a racing duplicate fsync is harmless, so no lock.
         self._durable_dirs: set[Path] = set()
-        # Folder fsyncs run beside the blob's own (put_file); threads start on demand.
-        self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dir-fsync")
+        # Folder fsyncs, and a linked blob's data fsync, run beside the caller's own
+        # (put_file); as many as the ingest's blob writers (8) each wait for a data fsync
+        # and two folders at most. Threads start on demand.
+        self._syncer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
