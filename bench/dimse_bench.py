@@ -9,9 +9,12 @@ Measures, with TCP_NODELAY=1 on every side (BENCHMARKING.md):
 * C-GET of the same series with dcmtk ``getscu`` (seconds).
 
 ``--processes 1,2`` also runs cloudfilm with that many DIMSE listener processes sharing the
-port (``CLOUDFILM_DIMSE__PROCESSES``); each becomes a column.
+port (``CLOUDFILM_DIMSE__PROCESSES``); each becomes a column. ``--associations 1,2,4`` sets the
+C-STORE rounds (the instances are split between them). ``--index sqlite,postgresql`` runs
+both servers on each index (Orthanc's PostgreSQL index plugin, Debian
+``orthanc-postgresql``); ``--pg-prefix NAME_`` prefixes the databases it (re)creates.
 
-Both servers use their embedded SQLite index and fsync each object. Run
+Both servers fsync each object. Run
 ``.venv/bin/python bench/dimse_bench.py [--instances 2000] [--repeats 3]``; the Markdown
 table goes to stdout and ``bench/out/dimse-*.md``. ``--retrieve-only N`` stores only the
 series to move and runs N C-MOVE/C-GET rounds per server start (a short bench-lock hold).
@@ -36,7 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BENCH_DIR, WORK_DIR, free_port
+from harness import BENCH_DIR, WORK_DIR, free_port, pg_backend_cpu_seconds
 from orthanc import Orthanc
 from server import EXE, Cloudfilm
 from synth import write_ct_study
@@ -79,9 +82,11 @@ def storescu(port: int, aec: str, files: list[Path]) -> None:
                     *map(str, files)], env=ENV, check=True, capture_output=True)
 
 
-def store_rate(srv: Any, port: int, aec: str, files: list[Path], assocs: int) -> dict[str, float]:
+def store_rate(srv: Any, port: int, aec: str, files: list[Path], assocs: int,
+               database: str | None = None) -> dict[str, float]:
     groups = [files[i::assocs] for i in range(assocs)]
     cpu0 = srv.cpu_seconds()
+    db0 = pg_backend_cpu_seconds(database) if database else 0.0
     start = time.perf_counter()
     procs = [subprocess.Popen(["storescu", "-aet", SCU_AE, "-aec", aec, "127.0.0.1", str(port),
                                *map(str, g)], env=ENV, stdout=subprocess.DEVNULL,
@@ -92,7 +97,10 @@ def store_rate(srv: Any, port: int, aec: str, files: list[Path], assocs: int) ->
             raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
     wall = time.perf_counter() - start
     cpu = srv.cpu_seconds() - cpu0
-    return {"rate": len(files) / wall, "cpu_ms": cpu * 1000 / len(files)}
+    # PostgreSQL's backends for the connections open at the end (a pool keeps them).
+    db = pg_backend_cpu_seconds(database) - db0 if database else 0.0
+    return {"rate": len(files) / wall, "cpu_ms": cpu * 1000 / len(files),
+            "db_cpu_ms": db * 1000 / len(files)}
 
 
 def find_latency(port: int, aec: str, patient_ids: list[str], n: int = 200) -> dict[str, float]:
@@ -148,6 +156,18 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
+def _wait_for_listeners(srv: Any, processes: int, timeout: float = 120.0) -> None:
+    """Until every DIMSE listener process logged that it listens: a sibling still starting
+    (imports, services: seconds of CPU) would otherwise run during the first rounds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = srv.log_path.read_text(errors="replace")
+        if text.count("cloudfilm.dimse.listening") >= processes:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{processes} DIMSE listeners did not start:\n{srv.log_tail(30)}")
+
+
 def move_time(port: int, aec: str, study_uid: str, dest_port: int) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="dimse-dest-", dir=WORK_DIR))
     dest = subprocess.Popen(["storescp", "-aet", DEST_AE, "-od", str(out), "+xa", "+B",
@@ -186,7 +206,8 @@ def get_time(port: int, aec: str, study_uid: str) -> dict[str, float]:
 
 
 def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: int
-               , processes: int = 1, store_only: bool = False,
+               , processes: int = 1, store_only: bool = False, index: str = "sqlite",
+               associations: tuple[int, ...] = (1, 4), pg_prefix: str = "",
                retrieve_only: int = 0) -> dict[str, Any]:
     from pydicom import dcmread
 
@@ -197,19 +218,25 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
         dicom_port = free_port()
         if kind == "cloudfilm":
             os.environ["CLOUDFILM_DIMSE__PROCESSES"] = str(processes)
-            srv: Any = Cloudfilm(extra_args=("--dicom-port", str(dicom_port),
+            database = f"{pg_prefix}bench_cloudfilm"
+            srv: Any = Cloudfilm(index=index, pg_database=database,
+                                 extra_args=("--dicom-port", str(dicom_port),
                                              "--ae-title", "CLOUDFILM"))
             aec = "CLOUDFILM"
         else:
-            srv = Orthanc(dicom_port=dicom_port, aet="BENCHORTHANC")
+            database = f"{pg_prefix}bench_orthanc"
+            srv = Orthanc(index=index, pg_database=database, dicom_port=dicom_port,
+                          aet="BENCHORTHANC")
             aec = "BENCHORTHANC"
+        pg = database if index == "postgresql" else None
         with srv:
             if kind == "cloudfilm":
+                _wait_for_listeners(srv, processes)
                 data = srv.workdir / "data"
                 for ae, p in ((SCU_AE, 104), (DEST_AE, dest_port)):
                     subprocess.run([str(EXE), "peers", "add", "--data", str(data), ae,
                                     "127.0.0.1", str(p), "--hospital", "BENCH"],
-                                   check=True, capture_output=True, env=ENV)
+                                   check=True, capture_output=True, env=srv.env)
             else:
                 # Orthanc answers C-FIND/C-MOVE only for known modalities.
                 for name, ae, p in (("dest", DEST_AE, dest_port), ("scu", SCU_AE, 104)):
@@ -221,22 +248,23 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                                 f"{kind} #{rep + 1}")
                 loads.append(os.getloadavg()[0])
                 continue
-            half = len(series) // 2 or 1
-            one = [p for s in series[:half] for p in s]
-            four = [p for s in series[half:] for p in s] or one
-            log(f"{kind} #{rep + 1}: C-STORE {len(one)} over 1 association")
-            r1 = store_rate(srv, dicom_port, aec, one, 1)
-            log(f"{kind} #{rep + 1}: C-STORE {len(four)} over 4 associations")
-            r4 = store_rate(srv, dicom_port, aec, four, 4)
-            log(f"{kind} #{rep + 1}: {r1['rate']:.1f}/s ({r1['cpu_ms']:.1f} ms CPU) x1, "
-                f"{r4['rate']:.1f}/s ({r4['cpu_ms']:.1f} ms CPU) x4; load "
-                f"{os.getloadavg()[0]:.1f}")
+            files = [p for s in series for p in s]
+            share = len(files) // len(associations)
+            rounds: dict[int, dict[str, float]] = {}
+            for k, assocs in enumerate(associations):
+                part = files[k * share:(k + 1) * share]
+                log(f"{kind} #{rep + 1}: C-STORE {len(part)} over {assocs} association(s)")
+                rounds[assocs] = store_rate(srv, dicom_port, aec, part, assocs, pg)
+            log(f"{kind} #{rep + 1} ({index}, x{processes}): " + ", ".join(
+                f"{r['rate']:.1f}/s ({r['cpu_ms']:.1f}+{r['db_cpu_ms']:.1f} ms CPU) x{a}"
+                for a, r in rounds.items()) + f"; load {os.getloadavg()[0]:.1f}")
             loads.append(os.getloadavg()[0])
+            for assocs, r in rounds.items():
+                results.setdefault(f"store{assocs}", []).append(r["rate"])
+                results.setdefault(f"store{assocs}_cpu", []).append(r["cpu_ms"])
+                if pg:
+                    results.setdefault(f"store{assocs}_db", []).append(r["db_cpu_ms"])
             if store_only:
-                results.setdefault("store1", []).append(r1["rate"])
-                results.setdefault("store1_cpu", []).append(r1["cpu_ms"])
-                results.setdefault("store4", []).append(r4["rate"])
-                results.setdefault("store4_cpu", []).append(r4["cpu_ms"])
                 continue
             storescu(dicom_port, aec, move)
             pids = [str(dcmread(s[0], stop_before_pixels=True).PatientID) for s in series]
@@ -264,9 +292,7 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                 g["cpu_s"] = srv.cpu_seconds() - cpu0
             except Exception as exc:
                 log(f"{kind}: C-GET failed: {_failure(exc)}\n{srv.log_tail(30)}")
-        for key, value in (("store1", r1["rate"]), ("store1_cpu", r1["cpu_ms"]),
-                           ("store4", r4["rate"]), ("store4_cpu", r4["cpu_ms"]),
-                           ("find_p50", f.get("p50")), ("find_p95", f.get("p95")),
+        for key, value in (("find_p50", f.get("p50")), ("find_p95", f.get("p95")),
                            ("find_cpu", f.get("cpu_ms")), ("move_s", m.get("seconds")),
                            ("move_cpu", m.get("cpu_s")), ("get_s", g.get("seconds")),
                            ("get_cpu", g.get("cpu_s"))):
@@ -300,11 +326,16 @@ def retrieve_rounds(srv: Any, port: int, aec: str, move: list[Path], dest_port: 
                 f"load {os.getloadavg()[0]:.1f}")
 
 
+def store_rows(associations: tuple[int, ...]) -> list[tuple[str, str, bool]]:
+    rows = []
+    for a in associations:
+        rows += [(f"store{a}", f"C-STORE, {a} association{'s' * (a > 1)} (inst/s)", True),
+                 (f"store{a}_cpu", "  server CPU per instance (ms)", False),
+                 (f"store{a}_db", "  PostgreSQL backends' CPU per instance (ms)", False)]
+    return rows
+
+
 ROWS = [
-    ("store1", "C-STORE, 1 association (inst/s)", True),
-    ("store1_cpu", "  server CPU per instance (ms)", False),
-    ("store4", "C-STORE, 4 associations (inst/s)", True),
-    ("store4_cpu", "  server CPU per instance (ms)", False),
     ("find_p50", "C-FIND study level p50 (ms)", False),
     ("find_p95", "C-FIND study level p95 (ms)", False),
     ("find_cpu", "  server CPU per C-FIND (ms)", False),
@@ -317,18 +348,20 @@ ROWS = [
 
 
 def table(cfs: dict[int, dict[str, float]], orthanc: dict[str, float], n: int,
-          repeats: int) -> str:
+          repeats: int, index: str = "sqlite", associations: tuple[int, ...] = (1, 4)) -> str:
     """One cloudfilm column per listener-process count; ratios are cloudfilm against
     Orthanc, >1 always better (rates: cloudfilm/Orthanc; times and CPU: Orthanc/cloudfilm)."""
     names = [f"cloudfilm x{p}" for p in cfs]
-    lines = [f"DIMSE, {n} synthetic 512x512 CT instances (525 KB), SQLite index, "
+    lines = [f"DIMSE, {n} synthetic 512x512 CT instances (525 KB), {index} index, "
              f"TCP_NODELAY=1, median of {repeats} run(s); xN = DIMSE listener processes", "",
              "| metric | " + " | ".join(names) + " | Orthanc 1.10 | "
              + " | ".join(f"{c} / Orthanc" for c in names) + " |",
              "|---|" + "---|" * (2 * len(names) + 1)]
-    for key, label, higher_better in ROWS:
+    for key, label, higher_better in store_rows(associations) + ROWS:
         b = orthanc.get(key)
         values = [cf.get(key) for cf in cfs.values()]
+        if b is None and not any(values):
+            continue
         ratios = [(a / b if higher_better else b / a) if a and b else None for a in values]
         cells = [(f"{v:.2f}" if v < 10 else f"{v:.1f}") if v else "-" for v in [*values, b]]
         lines.append(f"| {label} | " + " | ".join(cells) + " | "
@@ -348,23 +381,33 @@ def main() -> None:
     parser.add_argument("--retrieve-only", type=int, default=0, metavar="ROUNDS",
                         help="store only the series to move, then C-MOVE and C-GET it "
                              "ROUNDS times per server start (no C-STORE rounds, no C-FIND)")
+    parser.add_argument("--associations", default="1,4",
+                        help="comma-separated simultaneous C-STORE associations, one round each")
+    parser.add_argument("--index", default="sqlite",
+                        help="comma-separated indexes to run both servers on: sqlite,postgresql")
+    parser.add_argument("--pg-prefix", default="",
+                        help="prefix of the PostgreSQL databases the bench recreates")
     args = parser.parse_args()
     series, move = prepare(args.instances)
     n = sum(len(s) for s in series)
-    cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p,
-                        store_only=args.store_only, retrieve_only=args.retrieve_only)
-          for p in (int(x) for x in args.processes.split(","))}
-    orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move, args.repeats,
-                                                      store_only=args.store_only,
-                                                      retrieve_only=args.retrieve_only)
-    text = table(cf, orthanc, n, args.repeats)
+    assocs = tuple(int(x) for x in args.associations.split(","))
+    texts, figures = [], {}
+    for index in args.index.split(","):
+        kw = {"store_only": args.store_only, "index": index, "associations": assocs,
+              "pg_prefix": args.pg_prefix, "retrieve_only": args.retrieve_only}
+        cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p, **kw)
+              for p in (int(x) for x in args.processes.split(","))}
+        orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move,
+                                                          args.repeats, **kw)
+        texts.append(table(cf, orthanc, n, args.repeats, index, assocs))
+        figures[index] = {"cloudfilm": {str(k): v for k, v in cf.items()},
+                          "orthanc": orthanc, "instances": n}
+    text = "\n\n".join(texts)
     print(text)
     out = BENCH_DIR / "out"
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     (out / f"dimse-{stamp}.md").write_text(text + "\n")
-    figures = {"cloudfilm": {str(k): v for k, v in cf.items()}, "orthanc": orthanc,
-               "instances": n}
     (out / f"dimse-{stamp}.json").write_text(json.dumps(figures, indent=2))
 
 

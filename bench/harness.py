@@ -148,6 +148,7 @@ class ManagedServer:
         self.keep = keep
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
         self.peak_rss = 0
         self.cpu_total = 0.0
 
@@ -193,6 +194,7 @@ class ManagedServer:
             # dcmtk and pynetdicom sockets honour TCP_NODELAY=1; without it each DIMSE
             # message waits ~40 ms on loopback (BENCHMARKING.md).
             env = {**os.environ, "TCP_NODELAY": "1", **extra_env}
+            self.env = env  # for the server's own CLI beside it (same index and secrets)
             with self.log_path.open("wb") as log:
                 self.proc = subprocess.Popen(
                     argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,

@@ -347,7 +347,11 @@ def test_local_move_across_filesystems_copies_then_removes_source(
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real_replace(src, dst)
 
+    def link(src: Any, dst: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
 
     local_store.put_file(KEY, source, move=True)
 
@@ -450,6 +454,90 @@ def test_local_put_fails_when_a_new_folder_cannot_be_synced(
     monkeypatch.setattr(local_module, "_fsync_path", spy)
     local_store.put_file(KEY, write(DATA))
     assert root in synced and root / first in synced
+
+
+def test_local_move_of_a_new_blob_syncs_its_data_and_folder_together(
+    local_store: LocalBlobStore, write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new key is hard-linked into place, then its data and its folder entry are fsynced
+    at once (one flush in a row, not two); the source goes only once both are durable."""
+    source = write(DATA)
+    inode = source.stat().st_ino
+    leaf = local_store.root / KEY.rsplit("/", 1)[0]
+    local_store.put_file(KEY[:-5] + "0.dcm", write(DATA))  # the folders are durable now
+    real_fsync = os.fsync
+    real_sync_path = local_module._fsync_path
+    leaf_started = threading.Event()
+    overlapped: list[bool] = []
+    source_there: list[bool] = []
+
+    def sync_path(path: Path) -> None:
+        if Path(path) == leaf:
+            leaf_started.set()
+        real_sync_path(path)
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the blob's data, not a folder
+            overlapped.append(leaf_started.wait(timeout=10))
+            source_there.append(source.exists())
+        real_fsync(fd)
+
+    monkeypatch.setattr(local_module, "_fsync_path", sync_path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    local_store.put_file(KEY, source, move=True)
+
+    assert overlapped == [True]
+    assert source_there == [True]  # a failed fsync would have kept the source
+    assert not source.exists()
+    assert (local_store.root / KEY).stat().st_ino == inode
+    assert (local_store.root / KEY).read_bytes() == DATA
+
+
+def test_local_move_onto_an_existing_blob_syncs_the_data_before_the_rename(
+    local_store: LocalBlobStore, write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing name (a resend, or the leftover of a crash) is never linked over: the
+    new data is fsynced first and then renamed over it, so the name never points at data
+    that is not on disk."""
+    local_store.put_file(KEY, write(b"previous"))
+    source = write(DATA)
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            events.append("data fsync")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    local_store.put_file(KEY, source, move=True)
+
+    assert events == ["data fsync", "rename"]
+    assert (local_store.root / KEY).read_bytes() == DATA
+    assert not source.exists()
+
+
+def test_local_move_keeps_its_source_when_the_new_blob_cannot_be_synced(
+    local_store: LocalBlobStore, write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = write(DATA)
+
+    def io_error(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", io_error)
+    with pytest.raises(BlobStoreError, match="Input/output error"):
+        local_store.put_file(KEY, source, move=True)
+    monkeypatch.undo()
+    assert source.read_bytes() == DATA  # the sender is not answered; it can be stored again
+    local_store.put_file(KEY, source, move=True)
+    assert (local_store.root / KEY).read_bytes() == DATA
+    assert not source.exists()
 
 
 @pytest.mark.parametrize("move", [False, True])

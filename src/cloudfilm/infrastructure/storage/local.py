@@ -75,6 +75,10 @@ def _error(action: str, subject: str, exc: OSError) -> BlobStoreError:
     return BlobStoreError(f"could not {action} {subject!r}: {cause}")
 
 
+def _fsync_fd(fd: int) -> None:
+    os.fsync(fd)
+
+
 def _fsync_path(path: Path) -> None:
     """fsync a file or directory by path (a directory fsync makes its entries durable)."""
     fd = os.open(path, os.O_RDONLY)
@@ -105,8 +109,10 @@ class LocalBlobStore:
         # Folders whose entry in their parent this object has fsynced. At most 65,792 with
         # blob_key's two 256-way levels; a racing duplicate fsync is harmless, so no lock.
         self._durable_dirs: set[Path] = set()
-        # Folder fsyncs run beside the blob's own (put_file); threads start on demand.
-        self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dir-fsync")
+        # Folder fsyncs, and a linked blob's data fsync, run beside the caller's own
+        # (put_file); as many as the ingest's blob writers (8) each wait for a data fsync
+        # and two folders at most. Threads start on demand.
+        self._syncer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -158,8 +164,10 @@ class LocalBlobStore:
         BlobStoreError
             The write failed (disk full, permissions). No temp file remains, and a failure
             before the rename leaves ``key`` as it was. Only when a folder fsync after the
-            rename fails is the new blob in place without being known durable; it is not
-            removed, since with identical content it may be the indexed one.
+            rename fails (or, for a new key moved in by a hard link, the data's fsync) is
+            the new blob in place without being known durable; it is not removed, since
+            with identical content it may be the indexed one, and a failed move keeps its
+            source.
         """
         dest = self._path(key)
         try:
@@ -168,22 +176,58 @@ class LocalBlobStore:
             # New folders' entries (their parents' fsyncs) do not depend on the blob: they
             # run while its data is fsynced, so a new ab/cd/ costs one fsync wait, not
             # three in a row (each ~2.5 ms here; the journal commits concurrent ones
-            # together). Only the leaf's fsync must follow the rename.
+            # together).
             pending = [self._syncer.submit(_fsync_path, folder) for folder in parents]
+            linked: int | None = None
             try:
-                if not (move and self._rename_into_place(path, dest)):
+                linked = self._link_into_place(path, dest) if move else None
+                if linked is not None:
+                    # A new name: the blob's data and its entry are synced at once.
+                    pending.append(self._syncer.submit(_fsync_fd, linked))
+                elif not (move and self._rename_into_place(path, dest)):
                     self._copy_into_place(path, dest)
                     if move:
                         self._discard_source(path)
+                # Only the leaf's fsync must follow the rename (or link).
                 _fsync_path(leaf)
             finally:
                 errors = [f.exception() for f in pending]
+                if linked is not None:
+                    os.close(linked)
             error = next((e for e in errors if e is not None), None)
             if error is not None:
                 raise error
             self._durable_dirs.update(made_durable)
+            if linked is not None:
+                self._discard_source(path)  # the blob is durable under its own name
         except OSError as exc:
             raise _error("store blob", key, exc) from exc
+
+    def _link_into_place(self, source: Path, dest: Path) -> int | None:
+        """Hard-link ``source`` as the new ``dest``; an open descriptor of it to fsync, or
+        None when the name exists already (or the filesystem cannot link here).
+
+        The name may reach the disk before the data then; that is harmless because the
+        link only ever creates a name, never replaces one: until ``put_file`` returns
+        (data and folder entry both synced) nothing indexes the key, and a crash in between
+        leaves an unindexed file that the next write of that key replaces the careful way
+        (``_rename_into_place``: data synced before the rename) and the orphan sweeper
+        removes otherwise. Saves one flush in a row per new blob (~2.5 ms here).
+        """
+        try:
+            os.utime(source)  # a link shares the source's mtime, which the sweeper reads
+            fd = os.open(source, os.O_RDONLY)
+        except PermissionError:
+            return None  # not our file to touch: copy it instead
+        try:
+            os.link(source, dest)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK,
+                             errno.ENOTSUP, errno.EOPNOTSUPP):
+                return None
+            raise
+        return fd
 
     def _rename_into_place(self, source: Path, dest: Path) -> bool:
         """Rename ``source`` to ``dest`` after fsyncing it; False when it must be copied."""
@@ -202,6 +246,10 @@ class LocalBlobStore:
             if exc.errno == errno.EXDEV:
                 return False
             raise
+        # A rename onto another link of the same file does nothing (POSIX); ``dest`` may be
+        # a link that an earlier, failed put made of this very source.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(source)
         return True
 
     def _copy_into_place(self, source: Path, dest: Path) -> None:

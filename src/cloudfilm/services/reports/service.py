@@ -212,18 +212,23 @@ class ReportService:
 
     def _store_pdf(self, doc: ReportDocument) -> tuple[str, str]:
         """A PDF that came inline goes to the blob store (durably) before the index
-        transaction, like an object: content-addressed, so a resend costs nothing."""
+        transaction, like an object: content-addressed, so a resend writes the same bytes.
+
+        Written even when the key exists: a name without an index row may be a crash's
+        leftover whose data never reached the disk (the local store links a new blob into
+        place before its fsync), and ``put_file`` replaces it only with synced data."""
         if not doc.pdf_bytes:
             return "", ""
         sha = hashlib.sha256(doc.pdf_bytes).hexdigest()
         key = blob_key(sha, ".pdf")
         try:
-            if not self._blobs.exists(key):
-                fd, name = tempfile.mkstemp(prefix="report-", suffix=".pdf",
-                                            dir=self._work_dir)
+            fd, name = tempfile.mkstemp(prefix="report-", suffix=".pdf", dir=self._work_dir)
+            try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(doc.pdf_bytes)
                 self._blobs.put_file(key, Path(name), move=True)
+            finally:
+                Path(name).unlink(missing_ok=True)
         except BlobStoreError as exc:
             raise ResourceUnavailableError(f"cannot store the report's PDF: {exc}") from exc
         return key, sha
