@@ -44,7 +44,8 @@ from synth import write_ct_study
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 SCU_AE = "KEEPUPSCU"
 SERIES = 250
-PG_DB = "bench_cloudfilm"
+# CLOUDFILM_BENCH_PG_DB: a database of your own when several people run benches here.
+PG_DB = os.environ.get("CLOUDFILM_BENCH_PG_DB", "bench_cloudfilm")
 PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
 JPEG_LS = "1.2.840.10008.1.2.4.80"
 
