@@ -22,6 +22,7 @@ from cloudfilm.gateway.config import CompressConfig
 from cloudfilm.gateway.pack import Packer, packs, policy_of
 from cloudfilm.gateway.queue import Queue
 from cloudfilm.gateway.scp import dicom_meta
+from cloudfilm.gateway.status import render_text, snapshot
 from cloudfilm.infrastructure.dicom import lossless
 
 CLAIM = {"batch_size": 20, "batch_bytes": 10**9}
@@ -92,6 +93,8 @@ def test_packed_object_is_jpeg_ls_with_the_same_pixels_and_replaces_the_original
     queue.mark_sent([item], delete_files=True)
     assert _files(queue) == set()
     assert queue.pack_totals()["packed"] == (1, len(original), len(sent))
+    text = render_text(snapshot(queue))
+    assert "lossless compression: packed 1," in text and "waiting 0" in text
 
 
 def test_not_bit_exact_forwards_the_original(tmp_path: Path,
@@ -140,6 +143,7 @@ def test_policy_off_is_unchanged(tmp_path: Path) -> None:
     original = _smooth_ct()
     _receive(queue, original, tmp_path)
     assert _pack_rows(queue) == {}
+    assert "compression" not in render_text(snapshot(queue))
     [item] = queue.claim(**CLAIM)
     assert queue.path(item).read_bytes() == original
 
