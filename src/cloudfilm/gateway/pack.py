@@ -168,6 +168,12 @@ class Packer:
                 self.queue.settle_left(item, "packer-died")
             if executor is None and not self._stop.is_set():
                 self._pool = self._new_pool()
+        except Exception:
+            # The gateway cannot write the packed file (disk full?): the rest go as received
+            # now rather than wait for max_wait_seconds.
+            for item in items[settled:]:
+                self.queue.settle_left(item, "error")
+            raise
         if self.on_packed is not None:
             self.on_packed()
         return len(items)

@@ -194,3 +194,21 @@ def test_an_object_that_waited_too_long_goes_as_received(tmp_path: Path) -> None
     assert not queue.settle_packed(packing, packed, str(JPEGLSLossless))
     assert _pack_rows(queue) == {item_id: ("left", "sent-as-received")}
     assert _files(queue) == {item.sha256} and not packed.path.exists()
+
+
+def test_a_packed_file_that_cannot_be_written_sends_the_originals(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = _queue(tmp_path)
+    study = "1.2.3.4"
+    originals = [_smooth_ct(k, StudyInstanceUID=study) for k in (1, 2)]
+    ids = [_receive(queue, data, tmp_path) for data in originals]
+
+    def disk_full(source: object, *, quota: bool = True) -> object:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(queue, "spool", disk_full)
+    with pytest.raises(OSError):
+        Packer(queue, CompressConfig(enabled=True)).pack_some()
+    assert _pack_rows(queue) == {i: ("left", "error") for i in ids}
+    sent = [queue.path(i).read_bytes() for i in queue.claim(**CLAIM)]
+    assert sent == originals
