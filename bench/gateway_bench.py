@@ -14,6 +14,17 @@ Every acknowledged object is then checked in the cloud (once, bit-identical data
     .venv/bin/python bench/gateway_bench.py --studies 2 --slices 10 --size 256   # quick
     sudo .venv/bin/python bench/gateway_bench.py --link 100:20   # 100 Mbit/s, 20 ms RTT
 
+``--pack`` measures lossless compression at the gateway (``[compress]``, gateway/pack.py)
+instead, on synthetic 512x512 CT slices (bench/synth.py, as bench/keepup.py) sent by dcmtk
+``storescu`` (4 associations) while the cloud is down, once with compression off and once
+on: the gateway's C-STORE receive rate and CPU per object, the packer's rate and CPU per
+object (its processes), how long after the last receive the packer finished (does it keep
+up with the gateway's own receive rate on the same 2 cores?), then the cloud comes back and
+the bytes sent over the WAN (sum of the STOW-RS parts) against the bytes received:
+
+    flock /work/notes/bench.lock .venv/bin/python bench/gateway_bench.py --pack --objects 500
+    ... --pack --syntax htj2k --pack-workers 2
+
 With ``--link RATE:RTT`` the hospital side (the gateway, and the direct C-STORE, sent with
 dcmtk ``storescu``) runs in a network namespace whose upload is shaped by ``tc``
 (tests/integration/gateway/link.py); the PACS pushing into the gateway is not shaped.
@@ -140,6 +151,201 @@ def orthanc_forward(link: Link, cloud_dicom_port: int, datasets: list[Any],
                      for ds in datasets]
 
 
+SYNTAXES = {"jpegls": "1.2.840.10008.1.2.4.80", "htj2k": "1.2.840.10008.1.2.4.201"}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def synthetic_ct(n: int, tag: str) -> list[Path]:
+    """``n`` synthetic CT slices of one series (cached in bench/work/gateway)."""
+    from synth import write_ct_study
+
+    folder = WORK_DIR / "gateway" / f"{tag}-{n}"
+    paths = sorted(folder.glob("*.dcm"))
+    if len(paths) != n:
+        shutil.rmtree(folder, ignore_errors=True)
+        paths = write_ct_study(folder, n, patient_id=f"GWPACK-{tag}",
+                               patient_name=f"Gateway^{tag}", seed=sum(map(ord, tag)))
+    return paths
+
+
+def storescu(port: int, files: list[Path], assocs: int) -> float:
+    """C-STORE ``files`` into the gateway over ``assocs`` associations; wall seconds."""
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["storescu", "-aet", rig.PACS_AE, "-aec", rig.GATEWAY_AE,
+                               "127.0.0.1", str(port), *map(str, files[i::assocs])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(assocs)]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
+    return time.perf_counter() - started
+
+
+def _children_cpu(pid: int) -> float:
+    import psutil
+
+    from harness import cpu_seconds
+
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    return sum(cpu_seconds(k.pid) for k in kids)
+
+
+def _pack_rows(queue_dir: Path, since: float = 0.0
+               ) -> tuple[int, float | None, float | None, dict[str, int]]:
+    """(objects waiting for the packer, first and last packed_at, states), of the objects
+    settled after ``since``."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{queue_dir / 'queue.sqlite3'}?mode=ro", uri=True, timeout=30)
+    try:
+        waiting = db.execute("SELECT COUNT(*) FROM pack WHERE state IN ('pending', "
+                             "'packing')").fetchone()[0]
+        first, last = db.execute("SELECT MIN(packed_at), MAX(packed_at) FROM pack "
+                                 "WHERE state='packed' AND packed_at>?", (since,)).fetchone()
+        states = dict(db.execute("SELECT state || ':' || detail, COUNT(*) FROM pack "
+                                 "WHERE packed_at>? GROUP BY state, detail",
+                                 (since,)).fetchall())
+    finally:
+        db.close()
+    return int(waiting), first, last, states
+
+
+def _sent_bytes(queue_dir: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{queue_dir / 'queue.sqlite3'}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(db.execute("SELECT COALESCE(SUM(bytes), 0) FROM sent_day").fetchone()[0])
+    finally:
+        db.close()
+
+
+def pack_run(server: kill9.Server, workdir: Path, files: list[Path], warm: list[Path], *,
+             compress: bool,
+             syntax: str, workers: int, assocs: int, log: Any) -> dict[str, Any]:
+    """One gateway, the cloud down: receive ``files`` (the packer working meanwhile when
+    ``compress``), wait for the packer, bring the cloud back and drain."""
+    import psutil
+
+    from harness import cpu_seconds
+
+    gw = rig.Gateway(workdir, f"http://127.0.0.1:{server.http_port}", server.token,
+                     queue={"quota_bytes": 20 * 1024**3},
+                     forward={"batch_size": 50, "concurrency": 2, "batch_bytes": 256 * 1024**2,
+                              "retry_initial_seconds": 0.1, "retry_max_seconds": 0.3},
+                     dicom={"max_associations": 16},
+                     compress={"enabled": compress, "default": syntax, "workers": workers},
+                     status={"heartbeat_seconds": 0.0})
+    gw.start()
+    n = len(files)
+    received = sum(p.stat().st_size for p in files)
+    out: dict[str, Any] = {"compress": compress, "objects": n, "bytes_received": received}
+    try:
+        assert gw.proc is not None
+        pid = gw.proc.pid
+        # Warm-up (not counted): a few slices received, packed and sent, so that every
+        # packer process has imported its codecs and the doors are warm.
+        storescu(gw.dicom_port, warm, assocs)
+        gw.wait_drained(timeout=120)
+        if compress:
+            deadline = time.monotonic() + 60
+            while len(psutil.Process(pid).children()) < workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+        sent0 = _sent_bytes(gw.queue_dir)
+        server.stop()  # the link is down: the queue fills
+        load0 = loadavg()
+        main0, kids0 = cpu_seconds(pid), _children_cpu(pid)
+        since = time.time()
+        wall = storescu(gw.dicom_port, files, assocs)
+        ended = time.time()
+        main1 = cpu_seconds(pid)
+        out["receive_objects_per_second"] = n / wall
+        out["receive_cpu_ms_per_object"] = (main1 - main0) * 1000 / n
+        if compress:
+            deadline = time.monotonic() + 900
+            while _pack_rows(gw.queue_dir)[0] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            waiting, first, last, states = _pack_rows(gw.queue_dir, since)
+            out["still_waiting_for_the_packer"] = waiting
+            packed = sum(v for k, v in states.items() if k.startswith("packed"))
+            out["pack_states"] = states
+            out["pack_cpu_ms_per_object"] = ((_children_cpu(pid) - kids0)
+                                             + (cpu_seconds(pid) - main1)) * 1000 / n
+            if first is not None and last is not None and packed > 1:
+                out["pack_objects_per_second"] = (packed - 1) / max(last - first, 1e-6)
+                out["pack_finished_after_receive_s"] = max(0.0, last - ended)
+        out["load"] = f"{load0} -> {loadavg()}"
+        log(f"received: {out}")
+        server.start(timeout=90)
+        t0 = time.perf_counter()
+        gw.wait_drained(timeout=900)
+        out["drain_seconds"] = time.perf_counter() - t0
+        out["bytes_sent"] = _sent_bytes(gw.queue_dir) - sent0
+        out["wan_ratio"] = received / max(out["bytes_sent"], 1)
+    finally:
+        gw.stop()
+    return out
+
+
+def pack_main(args: argparse.Namespace) -> None:
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-pack-", dir=WORK_DIR))
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+    sets = {k: synthetic_ct(args.objects, k) for k in ("off", "on")}
+    # 2 slices per packer process and association
+    warm = {k: synthetic_ct(2 * max(args.pack_workers, args.assocs), f"warm-{k}")
+            for k in ("off", "on")}
+    (workdir / "cloud").mkdir()
+    server = kill9.Server(workdir / "cloud")
+    server.prepare()
+    server.start(timeout=90)
+    runs: dict[str, Any] = {}
+    try:
+        for key, compress in (("off", False), ("on", True)):
+            (workdir / key).mkdir()
+            runs[key] = pack_run(server, workdir / key, sets[key], warm[key],
+                                 compress=compress,
+                                 syntax=SYNTAXES[args.syntax], workers=args.pack_workers,
+                                 assocs=args.assocs, log=log)
+            log(f"{key}: {runs[key]}")
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    off, on = runs["off"], runs["on"]
+    print(f"gateway packing bench: {args.objects} synthetic 512x512 CT slices, storescu x "
+          f"{args.assocs}, {args.syntax}, {args.pack_workers} packer processes, cloud down "
+          "while receiving")
+    print("| run | receive obj/s | receive CPU ms/obj | pack obj/s | pack CPU ms/obj | "
+          "packer done after last receive | WAN bytes (ratio) | load |\n|---|---:|---:|---:|"
+          "---:|---:|---:|---|")
+    for name, r in (("compression off", off), ("compression on", on)):
+        pack = (f"{r['pack_objects_per_second']:.0f} | {r['pack_cpu_ms_per_object']:.1f} | "
+                f"{r['pack_finished_after_receive_s']:.1f} s" if "pack_objects_per_second" in r
+                else "- | - | -")
+        print(f"| {name} | {r['receive_objects_per_second']:.0f} | "
+              f"{r['receive_cpu_ms_per_object']:.1f} | {pack} | "
+              f"{r['bytes_sent'] / 1e6:.1f} MB ({r['wan_ratio']:.2f}:1) | {r['load']} |")
+    if "pack_states" in on:
+        print(f"pack outcomes: {on['pack_states']}")
+    out = BENCH_DIR / "out"
+    out.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    (out / f"gateway-pack-{stamp}.json").write_text(json.dumps(
+        {"args": vars(args), "runs": runs}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=4)
@@ -155,7 +361,16 @@ def main() -> None:
     parser.add_argument("--pixels", choices=["random", "phantom"], default="random",
                         help="random 12-bit noise (gzip ~1.15:1) or a noisy body phantom "
                              "in air, compressing like real CT (~2:1)")
+    parser.add_argument("--pack", action="store_true",
+                        help="measure lossless compression at the gateway instead")
+    parser.add_argument("--objects", type=int, default=500, help="--pack: slices per run")
+    parser.add_argument("--syntax", choices=sorted(SYNTAXES), default="jpegls")
+    parser.add_argument("--pack-workers", type=int, default=2)
+    parser.add_argument("--assocs", type=int, default=4, help="--pack: storescu processes")
     args = parser.parse_args()
+    if args.pack:
+        pack_main(args)
+        return
     link = None
     if args.link:
         rate, rtt = (float(x) for x in args.link.split(":"))

@@ -44,8 +44,10 @@ from synth import write_ct_study
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 SCU_AE = "KEEPUPSCU"
 SERIES = 250
-PG_DB = "bench_cloudfilm"
+# CLOUDFILM_BENCH_PG_DB: a database of your own when several people run benches here.
+PG_DB = os.environ.get("CLOUDFILM_BENCH_PG_DB", "bench_cloudfilm")
 PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
+JPEG_LS = "1.2.840.10008.1.2.4.80"
 
 
 def log(msg: str) -> None:
@@ -80,10 +82,11 @@ class _Server(Cloudfilm):
 
     startup_timeout = 240.0  # two HTTP workers each build their services
 
-    def __init__(self, jobs_workers: int) -> None:
+    def __init__(self, jobs_workers: int, syntax: str = JPEG_LS) -> None:
         super().__init__(index="postgresql", pg_database=PG_DB,
                          extra_args=("--workers", "2", "--ae-title", "CLOUDFILM"), keep=True)
         self.extra = {"CLOUDFILM_STORAGE__COMPRESS": "true",
+                      "CLOUDFILM_STORAGE__COMPRESS_DEFAULT": syntax,
                       "CLOUDFILM_STORAGE__DELETE_GRACE_SECONDS": "0",
                       "CLOUDFILM_JOBS__WORKERS": str(jobs_workers),
                       "CLOUDFILM_JOBS__RELAY_SECONDS": "0.5"}
@@ -227,14 +230,17 @@ def _ingest_alone(srv: _Server, objects: int, send: Callable[[], float]) -> dict
 
 
 def keep_up(n: int, *, stow_batch: int = 50, stow_clients: int = 2,
-            paced_seconds: float = 30.0) -> dict[str, Any]:
+            paced_seconds: float = 30.0, syntax: str = JPEG_LS,
+            both: bool = True) -> dict[str, Any]:
+    """Phases 1-4 (``both=False``: 1 and 2 only) with ``syntax`` as the policy's target."""
     files = slices(n)
     half = n // 2  # whole series: n a multiple of 500 (or below 500)
     bodies = _bodies(files[:half], stow_batch)
-    out: dict[str, Any] = {"objects": n, "stow_batch": stow_batch, "stow_clients": stow_clients}
+    out: dict[str, Any] = {"objects": n, "stow_batch": stow_batch, "stow_clients": stow_clients,
+                           "syntax": syntax}
 
     # 1. ingest alone (no job workers), then 2. re-encoding alone on its backlog.
-    srv = _Server(jobs_workers=0)
+    srv = _Server(jobs_workers=0, syntax=syntax)
     try:
         with srv:
             _peers_add(srv)
@@ -278,6 +284,8 @@ def keep_up(n: int, *, stow_batch: int = 50, stow_clients: int = 2,
     # The province's ~350 objects/s on average (30 M a day) spread over the cluster.
     out["province_cores"] = {"ingest": 350 * ingest_ms / 1000,
                              "reencode": 350 * reencode_ms / 1000}
+    if not both:
+        return out
 
     # 3. both at once at full speed, 4. paced at the rate both fit.
     all_bodies = _bodies(files, stow_batch)
@@ -286,7 +294,7 @@ def keep_up(n: int, *, stow_batch: int = 50, stow_clients: int = 2,
     warm = _bodies(warm_files, 10)
     for label, rate in (("both_full_speed", None),
                         ("both_paced", 0.9 * out["keep_up_rate_2_cores"])):
-        srv = _Server(jobs_workers=2)
+        srv = _Server(jobs_workers=2, syntax=syntax)
         try:
             with srv:
                 # A warm-up study first, its jobs done: the job workers are up and running.
@@ -314,8 +322,8 @@ def keep_up(n: int, *, stow_batch: int = 50, stow_clients: int = 2,
 
 def print_keep_up(r: dict[str, Any]) -> None:
     s, c, e = r["stow"], r["c_store"], r["reencode"]
-    print("\n### Keep-up on this machine (2 cores, PostgreSQL, `serve --workers 2`, "
-          "2 job workers)\n")
+    print(f"\n### Keep-up on this machine (2 cores, PostgreSQL, `serve --workers 2`, "
+          f"2 job workers, target {r.get('syntax', JPEG_LS)})\n")
     print("| phase | objects/s | CPU ms per object (process + PostgreSQL) | load |\n"
           "|---|---:|---:|---|")
     for name, row, cpu, pg in (

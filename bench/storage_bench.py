@@ -325,6 +325,10 @@ def main() -> None:
                         help="Slices for part 4 (half by STOW, half by C-STORE)")
     parser.add_argument("--stow-batch", type=int, default=50)
     parser.add_argument("--stow-clients", type=int, default=2)
+    parser.add_argument("--keepup-syntax", default="1.2.840.10008.1.2.4.80",
+                        help="Part 4's target syntax (HTJ2K: 1.2.840.10008.1.2.4.201)")
+    parser.add_argument("--keepup-alone-only", action="store_true",
+                        help="Part 4: ingest alone and re-encoding alone (phases 1-2) only")
     args = parser.parse_args()
     syntaxes = args.syntax or ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.201"]
     tables: dict[str, Any] = {}
@@ -343,7 +347,8 @@ def main() -> None:
         from keepup import keep_up, print_keep_up
 
         keep = keep_up(args.keepup_objects, stow_batch=args.stow_batch,
-                       stow_clients=args.stow_clients)
+                       stow_clients=args.stow_clients, syntax=args.keepup_syntax,
+                       both=not args.keepup_alone_only)
         print_keep_up(keep)
     wado = wado_comparison(args.slices, args.runs) if "wado" not in args.skip else {}
     print()

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from cloudfilm.config import ConfigError, SecuritySettings, Settings
 from cloudfilm.infrastructure.db import migrate
 from cloudfilm.infrastructure.db.session import Database
+from cloudfilm.infrastructure.dicom.lossless import CompressionPolicy
 from cloudfilm.infrastructure.storage.base import BlobStore
 from cloudfilm.infrastructure.storage.factory import open_blob_store
 from cloudfilm.infrastructure.storage.frame_cache import DiskFrameCache
@@ -77,7 +78,7 @@ from cloudfilm.services.reports.intake import ReportIntake
 from cloudfilm.services.reports.service import ReportService, ReportSettings
 from cloudfilm.services.research.service import ResearchService
 from cloudfilm.services.stats.figures import StatsService
-from cloudfilm.services.storage.service import CompressionPolicy, StorageService
+from cloudfilm.services.storage.service import StorageService
 from cloudfilm.services.storage.tiers import TierPolicy, Tiers
 
 if TYPE_CHECKING:

@@ -14,6 +14,10 @@ Example::
     [queue]
     folder = "/var/lib/cloudfilm-gateway"
     quota_bytes = 50_000_000_000
+
+    [compress]                  # lossless before forwarding (off by default)
+    enabled = true
+    modalities = { US = "none", MR = "1.2.840.10008.1.2.4.201" }
 """
 
 from __future__ import annotations
@@ -115,6 +119,45 @@ class ForwardConfig(_Section):
     deadline_hours: float = Field(default=12.0, gt=0)
 
 
+# JPEG-LS Lossless, RLE Lossless, HTJ2K Lossless: what the archive's job encodes too.
+_LOSSLESS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.201")
+
+
+class CompressConfig(_Section):
+    """Lossless compression at the gateway, before forwarding (the archive's policy shape:
+    a default target syntax and per-modality overrides, "none" = forward as received)."""
+
+    enabled: bool = False
+    default: str = _LOSSLESS[0]
+    modalities: dict[str, str] = {}
+    # Packer processes (niced, so receiving wins the CPU); one per core is the most useful.
+    workers: int = Field(default=1, ge=1, le=64)
+    nice: int = Field(default=10, ge=0, le=19)
+    # An object not compressed this long after it arrived is forwarded as received (the
+    # packer is behind): the deadline to the cloud matters more than the bytes.
+    max_wait_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("default")
+    @classmethod
+    def _default(cls, value: str) -> str:
+        return _target(value)
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, values: dict[str, str]) -> dict[str, str]:
+        return {k.strip().upper(): _target(v) for k, v in values.items()}
+
+
+def _target(value: str) -> str:
+    value = value.strip()
+    if value.lower() in ("", "none"):
+        return "none"
+    if value not in _LOSSLESS:
+        raise ValueError(f"{value!r} is not a lossless syntax the gateway encodes (JPEG-LS "
+                         f"{_LOSSLESS[0]}, RLE {_LOSSLESS[1]}, HTJ2K {_LOSSLESS[2]} or none)")
+    return value
+
+
 class ReportsConfig(_Section):
     # HL7 v2 over MLLP from the RIS; off when no port is set.
     mllp_host: str = "0.0.0.0"
@@ -154,6 +197,7 @@ class GatewayConfig(_Section):
     dicom: DicomConfig
     queue: QueueConfig
     forward: ForwardConfig = ForwardConfig()
+    compress: CompressConfig = CompressConfig()
     reports: ReportsConfig = ReportsConfig()
     watch: WatchConfig = WatchConfig()
     status: StatusConfig = StatusConfig()

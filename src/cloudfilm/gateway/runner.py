@@ -15,6 +15,7 @@ import httpx
 
 from cloudfilm.gateway.config import GatewayConfig
 from cloudfilm.gateway.forward import Forwarder, http_client
+from cloudfilm.gateway.pack import Packer, packs, policy_of
 from cloudfilm.gateway.pull import Puller
 from cloudfilm.gateway.queue import Queue
 from cloudfilm.gateway.receivers import FolderWatcher, MllpServer
@@ -27,8 +28,11 @@ HEARTBEAT_PATH = "/api/v1/gateway/heartbeat"
 
 
 def open_queue(config: GatewayConfig) -> Queue:
+    compress = config.compress
     return Queue(config.queue.folder, quota_bytes=config.queue.quota_bytes,
-                 warn_fraction=config.queue.warn_fraction)
+                 warn_fraction=config.queue.warn_fraction,
+                 packs=packs(policy_of(compress)) if compress.enabled else None,
+                 pack_wait_seconds=compress.max_wait_seconds)
 
 
 class Gateway:
@@ -38,6 +42,10 @@ class Gateway:
         self.forwarder = Forwarder(self.queue, config.cloud, config.forward,
                                    keep_sent_seconds=config.queue.keep_sent_days * 86400)
         self.scp = StoreSCP(config.dicom, self.queue)
+        self.packer: Packer | None = None
+        if config.compress.enabled:
+            self.packer = Packer(self.queue, config.compress, on_packed=self.forwarder.wake,
+                                 batch=config.forward.batch_size)
         self.mllp: MllpServer | None = None
         if config.reports.mllp_port is not None:
             self.mllp = MllpServer(self.queue, config.reports.mllp_host,
@@ -65,6 +73,8 @@ class Gateway:
         if stuck:
             logger.warning("cloudfilm.gateway.resumed", extra={"interrupted": stuck})
         self.forwarder.start()
+        if self.packer is not None:
+            self.packer.start()
         self.scp.start()
         if self.mllp is not None:
             self.mllp.start()
@@ -87,6 +97,9 @@ class Gateway:
             pull = self.puller.config
             parts.append(f"polling {pull.ae_title} at {pull.host}:{pull.port} every "
                          f"{pull.interval_seconds:g} s")
+        if self.packer is not None:
+            parts.append(f"compressing losslessly ({self.config.compress.workers} "
+                         "packer processes)")
         if self.status is not None:
             parts.append(f"status at http://{self.config.status.host}:{self.status.port}/")
         return "; ".join(parts) + f"; forwarding to {self.config.cloud.url}"
@@ -100,6 +113,8 @@ class Gateway:
             self.mllp.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.packer is not None:
+            self.packer.stop()
         self.forwarder.stop()
         if self.status is not None:
             self.status.stop()

@@ -38,8 +38,9 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 
-# Objects are forwarded as received, so accept compressed syntaxes first (a sender offering
-# [JPEG, Explicit VR LE] in one context keeps its JPEG) and uncompressed last.
+# Objects are forwarded as received (or packed losslessly, gateway/pack.py), so accept
+# compressed syntaxes first (a sender offering [JPEG, Explicit VR LE] in one context keeps
+# its JPEG) and uncompressed last.
 TRANSFER_SYNTAXES: list[str] = [str(getattr(uids, name)) for name in (
     "JPEGLSLossless", "JPEG2000Lossless", "JPEG2000MCLossless", "JPEGLosslessSV1",
     "JPEGLossless", "RLELossless", "HTJ2KLossless", "HTJ2KLosslessRPCL", "HTJ2K",
@@ -88,7 +89,10 @@ def dicom_meta(path: Path, source: str) -> Meta:
     if not sop:
         raise Part10Error("the object has no SOP Instance UID (0008,0018)")
     return Meta(kind="dicom", uid=sop, study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-                exam_at=exam_time(ds), source=source)
+                exam_at=exam_time(ds), source=source,
+                modality=str(ds.get("Modality", "") or "").strip(),
+                transfer_syntax_uid=header.transfer_syntax_uid,
+                has_pixels=header.has_pixel_data)
 
 
 def handle_store(event: Any, queue: Queue) -> int | Dataset:

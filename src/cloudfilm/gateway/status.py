@@ -58,6 +58,9 @@ class Snapshot:
     deadline_hours: float
     parked: list[Parked] = field(default_factory=list)
     at_risk: list[AtRisk] = field(default_factory=list)
+    # Lossless compression ([compress]): per pack state, [objects, bytes as received,
+    # bytes to send]; empty when nothing was ever packed.
+    packing: dict[str, list[int]] = field(default_factory=dict)
 
     def as_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -97,7 +100,8 @@ def snapshot(queue: Queue, *, deadline_hours: float = 12.0, now: float | None = 
         sent_per_second=round(int(recent[0]) / RATE_WINDOW_SECONDS, 3),  # type: ignore[call-overload]
         bytes_per_second=round(int(recent[1]) / RATE_WINDOW_SECONDS, 1),  # type: ignore[call-overload]
         last_error=str(error[0][0]) if error else "", deadline_hours=deadline_hours,
-        parked=parked, at_risk=at_risk)
+        parked=parked, at_risk=at_risk,
+        packing={k: list(v) for k, v in queue.pack_totals().items()})
 
 
 def render_text(snap: Snapshot) -> str:
@@ -113,6 +117,13 @@ def render_text(snap: Snapshot) -> str:
         f"send rate (last 5 min): {snap.sent_per_second:.2f} objects/s, "
         f"{snap.bytes_per_second / 1e6:.2f} MB/s",
     ]
+    if snap.packing:
+        packed = snap.packing.get("packed", [0, 0, 0])
+        waiting = sum(snap.packing.get(s, [0])[0] for s in ("pending", "packing"))
+        ratio = f" ({packed[1] / packed[2]:.2f}:1)" if packed[2] else ""
+        lines.append(f"lossless compression: packed {packed[0]}, {packed[1] / 1e6:.1f} MB -> "
+                     f"{packed[2] / 1e6:.1f} MB{ratio}; sent as received "
+                     f"{snap.packing.get('left', [0])[0]}; waiting {waiting}")
     if snap.last_error:
         lines.append(f"last error: {snap.last_error[:200]}")
     if snap.at_risk:

@@ -69,3 +69,22 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
     with pytest.raises(GatewayConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[cloud\nurl="))
+
+
+def test_compress_section_defaults_off_and_checks_its_syntaxes(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, VALID))
+    assert not config.compress.enabled  # policy off by default: forwarded as received
+    config = load_config(_write(tmp_path, VALID + """
+[compress]
+enabled = true
+modalities = { us = "none", mr = "1.2.840.10008.1.2.4.201" }
+"""))
+    assert config.compress.default == "1.2.840.10008.1.2.4.80"  # JPEG-LS lossless
+    assert config.compress.modalities == {"US": "none", "MR": "1.2.840.10008.1.2.4.201"}
+    with pytest.raises(GatewayConfigError) as err:
+        load_config(_write(tmp_path, VALID + """
+[compress]
+enabled = true
+default = "1.2.840.10008.1.2.4.50"
+"""))
+    assert "compress.default" in str(err.value) and "lossless" in str(err.value)

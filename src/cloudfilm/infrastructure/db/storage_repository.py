@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Row, Table, bindparam, func, insert, select, update
+from sqlalchemy import Row, Table, bindparam, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from cloudfilm.infrastructure.db.models import (
@@ -25,6 +25,23 @@ def add_jobs(session: Session, kind: str, uids: Iterable[str], *, now: datetime)
              "last_error": "", "created_at": now, "updated_at": now} for uid in uids]
     if rows:
         session.execute(insert(StorageJob), rows)
+
+
+def add_jobs_for_syntaxes(session: Session, kind: str, uids: Sequence[str],
+                          syntaxes: Iterable[str], *, now: datetime) -> None:
+    """:func:`add_jobs` for those of ``uids`` stored in one of ``syntaxes`` only, in one
+    INSERT ... SELECT (as many statements as :func:`add_jobs`)."""
+    if not uids:
+        return
+    at = literal(now, StorageJob.created_at.type)
+    chosen = (select(literal(kind, StorageJob.kind.type), Instance.sop_instance_uid,
+                     literal("pending", StorageJob.state.type), literal(0),
+                     literal("", StorageJob.last_error.type), at, at)
+              .where(Instance.sop_instance_uid.in_(list(uids)),
+                     Instance.transfer_syntax_uid.in_(sorted(syntaxes))))
+    session.execute(insert(StorageJob).from_select(
+        ["kind", "sop_instance_uid", "state", "attempts", "last_error", "created_at",
+         "updated_at"], chosen))
 
 
 def claim(session: Session, *, stale_before: datetime, cleanup_before: datetime,

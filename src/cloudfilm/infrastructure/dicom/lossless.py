@@ -9,13 +9,18 @@ the original file in place of its Pixel Data, parses the new file, decodes its f
 with the original before returning it. A 512x512 CT slice costs ~10 ms of CPU this way
 (JPEG-LS; ~5.5 ms HTJ2K), against ~14 ms through pydicom's compress/pixel_array/save_as
 round trips.
+
+:class:`CompressionPolicy` (which syntax for which modality) and :func:`compress_object` (the
+rules around the codec: colour refused by HTJ2K goes JPEG-LS, no gain is no change) are
+shared by the archive's re-encoding job (services/storage) and the hospital gateway's
+packer (gateway/pack.py), so both make the same decision with the same code.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,13 +35,18 @@ from pydicom.uid import (
     RLELossless,
 )
 
-__all__ = ["HTJ2K", "HTJ2K_COLOUR", "JPEG_LS", "LosslessError", "Transcoded",
-           "compress_lossless", "pixels_equal", "why_not"]
+__all__ = ["HTJ2K", "HTJ2K_COLOUR", "JPEG_LS", "NATIVE", "CompressionPolicy", "LosslessError",
+           "Transcoded", "compress_lossless", "compress_object", "modality_of",
+           "pixels_equal", "why_not"]
 
 #: Syntaxes we encode to; others are refused as a policy error.
 JPEG_LS = str(JPEGLSLossless)
 HTJ2K = str(HTJ2KLossless)
 ENCODABLE = frozenset({str(JPEGLSLossless), str(RLELossless), str(HTJ2KLossless)})
+#: The native (not encapsulated) syntaxes: the only ones re-encoding may change; anything
+#: else is already compressed (or encapsulated) and left as it is.
+NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
+                    "1.2.840.10008.1.2.2"})
 #: Refusal of a colour object for HTJ2K: Cornerstone's browser decoder (codec-openjph
 #: 2.4.11) shows colour HTJ2K wrongly, so colour goes to JPEG-LS instead (the service
 #: falls back on this reason).
@@ -48,11 +58,65 @@ _PHOTOMETRIC_OK = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR
 class LosslessError(Exception):
     """The object could not be re-encoded bit-exactly; it stays as stored."""
 
+    @property
+    def reason(self) -> str:
+        """The stable word before any detail ("not-bit-exact", "no-gain", ...)."""
+        return str(self).split(":")[0]
+
 
 @dataclass(frozen=True, slots=True)
 class Transcoded:
     data: bytes
     transfer_syntax_uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionPolicy:
+    """Which syntax each modality is re-encoded to ("none": kept as received)."""
+
+    enabled: bool = False
+    default: str = "1.2.840.10008.1.2.4.80"  # JPEG-LS Lossless
+    per_modality: Mapping[str, str] = field(default_factory=dict)
+    # By hospital code; wins over the modality's rule (the archive; a gateway is one
+    # hospital and configures its own policy).
+    per_hospital: Mapping[str, str] = field(default_factory=dict)
+
+    def target_for(self, modality: str, hospital_code: str = "") -> str | None:
+        target = self.per_hospital.get(hospital_code) if hospital_code else None
+        if target is None:
+            target = self.per_modality.get(modality.upper(), self.default)
+        return None if target.lower() in ("", "none") else target
+
+
+def modality_of(raw: bytes) -> str:
+    """The Modality (0008,0060) of a Part 10 object, read from its header only."""
+    try:
+        ds = dcmread(io.BytesIO(raw), stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception as exc:
+        raise LosslessError(f"unreadable: {exc}") from exc
+    return str(ds.get("Modality", "") or "").strip()
+
+
+def compress_object(raw: bytes, target: str) -> Transcoded:
+    """:func:`compress_lossless` with the storage rules around it: a colour object that
+    HTJ2K refuses goes JPEG-LS instead, and a result no smaller than ``raw`` is refused
+    ("no-gain": random noise, tiny images).
+
+    Raises
+    ------
+    LosslessError
+        With the reason word of why the object stays as it is.
+    """
+    try:
+        new = compress_lossless(raw, target)
+    except LosslessError as exc:
+        if exc.reason != HTJ2K_COLOUR:
+            raise
+        # colour is not HTJ2K-encoded (browser decoder bug): JPEG-LS instead
+        new = compress_lossless(raw, JPEG_LS)
+    if len(new.data) >= len(raw):
+        raise LosslessError("no-gain")
+    return new
 
 
 def why_not(ds: Dataset) -> str | None:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from cloudfilm.infrastructure.db import storage_repository as repo
 from cloudfilm.infrastructure.db.session import Database
 from cloudfilm.infrastructure.dicom import lossless
+from cloudfilm.infrastructure.dicom.lossless import CompressionPolicy
 from cloudfilm.infrastructure.storage.base import (
     BlobNotFoundError,
     BlobStore,
@@ -86,23 +87,6 @@ class JobFailedError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class CompressionPolicy:
-    """Which syntax each modality is re-encoded to ("none": kept as received)."""
-
-    enabled: bool = False
-    default: str = "1.2.840.10008.1.2.4.80"  # JPEG-LS Lossless
-    per_modality: Mapping[str, str] = field(default_factory=dict)
-    # By hospital code; wins over the modality's rule.
-    per_hospital: Mapping[str, str] = field(default_factory=dict)
-
-    def target_for(self, modality: str, hospital_code: str = "") -> str | None:
-        target = self.per_hospital.get(hospital_code) if hospital_code else None
-        if target is None:
-            target = self.per_modality.get(modality.upper(), self.default)
-        return None if target.lower() in ("", "none") else target
-
-
-@dataclass(frozen=True, slots=True)
 class JobView:
     id: int
     kind: str
@@ -143,9 +127,12 @@ class StorageService:
     # -- outbox ----------------------------------------------------------------------------
 
     def enqueue_in(self, session: Session, uids: Iterable[str]) -> None:
-        """Called by ingest inside its transaction: one transcode job per stored object."""
+        """Called by ingest inside its transaction: one transcode job per object stored in
+        a native (uncompressed) syntax. Objects that arrive compressed (by the modality, or
+        by a hospital gateway's packer) get no job: there is nothing to re-encode."""
         if self.policy.enabled:
-            repo.add_jobs(session, TRANSCODE, uids, now=datetime.now(UTC))
+            repo.add_jobs_for_syntaxes(session, TRANSCODE, list(uids), lossless.NATIVE,
+                                       now=datetime.now(UTC))
 
     def relay(self, queue: JobQueue, *, limit: int = 1000, stale: bool = True) -> int:
         """Hand pending (and abandoned) jobs to the queue; returns how many."""
@@ -370,19 +357,13 @@ class StorageService:
         target = self.policy.target_for(row.modality or "", row.hospital_code)
         if target is None:
             return self._left("policy")
+        if row.transfer_syntax_uid not in lossless.NATIVE:  # no need to read the blob
+            return self._left("already-compressed")
         raw = self._read_checked(row.blob_key, row.sha256)
         try:
-            new = lossless.compress_lossless(raw, target)
+            new = lossless.compress_object(raw, target)
         except lossless.LosslessError as exc:
-            reason = str(exc).split(":")[0]
-            if reason != lossless.HTJ2K_COLOUR:
-                return self._left(reason)
-            try:  # colour is not HTJ2K-encoded (browser decoder bug): JPEG-LS instead
-                new = lossless.compress_lossless(raw, lossless.JPEG_LS)
-            except lossless.LosslessError as again:
-                return self._left(str(again).split(":")[0])
-        if len(new.data) >= len(raw):
-            return self._left("no-gain")
+            return self._left(exc.reason)
         sha = hashlib.sha256(new.data).hexdigest()
         return blob_key(sha), sha, new.data, new.transfer_syntax_uid
 
