@@ -6,14 +6,25 @@ block commits on exit.
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns) and
 write transactions start with ``BEGIN IMMEDIATE``, so concurrent writers queue on the
 busy timeout instead of failing when a reader upgrades to a writer.
+
+The one exception to "a commit is on disk when it returns": :meth:`Database.auditing_read`,
+the connection of a read (search, retrieve, view) that ends with its audit record. Its
+transactions may write nothing but audit records (any other write is refused), and they
+commit without waiting for the disk flush: ``synchronous_commit=off`` on PostgreSQL (in the
+WAL, flushed by the WAL writer within ~3 x ``wal_writer_delay``), ``synchronous=NORMAL`` on
+SQLite in WAL mode (written to the OS, survives a process crash, on disk with the next full
+commit or checkpoint). A power loss can lose the last such records (a suffix of the chain,
+which stays consistent); every other write keeps full durability.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -68,6 +79,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs
         )
         _configure_sqlite(engine)
+        _guard_audit_reads(engine)
         return engine
     if "poolclass" not in kwargs:
         # No pre-ping on every checkout: it was one of a search's five round trips. A
@@ -80,8 +92,63 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.update(pool_size=10, max_overflow=20, pool_recycle=RECYCLE_S)
         engine = create_engine(url, **kwargs)
         _ping_when_idle(engine, PING_AFTER_IDLE_S)
-        return engine
-    return create_engine(url, **kwargs)
+    else:
+        engine = create_engine(url, **kwargs)
+    _guard_audit_reads(engine)
+    return engine
+
+
+AUDIT_TABLES = frozenset({"audit_event", "audit_event_resident", "audit_chain_head"})
+"""What a :meth:`Database.auditing_read` transaction may write."""
+
+_AUDIT_READ = "cloudfilm_audit_read"
+_WRITES = re.compile(
+    r"\b(INSERT\s+(?:OR\s+\w+\s+)?INTO|REPLACE\s+INTO|UPDATE|DELETE\s+FROM|MERGE\s+INTO"
+    r"|TRUNCATE|CREATE|DROP|ALTER|COPY|PRAGMA|VACUUM|ATTACH|DETACH|REINDEX|GRANT|REVOKE"
+    r"|CALL|LOCK)\b(?:\s+(?:TABLE|ONLY)\b)?\s*\"?(\w*)", re.IGNORECASE)
+# What follows UPDATE in ``SELECT ... FOR UPDATE [OF|SKIP LOCKED|NOWAIT]`` and in
+# ``ON CONFLICT DO UPDATE SET``: not a table.
+_NOT_TABLES = frozenset({"", "set", "of", "skip", "nowait"})
+
+
+class AuditReadViolationError(RuntimeError):
+    """Something other than an audit record was written on an ``auditing_read()``
+    connection (whose commit does not wait for the disk flush)."""
+
+
+@lru_cache(maxsize=512)
+def _audit_write(statement: str) -> bool | None:
+    """None: ``statement`` writes nothing; True: it writes audit tables only; False: it
+    writes something else (or does something that is not a plain read)."""
+    writes = False
+    for verb, target in _WRITES.findall(statement):
+        word = verb.split()[0].upper()
+        if word == "UPDATE" and target.lower() in _NOT_TABLES:
+            continue
+        if word not in ("INSERT", "UPDATE", "DELETE") or target.lower() not in AUDIT_TABLES:
+            return False
+        writes = True
+    return True if writes else None
+
+
+def _guard_audit_reads(engine: Engine) -> None:
+    """Refuse any statement but reads and audit appends on an ``auditing_read()``
+    connection; on PostgreSQL, turn ``synchronous_commit`` off before each audit append
+    (``SET LOCAL``: for the rest of this transaction only)."""
+    postgres = engine.dialect.name == "postgresql"
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _check(conn: Any, cursor: Any, statement: str, _params: Any, _context: Any,
+               _many: bool) -> None:
+        if not conn._execution_options.get(_AUDIT_READ):
+            return
+        kind = _audit_write(statement)
+        if kind is False:
+            raise AuditReadViolationError(
+                "an auditing_read() transaction may only write audit records: "
+                + statement[:80])
+        if kind and postgres:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
 
 
 PING_AFTER_IDLE_S = 10.0
@@ -164,19 +231,56 @@ class Database:
             raise _unavailable(exc) from exc
 
     @contextmanager
-    def deciding(self) -> Iterator[Connection]:
+    def auditing_read(self) -> Iterator[Connection]:
         """A Core connection for a read that ends with its audit record (QIDO, C-FIND,
-        C-MOVE/C-GET lookups): ``AuditService.write(conn=...)`` appends the record in this
-        transaction and commits it, so the decision, what it read and its record are one
-        transaction with one commit. On SQLite that needs a write transaction from the start
-        (``BEGIN IMMEDIATE``; a read one cannot safely become a write one); on PostgreSQL it
-        is an ordinary transaction. Rolled back at the end if nothing committed it.
+        WADO and C-MOVE/C-GET look-ups, the viewer's frame records); its commit does not
+        wait for the disk flush.
+
+        ``AuditService.write(conn=...)`` appends the record in this transaction and commits
+        it before the answer is sent, so the decision, what it read and its record are one
+        transaction with one commit; only the wait for the physical flush goes. On SQLite
+        that needs a write transaction from the start (``BEGIN IMMEDIATE``; a read one
+        cannot safely become a write one); on PostgreSQL it is an ordinary transaction.
+        Rolled back at the end if nothing committed it. Anything but a read or
+        an audit append on this connection raises :class:`AuditReadViolationError`, so no
+        other write can ride on the relaxed commit. PostgreSQL: ``SET LOCAL
+        synchronous_commit TO off`` before the transaction's first append (ends with the
+        transaction). SQLite in WAL mode: ``PRAGMA synchronous=NORMAL`` for the block (it
+        cannot change inside a transaction), back to the previous setting after it; not in
+        WAL mode, the setting is left as it is (NORMAL without WAL is not crash-safe).
         """
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(cloudfilm_write=self.dialect == "sqlite",
-                                       cloudfilm_decide=True)
-                yield conn
+                                       cloudfilm_decide=True, **{_AUDIT_READ: True})
+                if self.dialect != "sqlite":
+                    yield conn
+                    return
+                raw = conn.connection.dbapi_connection
+                if raw is None:  # pragma: no cover - a fresh checkout always has one
+                    raise RuntimeError("no DBAPI connection")
+                cur = raw.cursor()
+                try:
+                    wal = str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+                    previous = int(cur.execute("PRAGMA synchronous").fetchone()[0])
+                    if wal and previous > 1:
+                        cur.execute("PRAGMA synchronous=NORMAL")
+                finally:
+                    cur.close()
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    if wal and previous > 1:
+                        try:
+                            cur = raw.cursor()
+                            cur.execute(f"PRAGMA synchronous={previous}")
+                            cur.close()
+                        except Exception:
+                            # Never hand a relaxed connection back to the pool.
+                            conn.invalidate()
+                            raise
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 

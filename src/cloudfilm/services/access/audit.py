@@ -17,7 +17,9 @@ Where a record is written:
   call ``write(..., conn=)``, which commits the record *before* any data is returned (in
   the decision's own transaction on PostgreSQL, in a short write transaction on SQLite);
   if it fails the request fails (:class:`ResourceUnavailableError`): there is no access
-  without its record.
+  without its record. Searches, retrieves and the viewer's frame records decide on
+  ``Database.auditing_read()``: committed before the answer, without waiting for the disk
+  flush (a power loss may lose the last few; a process crash loses none).
 
 No personal data goes into a record: ids, UIDs, hashed client addresses and reasons.
 """
@@ -295,8 +297,10 @@ class AuditService:
         Read paths call this after deciding and before answering, passing the connection
         the decision was made on. The records join that transaction, which is then
         committed: the decision and its record in one transaction, with one commit, on
-        PostgreSQL always and on SQLite for a ``Database.deciding()`` connection (a write
-        transaction from its start). SQLite cannot safely turn a read transaction into a
+        PostgreSQL always and on SQLite for a ``Database.auditing_read()`` connection (a
+        write transaction from its start). On an ``auditing_read()`` connection the commit
+        does not wait for the disk flush (the connection refuses any other write); on any
+        other, it does. SQLite cannot safely turn a read transaction into a
         write one (``SQLITE_BUSY_SNAPSHOT`` when another writer committed since it began),
         so records of a decision made on a ``reading()`` connection get their own short
         ``BEGIN IMMEDIATE`` transaction there.

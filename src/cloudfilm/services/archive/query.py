@@ -159,7 +159,7 @@ class QueryService:
         raise AssertionError("unreachable")
 
     def _search(self, request: SearchRequest, *, actor: Actor) -> SearchResult:
-        with self._db.deciding() as session:
+        with self._db.auditing_read() as session:
             visible = self._policy.filter(session, actor)
             fetch = request.limit + 1
             if request.level == "study":

@@ -161,7 +161,7 @@ class RetrieveService:
         """
         resource = Resource.of(study_uid, series_uid, sop_uid)
         try:
-            with self._db.deciding() as session:
+            with self._db.auditing_read() as session:
                 rows, _ = self._enforce(session, actor, action, resource,
                                         lambda: rr.instances(session, study_uid, series_uid,
                                                              sop_uid))
@@ -360,7 +360,12 @@ class RetrieveService:
 
     def _write_frame_records(self, entries: list[Any]) -> None:
         if entries:
-            self._audit.write(entries)
+            # Read records only: committed without waiting for the disk flush.
+            try:
+                with self._db.auditing_read() as conn:
+                    self._audit.write(entries, conn=conn)
+            except DatabaseUnavailableError as exc:
+                raise ResourceUnavailableError(str(exc)) from exc
 
     def flush_frame_audit(self) -> None:
         """Write the frame counts of every open window (``cloudfilm serve`` at shutdown)."""
