@@ -17,7 +17,8 @@ both servers on each index (Orthanc's PostgreSQL index plugin, Debian
 Both servers fsync each object. Run
 ``.venv/bin/python bench/dimse_bench.py [--instances 2000] [--repeats 3]``; the Markdown
 table goes to stdout and ``bench/out/dimse-*.md``. ``--retrieve-only N`` stores only the
-series to move and runs N C-MOVE/C-GET rounds per server start (a short bench-lock hold).
+series to move and runs N C-MOVE/C-GET rounds per server start (a short bench-lock hold);
+``--find-only N`` stores five instances per series and runs N rounds of 200 C-FINDs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ SCU_AE = "BENCHSCU"
 DEST_AE = "BENCHDEST"
 SERIES = 250
 MOVE_SERIES = 300
+FIND_ONLY_INSTANCES = 5  # per series, with --find-only
 
 
 def log(msg: str) -> None:
@@ -208,7 +210,7 @@ def get_time(port: int, aec: str, study_uid: str) -> dict[str, float]:
 def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: int
                , processes: int = 1, store_only: bool = False, index: str = "sqlite",
                associations: tuple[int, ...] = (1, 4), pg_prefix: str = "",
-               retrieve_only: int = 0) -> dict[str, Any]:
+               retrieve_only: int = 0, find_only: int = 0) -> dict[str, Any]:
     from pydicom import dcmread
 
     results: dict[str, list[float]] = {}
@@ -243,6 +245,11 @@ def run_server(kind: str, series: list[list[Path]], move: list[Path], repeats: i
                     httpx.put(f"http://127.0.0.1:{srv.http_port}/modalities/{name}",
                               json={"AET": ae, "Host": "127.0.0.1", "Port": p}
                               ).raise_for_status()
+            if find_only:
+                find_rounds(srv, dicom_port, aec, series, find_only, results,
+                            f"{kind} #{rep + 1}")
+                loads.append(os.getloadavg()[0])
+                continue
             if retrieve_only:
                 retrieve_rounds(srv, dicom_port, aec, move, dest_port, retrieve_only, results,
                                 f"{kind} #{rep + 1}")
@@ -326,6 +333,30 @@ def retrieve_rounds(srv: Any, port: int, aec: str, move: list[Path], dest_port: 
                 f"load {os.getloadavg()[0]:.1f}")
 
 
+def find_rounds(srv: Any, port: int, aec: str, series: list[list[Path]], rounds: int,
+                results: dict[str, list[float]], label: str) -> None:
+    """Store the first few instances of each series (one study per patient), then time
+    ``rounds`` rounds of 200 C-FINDs (``--find-only``: no C-STORE rounds, C-MOVE or C-GET,
+    for a short bench-lock hold)."""
+    from pydicom import dcmread
+
+    storescu(port, aec, [p for s in series for p in s[:FIND_ONLY_INSTANCES]])
+    pids = [str(dcmread(s[0], stop_before_pixels=True).PatientID) for s in series]
+    for i in range(rounds):
+        cpu0 = srv.cpu_seconds()
+        try:
+            f = find_latency(port, aec, pids)
+        except Exception as exc:  # reported as missing, the rest still runs
+            log(f"{label}: C-FIND failed: {exc!r}")
+            continue
+        f["cpu_ms"] = (srv.cpu_seconds() - cpu0) * 1000 / 200
+        for key in ("p50", "p95", "cpu_ms"):
+            results.setdefault("find_cpu" if key == "cpu_ms" else f"find_{key}",
+                               []).append(f[key])
+        log(f"{label} C-FIND round {i + 1}: p50 {f['p50']:.2f} ms, p95 {f['p95']:.2f} ms, "
+            f"server CPU {f['cpu_ms']:.2f} ms, load {os.getloadavg()[0]:.1f}")
+
+
 def store_rows(associations: tuple[int, ...]) -> list[tuple[str, str, bool]]:
     rows = []
     for a in associations:
@@ -381,6 +412,9 @@ def main() -> None:
     parser.add_argument("--retrieve-only", type=int, default=0, metavar="ROUNDS",
                         help="store only the series to move, then C-MOVE and C-GET it "
                              "ROUNDS times per server start (no C-STORE rounds, no C-FIND)")
+    parser.add_argument("--find-only", type=int, default=0, metavar="ROUNDS",
+                        help="store a few instances per series, then ROUNDS rounds of 200 "
+                             "C-FINDs per server start (no C-STORE rounds, C-MOVE, C-GET)")
     parser.add_argument("--associations", default="1,4",
                         help="comma-separated simultaneous C-STORE associations, one round each")
     parser.add_argument("--index", default="sqlite",
@@ -394,7 +428,8 @@ def main() -> None:
     texts, figures = [], {}
     for index in args.index.split(","):
         kw = {"store_only": args.store_only, "index": index, "associations": assocs,
-              "pg_prefix": args.pg_prefix, "retrieve_only": args.retrieve_only}
+              "pg_prefix": args.pg_prefix, "retrieve_only": args.retrieve_only,
+              "find_only": args.find_only}
         cf = {p: run_server("cloudfilm", series, move, args.repeats, processes=p, **kw)
               for p in (int(x) for x in args.processes.split(","))}
         orthanc = {} if args.skip_orthanc else run_server("orthanc", series, move,
