@@ -393,11 +393,17 @@ def test_move_to_registered_destination_bit_identical(dimse: DimseServer,
             dataset_sha256(to_bytes(ds))
 
 
+@pytest.mark.parametrize("queued", [False, True], ids=["written", "queued"])
 def test_move_counts_each_sub_operation_status_as_the_destination_answered(
-        dimse: DimseServer, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+        dimse: DimseServer, services: Services, monkeypatch: pytest.MonkeyPatch,
+        queued: bool) -> None:
     """The sub-association's thread reads plain C-STORE responses itself (issue 12); one
     with an Error Comment goes pynetdicom's way in the middle of the series. Warnings and
-    failures are counted in the final C-MOVE response either way."""
+    failures are counted in the final C-MOVE response either way. "queued": each request
+    goes out through the DUL thread (as after a message pynetdicom encoded) while the
+    sending thread waits for its response."""
+    if queued:
+        monkeypatch.setattr(transport._WakingDUL, "_queued_pdata", True)
     datasets = _series(5)
     _store(dimse, *datasets)
     answers = {datasets[1].SOPInstanceUID: 0xB000, datasets[2].SOPInstanceUID: 0xA700,

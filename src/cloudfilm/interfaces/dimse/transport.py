@@ -279,8 +279,9 @@ class AdoptedEventDrivenDUL(_WakingDUL):
     :data:`TIMER_TICK` (the ARTIM timer's resolution). Everything else is pynetdicom's.
     """
 
-    # Held by whichever thread reads the socket: this one while it reads a PDU, the
-    # sending thread for a whole C-STORE exchange (claim_reading .. release_reading).
+    # Held by whichever thread reads the socket: this one while it reads a PDU (it skips
+    # the read when the lock is taken), the sending thread for a whole C-STORE exchange
+    # (claim_reading .. release_reading).
     read_lock: threading.Lock
     # True while the sending thread reads: then this thread leaves the socket alone.
     _direct_reading = False
@@ -288,10 +289,16 @@ class AdoptedEventDrivenDUL(_WakingDUL):
     def _is_transport_event(self) -> bool:
         if self.state_machine.current_state != "Sta13":  # Sta13 closes without waiting
             self._wait_for_work()
-        with self.read_lock:
+        # Never wait for a claimed exchange: a request the sender queued (rather than
+        # wrote) must still go out from this thread while the sender waits for its answer.
+        if not self.read_lock.acquire(blocking=False):
+            return False
+        try:
             if self._direct_reading:
                 return False
             return bool(super()._is_transport_event())
+        finally:
+            self.read_lock.release()
 
     def _socket_to_watch(self) -> Any:
         return None if self._direct_reading else super()._socket_to_watch()
