@@ -393,6 +393,69 @@ def test_move_to_registered_destination_bit_identical(dimse: DimseServer,
             dataset_sha256(to_bytes(ds))
 
 
+@pytest.mark.parametrize("queued", [False, True], ids=["written", "queued"])
+def test_move_counts_each_sub_operation_status_as_the_destination_answered(
+        dimse: DimseServer, services: Services, monkeypatch: pytest.MonkeyPatch,
+        queued: bool) -> None:
+    """The sub-association's thread reads plain C-STORE responses itself (issue 12); one
+    with an Error Comment goes pynetdicom's way in the middle of the series. Warnings and
+    failures are counted in the final C-MOVE response either way. "queued": each request
+    goes out through the DUL thread (as after a message pynetdicom encoded) while the
+    sending thread waits for its response."""
+    if queued:
+        monkeypatch.setattr(transport._WakingDUL, "_queued_pdata", True)
+    datasets = _series(5)
+    _store(dimse, *datasets)
+    answers = {datasets[1].SOPInstanceUID: 0xB000, datasets[2].SOPInstanceUID: 0xA700,
+               datasets[3].SOPInstanceUID: 0xC000}
+    read_directly: list[Any] = []
+    original = transport.AdoptedEventDrivenDUL.read_store_response
+
+    def counted(self: Any, timeout: float | None) -> Any:
+        found = original(self, timeout)
+        read_directly.append(found)
+        return found
+
+    monkeypatch.setattr(transport.AdoptedEventDrivenDUL, "read_store_response", counted)
+
+    def store(event: Any) -> Any:
+        uid = dcmread(io.BytesIO(_received_bytes(event))).SOPInstanceUID
+        status = Dataset()
+        status.Status = answers.get(uid, 0)
+        if status.Status == 0xC000:
+            status.ErrorComment = "refused here"
+        return status
+
+    ae = AE(ae_title="DEST")
+    # As stored (the archive deflates it): sent from the file, not re-encoded.
+    ae.add_supported_context(CTImageStorage, [DeflatedExplicitVRLittleEndian,
+                                              ExplicitVRLittleEndian])
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, store)])
+    services.peers.register("DEST", "127.0.0.1", port, hospital_code="H-DEST")
+    try:
+        assoc = _associate(dimse, StudyRootQueryRetrieveInformationModelMove)
+        ident = _query("STUDY", StudyInstanceUID=datasets[0].StudyInstanceUID)
+        responses = list(assoc.send_c_move(ident, "DEST",
+                                           StudyRootQueryRetrieveInformationModelMove))
+        assoc.release()
+    finally:
+        server.shutdown()
+    final, identifier = responses[-1]
+    assert final.Status == 0xB000  # sub-operations failed or warned
+    assert final.NumberOfCompletedSuboperations == 2
+    assert final.NumberOfWarningSuboperations == 1
+    assert final.NumberOfFailedSuboperations == 2
+    failed = identifier.FailedSOPInstanceUIDList
+    failed = [failed] if isinstance(failed, str) else list(failed)
+    assert sorted(failed) == sorted([datasets[2].SOPInstanceUID, datasets[3].SOPInstanceUID])
+    # Read directly: four plain responses; the one with an Error Comment was put back.
+    assert len(read_directly) == 5
+    assert sorted(r[2] for r in read_directly if r is not None) == [0, 0, 0xA700, 0xB000]
+    assert read_directly.count(None) == 1
+
+
 def test_move_unknown_destination(dimse: DimseServer) -> None:
     _store(dimse, make_ct())
     assoc = _associate(dimse, StudyRootQueryRetrieveInformationModelMove)

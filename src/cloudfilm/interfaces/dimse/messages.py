@@ -265,21 +265,10 @@ def decode_store_response(data: bytes) -> C_STORE | None:
     else (another message, a data set, an Error Comment or Offending Element, a malformed
     set): those pynetdicom decodes. Receiving a C-STORE response through pydicom was a
     fifth of a C-MOVE's server CPU once sending was cheap (py-spy)."""
-    values: dict[int, bytes] = {}
-    offset, end = 0, len(data)
-    while offset < end:
-        if offset + 8 > end:
-            return None
-        group, element, length = struct.unpack_from("<HHI", data, offset)
-        offset += 8
-        if group != 0 or offset + length > end or element not in _STORE_RSP_ELEMENTS:
-            return None
-        values[element] = data[offset:offset + length]
-        offset += length
+    values = _store_response_values(data)
+    if values is None:
+        return None
     try:
-        if (struct.unpack("<H", values[0x0100])[0] != _C_STORE_RSP
-                or struct.unpack("<H", values[0x0800])[0] != _NO_DATA_SET):
-            return None
         rsp = C_STORE()
         rsp.MessageIDBeingRespondedTo = struct.unpack("<H", values[0x0120])[0]
         rsp.Status = struct.unpack("<H", values[0x0900])[0]
@@ -293,6 +282,55 @@ def decode_store_response(data: bytes) -> C_STORE | None:
 
 
 _STORE_RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})
+
+
+def _store_response_values(data: bytes | memoryview) -> dict[int, bytes] | None:
+    """The elements of an encoded C-STORE-RSP command set without a data set, with its
+    Message ID Being Responded To and Status; None for anything else."""
+    values: dict[int, bytes] = {}
+    offset, end = 0, len(data)
+    while offset < end:
+        if offset + 8 > end:
+            return None
+        group, element, length = struct.unpack_from("<HHI", data, offset)
+        offset += 8
+        if group != 0 or offset + length > end or element not in _STORE_RSP_ELEMENTS:
+            return None
+        values[element] = bytes(data[offset:offset + length])
+        offset += length
+    try:
+        if (struct.unpack("<H", values[0x0100])[0] != _C_STORE_RSP
+                or struct.unpack("<H", values[0x0800])[0] != _NO_DATA_SET
+                or len(values[0x0120]) != 2 or len(values[0x0900]) != 2):
+            return None
+    except (KeyError, struct.error):
+        return None
+    return values
+
+
+_PDV_HEAD = struct.Struct(">BBIIBB")  # as _PDU_HEAD below: one PDU with one PDV
+
+
+def store_response_in_pdu(pdu: bytes | bytearray) -> tuple[int, int, int] | None:
+    """(presentation context ID, Message ID Being Responded To, Status) of a whole
+    P-DATA-TF PDU (PS3.8 9.3.5) that carries exactly one PDV: the last (only) fragment of
+    a C-STORE-RSP command set whose elements :func:`decode_store_response` decodes, as
+    every peer sends it. None for anything else (another PDU type, several PDVs, a
+    fragment, another message, an Error Comment, ...), which pynetdicom then receives:
+    a C-MOVE sub-association's sending thread reads its response with this
+    (``transport.AdoptedEventDrivenDUL.read_store_response``)."""
+    if len(pdu) < _PDV_HEAD.size:
+        return None
+    pdu_type, _, pdu_length, pdv_length, context_id, control = _PDV_HEAD.unpack_from(pdu)
+    if (pdu_type != 0x04 or pdu_length != len(pdu) - 6 or pdv_length != pdu_length - 4
+            or control != 0x03):
+        return None
+    values = _store_response_values(memoryview(pdu)[_PDV_HEAD.size:])
+    if values is None:
+        return None
+    message_id = struct.unpack("<H", values[0x0120])[0]
+    status = struct.unpack("<H", values[0x0900])[0]
+    return context_id, message_id, status
 
 
 class EncodedPData(P_DATA):

@@ -339,3 +339,75 @@ def test_encoded_message_is_the_pdus_of_message_pdatas(max_pdu: int, size: int) 
     assert command is not None
     assert encoded_message(rq, command, 9, max_pdu) == encoded_pdata_tf(
         message_pdatas(rq, command, 9, max_pdu))
+
+
+def _pdu_bytes(*pdvs: tuple[int, bytes]) -> bytes:
+    from pynetdicom.pdu import P_DATA_TF
+
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.extend(pdvs)
+    pdu = P_DATA_TF()
+    pdu.from_primitive(pdata)
+    return bytes(pdu.encode())
+
+
+def _pynetdicom_pdu_decoded(encoded: bytes) -> Any:
+    from pynetdicom.pdu import P_DATA_TF
+
+    pdu = P_DATA_TF()
+    pdu.decode(encoded)
+    message = DIMSEMessage()
+    assert message.decode_msg(pdu.to_primitive())
+    return message.context_id, message.message_to_primitive()
+
+
+@pytest.mark.parametrize(
+    "rsp",
+    [_response(), _response(status=0xB000, message_id=65535, sop_instance="1.2.3.45"),
+     _response(sop_instance=_LONGEST_UID, status=0xA700), _response(status=0x0107)],
+)
+@pytest.mark.parametrize("context_id", [1, 255])
+def test_store_response_in_pdu_as_pynetdicom(rsp: C_STORE, context_id: int) -> None:
+    """The PDU as pynetdicom's C_STORE_RSP message and P_DATA_TF encode it; what we read
+    of it is what pynetdicom decodes from it."""
+    from cloudfilm.interfaces.dimse.messages import store_response_in_pdu
+
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    (pdata,) = list(message.encode_msg(context_id, 16384))
+    encoded = _pdu_bytes(*pdata.presentation_data_value_list)
+    theirs_context, theirs = _pynetdicom_pdu_decoded(encoded)
+    assert store_response_in_pdu(encoded) == (
+        theirs_context, theirs.MessageIDBeingRespondedTo, theirs.Status)
+    assert store_response_in_pdu(bytearray(encoded)) == (context_id, rsp.MessageIDBeingRespondedTo,
+                                                         rsp.Status)
+
+
+def test_store_response_in_pdu_leaves_the_rest_to_pynetdicom() -> None:
+    from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RQ
+
+    from cloudfilm.interfaces.dimse.messages import store_response_in_pdu
+
+    plain = store_response_command(_response())
+    with_comment = store_response_command(_response(status=0xC000, ErrorComment="odd"))
+    find = command_set(_retrieve_response(C_FIND, status=0))
+    assert plain is not None and with_comment is not None and find is not None
+    assert store_response_in_pdu(_pdu_bytes((1, b"\x03" + plain))) is not None
+    assert store_response_in_pdu(_pdu_bytes((1, b"\x03" + with_comment))) is None
+    assert store_response_in_pdu(_pdu_bytes((1, b"\x03" + find))) is None
+    # A fragment of a command set, a data set fragment, two PDVs in one PDU:
+    assert store_response_in_pdu(_pdu_bytes((1, b"\x01" + plain))) is None
+    assert store_response_in_pdu(_pdu_bytes((1, b"\x02" + plain))) is None
+    assert store_response_in_pdu(
+        _pdu_bytes((1, b"\x01" + plain[:20]), (1, b"\x03" + plain[20:]))) is None
+    whole = _pdu_bytes((1, b"\x03" + plain))
+    assert store_response_in_pdu(whole[:-1]) is None  # truncated
+    assert store_response_in_pdu(whole + b"\x00") is None  # longer than its length
+    assert store_response_in_pdu(whole[:6]) is None
+    assert store_response_in_pdu(bytes(A_RELEASE_RQ().encode())) is None
+    assert store_response_in_pdu(_abort_pdu(A_ABORT_RQ())) is None
+
+
+def _abort_pdu(pdu: Any) -> bytes:
+    pdu.source, pdu.reason_diagnostic = 0x02, 0x00  # service provider, no reason given
+    return bytes(pdu.encode())

@@ -254,3 +254,144 @@ def test_nothing_is_written_directly_before_the_association_is_established() -> 
         dul.send_pdu(EncodedPData([b"early"]))
         assert dul.to_provider_queue.qsize() == 1
         dul.kill_dul()
+
+
+def _claimed_dul(ours: socket.socket) -> AdoptedEventDrivenDUL:
+    from pynetdicom import evt
+
+    assoc = Association(AE(), "requestor")
+    for handler, _ in assoc.get_handlers(evt.EVT_PDU_RECV):  # pynetdicom's PDU logging
+        assoc.unbind(evt.EVT_PDU_RECV, handler)
+    dul = assoc.dul
+    dul.socket = AssociationSocket(assoc, client_socket=ours)
+    assert adopt_requestor_dul(dul)
+    assert isinstance(dul, AdoptedEventDrivenDUL)
+    dul.state_machine.current_state = "Sta6"
+    assert dul.event_queue.get(False) == "Evt5"  # the socket's connection indication
+    assert dul.claim_reading()
+    return dul
+
+
+def _store_response_pdu(status: int, message_id: int = 3, context_id: int = 5,
+                        **values: Any) -> bytes:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.pdu import P_DATA_TF
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = CT
+    rsp.AffectedSOPInstanceUID = "1.2.3.4.5"
+    rsp.Status = status
+    for keyword, value in values.items():
+        setattr(rsp, keyword, value)
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    (pdata,) = list(message.encode_msg(context_id, 16384))
+    pdu = P_DATA_TF()
+    pdu.from_primitive(pdata)
+    return bytes(pdu.encode())
+
+
+def test_the_sender_reads_a_store_response_and_the_dul_leaves_the_socket() -> None:
+    """Claimed, the DUL thread neither reads nor watches the socket; the sending thread
+    reads the response (status kept as sent: a warning is a warning)."""
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        dul = _claimed_dul(ours)
+        peer.sendall(_store_response_pdu(0xB000) + _store_response_pdu(0, message_id=4))
+        assert dul._socket_to_watch() is None
+        import threading
+
+        looked: list[bool] = []  # the DUL thread's look at the socket, while claimed
+        looker = threading.Thread(target=lambda: looked.append(dul._is_transport_event()))
+        looker.start()
+        # It does not wait for the claim either: it may have a request to send meanwhile.
+        looker.join(timeout=5)
+        assert looked == [False]
+        assert dul.read_store_response(5) == (5, 3, 0xB000)
+        assert dul.event_queue.qsize() == 0
+        assert dul.read_store_response(5) == (5, 4, 0)
+        with pytest.raises(TimeoutError):
+            dul.read_store_response(0.01)
+        dul.release_reading()
+        assert dul._is_transport_event() is False  # nothing left for it to read
+        assert dul._socket_to_watch() is not None
+        assert not dul.socket.ready
+
+
+@pytest.mark.parametrize("kind", ["abort", "release", "comment", "fragmented"])
+def test_anything_else_is_put_back_for_pynetdicom(kind: str) -> None:
+    """A PDU that is not a whole plain C-STORE response goes back to the DUL thread, which
+    decodes it as pynetdicom does (the same event, the same PDU)."""
+    from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RQ, P_DATA_TF
+
+    if kind == "abort":
+        sent, event = _abort_pdu(A_ABORT_RQ()), "Evt16"
+    elif kind == "release":
+        sent, event = bytes(A_RELEASE_RQ().encode()), "Evt12"
+    elif kind == "comment":
+        sent, event = _store_response_pdu(0xC000, ErrorComment="odd"), "Evt10"
+    else:
+        from pynetdicom.pdu_primitives import P_DATA
+
+        command = _store_response_pdu(0)[12:]  # after the PDU and PDV headers
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.extend(
+            [(5, b"\x01" + command[:30]), (5, b"\x03" + command[30:])])
+        pdu = P_DATA_TF()
+        pdu.from_primitive(pdata)
+        sent, event = bytes(pdu.encode()), "Evt10"
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        dul = _claimed_dul(ours)
+        peer.sendall(sent)
+        assert dul.read_store_response(5) is None
+        dul.release_reading()
+        assert dul.socket.ready
+        dul._read_pdu_data()  # pynetdicom's read, as the DUL thread makes it
+        assert dul.event_queue.get(False) == event
+        received = dul._recv_pdu.get(False)
+        assert bytes(received.encode()) == sent
+        assert not dul.socket.unread and not dul.socket.ready
+
+
+def test_a_closed_connection_is_left_to_the_dul() -> None:
+    ours, peer = socket.socketpair()
+    with ours:
+        dul = _claimed_dul(ours)
+        peer.sendall(_store_response_pdu(0)[:9])  # part of a PDU, then closed
+        peer.close()
+        assert dul.read_store_response(5) is None
+        dul.release_reading()
+        dul._read_pdu_data()
+        assert dul.event_queue.get(False) == "Evt17"
+
+
+def test_reading_is_not_claimed_with_something_received_or_outside_sta6() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        dul = _claimed_dul(ours)
+        dul.release_reading()
+        dul.event_queue.put("Evt10")
+        assert not dul.claim_reading()
+        dul.event_queue.get(False)
+        dul.state_machine.current_state = "Sta7"
+        assert not dul.claim_reading()
+        dul.state_machine.current_state = "Sta6"
+        assert dul.claim_reading()  # and the lock was released each time
+        dul.release_reading()
+
+        def listening(event: Any) -> None:
+            pass
+
+        from pynetdicom import evt
+
+        dul.assoc.bind(evt.EVT_PDU_RECV, listening)  # someone wants pynetdicom's PDUs
+        assert not dul.claim_reading()
+        assert dul.read_lock.acquire(blocking=False)
+        dul.read_lock.release()
+
+
+def _abort_pdu(pdu: Any) -> bytes:
+    pdu.source, pdu.reason_diagnostic = 0x02, 0x00  # service provider, no reason given
+    return bytes(pdu.encode())
