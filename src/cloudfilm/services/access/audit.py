@@ -129,6 +129,14 @@ def named_residents(detail: str) -> set[int] | None:
     listed = orjson.loads(detail).get("residents")
     return {int(r) for r in listed} if isinstance(listed, list) else None
 
+def _require_listed(entry: AuditEntry, detail: str) -> None:
+    """A record naming several residents must list them in its hashed ``detail`` (what
+    ``audit verify`` checks the ``audit_event_resident`` rows against)."""
+    if entry.residents and named_residents(detail) != set(entry.residents):
+        raise ValueError("an audit record naming several residents must list them in "
+                         "detail['residents'] (use per_resident)")
+
+
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
@@ -263,9 +271,7 @@ class AuditService:
             values["hash"] = prev = row_hash(values)
             rows.append(values)
             if entry.residents:
-                if named_residents(values["detail"]) != set(entry.residents):
-                    raise ValueError("an audit record naming several residents must list "
-                                     "them in detail['residents'] (use per_resident)")
+                _require_listed(entry, values["detail"])
                 named.extend((seq, r) for r in entry.residents)
         repo.append_audit(conn, rows, seq=seq, last_hash=prev, named=named)
         for entry in entries:
@@ -277,9 +283,7 @@ class AuditService:
         fills in (``seq``, ``prev_hash``). False when the head row is missing."""
         values = _values(entry, seq=0, at=now, prev_hash="")
         before_prev, before_seq = _canonical_around_chain(values)
-        if entry.residents and named_residents(values["detail"]) != set(entry.residents):
-            raise ValueError("an audit record naming several residents must list them in "
-                             "detail['residents'] (use per_resident)")
+        _require_listed(entry, values["detail"])
         del values["seq"], values["prev_hash"]
         if repo.append_chained_pg(conn, values, before_prev=before_prev,
                                   before_seq=before_seq, named=entry.residents) is None:
