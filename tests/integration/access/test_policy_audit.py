@@ -155,6 +155,22 @@ def test_record_joins_the_callers_transaction(services: Services) -> None:
     assert services.audit.verify().rows == 1
 
 
+def test_a_record_naming_residents_it_does_not_list_is_refused(services: Services) -> None:
+    """The residents' index rows are checked against the hashed list: a record whose
+    ``residents`` are not listed in its detail is never appended, one alone (PostgreSQL's
+    one-statement path) or with others."""
+    actor = Actor(kind="doctor", subject="account:9", hospital_id=1, display="Dr X")
+    unlisted = AuditEntry(actor, "search", "allowed", "study", "", residents=(1, 2),
+                          detail={"residents": [1]})
+    listed = AuditEntry(actor, "search", "allowed", "study", "", residents=(1, 2),
+                        detail={"residents": [1, 2]})
+    for batch in ([unlisted], [listed, unlisted]):
+        with pytest.raises(ResourceUnavailableError) as refused:  # the request fails
+            services.audit.write(batch)
+        assert "must list them" in str(refused.value.__cause__)
+    assert services.audit.verify().rows == 0
+
+
 def test_cli_audit_verify(services: Services, settings: Any, db_url: str,
                           monkeypatch: pytest.MonkeyPatch,
                           request: pytest.FixtureRequest) -> None:
