@@ -7,12 +7,15 @@ uploads would pay. This subclass counts the bytes that arrive while a request's 
 still incomplete and answers 431 (RFC 6585) once they pass the same
 ``h11_max_incomplete_event_size`` setting, so both protocols share one knob
 (``http.max_header_bytes``).
+
+It also hands request bodies to the app without copying them (:meth:`on_body`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _MESSAGE = b"request line and headers are too large\r\n"
@@ -51,6 +54,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_open = False
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Keep the piece httptools made as it is until the app reads it.
+
+        uvicorn appends each piece to a ``bytearray`` and the app's ``receive()`` copies
+        that into ``bytes``: two copies of every uploaded byte on the event loop (~0.2 ms
+        per 525 KB STOW-RS instance, more when the fresh buffers fault their pages in).
+        ``receive()`` hands a ``bytes`` buffer over as it is (``bytes(b) is b``), so when
+        nothing is waiting the piece itself becomes the buffer; otherwise uvicorn's own
+        path appends it. Flow control is unchanged (reading pauses above the high-water
+        mark until the app reads).
+        """
+        cycle = self.cycle
+        if (cycle is None or cycle.body or cycle.response_complete
+                or self.parser.should_upgrade()):
+            if cycle is not None and not isinstance(cycle.body, bytearray):
+                cycle.body = bytearray(cycle.body)  # a piece kept whole: uvicorn appends
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
