@@ -174,3 +174,22 @@ def test_an_interrupted_upload_stops_reading_and_removes_its_spool(
     asyncio.run(run())
     assert reads == 5  # four pieces, then the disconnect or the stall: nothing more
     assert list(services.spool_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["multipart", "bare"])
+def test_a_spool_write_failure_is_503_and_leaves_nothing(
+        client: Any, services: Services, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    import errno
+
+    from cloudfilm.interfaces.api.dicomweb import stow
+
+    def disk_full(fd: int, data: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stow, "_write_all", disk_full)
+    response = _stow(client, [to_bytes(make_ct())],
+                     "application/dicom" if kind == "bare" else None)
+    # Not "malformed multipart body" (400): the disk failed, a retry later may work.
+    assert response.status_code == 503, response.text
+    assert "could not spool the upload: No space left on device" in response.json()["message"]
+    assert list(services.spool_dir.iterdir()) == []
