@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
 from cloudfilm.interfaces.dimse.identifiers import (
-    encoded_identifier,
+    identifier_bytes,
     parse_find,
     response_identifier,
 )
@@ -43,10 +43,10 @@ def test_raw_identifier_encodes_as_the_dataset_does(implicit: bool,
     query = _query("PatientName", "StudyInstanceUID", "StudyDate", "StudyTime",
                    "ModalitiesInStudy", "NumberOfStudyRelatedInstances", "StudyDescription",
                    "RetrieveURL", "AccessionNumber", "RetrieveAETitle")
-    fast = encoded_identifier(match, query, "CLOUDFILM", implicit_vr=implicit)
+    fast = identifier_bytes(match, query, "CLOUDFILM", implicit_vr=implicit)
     assert fast is not None
     slow = response_identifier(match, query, "CLOUDFILM")
-    assert encode(fast, implicit, True) == encode(slow, implicit, True)
+    assert fast == encode(slow, implicit, True)
 
 
 @pytest.mark.parametrize("item", [
@@ -56,4 +56,30 @@ def test_raw_identifier_encodes_as_the_dataset_does(implicit: bool,
 ])
 def test_values_it_does_not_encode_take_the_dataset_route(item: dict[str, Any]) -> None:
     query = _query("PatientName")
-    assert encoded_identifier({"00100010": item}, query, "AE", implicit_vr=False) is None
+    assert identifier_bytes({"00100010": item}, query, "AE", implicit_vr=False) is None
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_long_explicit_vrs_and_empty_keys_encode_as_the_dataset_does(implicit: bool) -> None:
+    """UT/UR/UC take a 4-byte length in Explicit VR; an empty binary key keeps its VR."""
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    ident.add_new(0x00324000, "LT", "")  # StudyComments
+    ident.add_new(0x00081030, "LO", "")
+    ident.add_new(0x00201208, "IS", "")
+    ident.add_new(0x00280010, "US", None)  # not matchable: a return key only
+    ident.add_new(0x00400280, "ST", "")
+    query = parse_find(ident, "study")
+    match = {"00324000": {"vr": "UT", "Value": ["lang " * 9]},
+             "00081030": {"vr": "LO", "Value": ["x"]}}
+    fast = identifier_bytes(match, query, "AE1", implicit_vr=implicit)
+    assert fast is not None
+    assert fast == encode(response_identifier(match, query, "AE1"), implicit, True)
+
+
+def test_a_requested_sequence_takes_the_dataset_route() -> None:
+    ident = Dataset()
+    ident.QueryRetrieveLevel = "STUDY"
+    ident.add_new(0x00081032, "SQ", [])  # ProcedureCodeSequence
+    query = parse_find(ident, "study")
+    assert identifier_bytes({}, query, "AE", implicit_vr=True) is None

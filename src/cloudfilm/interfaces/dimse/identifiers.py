@@ -8,14 +8,14 @@ response identifiers holding exactly the requested keys (PS3.4 C.4.1.1.3.2).
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
 from cloudfilm.services.archive.query import Level, parse_search
 from cloudfilm.services.errors import InvalidQueryError
@@ -193,22 +193,24 @@ def response_identifier(match: dict[str, Any], query: FindQuery, ae_title: str) 
 # anything else (sequences, binary, DS, AT) takes the Dataset route.
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI",
                        "UR", "UT", "PN", "IS"})
-_UTF8 = "ISO_IR 192"
+_UTF8_PADDED = b"ISO_IR 192"  # even length already
 
 
-def encoded_identifier(match: dict[str, Any], query: FindQuery, ae_title: str, *,
-                       implicit_vr: bool) -> Dataset | None:
-    """:func:`response_identifier` with every value already encoded (UTF-8, padded), as
-    raw elements that pydicom writes out byte for byte: a third of the CPU of building
-    and encoding the Dataset (measured). None when a value is not plain text (the caller
-    then uses :func:`response_identifier`; both give the same bytes, tested).
+def identifier_bytes(match: dict[str, Any], query: FindQuery, ae_title: str, *,
+                     implicit_vr: bool) -> bytes | None:
+    """:func:`response_identifier` encoded in Little Endian (implicit or explicit VR), from
+    the match's values without a pydicom Dataset: each value is encoded once (UTF-8,
+    padded) and the elements are written in tag order, byte for byte what pydicom writes
+    (tested). Building and encoding the Dataset per match was a tenth of a C-FIND's server
+    CPU (py-spy). None when a value is not plain text or a requested key is a sequence
+    (the caller then uses :func:`response_identifier`).
     """
     values: dict[int, tuple[str, bytes]] = {}
     for tag, vr in query.requested:
         key = f"{tag:08X}"
         item = match.get(key)
         if item is None or key == _RETRIEVE_URL or "BulkDataURI" in item:
-            if len(vr) != 2:
+            if len(vr) != 2 or vr == "SQ":
                 return None
             values[tag] = (vr, b"")
             continue
@@ -217,14 +219,29 @@ def encoded_identifier(match: dict[str, Any], query: FindQuery, ae_title: str, *
         if encoded is None:
             return None
         values[tag] = (vr, encoded)
-    values[0x00080005] = ("CS", _padded("CS", _UTF8.encode()))
+    values[0x00080005] = ("CS", _UTF8_PADDED)
     values[0x00080052] = ("CS", _padded("CS", query.level.encode()))
     values[0x00080054] = ("AE", _padded("AE", ae_title.encode()))
-    ds = Dataset()
-    for tag, (vr, value) in values.items():
-        ds[tag] = RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit_vr, True)
-    ds.set_original_encoding(implicit_vr, True, ds._character_set)
-    return ds
+    out = bytearray()
+    for tag in sorted(values):
+        vr, value = values[tag]
+        group, element = tag >> 16, tag & 0xFFFF
+        if implicit_vr:
+            out += _IMPLICIT_HEAD.pack(group, element, len(value))
+        elif vr in _LONG_VRS:
+            out += _EXPLICIT_LONG_HEAD.pack(group, element, vr.encode(), 0, len(value))
+        else:
+            out += _EXPLICIT_HEAD.pack(group, element, vr.encode(), len(value))
+        out += value
+    return bytes(out)
+
+
+_IMPLICIT_HEAD = struct.Struct("<HHI")
+_EXPLICIT_HEAD = struct.Struct("<HH2sH")
+_EXPLICIT_LONG_HEAD = struct.Struct("<HH2sHI")
+# Explicit VR with a 4-byte length (PS3.5 7.1.2, Table 7.1-1).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
+                       "UT", "UV"})
 
 
 def _text_value(vr: str, value: Any) -> bytes | None:
