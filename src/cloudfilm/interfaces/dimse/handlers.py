@@ -39,6 +39,7 @@ from cloudfilm.interfaces.dimse.identifiers import (
     group_by_patient,
     identifier_bytes,
     parse_find,
+    parse_find_encoded,
     query_level,
     response_identifier,
     uid_list,
@@ -295,7 +296,7 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
     """
     started = time.perf_counter()
     try:
-        query = parse_find(_identifier(event), _model(_request(event).AffectedSOPClassUID))
+        query = _find_query(event)
         matches = run_find(gateway, query, gateway.actor_for(event.assoc))
     except Exception as exc:
         status = st.find_failure_status(exc)
@@ -322,6 +323,21 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
     logger.debug("cloudfilm.dimse.c_find", extra={
         "qr_level": query.level, "matches": sent, "calling_ae": event.assoc.requestor.ae_title,
         "ms": round((time.perf_counter() - started) * 1000, 2)})
+
+
+def _find_query(event: Event) -> FindQuery:
+    """The request's query, read from its encoded identifier where that is plain text
+    (``parse_find_encoded``), otherwise from pynetdicom's decoded Dataset."""
+    request = _request(event)
+    model = _model(request.AffectedSOPClassUID)
+    syntax = event.context.transfer_syntax
+    encoded = request.Identifier
+    if encoded is not None and syntax.is_little_endian and not syntax.is_deflated:
+        query = parse_find_encoded(encoded.getvalue(), model,
+                                   implicit_vr=bool(syntax.is_implicit_VR))
+        if query is not None:
+            return query
+    return parse_find(_identifier(event), model)
 
 
 def _send_pending(event: Event, identifier: bytes) -> None:
