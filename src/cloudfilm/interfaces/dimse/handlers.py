@@ -26,6 +26,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
@@ -35,9 +36,10 @@ from cloudfilm.interfaces.dimse import status as st
 from cloudfilm.interfaces.dimse.identifiers import (
     FindQuery,
     Model,
-    encoded_identifier,
     group_by_patient,
+    identifier_bytes,
     parse_find,
+    parse_find_encoded,
     query_level,
     response_identifier,
     uid_list,
@@ -294,7 +296,7 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
     """
     started = time.perf_counter()
     try:
-        query = parse_find(_identifier(event), _model(_request(event).AffectedSOPClassUID))
+        query = _find_query(event)
         matches = run_find(gateway, query, gateway.actor_for(event.assoc))
     except Exception as exc:
         status = st.find_failure_status(exc)
@@ -302,21 +304,54 @@ def handle_find(event: Event, gateway: Gateway) -> Iterator[tuple[int | Dataset,
         yield _failure(status, _explain(exc)), None
         return
     sent = 0
-    implicit_vr = bool(event.context.transfer_syntax.is_implicit_VR)
+    syntax = event.context.transfer_syntax
+    composed = syntax.is_little_endian and not syntax.is_deflated
     for match in matches:
         if event.is_cancelled:
             yield st.CANCEL, None
             return
-        identifier = encoded_identifier(match, query, gateway.ae_title,
-                                        implicit_vr=implicit_vr)
-        if identifier is None:
-            identifier = response_identifier(match, query, gateway.ae_title)
-        yield st.PENDING, identifier
+        if not event.assoc.is_established:  # released or aborted meanwhile, as pynetdicom
+            return
+        data = identifier_bytes(match, query, gateway.ae_title,
+                                implicit_vr=bool(syntax.is_implicit_VR)) if composed else None
+        if data is not None:
+            _send_pending(event, data)
+        else:
+            yield st.PENDING, response_identifier(match, query, gateway.ae_title)
         sent += 1
     # DEBUG like c_store: the audit trail records every search.
     logger.debug("cloudfilm.dimse.c_find", extra={
         "qr_level": query.level, "matches": sent, "calling_ae": event.assoc.requestor.ae_title,
         "ms": round((time.perf_counter() - started) * 1000, 2)})
+
+
+def _find_query(event: Event) -> FindQuery:
+    """The request's query, read from its encoded identifier where that is plain text
+    (``parse_find_encoded``), otherwise from pynetdicom's decoded Dataset."""
+    request = _request(event)
+    model = _model(request.AffectedSOPClassUID)
+    syntax = event.context.transfer_syntax
+    encoded = request.Identifier
+    if encoded is not None and syntax.is_little_endian and not syntax.is_deflated:
+        query = parse_find_encoded(encoded.getvalue(), model,
+                                   implicit_vr=bool(syntax.is_implicit_VR))
+        if query is not None:
+            return query
+    return parse_find(_identifier(event), model)
+
+
+def _send_pending(event: Event, identifier: bytes) -> None:
+    """Send one Pending C-FIND response whose identifier is already encoded, as
+    pynetdicom's C-FIND SCP sends a yielded one (same primitive, same ``send_msg``) minus
+    its encoding of a Dataset; pynetdicom still sends the final response."""
+    request = _request(event)
+    rsp = C_FIND()
+    rsp.MessageID = request.MessageID
+    rsp.MessageIDBeingRespondedTo = request.MessageID
+    rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+    rsp.Status = st.PENDING
+    rsp.Identifier = io.BytesIO(identifier)
+    event.assoc.dimse.send_msg(rsp, event.context.context_id)
 
 
 def run_find(gateway: Gateway, query: FindQuery, actor: Actor) -> list[dict[str, Any]]:

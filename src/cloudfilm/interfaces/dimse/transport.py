@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import queue
 import select
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import _config, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
@@ -613,9 +615,72 @@ class BulkSocket(AssociationSocket):
         return True
 
 
+# pynetdicom's own logger of the loop below (its messages, as pynetdicom logs them).
+_ASSOCIATION_LOG = logging.getLogger("pynetdicom.association")
+
+
+class ServingAssociation(Association):
+    """pynetdicom's acceptor association whose reactor loop does not sleep 1 ms before each
+    look at its DIMSE queue: :class:`BlockingDIMSE` already waits on that queue (at most
+    MESSAGE_WAIT), so the sleep only held back a request that arrived during it, by up to
+    a millisecond, after every answered message (each C-FIND of an association; py-spy
+    found the association thread there). Everything else is pynetdicom's loop."""
+
+    def _run_reactor(self) -> None:
+        if not isinstance(self.dimse, BlockingDIMSE):
+            super()._run_reactor()  # its get_msg would not wait: keep pynetdicom's pacing
+            return
+        self._is_paused = False
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            context_id, msg = self.dimse.get_msg(block=False)  # waits <= MESSAGE_WAIT
+            if msg:
+                self._serve_request(msg, context_id)
+            if self._finished():
+                return
+
+    def _finished(self) -> bool:
+        """The checks after each look at the queue, as pynetdicom's loop makes them:
+        release or abort by the peer, the DUL gone, the network timeout."""
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return True
+        if not self.dul.is_alive():
+            self.kill()
+            return True
+        if self.dul.idle_timer_expired():
+            _ASSOCIATION_LOG.error("Network timeout reached")
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return True
+        return False
+
+
 def tune_acceptor(assoc: Any, client_socket: Any) -> None:
     """Give a freshly created (not yet started) acceptor association our DUL, DIMSE
-    provider and socket; the timers keep the AE's timeouts."""
+    provider and socket, and our reactor loop (a class change: pynetdicom's request handler
+    creates the association itself); the timers keep the AE's timeouts."""
+    if type(assoc) is Association:
+        assoc.__class__ = ServingAssociation
     assoc.dul = EventDrivenDUL(assoc)
     assoc.dimse = BlockingDIMSE(assoc)
     assoc.dul.socket = BulkSocket(assoc, client_socket=client_socket)
