@@ -205,6 +205,13 @@ def handle_store(event: Event, gateway: Gateway) -> int | Dataset:
     """
     started = time.perf_counter()
     request: Any = event.request
+    spool_error = getattr(request, "_cloudfilm_spool_error", None)
+    if spool_error is not None:
+        # The receiver could not write the data set (transport.EventDrivenDUL): disk full.
+        _log_failure("c_store", st.OUT_OF_RESOURCES, spool_error, event,
+                     sop_instance_uid=str(request.AffectedSOPInstanceUID))
+        return _failure(st.OUT_OF_RESOURCES, "the archive could not write the received "
+                        "data set; try again later")
     path, spooled = _received_file(event, gateway)
     try:
         peer = gateway.peer_for(event.assoc)
@@ -259,8 +266,12 @@ def discard_partial_dataset(event: Event) -> None:
     """EVT_CONN_CLOSE: remove the temp file of a C-STORE whose data set never completed.
 
     pynetdicom writes a chunked data set to a NamedTemporaryFile(delete=False) and deletes
-    it only after the handler ran, so an abort mid-transfer would leave it behind.
+    it only after the handler ran, so an abort mid-transfer would leave it behind; the same
+    for our DUL's spool file (transport.EventDrivenDUL, receiving.py).
     """
+    discard = getattr(getattr(event.assoc, "dul", None), "discard_partial_store", None)
+    if discard is not None:
+        discard()
     dimse = getattr(event.assoc, "dimse", None)
     message = getattr(dimse, "message", None)
     handle = getattr(message, "_data_set_file", None)

@@ -249,6 +249,8 @@ class DimseServer:
         server = self.ae.make_server(
             (self.host, port), evt_handlers=evt_handlers, ssl_context=ssl_context,
             server_class=server_class, request_handler=TunedRequestHandler)
+        if isinstance(server, ReusePortServer):  # received data sets land beside the blobs
+            server.spool_dir = self.services.spool_dir
         threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{port}",
                          daemon=True).start()
         return server

@@ -36,6 +36,7 @@ import queue
 import select
 import socket
 import ssl
+import tempfile
 import threading
 import time
 import weakref
@@ -47,6 +48,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dul import LOGGER as DUL_LOGGER
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
@@ -64,6 +66,7 @@ from cloudfilm.interfaces.dimse.messages import (
     message_pdatas,
     store_response_in_pdu,
 )
+from cloudfilm.interfaces.dimse.receiving import ProtocolError, StoreReceiver
 
 # Longest PDU a sending thread reads itself (a C-STORE response is about 100 bytes); a
 # longer one is left to the DUL thread, which reads it as pynetdicom does.
@@ -128,6 +131,9 @@ class _WakingDUL(WholeMessageDUL):
 
     _wake_r: socket.socket
     _wake_w: socket.socket
+    # Tell the socket it is readable when select said so (BulkSocket.readable): only where
+    # this thread is the socket's one reader (not a requestor's, whose sender reads too).
+    _hint_readable = False
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full (already woken) or closed (finished)
@@ -210,14 +216,94 @@ class _WakingDUL(WholeMessageDUL):
             with contextlib.suppress(OSError):
                 while self._wake_r.recv(4096):
                     pass
+        if (self._hint_readable and isinstance(wrapped, BulkSocket) and sock is not None
+                and sock in ready):
+            wrapped.readable = True  # ``ready`` answers without another select
+
+
+# Handlers that see what pynetdicom's own receive path makes (PDUs, messages, transitions):
+# while any is bound, a C-STORE is received pynetdicom's way.
+_RECEIVE_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_DIMSE_RECV,
+                   evt.EVT_FSM_TRANSITION)
 
 
 class EventDrivenDUL(_WakingDUL):
-    """A DUL reactor that sleeps until its socket or its send queue has work."""
+    """A DUL reactor that sleeps until its socket or its send queue has work, and that
+    receives a C-STORE request's data set straight into its spool file
+    (:attr:`store_receiver`, receiving.py)."""
+
+    store_receiver: StoreReceiver | None = None
+    _hint_readable = True
 
     def __init__(self, assoc: Any) -> None:
         super().__init__(assoc)
         self._wake_r, self._wake_w = _wake_pair()
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's ``_read_pdu_data``, except that a P-DATA-TF PDU of a C-STORE
+        request is read into the receiver's buffer and taken by it (:meth:`_receive_store`);
+        any other PDU is put back and read by pynetdicom."""
+        receiver, sock = self.store_receiver, self.socket
+        if receiver is None or not isinstance(sock, BulkSocket):
+            super()._read_pdu_data()
+            return
+        try:
+            head = sock.recv(6)
+        except (OSError, TimeoutError):
+            head = bytearray()
+        if len(head) == 6 and head[0] == 0x04 and self._receives_store(receiver):
+            self._receive_store(receiver, sock, head)
+            return
+        if receiver.busy:  # a half-received data set that pynetdicom cannot continue
+            receiver.discard()
+        sock.unread = bytes(head) + sock.unread
+        super()._read_pdu_data()
+
+    def _receives_store(self, receiver: StoreReceiver) -> bool:
+        """Whether a P-DATA-TF PDU may go to the receiver: while it holds a half-received
+        data set (in Sta6), or when no message is in flight in pynetdicom's path and
+        nobody listens to what that path makes."""
+        if self.state_machine.current_state != "Sta6":
+            return False
+        if receiver.busy:
+            return True
+        return (_config.STORE_RECV_CHUNKED_DATASET and not self.event_queue.qsize()
+                and not self._recv_pdu.qsize()
+                and not any(self.assoc.get_handlers(event) for event in _RECEIVE_EVENTS))
+
+    def _receive_store(self, receiver: StoreReceiver, sock: BulkSocket,
+                       head: bytearray) -> None:
+        body = receiver.buffer(int.from_bytes(head[2:6], "big"))
+        try:
+            complete = sock.recv_exactly(body)
+        except (OSError, TimeoutError):
+            complete = False
+        if not complete:
+            DUL_LOGGER.error("Connection closed before the entire PDU was received")
+            receiver.discard()
+            self.event_queue.put("Evt17")  # as pynetdicom: transport connection closed
+            return
+        try:
+            if receiver.receive(body, self.assoc):
+                return
+        except ProtocolError as exc:
+            DUL_LOGGER.error(f"Invalid P-DATA-TF PDU: {exc}")
+            self.event_queue.put("Evt19")  # as pynetdicom: invalid PDU, A-ABORT
+            return
+        try:  # not a C-STORE's: pynetdicom's decoding, as its _read_pdu_data does
+            pdu, event = self._decode_pdu(head + body)
+        except Exception as exc:
+            DUL_LOGGER.error("Unable to decode the received PDU data")
+            DUL_LOGGER.exception(exc)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def discard_partial_store(self) -> None:
+        """Drop a C-STORE data set still being received (the connection closed)."""
+        if self.store_receiver is not None:
+            self.store_receiver.discard()
 
     def run_reactor(self) -> None:
         """pynetdicom's ``DULServiceProvider.run_reactor`` with the sleep replaced by
@@ -251,6 +337,7 @@ class EventDrivenDUL(_WakingDUL):
                 self.state_machine.do_action(event)
                 sleep = False
         finally:
+            self.discard_partial_store()
             self._wake_r.close()
             self._wake_w.close()
 
@@ -533,9 +620,33 @@ class BulkSocket(AssociationSocket):
         self.send_lock = threading.RLock()
         super().__init__(*args, **kwargs)
 
+    # Set by the DUL's select (EventDrivenDUL._wait_for_work) when the socket is readable:
+    # the next ``ready`` answers True without a select of its own.
+    readable = False
+
     @property
     def ready(self) -> bool:
+        if self.readable:
+            self.readable = False
+            return True
         return bool(self.unread) or bool(super().ready)
+
+    def recv_exactly(self, view: memoryview) -> bool:
+        """Fill ``view`` from the socket (``recv_into``, no copies); False when the peer
+        closed first."""
+        sock = self.socket
+        assert sock is not None
+        got = 0
+        if self.unread:
+            taken, self.unread = self.unread[:len(view)], self.unread[len(view):]
+            view[:len(taken)] = taken
+            got = len(taken)
+        while got < len(view):
+            n = sock.recv_into(view[got:])
+            if not n:
+                return False
+            got += n
+        return True
 
     def recv_until(self, nr_bytes: int, deadline: float | None) -> bytes:
         """Up to ``nr_bytes`` from the socket, fewer when it closes, fails or ``deadline``
@@ -675,13 +786,16 @@ class ServingAssociation(Association):
         return False
 
 
-def tune_acceptor(assoc: Any, client_socket: Any) -> None:
+def tune_acceptor(assoc: Any, client_socket: Any, spool_dir: Path | str | None = None) -> None:
     """Give a freshly created (not yet started) acceptor association our DUL, DIMSE
     provider and socket, and our reactor loop (a class change: pynetdicom's request handler
-    creates the association itself); the timers keep the AE's timeouts."""
+    creates the association itself); the timers keep the AE's timeouts. Received C-STORE
+    data sets are spooled in ``spool_dir`` (the blob store's filesystem, so that ingest
+    links the file into place), else where pynetdicom would put them (``tempfile``)."""
     if type(assoc) is Association:
         assoc.__class__ = ServingAssociation
     assoc.dul = EventDrivenDUL(assoc)
+    assoc.dul.store_receiver = StoreReceiver(spool_dir or tempfile.gettempdir())
     assoc.dimse = BlockingDIMSE(assoc)
     assoc.dul.socket = BulkSocket(assoc, client_socket=client_socket)
     # These setters also configure the DUL's ARTIM and idle timers.
@@ -695,7 +809,7 @@ class TunedRequestHandler(RequestHandler):
 
     def handle(self) -> None:
         assoc = self._create_association()
-        tune_acceptor(assoc, self.request)
+        tune_acceptor(assoc, self.request, getattr(self.server, "spool_dir", None))
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
 
@@ -723,6 +837,8 @@ class ReusePortServer(ThreadedAssociationServer):
     that copies its contexts for each association cheaply (:class:`SupportedContexts`)."""
 
     reuse_port = False
+    # Where received C-STORE data sets are spooled (tune_acceptor); None: ``tempfile``'s.
+    spool_dir: Path | None = None
 
     @property
     def contexts(self) -> list[PresentationContext]:
