@@ -142,6 +142,35 @@ def test_store_records_sending_hospital_and_is_durable(dimse: DimseServer, servi
     assert _store(dimse, datasets[0])[0].Status == 0
 
 
+def test_a_received_data_set_is_spooled_beside_the_blobs(
+        dimse: DimseServer, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The DUL thread writes it there itself (receiving.py), so ingest links it into place.
+    ingest = services.ingest.ingest_file_grouped
+    spooled: list[Path] = []
+
+    def record(path: Path, **kw: Any) -> Any:
+        spooled.append(Path(path))
+        return ingest(path, **kw)
+
+    monkeypatch.setattr(services.ingest, "ingest_file_grouped", record)
+    datasets = _series(2)
+    assert [s.Status for s in _store(dimse, *datasets)] == [0, 0]
+    assert [p.parent for p in spooled] == [services.spool_dir] * 2
+    assert not list(services.spool_dir.iterdir())
+    stored = services.retrieve.locate(datasets[0].StudyInstanceUID, actor=LOCAL_OPERATOR)
+    assert len(stored) == 2
+
+
+def test_a_data_set_that_cannot_be_spooled_is_out_of_resources(
+        dimse: DimseServer, services: Services, tmp_path: Path) -> None:
+    listener = dimse._server
+    assert isinstance(listener, transport.ReusePortServer)
+    listener.spool_dir = tmp_path / "gone"  # as a full or vanished disk fails the write
+    rsp = _store(dimse, make_ct())[0]
+    assert rsp.Status == st.OUT_OF_RESOURCES
+    assert "could not write" in rsp.ErrorComment
+
+
 def test_store_missing_uid_fails_with_reason(dimse: DimseServer, services: Services) -> None:
     ds = make_ct()
     del ds.StudyInstanceUID
@@ -234,6 +263,7 @@ def test_abort_mid_transfer_leaves_nothing(services: Services, monkeypatch: pyte
         while server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(incoming.iterdir()) == []
+        assert list(services.spool_dir.iterdir()) == []
         # the listener keeps running
         ok = _associate(server, Verification)
         assert ok.is_established

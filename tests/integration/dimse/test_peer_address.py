@@ -21,7 +21,11 @@ import pytest
 from click.testing import CliRunner
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 from tests.conftest import settings_to_env
 from tests.factories import make_ct, to_bytes
 from tests.integration.dimse.support import SCP_AE, require_tool, running_server
@@ -29,6 +33,7 @@ from tests.integration.dimse.support import SCP_AE, require_tool, running_server
 from cloudfilm.cli.main import cli
 from cloudfilm.config import Settings
 from cloudfilm.interfaces.dimse.server import DimseServer, tls_context
+from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.archive.ingest import Sender
 from cloudfilm.services.container import Services
 from cloudfilm.services.network.peers import InvalidPeerError
@@ -262,10 +267,15 @@ def test_remote_callers_need_mutual_tls(services: Services, tmp_path: Path) -> N
         local.release()
         # TLS with a certificate of our CA from the registered address: accepted
         good = _associate(server.tls_port, source=address, target=address,
-                          tls=(_client_tls(files, "client"), address))
+                          tls=(_client_tls(files, "client"), address),
+                          contexts=(Verification, CTImageStorage))
         assert good.is_established
         assert good.send_c_echo().Status == 0
+        # a C-STORE's data set is read from the TLS socket as from a plain one
+        ct = make_ct(size=256)
+        assert good.send_c_store(ct).Status == 0
         good.release()
+        assert services.retrieve.locate(ct.StudyInstanceUID, actor=LOCAL_OPERATOR)
         # a certificate of another CA never gets past the handshake
         rogue = _associate(server.tls_port, source=address, target=address,
                            tls=(_client_tls(files, "rogue"), address))
