@@ -42,6 +42,9 @@ _UIDS = {0x0002: "AffectedSOPClassUID", 0x1000: "AffectedSOPInstanceUID"}
 _NUMBERS = {0x0110: "MessageID", 0x0700: "Priority", 0x1031: "MoveOriginatorMessageID"}
 _OTHERS = frozenset({0x0000, 0x0100, 0x0800, 0x1030})
 
+# The longest receive buffer an association keeps: our default maximum PDU length
+# (config dimse.max_pdu); dcmtk sends at most 128 KiB, pynetdicom what we offer.
+KEEP_BUFFER = 4 * 1024 * 1024
 # Spool file names: unique per process (the pid: sibling listeners share the folder) and
 # per object, without tempfile's random names (a tenth of the receive path's time).
 _names = itertools.count()
@@ -125,7 +128,11 @@ class StoreReceiver:
         return self._request is not None
 
     def buffer(self, length: int) -> memoryview:
-        """A view of ``length`` bytes of the reused receive buffer."""
+        """A view of ``length`` bytes of the reused receive buffer (a PDU longer than the
+        largest one we keep gets a buffer of its own, so that a peer ignoring our maximum
+        PDU length does not leave a large buffer behind for the association's life)."""
+        if length > KEEP_BUFFER:
+            return memoryview(bytearray(length))
         if len(self._buffer) < length:
             self._buffer = bytearray(length)
         return memoryview(self._buffer)[:length]

@@ -18,6 +18,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from cloudfilm.interfaces.dimse import receiving
 from cloudfilm.interfaces.dimse.receiving import (
     ProtocolError,
     StoreReceiver,
@@ -200,3 +201,12 @@ def test_a_spool_that_cannot_be_written_is_answered_with_the_error(tmp_path: Pat
     _, request = assoc.dimse.msg_queue.get_nowait()
     assert isinstance(request._cloudfilm_spool_error, OSError)
     assert request._dataset_path is None
+
+
+def test_only_a_pdu_within_the_usual_maximum_keeps_its_buffer(tmp_path: Path) -> None:
+    receiver = StoreReceiver(tmp_path)
+    first = receiver.buffer(1000)
+    assert receiver.buffer(500).obj is first.obj  # reused
+    huge = receiver.buffer(receiving.KEEP_BUFFER + 1)
+    assert huge.obj is not first.obj and len(huge) == receiving.KEEP_BUFFER + 1
+    assert receiver.buffer(1000).obj is first.obj
