@@ -13,9 +13,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Row,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    literal_column,
+    null,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -135,15 +151,24 @@ def hospital_id(session: Session, code: str, *, name: str, now: datetime) -> int
     return int(conn.execute(_HOSPITAL_BY_CODE, {"code": code}).scalar_one())
 
 
-def upsert_patient(session: Session, *, hospital_id: int, values: dict[str, Any]) -> int:
-    """Create or refresh one hospital's patient record; the latest header's values win."""
+_NOT_LOOKED_UP: Any = object()
+
+
+def upsert_patient(session: Session, *, hospital_id: int, values: dict[str, Any],
+                   found: Any = _NOT_LOOKED_UP) -> int:
+    """Create or refresh one hospital's patient record; the latest header's values win.
+
+    ``found``: the patient's row (or None) when the caller read it in this transaction
+    already (:func:`look_up`), saving the look-up.
+    """
     conn = session.connection()
     key = {
         "hospital_id": hospital_id,
         "patient_id": values["patient_id"],
         "issuer_of_patient_id": values["issuer_of_patient_id"],
     }
-    row = conn.execute(_PATIENT_BY_KEY, key).one_or_none()
+    row = conn.execute(_PATIENT_BY_KEY, key).one_or_none() if found is _NOT_LOOKED_UP \
+        else found
     if row is None:
         created = _insert_returning(session, _patient, {"hospital_id": hospital_id, **values},
                                     [_patient.c.id])
@@ -158,6 +183,118 @@ def upsert_patient(session: Session, *, hospital_id: int, values: dict[str, Any]
     if changed:
         conn.execute(update(_patient).where(_patient.c.id == row.id).values(**values))
     return int(row.id)
+
+
+class Found(NamedTuple):
+    """What :func:`look_up` found, by key."""
+
+    instances: dict[str, InstanceRow]
+    studies: dict[str, StudyRow]
+    series: dict[str, SeriesRow]
+    patients: dict[tuple[str, str], PatientRow]
+
+
+class InstanceRow(NamedTuple):
+    id: int
+    sop_instance_uid: str
+    sha256: str
+    series_fk: int
+    study_fk: int
+    hospital_id: int
+    blob_key: str
+    size_bytes: int
+    received_at: datetime
+
+
+class StudyRow(NamedTuple):
+    id: int
+    study_instance_uid: str
+    patient_fk: int
+    hospital_id: int
+    accession_number: str
+    exam_at: datetime | None
+
+
+class SeriesRow(NamedTuple):
+    id: int
+    series_instance_uid: str
+    study_fk: int
+    hospital_id: int
+
+
+class PatientRow(NamedTuple):
+    id: int
+    patient_name: str
+    birth_date: str
+    sex: str
+
+
+def _look_up_statement() -> Any:
+    """Instances, studies and series by UID and one hospital's patients by key, as one
+    UNION ALL (one round trip instead of four; each branch an index probe). Columns:
+    kind, id, key, hospital_id, two foreign keys, four texts, a size and two times, typed
+    by the first branch (SQLite's result processing reads its types)."""
+    i, st, se, p = _instance, _study, _series, _patient
+    text = String()
+    when = i.c.received_at.type
+
+    def none(type_: Any) -> Any:
+        return cast_(null(), type_)
+
+    def branch(kind: str, table: Any, key: Any, hospital: Any, fk1: Any, fk2: Any,
+               t1: Any, t2: Any, t3: Any, t4: Any, size: Any, at1: Any, at2: Any) -> Any:
+        return select(literal_column(f"'{kind}'").label("kind"), table.c.id.label("id"),
+                      key.label("key"), hospital.label("hospital_id"), fk1.label("fk1"),
+                      fk2.label("fk2"), t1.label("t1"), t2.label("t2"), t3.label("t3"),
+                      t4.label("t4"), size.label("size"), at1.label("at1"), at2.label("at2"))
+
+    no_id, no_size = none(BigInteger()), none(BigInteger())
+    return union_all(
+        branch("i", i, i.c.sop_instance_uid, i.c.hospital_id, i.c.series_fk, i.c.study_fk,
+               i.c.sha256, i.c.blob_key, none(text), none(text), i.c.size_bytes,
+               i.c.received_at, none(when))
+        .where(i.c.sop_instance_uid.in_(bindparam("sops", expanding=True))),
+        branch("s", st, st.c.study_instance_uid, st.c.hospital_id, st.c.patient_fk, no_id,
+               st.c.accession_number, none(text), none(text), none(text), no_size,
+               none(when), st.c.exam_at)
+        .where(st.c.study_instance_uid.in_(bindparam("studies", expanding=True))),
+        branch("r", se, se.c.series_instance_uid, st.c.hospital_id, se.c.study_fk, no_id,
+               none(text), none(text), none(text), none(text), no_size, none(when), none(when))
+        .select_from(se.join(st, st.c.id == se.c.study_fk))
+        .where(se.c.series_instance_uid.in_(bindparam("series", expanding=True))),
+        branch("p", p, p.c.patient_id, p.c.hospital_id, no_id, no_id, p.c.patient_name,
+               p.c.birth_date, p.c.sex, p.c.issuer_of_patient_id, no_size, none(when),
+               none(when))
+        .where(p.c.hospital_id == bindparam("hospital"),
+               tuple_(p.c.patient_id, p.c.issuer_of_patient_id).in_(
+                   bindparam("patients", expanding=True))),
+    )
+
+
+_LOOK_UP = _look_up_statement()
+
+
+def look_up(session: Session, *, sops: Iterable[str], studies: Iterable[str],
+            series: Iterable[str], hospital_id: int,
+            patients: Iterable[tuple[str, str]]) -> Found:
+    """What ingest reads before writing, in one statement: instances by SOP Instance UID,
+    studies by Study Instance UID, series by Series Instance UID (with their study's
+    hospital) and ``hospital_id``'s patients by (PatientID, issuer)."""
+    found = Found({}, {}, {}, {})
+    rows = session.connection().execute(_LOOK_UP, {
+        "sops": list(sops), "studies": list(studies), "series": list(series),
+        "hospital": hospital_id, "patients": list(patients)})
+    for r in rows:
+        if r.kind == "i":
+            found.instances[r.key] = InstanceRow(r.id, r.key, r.t1, r.fk1, r.fk2,
+                                                 r.hospital_id, r.t2, r.size, r.at1)
+        elif r.kind == "s":
+            found.studies[r.key] = StudyRow(r.id, r.key, r.fk1, r.hospital_id, r.t1, r.at2)
+        elif r.kind == "r":
+            found.series[r.key] = SeriesRow(r.id, r.key, r.fk1, r.hospital_id)
+        else:
+            found.patients[(r.key, r.t4)] = PatientRow(r.id, r.t1, r.t2, r.t3)
+    return found
 
 
 def studies_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Any]:
@@ -235,6 +372,14 @@ def add_instances(session: Session, rows: list[dict[str, Any]]) -> None:
         counts[0] += 1
         counts[1] += 1 if row["_new_series"] else 0
         counts[2] += row["size_bytes"]
+    if len(rows) == 1 and conn.dialect.name == "postgresql":
+        # One object (C-STORE, single STOW-RS): the row and both counters in one statement,
+        # one round trip instead of three.
+        row = rows[0]
+        values = {f"i_{k}": v for k, v in row.items() if k[0] != "_"}
+        values["new_series"] = 1 if row["_new_series"] else 0
+        conn.execute(_insert_one_statement(tuple(k for k in row if k[0] != "_")), values)
+        return
     conn.execute(_INSERT_INSTANCE, [{k: v for k, v in r.items() if k[0] != "_"} for r in rows])
     conn.execute(_SERIES_COUNT, [{"fk": fk, "n": n, "now": now} for fk, n in per_series.items()])
     conn.execute(
@@ -244,6 +389,27 @@ def add_instances(session: Session, rows: list[dict[str, Any]]) -> None:
             for fk, (n, new, size) in per_study.items()
         ],
     )
+
+
+@lru_cache(maxsize=8)
+def _insert_one_statement(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: ``WITH new_instance AS (INSERT ...), series_count AS (UPDATE series ...)
+    UPDATE study ...`` for one instance (data-modifying CTEs run exactly once each)."""
+    values: dict[Any, Any] = {_instance.c[name]: bindparam(f"i_{name}") for name in columns}
+    # Column defaults as values: SQLAlchemy fills them in for a top-level INSERT only.
+    values.update({c: literal(cast(Any, c.default).arg, c.type) for c in _instance.c
+                   if c.name not in columns and c.default is not None and c.default.is_scalar})
+    row = insert(_instance).values(values).cte("new_instance")
+    series = (update(_series).where(_series.c.id == bindparam("i_series_fk"))
+              .values(num_instances=_series.c.num_instances + 1,
+                      updated_at=bindparam("i_received_at"))
+              .cte("series_count"))
+    return (update(_study).where(_study.c.id == bindparam("i_study_fk"))
+            .values(num_instances=_study.c.num_instances + 1,
+                    num_series=_study.c.num_series + bindparam("new_series"),
+                    size_bytes=_study.c.size_bytes + bindparam("i_size_bytes"),
+                    updated_at=bindparam("i_received_at"))
+            .add_cte(row).add_cte(series))
 
 
 def replace_instance(
