@@ -6,7 +6,7 @@ from io import BytesIO
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -133,6 +133,9 @@ def _outcome(run: Any) -> Any:
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's checks of the random values
 @settings(max_examples=400, deadline=None)
 @given(case=_identifiers(), model=st.sampled_from(["study", "patient"]))
+# Found by this test in CI: pydicom drops a person name's empty trailing groups ("=" is "").
+@example(case=(b"\x08\x00R\x00CS\x06\x00STUDY \x10\x00\x10\x00PN\x02\x00= ", False),
+         model="study")
 def test_encoded_identifier_reads_as_pydicoms_dataset(case: tuple[bytes, bool],
                                                       model: Any) -> None:
     data, implicit = case

@@ -213,6 +213,8 @@ def _plain_text(raw: bytes, vr: str) -> str | None:
         raw = raw[:-1]
     if raw.translate(None, _PRINTABLE):
         return None  # control characters (an ISO 2022 escape), NULs, non-ASCII bytes
+    if vr == "PN" and b"=" in raw:
+        return None  # component groups: pydicom drops empty trailing ones ("Doe=" is "Doe")
     text = raw.decode("ascii")
     parts = [text] if vr in _SINGLE_VALUED else text.split("\\")
     return "\\".join(part.strip() for part in parts)
