@@ -36,6 +36,7 @@ from cloudfilm.interfaces.dimse.transport import (
     AdoptedEventDrivenDUL,
     EncodingDIMSE,
     adopt_requestor_dul,
+    end_if_finished,
 )
 
 # How often a paused C-MOVE sub-association's reactor looks for release, abort, timeout.
@@ -92,26 +93,9 @@ class FileSendingAssociation(Association):
             time.sleep(_WATCH_SECONDS)
             if not self._reactor_checkpoint.is_set():
                 continue  # the C-MOVE's thread is sending or releasing
-            if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                self.is_released = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_RELEASED, {})
-                self.kill()
-                return
-            if self.acse.is_aborted():
-                self.dul.receive_pdu(wait=False)
-                self.is_aborted = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_ABORTED, {})
-                self.kill()
-                return
-            if not self.dul.is_alive():
-                self.kill()
-                return
-            if self.dul.idle_timer_expired():
-                self.abort()
-                self.kill()
+            # On the network timeout this watcher aborts rather than releases: the C-MOVE's
+            # thread owns the sends on this association.
+            if end_if_finished(self, release_on_timeout=False):
                 return
 
     def send_c_store(self, dataset: Any, msg_id: int = 1, priority: int = 2,

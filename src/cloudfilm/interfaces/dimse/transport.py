@@ -749,41 +749,46 @@ class ServingAssociation(Association):
             context_id, msg = self.dimse.get_msg(block=False)  # waits <= MESSAGE_WAIT
             if msg:
                 self._serve_request(msg, context_id)
-            if self._finished():
+            if end_if_finished(self, release_on_timeout=(
+                    self.network_timeout_response == "A-RELEASE")):
                 return
 
-    def _finished(self) -> bool:
-        """The checks after each look at the queue, as pynetdicom's loop makes them:
-        release or abort by the peer, the DUL gone, the network timeout."""
-        if self.is_established and self.acse.is_release_requested():
-            self.acse.send_release(is_response=True)
-            self.is_released = True
-            self.is_established = False
-            evt.trigger(self, evt.EVT_RELEASED, {})
-            self.kill()
-            return True
-        if self.acse.is_aborted():
-            self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
-            self.is_aborted = True
-            self.is_established = False
-            evt.trigger(self, evt.EVT_ABORTED, {})
-            self.kill()
-            return True
-        if not self.dul.is_alive():
-            self.kill()
-            return True
-        if self.dul.idle_timer_expired():
-            _ASSOCIATION_LOG.error("Network timeout reached")
-            if self.network_timeout_response == "A-RELEASE":
-                self._is_paused = True
-                self._reactor_checkpoint.wait()
-                self.release()
-                self._is_paused = False
-            else:
-                self.abort()
-            self.kill()
-            return True
-        return False
+
+def end_if_finished(assoc: Any, *, release_on_timeout: bool) -> bool:
+    """The checks a reactor loop makes between messages, as pynetdicom's loop makes them:
+    release or abort by the peer, the DUL gone, the network timeout (answered by an
+    A-RELEASE when ``release_on_timeout``, else by an abort). True when the association
+    is over and killed. Shared by :class:`ServingAssociation` and the C-MOVE
+    sub-association's watcher (``sending.FileSendingAssociation``)."""
+    if assoc.is_established and assoc.acse.is_release_requested():
+        assoc.acse.send_release(is_response=True)
+        assoc.is_released = True
+        assoc.is_established = False
+        evt.trigger(assoc, evt.EVT_RELEASED, {})
+        assoc.kill()
+        return True
+    if assoc.acse.is_aborted():
+        assoc.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
+        assoc.is_aborted = True
+        assoc.is_established = False
+        evt.trigger(assoc, evt.EVT_ABORTED, {})
+        assoc.kill()
+        return True
+    if not assoc.dul.is_alive():
+        assoc.kill()
+        return True
+    if assoc.dul.idle_timer_expired():
+        _ASSOCIATION_LOG.error("Network timeout reached")
+        if release_on_timeout:
+            assoc._is_paused = True
+            assoc._reactor_checkpoint.wait()
+            assoc.release()
+            assoc._is_paused = False
+        else:
+            assoc.abort()
+        assoc.kill()
+        return True
+    return False
 
 
 def tune_acceptor(assoc: Any, client_socket: Any, spool_dir: Path | str | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from pydicom.filewriter import write_file_meta_info
@@ -15,6 +15,7 @@ from pynetdicom.dimse_messages import C_FIND_RSP, C_STORE_RQ, C_STORE_RSP, DIMSE
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.pdu_primitives import P_DATA
+from tests.dimse_fakes import CT, FakeAssoc, store_primitive
 
 from cloudfilm.interfaces.dimse.messages import (
     SpoolingMessage,
@@ -27,8 +28,6 @@ from cloudfilm.interfaces.dimse.messages import (
     message_pdatas,
     store_response_command,
 )
-
-CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _response(**values: Any) -> C_STORE:
@@ -102,21 +101,8 @@ def test_file_meta_prefix_matches_pynetdicom(instance: str) -> None:
     assert file_meta_prefix(CT, instance, ExplicitVRLittleEndian) == out.getvalue()
 
 
-class _Context:
-    transfer_syntax: ClassVar[list[str]] = [ExplicitVRLittleEndian]
-
-
-class _Assoc:
-    _accepted_cx: ClassVar[dict[int, _Context]] = {1: _Context()}
-
-
 def _store_pdatas(payload: bytes, split: bool) -> list[P_DATA]:
-    rq = C_STORE()
-    rq.MessageID = 3
-    rq.AffectedSOPClassUID = CT
-    rq.AffectedSOPInstanceUID = "1.2.3.4"
-    rq.Priority = 0
-    rq.DataSet = io.BytesIO(payload)
+    rq = store_primitive(DataSet=io.BytesIO(payload))
     message = C_STORE_RQ()
     message.primitive_to_message(rq)
     pdatas = list(message.encode_msg(1, 16 if split else 0))
@@ -137,7 +123,7 @@ def test_spooling_message_writes_what_pynetdicom_writes(
     payload = bytes(range(256)) * 40
     files = []
     for message in (SpoolingMessage.new(), DIMSEMessage()):
-        done = [message.decode_msg(p, _Assoc()) for p in _store_pdatas(payload, split)]
+        done = [message.decode_msg(p, FakeAssoc()) for p in _store_pdatas(payload, split)]
         assert done[-1] and not any(done[:-1])
         assert isinstance(message, C_STORE_RQ)
         primitive = message.message_to_primitive()
@@ -155,7 +141,7 @@ def test_spooling_message_without_chunked_receive_keeps_the_data_in_memory(
     monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
     message = SpoolingMessage.new()
     for p in _store_pdatas(b"abcd" * 10, split=True):
-        message.decode_msg(p, _Assoc())
+        message.decode_msg(p, FakeAssoc())
     assert message._data_set_file is None
     assert message.data_set.getvalue() == b"abcd" * 10
 
@@ -173,14 +159,8 @@ def _pynetdicom_any(primitive: Any) -> bytes:
 
 
 def _store_request(**values: Any) -> C_STORE:
-    rq = C_STORE()
-    rq.MessageID = values.pop("message_id", 1)
-    rq.AffectedSOPClassUID = CT
-    rq.AffectedSOPInstanceUID = values.pop("sop_instance", "1.2.3.4")
-    rq.Priority = values.pop("priority", 2)
-    for keyword, value in values.items():
-        setattr(rq, keyword, value)
-    return rq
+    return store_primitive(message_id=values.pop("message_id", 1),
+                           priority=values.pop("priority", 2), **values)
 
 
 def _retrieve_response(kind: type, **values: Any) -> Any:

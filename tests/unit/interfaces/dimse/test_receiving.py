@@ -5,18 +5,17 @@ back to pynetdicom untouched."""
 from __future__ import annotations
 
 import io
-import queue
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import _config
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from tests.dimse_fakes import FakeAssoc, store_primitive
 
 from cloudfilm.interfaces.dimse import receiving
 from cloudfilm.interfaces.dimse.receiving import (
@@ -25,18 +24,9 @@ from cloudfilm.interfaces.dimse.receiving import (
     decode_store_request,
 )
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-
 
 def _request(**values: Any) -> C_STORE:
-    rq = C_STORE()
-    rq.MessageID = values.pop("message_id", 3)
-    rq.AffectedSOPClassUID = CT
-    rq.AffectedSOPInstanceUID = values.pop("sop_instance", "1.2.3.4")
-    rq.Priority = values.pop("priority", 0)
-    for keyword, value in values.items():
-        setattr(rq, keyword, value)
-    return rq
+    return store_primitive(**values)
 
 
 def _message(rq: Any, payload: bytes | None) -> Any:
@@ -59,23 +49,6 @@ def _pdatas(rq: Any, payload: bytes | None, max_pdu: int = 0) -> list[P_DATA]:
 def _pdus(rq: Any, payload: bytes | None, max_pdu: int = 0) -> list[memoryview]:
     """The P-DATA-TF PDU bodies (after the 6-byte header) of :func:`_pdatas`."""
     return [memoryview(P_DATA_TF(p).encode())[6:] for p in _pdatas(rq, payload, max_pdu)]
-
-
-class _Context:
-    transfer_syntax: ClassVar[list[str]] = [ExplicitVRLittleEndian]
-
-
-class _Dimse:
-    def __init__(self) -> None:
-        self.message: Any = None
-        self.msg_queue: queue.Queue[Any] = queue.Queue()
-
-
-class _Assoc:
-    _accepted_cx: ClassVar[dict[int, _Context]] = {1: _Context()}
-
-    def __init__(self) -> None:
-        self.dimse = _Dimse()
 
 
 @pytest.mark.parametrize("rq", [
@@ -122,7 +95,7 @@ def test_receiver_spools_what_pynetdicom_spools(max_pdu: int, tmp_path: Path,
     (tmp_path / "theirs").mkdir()
     payload = bytes(range(256)) * 40
     rq = _request(MoveOriginatorApplicationEntityTitle="MOVER", MoveOriginatorMessageID=9)
-    assoc = _Assoc()
+    assoc = FakeAssoc()
     receiver = StoreReceiver(tmp_path)
     pdus = _pdus(rq, payload, max_pdu)
     assert all(receiver.receive(pdu, assoc) for pdu in pdus)
@@ -148,7 +121,7 @@ def test_command_and_data_in_one_pdu(tmp_path: Path) -> None:
     pdata.presentation_data_value_list = [
         list(item) for p in _message(_request(), b"abcd").encode_msg(1, 0)
         for item in p.presentation_data_value_list]
-    receiver, assoc = StoreReceiver(tmp_path), _Assoc()
+    receiver, assoc = StoreReceiver(tmp_path), FakeAssoc()
     assert receiver.receive(memoryview(P_DATA_TF(pdata).encode())[6:], assoc)
     _, request = assoc.dimse.msg_queue.get_nowait()
     assert Path(request._dataset_path).read_bytes().endswith(b"abcd")
@@ -158,7 +131,7 @@ def test_other_messages_and_messages_in_flight_go_to_pynetdicom(tmp_path: Path) 
     echo = C_ECHO()
     echo.MessageID = 1
     echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
-    receiver, assoc = StoreReceiver(tmp_path), _Assoc()
+    receiver, assoc = StoreReceiver(tmp_path), FakeAssoc()
     assert not receiver.receive(_pdus(echo, None)[0], assoc)
     first = _pdus(_request(), b"abcd")[0]
     assoc.dimse.message = DIMSEMessage()  # pynetdicom is assembling a message
@@ -173,7 +146,7 @@ def test_other_messages_and_messages_in_flight_go_to_pynetdicom(tmp_path: Path) 
 
 
 def test_a_command_inside_the_data_set_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
-    receiver, assoc = StoreReceiver(tmp_path), _Assoc()
+    receiver, assoc = StoreReceiver(tmp_path), FakeAssoc()
     pdus = _pdus(_request(), bytes(100), 26)
     assert receiver.receive(pdus[0], assoc) and receiver.receive(pdus[1], assoc)
     assert receiver.busy and len(list(tmp_path.iterdir())) == 1
@@ -184,7 +157,7 @@ def test_a_command_inside_the_data_set_is_refused_and_leaves_nothing(tmp_path: P
 
 
 def test_discard_mid_transfer_leaves_nothing(tmp_path: Path) -> None:
-    receiver, assoc = StoreReceiver(tmp_path), _Assoc()
+    receiver, assoc = StoreReceiver(tmp_path), FakeAssoc()
     pdus = _pdus(_request(), bytes(100), 26)
     for pdu in pdus[:-1]:
         receiver.receive(pdu, assoc)
@@ -196,7 +169,7 @@ def test_discard_mid_transfer_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_a_spool_that_cannot_be_written_is_answered_with_the_error(tmp_path: Path) -> None:
-    receiver, assoc = StoreReceiver(tmp_path / "missing"), _Assoc()
+    receiver, assoc = StoreReceiver(tmp_path / "missing"), FakeAssoc()
     assert all(receiver.receive(pdu, assoc) for pdu in _pdus(_request(), bytes(100), 26))
     _, request = assoc.dimse.msg_queue.get_nowait()
     assert isinstance(request._cloudfilm_spool_error, OSError)

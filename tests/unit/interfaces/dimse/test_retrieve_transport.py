@@ -18,6 +18,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import CTImageStorage
 from pynetdicom.transport import AssociationSocket
+from tests.dimse_fakes import CT, store_primitive
 
 from cloudfilm.interfaces.dimse import transport
 from cloudfilm.interfaces.dimse.messages import (
@@ -36,18 +37,9 @@ from cloudfilm.interfaces.dimse.transport import (
     adopt_requestor_dul,
 )
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-
 
 def _request(**values: Any) -> C_STORE:
-    rq = C_STORE()
-    rq.MessageID = 3
-    rq.AffectedSOPClassUID = CT
-    rq.AffectedSOPInstanceUID = "1.2.3.4.5"
-    rq.Priority = 2
-    for keyword, value in values.items():
-        setattr(rq, keyword, value)
-    return rq
+    return store_primitive(sop_instance="1.2.3.4.5", priority=2, **values)
 
 
 def _payload(size: int) -> bytes:
