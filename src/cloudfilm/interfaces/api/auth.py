@@ -84,8 +84,9 @@ async def authenticate(request: Request) -> Actor:
     elif token.startswith(_HOSPITAL_PREFIX):
         # Verified within the last few seconds: no database read and no thread hop (~0.5
         # ms of a gateway's one-object STOW-RS request; CredentialCache).
-        hospital = (svc.credentials.verified(token)
-                    or await run_in_threadpool(svc.credentials.authenticate, token))
+        hospital = svc.credentials.verified(token)
+        if hospital is None:
+            hospital = await run_in_threadpool(svc.credentials.authenticate, token)
         actor = Actor(kind="hospital", subject=hospital.code, hospital_id=hospital.hospital_id,
                       hospital_code=hospital.code, display=hospital.name, address=address)
     elif token.startswith(_SESSION_PREFIX):
