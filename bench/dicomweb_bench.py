@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -45,7 +46,7 @@ from harness import (
     pg_backend_cpu_seconds,
 )
 from orthanc import Orthanc
-from server import Cloudfilm
+from server import EXE, Cloudfilm
 from synth import make_ct_series, make_small_studies, random_patient, to_bytes
 
 OUT_DIR = BENCH_DIR / "out"
@@ -217,9 +218,26 @@ def prepare_data(plan: Plan) -> Data:
 # HTTP helpers. One httpx.Client per thread: keep-alive, TCP_NODELAY (httpcore sets it).
 
 
+# Headers every request to the server under test carries (--as-hospital: its credential).
+CLIENT_HEADERS: dict[str, str] = {}
+
+
 def new_client() -> httpx.Client:
     # identity: Orthanc gzips answers when asked, which would measure zlib, not the archive.
-    return httpx.Client(timeout=TIMEOUT, headers={"Accept-Encoding": "identity"})
+    return httpx.Client(timeout=TIMEOUT,
+                        headers={"Accept-Encoding": "identity", **CLIENT_HEADERS})
+
+
+def hospital_credential(srv: ManagedServer) -> str:
+    """Register hospital BENCH in a running cloudfilm and issue it a cfh_ credential (with
+    the server's own CLI, same index and secrets)."""
+    data = str(srv.workdir / "data")
+    subprocess.run([str(EXE), "hospitals", "add", "--data", data, "--level", "tertiary",
+                    "BENCH", "Bench hospital"], check=True, capture_output=True, env=srv.env)
+    issued = subprocess.run([str(EXE), "hospitals", "issue-credential", "--data", data,
+                             "BENCH"], check=True, capture_output=True, text=True,
+                            env=srv.env).stdout
+    return next(w for w in issued.split() if w.startswith("cfh_"))
 
 
 def stow_body(parts: list[bytes]) -> tuple[str, bytes, int]:
@@ -553,6 +571,10 @@ def main() -> None:
                              "(helpers sharing a server use their own names)")
     parser.add_argument("--workers", type=int, default=1,
                         help="cloudfilm serve --workers N (HTTP worker processes)")
+    parser.add_argument("--as-hospital", action="store_true",
+                        help="cloudfilm is called as a hospital gateway would (Bearer cfh_ "
+                             "credential of a registered hospital), not as the loopback "
+                             "operator; Orthanc as before")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     indexes = ["sqlite", "postgresql"] if args.index == "both" else [args.index]
@@ -576,7 +598,12 @@ def main() -> None:
             log(f"{name} ({index} index)")
             try:
                 with factories[name](index) as srv:
-                    out = Suite(srv, data, plan).run(phases)
+                    if name == "cloudfilm" and args.as_hospital:
+                        CLIENT_HEADERS["Authorization"] = f"Bearer {hospital_credential(srv)}"
+                    try:
+                        out = Suite(srv, data, plan).run(phases)
+                    finally:
+                        CLIENT_HEADERS.clear()
             except ServerUnavailable as exc:
                 log(f"  skipped: {exc}")
                 skipped[f"{name}/{index}"] = str(exc)

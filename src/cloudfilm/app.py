@@ -55,7 +55,7 @@ from cloudfilm.services.archive.reconcile import ReconciliationService
 from cloudfilm.services.archive.retrieve import RetrieveService
 from cloudfilm.services.container import Limits, LocalAccess, Services, WebAccess
 from cloudfilm.services.health import FiguresService, HealthService
-from cloudfilm.services.identity.credentials import CredentialService
+from cloudfilm.services.identity.credentials import CredentialCache, CredentialService
 from cloudfilm.services.identity.hospitals import HospitalService
 from cloudfilm.services.identity.mpi import ResidentService
 from cloudfilm.services.identity.protection import (
@@ -217,6 +217,7 @@ def build_services(settings: Settings) -> Services:
                   protector=protector, settle_seconds=settings.ai.settle_seconds)
     ai = AiService(registry, work, AiResults(db, policy, retrieve), UpsEvents(db, work))
     outbox.append(ai.work.enqueue_in)
+    verified = CredentialCache(security.credential_cache_seconds)
     return Services(
         ingest=ingest,
         reports=reports,
@@ -227,9 +228,10 @@ def build_services(settings: Settings) -> Services:
         health=HealthService(db, blobs),
         maintenance=MaintenanceService(db, blobs),
         peers=peers,
-        hospitals=HospitalService(db, peers),
+        hospitals=HospitalService(db, peers, credentials_changed=verified.forget_all),
         credentials=CredentialService(
-            db, security.admin_token.get_secret_value() if security.admin_token else None),
+            db, security.admin_token.get_secret_value() if security.admin_token else None,
+            cache=verified),
         residents=ResidentService(db, protector, audit=audit),
         accounts=accounts,
         sms=sms,

@@ -134,6 +134,11 @@ class SecuritySettings(BaseModel):
     # An explicit local_mode="open" with a server database is refused at start-up unless
     # this is true (one machine running PostgreSQL, nobody else on the network).
     allow_open_local_mode: bool = False
+    # Seconds a verified hospital credential (cfh_) is trusted without asking the database
+    # again. A revocation, rotation or deactivation takes effect at once in the process
+    # that made it and within this time in the others (other workers, the CLI); 0 turns
+    # the cache off (docs/architecture.md, "Hospital credentials: the verification cache").
+    credential_cache_seconds: float = Field(default=5.0, ge=0.0, le=60.0)
 
 
 class SmsSettings(BaseModel):

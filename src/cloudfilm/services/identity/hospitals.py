@@ -6,6 +6,7 @@ code). Every change commits when the call returns and is recorded as an identity
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -77,9 +78,13 @@ _UPDATABLE = frozenset(HospitalInput.__dataclass_fields__) - {"code"}
 
 
 class HospitalService:
-    def __init__(self, db: Database, peers: PeerService) -> None:
+    def __init__(self, db: Database, peers: PeerService, *,
+                 credentials_changed: Callable[[], None] = lambda: None) -> None:
         self._db = db
         self._peers = peers
+        # Forgets this process's verified credentials (CredentialCache.forget_all): a
+        # deactivated hospital's credentials stop working at once here.
+        self._credentials_changed = credentials_changed
 
     def register(self, data: HospitalInput, *, actor: Actor = LOCAL_OPERATOR) -> HospitalView:
         """Register a hospital; committed when this returns.
@@ -152,6 +157,9 @@ class HospitalService:
                 view = _view(row, tuple(_peer(p) for p in peers))
         except DatabaseUnavailableError as exc:
             raise ResourceUnavailableError(str(exc)) from exc
+        finally:
+            if "active" in changes:
+                self._credentials_changed()
         return view
 
     def get(self, code: str, *, actor: Actor = LOCAL_OPERATOR) -> HospitalView:
