@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import socket
 import tempfile
@@ -145,17 +146,21 @@ def test_store_records_sending_hospital_and_is_durable(dimse: DimseServer, servi
 def test_a_received_data_set_is_spooled_beside_the_blobs(
         dimse: DimseServer, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     # The DUL thread writes it there itself (receiving.py), so ingest links it into place.
+    # It also hashes it as it writes it: ingest gets the file's SHA-256 with it.
     ingest = services.ingest.ingest_file_grouped
     spooled: list[Path] = []
+    digests: list[tuple[str | None, str]] = []
 
     def record(path: Path, **kw: Any) -> Any:
         spooled.append(Path(path))
+        digests.append((kw.get("sha256"), hashlib.sha256(Path(path).read_bytes()).hexdigest()))
         return ingest(path, **kw)
 
     monkeypatch.setattr(services.ingest, "ingest_file_grouped", record)
     datasets = _series(2)
     assert [s.Status for s in _store(dimse, *datasets)] == [0, 0]
     assert [p.parent for p in spooled] == [services.spool_dir] * 2
+    assert all(given == actual for given, actual in digests) and len(digests) == 2
     assert not list(services.spool_dir.iterdir())
     stored = services.retrieve.locate(datasets[0].StudyInstanceUID, actor=LOCAL_OPERATOR)
     assert len(stored) == 2

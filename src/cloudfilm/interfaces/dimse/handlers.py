@@ -222,7 +222,10 @@ def handle_store(event: Event, gateway: Gateway) -> int | Dataset:
                         hospital_name=peer.description or peer.hospital_code,
                         door="c-store", remote=peer.ae_title)
         # Concurrent associations share index transactions (services/archive/group_commit).
-        stored = gateway.services.ingest.ingest_file_grouped(path, sender=sender, move=True)
+        # The receiver hashed the spool file as it wrote it (receiving.StoreReceiver).
+        stored = gateway.services.ingest.ingest_file_grouped(
+            path, sender=sender, move=True,
+            sha256=None if spooled else getattr(request, "_cloudfilm_sha256", None))
     except Exception as exc:
         status = st.store_failure_status(exc)
         _log_failure("c_store", status, exc, event,

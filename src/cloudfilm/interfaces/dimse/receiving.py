@@ -9,7 +9,10 @@ one message that carries bulk data into the archive, so :class:`StoreReceiver` t
 over in the DUL thread (``transport.EventDrivenDUL``): each PDU is read with ``recv_into``
 into one reused buffer, a C-STORE-RQ command set is decoded with ``struct``
 (:func:`decode_store_request`), and each data fragment goes to the spool file with
-``os.writev`` from that buffer. The finished request is put on the DIMSE provider's message
+``os.writev`` from that buffer, and hashed (SHA-256, the blob's content address) as it is
+written, while the association thread waits for the next request anyway: ingest then
+neither reads the file again nor hashes it on the critical path (docs/capacity.md
+"C-STORE, pass 14"). The finished request is put on the DIMSE provider's message
 queue as pynetdicom would put it (the same primitive, ``_dataset_path`` set), so the
 association thread serves it unchanged.
 
@@ -20,6 +23,7 @@ does not parse) is handed to pynetdicom as it arrived.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import struct
@@ -121,6 +125,7 @@ class StoreReceiver:
         self._request: C_STORE | None = None
         self._context_id = 0
         self._failed: OSError | None = None
+        self._digest: Any = None
 
     @property
     def busy(self) -> bool:
@@ -168,6 +173,7 @@ class StoreReceiver:
     def _open(self, request: C_STORE, context_id: int, transfer_syntax: str) -> None:
         self._request, self._context_id = request, context_id
         self._failed = None
+        self._digest = hashlib.sha256()
         while True:
             name = os.path.join(self.spool_dir, f"dimse-{os.getpid()}-{next(_names)}.dcm")
             try:
@@ -207,6 +213,10 @@ class StoreReceiver:
             fd = self._fd
             if fd is None or self._failed is not None:
                 return
+            # Exactly the bytes the file receives, in order (hashlib lets go of the GIL
+            # for each fragment); a failed write drops the file and the digest with it.
+            for view in views:
+                self._digest.update(view)
             try:
                 while views:
                     written = os.writev(fd, views)
@@ -233,6 +243,9 @@ class StoreReceiver:
         else:
             request._dataset_path = Path(name)
             request._dataset_file = SpoolFile(name)  # type: ignore[assignment]
+            # The spool file's SHA-256 (handlers.handle_store passes it to ingest).
+            request._cloudfilm_sha256 = self._digest.hexdigest()  # type: ignore[attr-defined]
+        self._digest = None
         assoc.dimse.msg_queue.put((self._context_id, request))
 
     def discard(self) -> None:

@@ -4,6 +4,7 @@ back to pynetdicom untouched."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,35 @@ def test_receiver_spools_what_pynetdicom_spools(max_pdu: int, tmp_path: Path,
     for keyword in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
                     "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
         assert getattr(ours, keyword) == getattr(theirs, keyword)
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16, 4096])
+def test_receiver_hashes_the_spool_file_as_written(max_pdu: int, tmp_path: Path) -> None:
+    # Ingest takes this digest as the file's content address instead of hashing it again,
+    # so it must be the SHA-256 of exactly the file's bytes (File Meta prefix included).
+    payload = bytes(range(256)) * 40 + b"tail"
+    receiver, assoc = StoreReceiver(tmp_path), FakeAssoc()
+    for round_ in range(2):  # a second object on the same receiver starts a new digest
+        assert all(receiver.receive(pdu, assoc)
+                   for pdu in _pdus(_request(), payload[round_:], max_pdu))
+        _, request = assoc.dimse.msg_queue.get_nowait()
+        data = Path(request._dataset_path).read_bytes()
+        assert data.endswith(payload[round_:])
+        assert request._cloudfilm_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_no_digest_for_a_data_set_that_could_not_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver, assoc = StoreReceiver(tmp_path), FakeAssoc()
+
+    def full(fd: int, views: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(receiving.os, "writev", full)
+    assert all(receiver.receive(pdu, assoc) for pdu in _pdus(_request(), b"abcd" * 100))
+    _, request = assoc.dimse.msg_queue.get_nowait()
+    assert isinstance(request._cloudfilm_spool_error, OSError)
+    assert getattr(request, "_cloudfilm_sha256", None) is None
 
 
 def test_command_and_data_in_one_pdu(tmp_path: Path) -> None:
