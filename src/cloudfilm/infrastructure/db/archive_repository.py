@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cloudfilm.infrastructure.db.models import (
@@ -312,14 +313,15 @@ def instances_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Any]:
     return {r.sop_instance_uid: r for r in rows}
 
 
-def known_versions(session: Session, pairs: Sequence[tuple[str, str]], *,
+def known_versions(session: Session | Connection, pairs: Sequence[tuple[str, str]], *,
                    hospital_id: int | None = None) -> set[tuple[str, str]]:
     """Which (SOP Instance UID, SHA-256) pairs were stored before, as current or superseded
     versions (a late resend of an old version then changes nothing); with ``hospital_id``,
-    only pairs that hospital holds."""
+    only pairs that hospital holds. In an ORM session's transaction or on a Core
+    connection (ingest's look-ahead, ``Database.reading``)."""
     if not pairs:
         return set()
-    conn = session.connection()
+    conn = session if isinstance(session, Connection) else session.connection()
     wanted = set(pairs)
     current = {
         (r.sop_instance_uid, r.sha256)
