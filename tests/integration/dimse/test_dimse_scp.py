@@ -35,8 +35,8 @@ from tests.integration.dimse.support import (
     free_port,
 )
 
+from cloudfilm.interfaces.dimse import sending, transport
 from cloudfilm.interfaces.dimse import status as st
-from cloudfilm.interfaces.dimse import transport
 from cloudfilm.interfaces.dimse.server import DimseServer
 from cloudfilm.services.access.actor import LOCAL_OPERATOR
 from cloudfilm.services.container import Services
@@ -554,6 +554,14 @@ def test_get_sends_the_stored_bytes_in_the_peers_pdu_size(
     datasets = _series(2)
     _store(dimse, *datasets)
     got: list[bytes] = []
+    from_files: list[str] = []
+    send_stored = sending.FileSendingAssociation._send_stored
+
+    def spy(assoc: Any, stored: Any, *args: Any, **kwargs: Any) -> Any:
+        from_files.append(stored.sop_instance_uid)
+        return send_stored(assoc, stored, *args, **kwargs)
+
+    monkeypatch.setattr(sending.FileSendingAssociation, "_send_stored", spy)
 
     def keep(event: Any) -> int:
         got.append(_received_bytes(event))
@@ -570,6 +578,9 @@ def test_get_sends_the_stored_bytes_in_the_peers_pdu_size(
     final = list(assoc.send_c_get(ident, StudyRootQueryRetrieveInformationModelGet))[-1][0]
     assoc.release()
     assert final.Status == 0 and final.NumberOfCompletedSuboperations == 2
+    # From the stored files, not decoded and encoded again (our acceptor's class was
+    # once not recognised as one that can send files).
+    assert sorted(from_files) == sorted(str(ds.SOPInstanceUID) for ds in datasets)
     stored = {}
     for ds in datasets:
         [obj] = [o for o in services.retrieve.locate(

@@ -35,6 +35,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from cloudfilm.interfaces.dimse.transport import (
     AdoptedEventDrivenDUL,
     EncodingDIMSE,
+    ServingAssociation,
     adopt_requestor_dul,
     end_if_finished,
 )
@@ -223,6 +224,18 @@ class FileSendingAssociation(Association):
             return
 
 
+class ServingFileSendingAssociation(FileSendingAssociation, ServingAssociation):
+    """Our acceptor association (``transport.ServingAssociation``'s reactor loop) whose
+    C-GET sends stored files as they are."""
+
+
+# pynetdicom's association class, or ours, -> the same with file sending.
+_FILE_SENDING: dict[type, type] = {
+    Association: FileSendingAssociation,
+    ServingAssociation: ServingFileSendingAssociation,
+}
+
+
 def enable(assoc: Any) -> bool:
     """Make ``assoc`` (pynetdicom's own Association, not yet sending) a
     :class:`FileSendingAssociation`; False when that is not possible, and then handlers
@@ -234,9 +247,13 @@ def enable(assoc: Any) -> bool:
     """
     if isinstance(assoc, FileSendingAssociation):
         return True
-    if type(assoc) is not Association or not pynetdicom_config.STORE_SEND_CHUNKED_DATASET:
+    # Every acceptor is a ServingAssociation (transport.tune_acceptor): when only
+    # pynetdicom's class was recognised here, each C-GET decoded and re-encoded its objects
+    # (twice the CPU of a C-MOVE of the same series, issue 12 pass 14).
+    sending_class = _FILE_SENDING.get(type(assoc))
+    if sending_class is None or not pynetdicom_config.STORE_SEND_CHUNKED_DATASET:
         return False
-    assoc.__class__ = FileSendingAssociation
+    assoc.__class__ = sending_class
     return True
 
 
