@@ -754,10 +754,7 @@ def _validated(parsed: ParsedHeader) -> _Header:
     ds = parsed.dataset
     uids = {}
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        value = _raw_value(ds, keyword)
-        if value is _CONVERT:
-            value = ds.get(keyword, "")
-        value = str(value or "").strip()
+        value = str(_value(ds, keyword) or "").strip()
         if not value:
             raise InvalidInstanceError(f"{keyword} is missing; the archive needs it to file the "
                                        "object", code="missing-uid")
@@ -794,10 +791,7 @@ def _check_storage_class(uid: str) -> None:
 def _patient_values(ds: Dataset, warnings: list[str]) -> dict[str, Any]:
     # An empty PatientID is not refused: the object is held for reconciliation (the
     # caller sees patient_id == ""), as Orthanc and dcm4chee store such objects too.
-    patient_id = _raw_value(ds, "PatientID")
-    if patient_id is _CONVERT:
-        patient_id = ds.get("PatientID", "")
-    patient_id = str(patient_id or "").strip()
+    patient_id = str(_value(ds, "PatientID") or "").strip()
     if len(patient_id) > 64 or any(ord(c) < 32 or c == "\\" for c in patient_id):
         raise InvalidInstanceError(f"PatientID {patient_id[:80]!r} is not a valid LO value "
                                    "(at most 64 characters, no backslash or control characters)",
@@ -884,12 +878,10 @@ def _subset_json(full: dict[str, Any], tags: frozenset[str], group: str | None =
 
 
 def _s(ds: Dataset, keyword: str, limit: int) -> str:
-    value = _raw_value(ds, keyword)
-    if value is _CONVERT:
-        try:
-            value = ds.get(keyword, "")
-        except Exception:
-            return ""
+    try:
+        value = _value(ds, keyword)
+    except Exception:
+        return ""
     return str(value or "").replace("\x00", "").strip()[:limit]
 
 
@@ -902,6 +894,12 @@ def _get(ds: Dataset, keyword: str) -> Any:
         return ds.get(keyword)
     except _CORRUPT_ELEMENT:
         return None
+
+
+def _value(ds: Dataset, keyword: str) -> Any:
+    """``ds.get(keyword, "")``, read from the raw bytes where :func:`_raw_value` can."""
+    value = _raw_value(ds, keyword)
+    return ds.get(keyword, "") if value is _CONVERT else value
 
 
 # "Ask pydicom": the raw value is not one _raw_value reads the way pydicom would.
